@@ -1,0 +1,3 @@
+from detcli.cli import main
+
+main()
