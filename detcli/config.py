@@ -4,7 +4,8 @@ A preset is a YAML mapping whose top-level keys are those of an mmdet 2.x config
 ``data``, ``optimizer``, ...). Loading one:
 
 1. reads the YAML (a syntax error names the file and line);
-2. resolves ``_base_`` (a path or a list of paths, relative to the file, any depth): the bases
+2. drops top-level ``x-*`` keys, which only hold YAML anchors shared inside the file
+   (``x-norm: &norm {mean: [...], std: [...]}`` then ``<<: *norm``); resolves ``_base_`` (a path or a list of paths, relative to the file, any depth): the bases
    are merged in order, then the file itself on top; a mapping carrying ``_delete_: true``
    replaces what it overrides instead of merging into it;
 3. applies ``--cfg-options`` overrides (``a.b.c=V``, list indices as in
@@ -132,6 +133,8 @@ def _load_tree(path: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
         cycle = " -> ".join(str(p) for p in (*chain, path))
         raise ConfigError(f"{path}: _base_ inheritance cycle: {cycle}")
     data = _read_yaml(path)
+    # `x-name: &anchor ...` entries only hold YAML anchors for this file (as in docker compose)
+    data = {k: v for k, v in data.items() if not (isinstance(k, str) and k.startswith("x-"))}
     bases = data.pop("_base_", None)
     if bases is None:
         return data

@@ -1,20 +1,43 @@
 """Choice of the compute backend behind :mod:`detcli.ops`.
 
-``DET_OPS=auto|cupy|torchvision`` (or :func:`set_backend`, used by the ``--ops`` option) forces a
-backend; ``auto`` (default) uses torchvision.ops. The kernels issue adds the CuPy backend.
+Backends:
+
+- ``torchvision``: ``torchvision.ops.nms`` / ``roi_align`` (any device; traceable, used by ONNX export).
+- ``cupy``: the RawKernels of ``kernels/*.cu`` (CUDA tensors, CuPy installed).
+- ``torch``: NMS in plain PyTorch (:mod:`detcli.ops.reference`), faster than torchvision's CPU kernel
+  for large inputs; RoIAlign stays torchvision's.
+- ``auto`` (default): CUDA tensors use ``cupy`` when it can run (otherwise torchvision, with one
+  warning); CPU tensors use torchvision, except NMS over at least :data:`TORCH_NMS_MIN_BOXES` boxes,
+  which uses the ``torch`` path.
+
+Precedence: :func:`use_backend` (a context, e.g. ONNX export forcing ``torchvision``) over
+:func:`set_backend` (the ``--ops`` option) over ``$DET_OPS``. Forcing ``cupy`` where it cannot work
+raises :class:`~detcli.errors.KernelError`.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Protocol
 
+import torch
 from torch import Tensor
 
-from detcli.errors import KernelError
+from detcli.errors import KernelError, did_you_mean
 
-BACKEND_NAMES = ("auto", "cupy", "torchvision")
+logger = logging.getLogger(__name__)
+
+BACKEND_NAMES = ("auto", "cupy", "torch", "torchvision")
+TORCH_NMS_MIN_BOXES = 2000  # auto mode: CPU NMS from this many boxes uses the plain-PyTorch path
+TORCH_NMS_MAX_ROUNDS = 64  # auto mode: longer suppression chains fall back to torchvision
+
 _forced: str | None = None
+_context = threading.local()
+_warned_fallback = False
 
 
 class Backend(Protocol):
@@ -47,34 +70,139 @@ class TorchvisionBackend:
         )
 
 
+class TorchBackend(TorchvisionBackend):
+    """Plain-PyTorch NMS; inputs it does not cover (negative threshold, non-finite boxes) and RoIAlign
+    go to torchvision."""
+
+    name = "torch"
+
+    def __init__(self, max_rounds: int | None = None) -> None:
+        self.max_rounds = max_rounds
+
+    def nms(self, boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
+        from detcli.ops.reference import NotConvergedError, nms_sparse, supported
+
+        if not supported(boxes, iou_threshold):
+            return super().nms(boxes, scores, iou_threshold)
+        try:
+            return nms_sparse(boxes, scores, iou_threshold, max_rounds=self.max_rounds)
+        except NotConvergedError:
+            logger.debug("plain-PyTorch NMS hit %s rounds; using torchvision", self.max_rounds)
+            return super().nms(boxes, scores, iou_threshold)
+
+
 _TORCHVISION = TorchvisionBackend()
+_TORCH = TorchBackend()
+_TORCH_AUTO = TorchBackend(max_rounds=TORCH_NMS_MAX_ROUNDS)
+
+
+def _check_name(name: str, source: str) -> str:
+    if name not in BACKEND_NAMES:
+        raise KernelError(
+            f"{source}{name!r} is not an ops backend{did_you_mean(name, BACKEND_NAMES)} "
+            f"(choose from: {', '.join(BACKEND_NAMES)})"
+        )
+    return name
 
 
 def set_backend(name: str | None) -> None:
     """Force a backend for this process (``None`` returns to ``$DET_OPS``/auto)."""
     global _forced
-    if name is not None and name not in BACKEND_NAMES:
-        raise KernelError(f"unknown ops backend '{name}' (choose from: {', '.join(BACKEND_NAMES)})")
-    _forced = name
+    _forced = None if name is None else _check_name(name, "--ops ")
+
+
+@contextmanager
+def use_backend(name: str) -> Iterator[None]:
+    """Use backend ``name`` inside the ``with`` block (this thread), over ``--ops`` and ``$DET_OPS``.
+
+    Example:
+        >>> with use_backend("torchvision"):   # e.g. while tracing for ONNX export
+        ...     keep = nms(boxes, scores, 0.5)  # doctest: +SKIP
+    """
+    _check_name(name, "")
+    previous = getattr(_context, "name", None)
+    _context.name = name
+    try:
+        yield
+    finally:
+        _context.name = previous
 
 
 def requested_backend() -> str:
-    name = _forced or os.environ.get("DET_OPS", "auto") or "auto"
-    if name not in BACKEND_NAMES:
-        raise KernelError(f"DET_OPS={name!r} is not a backend (choose from: {', '.join(BACKEND_NAMES)})")
-    return name
+    """The backend name asked for (``auto`` unless overridden)."""
+    override = getattr(_context, "name", None)
+    if override is not None:
+        return override
+    if _forced is not None:
+        return _forced
+    return _check_name(os.environ.get("DET_OPS", "auto") or "auto", "DET_OPS=")
 
 
-def backend_for(tensor: Tensor) -> Backend:
-    """Return the backend that runs ops on ``tensor``."""
+def _cupy_reason() -> str | None:
+    from detcli.ops.cupy_backend import unavailable_reason
+
+    return unavailable_reason()
+
+
+def backend_for(tensor: Tensor, num_boxes: int | None = None) -> Backend:
+    """Return the backend that runs an op on ``tensor``.
+
+    Args:
+        tensor: the op's main input (boxes or feature maps).
+        num_boxes: for NMS, the number of boxes (auto mode picks the CPU path by size).
+
+    Raises:
+        KernelError: ``cupy`` is forced but cannot run on this tensor or machine.
+    """
+    global _warned_fallback
     name = requested_backend()
+    if name == "torchvision":
+        return _TORCHVISION
+    if name == "torch":
+        return _TORCH
     if name == "cupy":
-        raise KernelError("DET_OPS=cupy: the CuPy kernels are not available in this build; use DET_OPS=torchvision")
+        if not tensor.is_cuda:
+            raise KernelError(
+                f"ops backend 'cupy' needs CUDA tensors, got a tensor on {tensor.device}; "
+                "use --ops auto (or DET_OPS=auto) to run CPU tensors with torchvision"
+            )
+        reason = _cupy_reason()
+        if reason is not None:
+            raise KernelError(f"ops backend 'cupy' cannot run: {reason}")
+        from detcli.ops.cupy_backend import SUPPORTED_DTYPES, CupyBackend
+
+        if tensor.dtype not in SUPPORTED_DTYPES:
+            raise KernelError(f"ops backend 'cupy' supports float32 and float16 tensors, got {tensor.dtype}; use --ops auto")
+        return CupyBackend()
+    # auto
+    if tensor.is_cuda:
+        from detcli.ops.cupy_backend import SUPPORTED_DTYPES, CupyBackend
+
+        reason = _cupy_reason()
+        if reason is None and tensor.dtype in SUPPORTED_DTYPES:
+            return CupyBackend()
+        if reason is not None and not _warned_fallback:
+            _warned_fallback = True
+            logger.warning("CuPy kernels unavailable (%s); using torchvision.ops", reason)
+        return _TORCHVISION
+    if num_boxes is not None and num_boxes >= TORCH_NMS_MIN_BOXES:
+        return _TORCH_AUTO
     return _TORCHVISION
 
 
 def active_backend_name(device: str = "cpu") -> str:
-    """Name of the backend used for tensors on ``device`` (for ``det env``)."""
-    import torch
+    """Name of the backend used for tensors on ``device`` (for ``det env``), without touching the GPU."""
+    name = requested_backend()
+    if name != "auto":
+        return name
+    if torch.device(device).type == "cuda":
+        return "cupy" if _cupy_reason() is None else "torchvision"
+    return f"torchvision (nms with >= {TORCH_NMS_MIN_BOXES} boxes: torch)"
 
-    return backend_for(torch.empty(0, device="cpu")).name
+
+def available_backends(device: str = "cpu") -> list[str]:
+    """Concrete backends that can run on ``device`` on this machine."""
+    names = ["torchvision", "torch"]
+    if torch.device(device).type == "cuda" and _cupy_reason() is None:
+        names.insert(0, "cupy")
+    return names

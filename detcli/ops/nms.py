@@ -26,14 +26,22 @@ def nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
     Returns:
         Tensor[K] int64: indices of kept boxes, sorted by decreasing score.
 
+    Raises:
+        ValueError: ``boxes`` is not (N, 4) or ``scores`` not (N,).
+        KernelError: the ``cupy`` backend is forced but cannot run (see :mod:`detcli.ops.dispatch`).
+
     Example:
         >>> b = torch.tensor([[0., 0, 10, 10], [1, 1, 11, 11], [20, 20, 30, 30]])
         >>> nms(b, torch.tensor([0.9, 0.8, 0.7]), 0.5)
         tensor([0, 2])
     """
-    if boxes.numel() == 0:
+    if boxes.dim() != 2 or boxes.shape[-1] != 4:
+        raise ValueError(f"nms: boxes must have shape (N, 4), got {tuple(boxes.shape)}")
+    if scores.shape != boxes.shape[:1]:
+        raise ValueError(f"nms: scores must have shape ({boxes.shape[0]},) to match boxes, got {tuple(scores.shape)}")
+    if boxes.shape[0] == 0:
         return torch.empty(0, dtype=torch.int64, device=boxes.device)
-    return backend_for(boxes).nms(boxes, scores, float(iou_threshold))
+    return backend_for(boxes, num_boxes=boxes.shape[0]).nms(boxes, scores, float(iou_threshold))
 
 
 def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: float) -> Tensor:

@@ -28,10 +28,19 @@ def roi_align(
             (``aligned=True`` is mmdet 2.x's default); ``False`` is the legacy behaviour.
 
     Returns:
-        Tensor[K, C, out_h, out_w]. Samples outside the map contribute zero.
+        Tensor[K, C, out_h, out_w]. Samples outside the map contribute zero. Differentiable with
+        respect to ``input`` on every backend (the CuPy path runs its own backward kernel).
+
+    Raises:
+        ValueError: ``input`` is not 4-D or ``rois`` not (K, 5).
+        KernelError: the ``cupy`` backend is forced but cannot run (see :mod:`detcli.ops.dispatch`).
     """
     if isinstance(output_size, int):
         output_size = (output_size, output_size)
+    if input.dim() != 4:
+        raise ValueError(f"roi_align: input must have shape (N, C, H, W), got {tuple(input.shape)}")
+    if rois.dim() != 2 or rois.shape[1] != 5:
+        raise ValueError(f"roi_align: rois must have shape (K, 5) (batch_index, x1, y1, x2, y2), got {tuple(rois.shape)}")
     if rois.numel() == 0:
         return input.new_zeros((0, input.shape[1], *output_size))
     return backend_for(input).roi_align(input, rois, tuple(output_size), float(spatial_scale), int(sampling_ratio), bool(aligned))

@@ -1,0 +1,36 @@
+"""Data layer: datasets, transforms, batching and the mapping back to original images.
+
+Importing this package registers every dataset and transform.
+"""
+
+from detcli.data import transforms
+from detcli.data.base import DetDataset, SampleKey
+from detcli.data.builder import build_dataset
+from detcli.data.coco import CocoDataset
+from detcli.data.geometry import map_to_original
+from detcli.data.inference import build_test_pipeline, prepare_image
+from detcli.data.loader import Batch, DetSampler, build_dataloader, collate
+from detcli.data.masks import BitmapMasks, PolygonMasks
+from detcli.data.sample import Sample
+from detcli.data.shapes import SHAPE_CLASSES, ShapesDataset, export_shapes_coco
+
+__all__ = [
+    "SHAPE_CLASSES",
+    "Batch",
+    "BitmapMasks",
+    "CocoDataset",
+    "DetDataset",
+    "DetSampler",
+    "PolygonMasks",
+    "Sample",
+    "SampleKey",
+    "ShapesDataset",
+    "build_dataloader",
+    "build_dataset",
+    "build_test_pipeline",
+    "collate",
+    "export_shapes_coco",
+    "map_to_original",
+    "prepare_image",
+    "transforms",
+]

@@ -1,0 +1,28 @@
+"""mmdet-style data transforms, registered in :data:`detcli.registry.TRANSFORMS`."""
+
+from detcli.data.transforms.compose import RNG_KEY, Compose, get_rng
+from detcli.data.transforms.formatting import Collect, DefaultFormatBundle, ImageToTensor, image_to_tensor
+from detcli.data.transforms.geometric import Pad, RandomFlip, Resize, bbox_flip, rescale_size
+from detcli.data.transforms.loading import LoadAnnotations, LoadImageFromFile
+from detcli.data.transforms.photometric import Normalize, PhotoMetricDistortion
+from detcli.data.transforms.test_time_aug import MultiScaleFlipAug
+
+__all__ = [
+    "RNG_KEY",
+    "Collect",
+    "Compose",
+    "DefaultFormatBundle",
+    "ImageToTensor",
+    "LoadAnnotations",
+    "LoadImageFromFile",
+    "MultiScaleFlipAug",
+    "Normalize",
+    "Pad",
+    "PhotoMetricDistortion",
+    "RandomFlip",
+    "Resize",
+    "bbox_flip",
+    "get_rng",
+    "image_to_tensor",
+    "rescale_size",
+]

@@ -1,0 +1,336 @@
+"""Geometric transforms with mmdet 2.x key contracts: Resize, RandomFlip, Pad.
+
+Boxes listed in ``results['bbox_fields']`` are ``float32 (N, 4)`` xyxy arrays in the current
+image's pixels; masks listed in ``results['mask_fields']`` are BitmapMasks/PolygonMasks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import cv2
+import numpy as np
+
+from detcli.data.transforms.compose import get_rng
+from detcli.registry import TRANSFORMS
+
+_DIRECTIONS = ("horizontal", "vertical", "diagonal")
+Scale = tuple[int, int]
+
+
+def rescale_size(old_size: tuple[int, int], scale: Sequence[float]) -> tuple[tuple[int, int], float]:
+    """Size of an image rescaled with its aspect ratio kept (mmcv ``rescale_size``).
+
+    Args:
+        old_size: ``(w, h)`` of the image.
+        scale: ``(long, short)`` bounds in any order: the long edge ends <= max(scale) and the
+            short edge <= min(scale).
+
+    Returns:
+        ``((new_w, new_h), factor)`` with ``new = int(old * factor + 0.5)``.
+
+    Example:
+        >>> rescale_size((640, 480), (1333, 800))
+        ((1067, 800), 1.6666666666666667)
+    """
+    w, h = old_size
+    max_long, max_short = max(scale), min(scale)
+    factor = min(max_long / max(h, w), max_short / min(h, w))
+    return (int(w * factor + 0.5), int(h * factor + 0.5)), factor
+
+
+def _parse_scales(img_scale: Any) -> list[Scale] | None:
+    if img_scale is None:
+        return None
+    if isinstance(img_scale, (list, tuple)) and len(img_scale) == 2 and all(
+        isinstance(v, (int, float)) for v in img_scale
+    ):
+        return [(int(img_scale[0]), int(img_scale[1]))]
+    scales = []
+    for s in img_scale:
+        if not (isinstance(s, (list, tuple)) and len(s) == 2):
+            raise ValueError(f"img_scale entries must be (long, short) pairs, got {s!r}")
+        scales.append((int(s[0]), int(s[1])))
+    if not scales:
+        raise ValueError("img_scale must not be empty")
+    return scales
+
+
+@TRANSFORMS.register()
+class Resize:
+    """Resize the image, boxes and masks (mmdet ``Resize``).
+
+    The target scale comes from, in order: ``results['scale']``; ``results['scale_factor']``
+    (a float, set by MultiScaleFlipAug); else it is drawn from ``img_scale``:
+    ``ratio_range`` set ⇒ ``img_scale × U(ratio_range)``; one scale ⇒ it; several scales ⇒
+    ``multiscale_mode='range'`` samples the long edge in [min, max] of the long edges and the short
+    edge likewise, ``'value'`` picks one of them.
+
+    With ``keep_ratio`` the image is rescaled so that its long edge <= max(scale) and its short
+    edge <= min(scale); otherwise it is resized to exactly ``(w, h) = scale``.
+
+    Adds/updates: ``img``, ``img_shape``, ``pad_shape``, ``scale``, ``scale_idx``,
+    ``scale_factor (float32[4]: w, h, w, h)``, ``keep_ratio``, every bbox and mask field.
+
+    Args:
+        img_scale: ``(long, short)`` or a list of them.
+        multiscale_mode: ``range`` or ``value``.
+        ratio_range: ``(min, max)`` ratios applied to a single ``img_scale``.
+        keep_ratio: keep the aspect ratio.
+        bbox_clip_border: clip boxes to the resized image.
+        override: re-draw the scale even if ``results['scale']`` is already set.
+    """
+
+    def __init__(
+        self,
+        img_scale: tuple[int, int] | list[tuple[int, int]] | None = None,
+        multiscale_mode: str = "range",
+        ratio_range: tuple[float, float] | None = None,
+        keep_ratio: bool = True,
+        bbox_clip_border: bool = True,
+        override: bool = False,
+    ) -> None:
+        self.img_scale = _parse_scales(img_scale)
+        if multiscale_mode not in ("range", "value"):
+            raise ValueError(f"multiscale_mode must be 'range' or 'value', got {multiscale_mode!r}")
+        if ratio_range is not None:
+            if self.img_scale is None or len(self.img_scale) != 1:
+                raise ValueError("ratio_range needs exactly one img_scale")
+            if len(ratio_range) != 2 or ratio_range[0] > ratio_range[1]:
+                raise ValueError(f"ratio_range must be (min, max), got {ratio_range!r}")
+            ratio_range = (float(ratio_range[0]), float(ratio_range[1]))
+        self.multiscale_mode = multiscale_mode
+        self.ratio_range = ratio_range
+        self.keep_ratio = keep_ratio
+        self.bbox_clip_border = bbox_clip_border
+        self.override = override
+
+    def _random_scale(self, results: dict[str, Any]) -> None:
+        if self.img_scale is None:
+            raise ValueError("Resize needs img_scale, or results['scale']/['scale_factor'] set by MultiScaleFlipAug")
+        rng = get_rng(results)
+        idx: int | None = None
+        if self.ratio_range is not None:
+            lo, hi = self.ratio_range
+            ratio = rng.random() * (hi - lo) + lo
+            base = self.img_scale[0]
+            scale = (int(base[0] * ratio), int(base[1] * ratio))
+        elif len(self.img_scale) == 1:
+            scale, idx = self.img_scale[0], 0
+        elif self.multiscale_mode == "range":
+            longs = [max(s) for s in self.img_scale]
+            shorts = [min(s) for s in self.img_scale]
+            scale = (int(rng.integers(min(longs), max(longs) + 1)), int(rng.integers(min(shorts), max(shorts) + 1)))
+        else:
+            idx = int(rng.integers(len(self.img_scale)))
+            scale = self.img_scale[idx]
+        results["scale"] = scale
+        results["scale_idx"] = idx
+
+    def __call__(self, results: dict[str, Any]) -> dict[str, Any]:
+        if "scale" not in results or self.override:
+            results.pop("scale", None)
+            factor = results.get("scale_factor")
+            if isinstance(factor, (int, float)) and not self.override:
+                h, w = results["img"].shape[:2]
+                results["scale"] = (int(w * factor), int(h * factor))
+                results["scale_idx"] = None
+            else:
+                results.pop("scale_factor", None)
+                self._random_scale(results)
+        self._resize_img(results)
+        self._resize_bboxes(results)
+        self._resize_masks(results)
+        return results
+
+    def _resize_img(self, results: dict[str, Any]) -> None:
+        for key in results.get("img_fields", ["img"]):
+            img = results[key]
+            h, w = img.shape[:2]
+            if self.keep_ratio:
+                (new_w, new_h), _ = rescale_size((w, h), results["scale"])
+            else:
+                new_w, new_h = int(results["scale"][0]), int(results["scale"][1])
+            if (new_w, new_h) != (w, h):
+                img = cv2.resize(img, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
+            results[key] = img
+            results["img_shape"] = img.shape
+            results["pad_shape"] = img.shape  # in case no Pad follows
+            results["scale_factor"] = np.array([new_w / w, new_h / h, new_w / w, new_h / h], dtype=np.float32)
+            results["keep_ratio"] = self.keep_ratio
+
+    def _resize_bboxes(self, results: dict[str, Any]) -> None:
+        h, w = results["img_shape"][:2]
+        for key in results.get("bbox_fields", []):
+            boxes = results[key] * results["scale_factor"]  # (N, 4)
+            if self.bbox_clip_border:
+                boxes[:, 0::2] = np.clip(boxes[:, 0::2], 0, w)
+                boxes[:, 1::2] = np.clip(boxes[:, 1::2], 0, h)
+            results[key] = boxes.astype(np.float32)
+
+    def _resize_masks(self, results: dict[str, Any]) -> None:
+        for key in results.get("mask_fields", []):
+            if results.get(key) is not None:
+                results[key] = results[key].resize(results["img_shape"][:2])
+
+    def __repr__(self) -> str:
+        return (f"Resize(img_scale={self.img_scale}, multiscale_mode={self.multiscale_mode!r}, "
+                f"ratio_range={self.ratio_range}, keep_ratio={self.keep_ratio}, "
+                f"bbox_clip_border={self.bbox_clip_border})")
+
+
+def bbox_flip(bboxes: np.ndarray, img_shape: Sequence[int], direction: str) -> np.ndarray:
+    """Mirror ``bboxes float32 (N, 4)`` xyxy inside an image of shape ``(h, w, ...)``.
+
+    Example:
+        >>> bbox_flip(np.array([[10., 20., 30., 40.]]), (50, 100), "horizontal")
+        array([[70., 20., 90., 40.]])
+    """
+    if direction not in _DIRECTIONS:
+        raise ValueError(f"unknown flip direction {direction!r} (allowed: {', '.join(_DIRECTIONS)})")
+    h, w = img_shape[:2]
+    out = bboxes.copy()
+    if direction in ("horizontal", "diagonal"):
+        out[:, 0] = w - bboxes[:, 2]
+        out[:, 2] = w - bboxes[:, 0]
+    if direction in ("vertical", "diagonal"):
+        out[:, 1] = h - bboxes[:, 3]
+        out[:, 3] = h - bboxes[:, 1]
+    return out
+
+
+@TRANSFORMS.register()
+class RandomFlip:
+    """Flip the image, boxes and masks (mmdet ``RandomFlip``).
+
+    Modes: ``flip_ratio`` float and ``direction`` str (flip with that probability); float and a
+    list of directions (each direction with probability ``flip_ratio / len``); a list of ratios
+    and a list of directions (one probability per direction). ``flip_ratio=None`` never flips
+    unless ``results['flip']`` is set (MultiScaleFlipAug sets it, and it is then obeyed).
+
+    Adds/updates: ``flip``, ``flip_direction``, ``img``, every bbox and mask field.
+    """
+
+    def __init__(self, flip_ratio: float | list[float] | None = None,
+                 direction: str | list[str] = "horizontal") -> None:
+        directions = [direction] if isinstance(direction, str) else list(direction)
+        for d in directions:
+            if d not in _DIRECTIONS:
+                raise ValueError(f"unknown flip direction {d!r} (allowed: {', '.join(_DIRECTIONS)})")
+        if isinstance(flip_ratio, (list, tuple)):
+            if not isinstance(direction, (list, tuple)) or len(flip_ratio) != len(direction):
+                raise ValueError("a list flip_ratio needs a direction list of the same length")
+            if any(r < 0 for r in flip_ratio) or sum(flip_ratio) > 1:
+                raise ValueError(f"flip ratios must be >= 0 and sum to <= 1, got {flip_ratio}")
+            flip_ratio = [float(r) for r in flip_ratio]
+        elif flip_ratio is not None and not 0 <= flip_ratio <= 1:
+            raise ValueError(f"flip_ratio must be in [0, 1], got {flip_ratio}")
+        self.flip_ratio = flip_ratio
+        self.direction = direction if isinstance(direction, str) else list(direction)
+        self._directions = directions
+
+    def _choose(self, results: dict[str, Any]) -> str | None:
+        if self.flip_ratio is None:
+            return None
+        if isinstance(self.flip_ratio, list):
+            probs = [*self.flip_ratio, 1.0 - sum(self.flip_ratio)]
+        else:
+            single = self.flip_ratio / len(self._directions)
+            probs = [single] * len(self._directions) + [1.0 - self.flip_ratio]
+        probs = np.clip(np.asarray(probs, dtype=np.float64), 0, None)
+        choice = int(get_rng(results).choice(len(probs), p=probs / probs.sum()))
+        return self._directions[choice] if choice < len(self._directions) else None
+
+    def __call__(self, results: dict[str, Any]) -> dict[str, Any]:
+        if "flip" not in results:
+            chosen = self._choose(results)
+            results["flip"] = chosen is not None
+            results["flip_direction"] = chosen
+        if results["flip"]:
+            direction = results.get("flip_direction") or self._directions[0]
+            results["flip_direction"] = direction
+            for key in results.get("img_fields", ["img"]):
+                img = results[key]
+                if direction in ("horizontal", "diagonal"):
+                    img = img[:, ::-1]
+                if direction in ("vertical", "diagonal"):
+                    img = img[::-1]
+                results[key] = np.ascontiguousarray(img)
+            for key in results.get("bbox_fields", []):
+                results[key] = bbox_flip(results[key], results["img_shape"], direction)
+            for key in results.get("mask_fields", []):
+                if results.get(key) is not None:
+                    results[key] = results[key].flip(direction)
+        else:
+            results["flip_direction"] = None
+        return results
+
+    def __repr__(self) -> str:
+        return f"RandomFlip(flip_ratio={self.flip_ratio}, direction={self.direction!r})"
+
+
+@TRANSFORMS.register()
+class Pad:
+    """Pad the image (and masks) at the bottom/right.
+
+    Exactly one of ``size`` (fixed ``(h, w)``), ``size_divisor`` (pad each side up to a multiple)
+    or ``pad_to_square`` (pad to ``max(h, w)``, optionally then to a multiple of ``size_divisor``).
+
+    Adds/updates: ``img``, ``pad_shape``, ``pad_fixed_size``, ``pad_size_divisor``, mask fields.
+
+    Args:
+        pad_val: a number for the image, or ``{img: v, masks: v, seg: v}``.
+    """
+
+    def __init__(self, size: tuple[int, int] | None = None, size_divisor: int | None = None,
+                 pad_to_square: bool = False, pad_val: float | dict[str, float] = 0) -> None:
+        if pad_to_square:
+            if size is not None:
+                raise ValueError("Pad: size and pad_to_square cannot both be set")
+        elif (size is None) == (size_divisor is None):
+            raise ValueError("Pad: set exactly one of size or size_divisor (or pad_to_square)")
+        if size_divisor is not None and size_divisor <= 0:
+            raise ValueError(f"Pad: size_divisor must be positive, got {size_divisor}")
+        self.size = None if size is None else (int(size[0]), int(size[1]))
+        self.size_divisor = size_divisor
+        self.pad_to_square = pad_to_square
+        vals = dict(pad_val) if isinstance(pad_val, Mapping) else {"img": pad_val}
+        unknown = set(vals) - {"img", "masks", "seg"}
+        if unknown:
+            raise ValueError(f"Pad: unknown pad_val keys {sorted(unknown)} (allowed: img, masks, seg)")
+        self.pad_val = {"img": 0, "masks": 0, "seg": 255, **vals}
+
+    def _target(self, h: int, w: int) -> tuple[int, int]:
+        if self.pad_to_square:
+            h = w = max(h, w)
+        elif self.size is not None:
+            if self.size[0] < h or self.size[1] < w:
+                raise ValueError(f"Pad: image {h}x{w} is larger than size {self.size}")
+            return self.size
+        if self.size_divisor:
+            d = self.size_divisor
+            h, w = (h + d - 1) // d * d, (w + d - 1) // d * d
+        return h, w
+
+    def __call__(self, results: dict[str, Any]) -> dict[str, Any]:
+        for key in results.get("img_fields", ["img"]):
+            img = results[key]
+            h, w = img.shape[:2]
+            th, tw = self._target(h, w)
+            if (th, tw) != (h, w):
+                out = np.full((th, tw, *img.shape[2:]), self.pad_val["img"], dtype=img.dtype)
+                out[:h, :w] = img
+                img = out
+            results[key] = img
+        results["pad_shape"] = results["img"].shape
+        results["pad_fixed_size"] = self.size
+        results["pad_size_divisor"] = self.size_divisor
+        for key in results.get("mask_fields", []):
+            if results.get(key) is not None:
+                results[key] = results[key].pad(results["pad_shape"][:2], int(self.pad_val["masks"]))
+        return results
+
+    def __repr__(self) -> str:
+        return (f"Pad(size={self.size}, size_divisor={self.size_divisor}, "
+                f"pad_to_square={self.pad_to_square}, pad_val={self.pad_val})")

@@ -1,0 +1,175 @@
+"""Loading transforms: the image (from a file or already in memory) and its annotations."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import cv2
+import numpy as np
+
+from detcli.data.masks import BitmapMasks, PolygonMasks, polygons_to_bitmap
+from detcli.errors import DatasetError
+from detcli.registry import TRANSFORMS
+
+logger = logging.getLogger(__name__)
+
+_COLOR_TYPES = {"color": cv2.IMREAD_COLOR, "grayscale": cv2.IMREAD_GRAYSCALE, "unchanged": cv2.IMREAD_UNCHANGED}
+
+
+def _where(results: dict[str, Any]) -> str:
+    idx = results.get("sample_idx")
+    return f" (dataset index {idx})" if idx is not None else ""
+
+
+@TRANSFORMS.register()
+class LoadImageFromFile:
+    """Read ``img_prefix / img_info['filename']`` as a BGR ``uint8 (H, W, 3)`` array, like mmcv.
+
+    When ``results['img']`` already holds an array (synthetic datasets, ``det infer`` on frames),
+    that array is used instead of reading a file, so every dataset shares one pipeline.
+
+    Adds: ``filename``, ``ori_filename``, ``img``, ``img_shape``, ``ori_shape``, ``img_fields``.
+
+    Args:
+        to_float32: return float32 instead of uint8.
+        color_type: ``color`` (3 channels, grey images are expanded), ``grayscale`` or ``unchanged``.
+        channel_order: ``bgr`` (mmcv default) or ``rgb``.
+
+    Raises:
+        DatasetError: the file is missing or cannot be decoded (names the path and dataset index).
+    """
+
+    def __init__(self, to_float32: bool = False, color_type: str = "color", channel_order: str = "bgr") -> None:
+        if color_type not in _COLOR_TYPES:
+            raise ValueError(f"color_type must be one of {sorted(_COLOR_TYPES)}, got {color_type!r}")
+        if channel_order not in ("bgr", "rgb"):
+            raise ValueError(f"channel_order must be 'bgr' or 'rgb', got {channel_order!r}")
+        self.to_float32 = to_float32
+        self.color_type = color_type
+        self.channel_order = channel_order
+
+    def __call__(self, results: dict[str, Any]) -> dict[str, Any]:
+        info = results.get("img_info", {})
+        name = str(info.get("filename", ""))
+        prefix = results.get("img_prefix")
+        filename = os.path.join(prefix, name) if prefix else name
+        img = results.get("img")
+        if img is None:
+            img = self._read(filename, results)
+        else:
+            img = np.asarray(img)
+            if self.color_type == "color" and img.ndim == 2:
+                img = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
+            elif self.color_type == "grayscale" and img.ndim == 3:
+                img = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
+        if self.channel_order == "rgb" and img.ndim == 3:
+            img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+        if self.to_float32:
+            img = img.astype(np.float32)
+        results["filename"] = filename
+        results["ori_filename"] = name
+        results["img"] = img
+        results["img_shape"] = img.shape
+        results["ori_shape"] = img.shape
+        results["img_fields"] = ["img"]
+        return results
+
+    def _read(self, filename: str, results: dict[str, Any]) -> np.ndarray:
+        if not os.path.isfile(filename):
+            raise DatasetError(
+                f"image file not found: {filename}{_where(results)}; check img_prefix/data_root "
+                "or remove the image from the annotation file"
+            )
+        try:
+            buf = np.fromfile(filename, dtype=np.uint8)
+        except OSError as e:
+            raise DatasetError(f"cannot read image {filename}{_where(results)}: {e}") from e
+        img = cv2.imdecode(buf, _COLOR_TYPES[self.color_type]) if buf.size else None
+        if img is None:
+            raise DatasetError(
+                f"cannot decode image {filename}{_where(results)}: the file is corrupted or not an image"
+            )
+        info = results.get("img_info", {})
+        h, w = info.get("height"), info.get("width")
+        if h is not None and w is not None and (int(h), int(w)) != tuple(img.shape[:2]):
+            logger.warning(
+                "image %s is %dx%d (h x w) but the annotation file says %dx%d",
+                filename, img.shape[0], img.shape[1], int(h), int(w),
+            )
+        return img
+
+    def __repr__(self) -> str:
+        return (f"LoadImageFromFile(to_float32={self.to_float32}, color_type={self.color_type!r}, "
+                f"channel_order={self.channel_order!r})")
+
+
+@TRANSFORMS.register()
+class LoadAnnotations:
+    """Copy the dataset's annotations of one image into the results dict.
+
+    Reads ``results['ann_info']`` (``bboxes float32 (N, 4)`` xyxy, ``labels int64 (N,)``,
+    ``bboxes_ignore float32 (K, 4)``, ``masks``: per instance COCO polygons or an RLE dict).
+
+    Adds: ``gt_bboxes``, ``gt_bboxes_ignore``, ``gt_labels``, ``gt_masks``, ``bbox_fields``, ``mask_fields``.
+
+    Args:
+        with_bbox: load boxes (and ignored boxes).
+        with_label: load labels.
+        with_mask: load instance masks.
+        poly2mask: rasterise polygons to :class:`BitmapMasks`; otherwise keep :class:`PolygonMasks`.
+    """
+
+    def __init__(self, with_bbox: bool = True, with_label: bool = True, with_mask: bool = False,
+                 poly2mask: bool = True) -> None:
+        self.with_bbox = with_bbox
+        self.with_label = with_label
+        self.with_mask = with_mask
+        self.poly2mask = poly2mask
+
+    def __call__(self, results: dict[str, Any]) -> dict[str, Any]:
+        ann = results.get("ann_info")
+        if ann is None:
+            raise DatasetError(
+                f"LoadAnnotations: no annotations for {results.get('img_info', {}).get('filename', '?')}"
+                f"{_where(results)}; LoadAnnotations belongs in training pipelines only"
+            )
+        results.setdefault("bbox_fields", [])
+        results.setdefault("mask_fields", [])
+        if self.with_bbox:
+            results["gt_bboxes"] = np.asarray(ann["bboxes"], dtype=np.float32).reshape(-1, 4).copy()
+            results["bbox_fields"].append("gt_bboxes")
+            ignore = ann.get("bboxes_ignore")
+            if ignore is not None:
+                results["gt_bboxes_ignore"] = np.asarray(ignore, dtype=np.float32).reshape(-1, 4).copy()
+                results["bbox_fields"].append("gt_bboxes_ignore")
+        if self.with_label:
+            results["gt_labels"] = np.asarray(ann["labels"], dtype=np.int64).reshape(-1).copy()
+        if self.with_mask:
+            results["gt_masks"] = self._load_masks(results, ann)
+            results["mask_fields"].append("gt_masks")
+        return results
+
+    def _load_masks(self, results: dict[str, Any], ann: dict[str, Any]) -> BitmapMasks | PolygonMasks:
+        info = results["img_info"]
+        h, w = int(info["height"]), int(info["width"])
+        segs = ann.get("masks")
+        if segs is None:
+            raise DatasetError(f"with_mask=True but {info.get('filename', '?')}{_where(results)} has no segmentation")
+        if self.poly2mask:
+            return BitmapMasks([polygons_to_bitmap(s, h, w) for s in segs], h, w)
+        polys = []
+        for i, s in enumerate(segs):
+            if isinstance(s, dict):
+                raise DatasetError(
+                    f"{info.get('filename', '?')}{_where(results)}: instance {i} has an RLE mask; "
+                    "use LoadAnnotations(poly2mask=True)"
+                )
+            # keep valid polygons only: at least 3 points
+            polys.append([np.asarray(p, dtype=np.float64) for p in s if len(p) >= 6 and len(p) % 2 == 0])
+        return PolygonMasks(polys, h, w)
+
+    def __repr__(self) -> str:
+        return (f"LoadAnnotations(with_bbox={self.with_bbox}, with_label={self.with_label}, "
+                f"with_mask={self.with_mask}, poly2mask={self.poly2mask})")

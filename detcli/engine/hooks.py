@@ -1,0 +1,465 @@
+"""Hooks: everything the training loop does besides the optimisation step.
+
+A hook overrides any of six no-op methods, each called with the runner: ``before_run``,
+``before_epoch``, ``before_iter``, ``after_iter``, ``after_epoch``, ``after_run``. Hooks run in
+priority order (lower value first; equal priorities in registration order), mmcv's scale:
+
+============  =====  ===========================================
+name          value  det's built-in hooks at that priority
+============  =====  ===========================================
+HIGHEST       0
+VERY_HIGH     10     LrUpdaterHook
+HIGH          30
+ABOVE_NORMAL  40     CheckInvalidLossHook
+NORMAL        50     CheckpointHook, NumClassCheckHook, custom hooks (default)
+BELOW_NORMAL  60
+LOW           70     EvalHook
+VERY_LOW      90     LoggerHook
+LOWEST        100
+============  =====  ===========================================
+
+Custom hooks come from the config's ``custom_hooks: [{type: Name, priority: NORMAL, ...}]`` and
+are built from the ``HOOKS`` registry (register yours with ``@HOOKS.register()``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from datetime import timedelta
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor, nn
+
+from detcli.engine.checkpoint import atomic_link, preserved_rng
+from detcli.engine.lr import LrSchedule
+from detcli.engine.progress import ProgressEvent
+from detcli.errors import ConfigError, TrainingError
+from detcli.registry import HOOKS
+
+if TYPE_CHECKING:
+    from detcli.engine.runner import Runner
+    from detcli.evaluation import CocoEvaluation
+
+logger = logging.getLogger(__name__)
+
+PRIORITIES: dict[str, int] = {
+    "HIGHEST": 0, "VERY_HIGH": 10, "HIGH": 30, "ABOVE_NORMAL": 40, "NORMAL": 50,
+    "BELOW_NORMAL": 60, "LOW": 70, "VERY_LOW": 90, "LOWEST": 100,
+}
+
+
+def priority_value(priority: int | str) -> int:
+    """Return the numeric priority of a name (``"NORMAL"``) or an int in [0, 100]."""
+    if isinstance(priority, bool):
+        raise ConfigError(f"hook priority must be a name or an int, got {priority!r}")
+    if isinstance(priority, int):
+        if not 0 <= priority <= 100:
+            raise ConfigError(f"hook priority {priority} is out of range [0, 100]")
+        return priority
+    key = str(priority).upper()
+    if key not in PRIORITIES:
+        raise ConfigError(f"unknown hook priority '{priority}' (known: {', '.join(PRIORITIES)})")
+    return PRIORITIES[key]
+
+
+class Hook:
+    """Base class of hooks: six no-op methods and a default priority."""
+
+    priority: int | str = "NORMAL"
+
+    def before_run(self, runner: "Runner") -> None:
+        pass
+
+    def before_epoch(self, runner: "Runner") -> None:
+        pass
+
+    def before_iter(self, runner: "Runner") -> None:
+        pass
+
+    def after_iter(self, runner: "Runner") -> None:
+        pass
+
+    def after_epoch(self, runner: "Runner") -> None:
+        pass
+
+    def after_run(self, runner: "Runner") -> None:
+        pass
+
+
+class LrUpdaterHook(Hook):
+    """Sets every parameter group's lr from the schedule before each iteration.
+
+    The base lr of a group is its ``initial_lr`` (set from ``lr`` when the hook is made, and kept in
+    the optimizer's state dict, so a resumed run scales the same base).
+    """
+
+    priority = "VERY_HIGH"
+
+    def __init__(self, schedule: LrSchedule, optimizer: torch.optim.Optimizer) -> None:
+        self.schedule = schedule
+        for group in optimizer.param_groups:
+            group.setdefault("initial_lr", group["lr"])
+
+    def before_iter(self, runner: "Runner") -> None:
+        for group in runner.optimizer.param_groups:
+            group["lr"] = self.schedule.lr(
+                group["initial_lr"], epoch=runner.epoch, iter=runner.iter, iters_per_epoch=runner.iters_per_epoch
+            )
+
+
+@HOOKS.register()
+class CheckInvalidLossHook(Hook):
+    """Stops training when the loss becomes NaN or infinite.
+
+    Args:
+        interval: check every ``interval`` iterations (1: every iteration; one device sync each).
+    """
+
+    priority = "ABOVE_NORMAL"
+
+    def __init__(self, interval: int = 1) -> None:
+        self.interval = max(1, interval)
+
+    def after_iter(self, runner: "Runner") -> None:
+        if runner.iter % self.interval:
+            return
+        loss = runner.outputs.get("loss")
+        if loss is None or bool(torch.isfinite(loss)):
+            return
+        terms = ", ".join(f"{k}={float(v):.4g}" for k, v in runner.log_vars.items())
+        raise TrainingError(
+            f"loss became infinite or NaN at iteration {runner.iter} (epoch {runner.epoch + 1}): {terms}; "
+            f"lr={runner.current_lr:.4g}. Fix: lower optimizer.lr, add optimizer_config.grad_clip "
+            "(e.g. {max_norm: 35, norm_type: 2}), lengthen the warmup, or check the data for degenerate boxes"
+        )
+
+
+def check_num_classes(model: nn.Module, datasets: Mapping[str, Any]) -> None:
+    """Raise :class:`ConfigError` when ``model.num_classes`` differs from a dataset's class count."""
+    num_classes = getattr(model, "num_classes", None)
+    if num_classes is None:
+        return
+    for split, dataset in datasets.items():
+        classes = getattr(dataset, "classes", None)
+        if classes is None:
+            continue
+        if len(classes) != num_classes:
+            raise ConfigError(
+                f"the model predicts {num_classes} classes but data.{split} has {len(classes)} "
+                f"({', '.join(map(str, classes[:6]))}{', ...' if len(classes) > 6 else ''}): set "
+                f"model.bbox_head.num_classes={len(classes)} (or data.{split}.classes to {num_classes} names)"
+            )
+
+
+@HOOKS.register()
+class NumClassCheckHook(Hook):
+    """Checks before training that the head's ``num_classes`` equals ``len(dataset.classes)``."""
+
+    def before_run(self, runner: "Runner") -> None:
+        check_num_classes(runner.model, runner.datasets)
+
+
+class CheckpointHook(Hook):
+    """Saves ``epoch_N.pth`` (or ``iter_N.pth``) and points ``latest.pth`` at it.
+
+    Args:
+        interval: save every ``interval`` epochs (iterations when not ``by_epoch``); -1: only the last.
+        by_epoch: count in epochs.
+        save_optimizer: store the optimizer state (needed to resume exactly).
+        max_keep_ckpts: keep only the newest ``max_keep_ckpts`` periodic files (-1: all).
+        save_last: always save at the end of the run.
+    """
+
+    def __init__(
+        self,
+        interval: int = 1,
+        by_epoch: bool = True,
+        save_optimizer: bool = True,
+        max_keep_ckpts: int = -1,
+        save_last: bool = True,
+    ) -> None:
+        self.interval = interval
+        self.by_epoch = by_epoch
+        self.save_optimizer = save_optimizer
+        self.max_keep_ckpts = max_keep_ckpts
+        self.save_last = save_last
+
+    def _due(self, count: int, last: bool) -> bool:
+        return (self.interval > 0 and count % self.interval == 0) or (self.save_last and last)
+
+    def after_epoch(self, runner: "Runner") -> None:
+        if self.by_epoch and runner.by_epoch and self._due(runner.epoch, runner.finished):
+            self._save(runner, "epoch", runner.epoch)
+
+    def after_iter(self, runner: "Runner") -> None:
+        if (not self.by_epoch or not runner.by_epoch) and self._due(runner.iter, runner.iter >= runner.max_iters):
+            self._save(runner, "iter", runner.iter)
+
+    def _save(self, runner: "Runner", unit: str, count: int) -> None:
+        if runner.rank != 0:
+            return
+        path = runner.save_checkpoint(runner.work_dir / f"{unit}_{count}.pth", save_optimizer=self.save_optimizer)
+        atomic_link(path, runner.work_dir / "latest.pth")
+        runner.saved_checkpoints.append(path)
+        logger.info("saved checkpoint %s", path)
+        if self.max_keep_ckpts > 0:
+            step = self.interval if self.interval > 0 else 1
+            for old in range(count - self.max_keep_ckpts * step, 0, -step):
+                stale = runner.work_dir / f"{unit}_{old}.pth"
+                if stale.exists():
+                    stale.unlink()
+
+
+#: rule inference for ``save_best`` keys, as mmcv: substrings meaning "greater is better" / "less".
+GREATER_KEYS = ("mAP", "AR", "acc", "top", "auc", "precision")
+LESS_KEYS = ("loss",)
+
+
+class EvalHook(Hook):
+    """Evaluates on the validation set every ``interval`` epochs (iterations) and keeps the best model.
+
+    Args:
+        evaluate_fn: ``(model, progress) -> CocoEvaluation`` on the validation set (given by ``train``).
+        interval: evaluate every ``interval`` epochs (iterations when not ``by_epoch``); the last one always.
+        by_epoch: count in epochs.
+        start: first epoch (iteration) to evaluate at; None: ``interval``.
+        save_best: ``"auto"`` (the first metric, ``bbox_mAP``), a metric key, or None.
+        rule: ``"greater"`` or ``"less"``; None infers it from the key (``mAP``/``AR``: greater, ``loss``: less).
+    """
+
+    priority = "LOW"
+
+    def __init__(
+        self,
+        evaluate_fn: Callable[..., "CocoEvaluation"],
+        interval: int = 1,
+        by_epoch: bool = True,
+        start: int | None = None,
+        save_best: str | None = None,
+        rule: str | None = None,
+    ) -> None:
+        if rule is not None and rule not in ("greater", "less"):
+            raise ConfigError(f"evaluation.rule: must be 'greater' or 'less', got '{rule}'")
+        self.evaluate_fn = evaluate_fn
+        self.interval = max(1, interval)
+        self.by_epoch = by_epoch
+        self.start = start
+        self.save_best = save_best
+        self.rule = rule
+
+    def _due(self, count: int, last: bool) -> bool:
+        if self.start is not None and count < self.start:
+            return False
+        first = self.start if self.start is not None else 0
+        return last or (count - first) % self.interval == 0
+
+    def after_epoch(self, runner: "Runner") -> None:
+        if self.by_epoch and runner.by_epoch and self._due(runner.epoch, runner.finished):
+            self._evaluate(runner, "epoch", runner.epoch)
+
+    def after_iter(self, runner: "Runner") -> None:
+        if (not self.by_epoch or not runner.by_epoch) and self._due(runner.iter, runner.iter >= runner.max_iters):
+            self._evaluate(runner, "iter", runner.iter)
+
+    def _evaluate(self, runner: "Runner", unit: str, count: int) -> None:
+        runner.model.eval()
+        try:
+            with preserved_rng():
+                result = self.evaluate_fn(runner.model, runner.progress)
+        finally:
+            runner.model.train()
+        metrics = dict(result.metrics)
+        runner.last_metrics = metrics
+        runner.pending_val = metrics
+        if metrics:
+            logger.info("%s %d evaluation: %s", unit, count, ", ".join(f"{k}: {v:.4f}" for k, v in metrics.items()))
+        if self.save_best and metrics:
+            self._save_best(runner, metrics, unit, count)
+
+    def _save_best(self, runner: "Runner", metrics: Mapping[str, float], unit: str, count: int) -> None:
+        key = next(iter(metrics)) if self.save_best == "auto" else self.save_best
+        if key not in metrics:
+            raise ConfigError(
+                f"evaluation.save_best: '{key}' is not a metric of this evaluation (have: {', '.join(metrics)})"
+            )
+        rule = self.rule or ("less" if any(s in key for s in LESS_KEYS) else "greater")
+        score = float(metrics[key])
+        best = runner.meta.get("best") or {}
+        old = best.get("score")
+        better = old is None or (score > old if rule == "greater" else score < old)
+        if not better:
+            return
+        path = runner.work_dir / f"best_{key}_{unit}_{count}.pth"
+        runner.meta["best"] = {"key": key, "score": score, "rule": rule, "path": path.name, unit: count}
+        if runner.rank == 0:
+            old_path = best.get("path")
+            runner.save_checkpoint(path)
+            if old_path and old_path != path.name and (runner.work_dir / old_path).exists():
+                (runner.work_dir / old_path).unlink()
+            logger.info("best %s %.4f at %s %d: saved %s", key, score, unit, count, path.name)
+
+
+class LoggerHook(Hook):
+    """Writes the JSON-lines log and the text log lines, and emits progress events.
+
+    Loss values are averaged over the ``interval`` iterations since the last line (summed as
+    tensors, converted to floats only at the interval). JSON lines use mmdet's keys::
+
+        {"mode": "train", "epoch": 1, "iter": 50, "lr": 0.01, "memory": 0, "data_time": 0.01,
+         "loss_cls": 0.5, "loss_bbox": 0.3, "loss": 0.8, "time": 0.4}
+        {"mode": "val", "epoch": 1, "iter": 100, "lr": 0.01, "bbox_mAP": 0.5, ...}
+
+    Args:
+        interval: iterations between lines (the last iteration of an epoch always writes one).
+        json_path: the ``<timestamp>.log.json`` file (rank 0 only); None: no JSON log.
+        header: first JSON line (env info, config, seed), as mmdet writes.
+    """
+
+    priority = "VERY_LOW"
+
+    def __init__(self, interval: int = 50, json_path: Path | None = None, header: Mapping[str, Any] | None = None) -> None:
+        self.interval = max(1, interval)
+        self.json_path = json_path
+        self.header = dict(header or {})
+        self._file: IO[str] | None = None
+        self._sums: dict[str, Tensor] = {}
+        self._count = 0
+        self._time = 0.0
+        self._data_time = 0.0
+        self._tick = 0.0
+        self._run_start = 0.0
+        self._start_iter = 0
+        self.last_losses: dict[str, float] = {}
+
+    def before_run(self, runner: "Runner") -> None:
+        if self.json_path is not None and runner.rank == 0:
+            self._file = open(self.json_path, "a", buffering=1)
+            if self.header:
+                self._file.write(json.dumps(self.header) + "\n")
+        self._run_start = time.perf_counter()
+        self._start_iter = runner.iter
+
+    def before_iter(self, runner: "Runner") -> None:
+        self._tick = time.perf_counter()
+        self._data_time += runner.data_time
+
+    def after_iter(self, runner: "Runner") -> None:
+        now = time.perf_counter()
+        self._time += now - self._tick + runner.data_time
+        for k, v in runner.log_vars.items():
+            self._sums[k] = self._sums[k] + v if k in self._sums else v.clone()
+        self._count += 1
+        end_of_epoch = runner.by_epoch and runner.inner_iter >= runner.iters_per_epoch
+        if runner.iter % self.interval == 0 or end_of_epoch or runner.iter >= runner.max_iters:
+            self._write_train(runner)
+        if runner.pending_val is not None and not runner.by_epoch:
+            self._write_val(runner)
+        if runner.progress is not None:
+            runner.progress(
+                ProgressEvent(
+                    phase="train", epoch=runner.epoch + 1, iter=runner.iter, max=runner.max_iters,
+                    losses=self.last_losses, lr=runner.current_lr, eta=self._eta(runner, now),
+                )
+            )
+
+    def after_epoch(self, runner: "Runner") -> None:
+        if runner.pending_val is not None:
+            self._write_val(runner)
+
+    def after_run(self, runner: "Runner") -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def _eta(self, runner: "Runner", now: float) -> float | None:
+        done = runner.iter - self._start_iter
+        if done <= 0:
+            return None
+        return (now - self._run_start) / done * (runner.max_iters - runner.iter)
+
+    def _memory_mb(self, runner: "Runner") -> int:
+        if runner.device.type == "cuda":
+            return int(torch.cuda.max_memory_allocated(runner.device) / 2**20)
+        return 0
+
+    def _write_train(self, runner: "Runner") -> None:
+        n = max(1, self._count)
+        losses = {k: float(v) / n for k, v in self._sums.items()}
+        self.last_losses = {k: v for k, v in losses.items() if "loss" in k}
+        record: dict[str, Any] = {
+            "mode": "train",
+            "epoch": runner.epoch + 1,
+            "iter": runner.inner_iter if runner.by_epoch else runner.iter,
+            "lr": runner.current_lr,
+            "memory": self._memory_mb(runner),
+            "data_time": self._data_time / n,
+        }
+        loss_total = losses.pop("loss", None)
+        record.update(losses)
+        if loss_total is not None:
+            record["loss"] = loss_total
+        record["time"] = self._time / n
+        if self._file is not None:
+            self._file.write(json.dumps(_finite(record)) + "\n")
+        eta = self._eta(runner, time.perf_counter())
+        where = (
+            f"Epoch [{runner.epoch + 1}][{runner.inner_iter}/{runner.iters_per_epoch}]"
+            if runner.by_epoch
+            else f"Iter [{runner.iter}/{runner.max_iters}]"
+        )
+        terms = ", ".join(f"{k}: {v:.4f}" for k, v in record.items() if k not in ("mode", "epoch", "iter", "lr", "memory", "data_time", "time"))
+        logger.info(
+            "%s\tlr: %.3e, eta: %s, time: %.3f, data_time: %.3f, memory: %d, %s",
+            where, record["lr"], timedelta(seconds=int(eta)) if eta is not None else "?",
+            record["time"], record["data_time"], record["memory"], terms,
+        )
+        self._sums.clear()
+        self._count = 0
+        self._time = 0.0
+        self._data_time = 0.0
+
+    def _write_val(self, runner: "Runner") -> None:
+        metrics = runner.pending_val or {}
+        runner.pending_val = None
+        record: dict[str, Any] = {
+            "mode": "val",
+            "epoch": runner.epoch if runner.by_epoch else runner.epoch + 1,
+            "iter": runner.iters_per_epoch if runner.by_epoch else runner.iter,
+            "lr": runner.current_lr,
+        }
+        record.update(metrics)
+        bbox_keys = ["bbox_mAP", "bbox_mAP_50", "bbox_mAP_75", "bbox_mAP_s", "bbox_mAP_m", "bbox_mAP_l"]
+        if all(k in metrics for k in bbox_keys):
+            record["bbox_mAP_copypaste"] = " ".join(f"{metrics[k]:.3f}" for k in bbox_keys)
+        if self._file is not None:
+            self._file.write(json.dumps(_finite(record)) + "\n")
+
+
+def _finite(record: Mapping[str, Any]) -> dict[str, Any]:
+    """JSON has no NaN/inf: write them as strings so every line stays parseable."""
+    return {k: (str(v) if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()}
+
+
+def build_custom_hooks(nodes: Sequence[Mapping[str, Any]] | None, *, dry_run: bool = False) -> list[tuple[Hook, int]]:
+    """Build ``custom_hooks`` entries from the HOOKS registry; returns ``(hook, priority)`` pairs."""
+    from detcli.registry import build
+
+    hooks: list[tuple[Hook, int]] = []
+    for i, node in enumerate(nodes or []):
+        if not isinstance(node, Mapping):
+            raise ConfigError(f"custom_hooks.{i}: expected a mapping with a 'type' key, got {node!r}")
+        node = dict(node)
+        try:
+            priority = priority_value(node.pop("priority", "NORMAL"))
+        except ConfigError as e:
+            raise ConfigError(f"custom_hooks.{i}.priority: {e}") from None
+        hook = build(node, HOOKS, path=f"custom_hooks.{i}", dry_run=dry_run)
+        if not dry_run:
+            hooks.append((hook, priority))
+    return hooks

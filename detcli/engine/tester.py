@@ -1,0 +1,377 @@
+"""Testing: load a checkpoint, run the model over a dataset, write and evaluate COCO results.
+
+``det test PRESET CKPT`` and ``det test CKPT`` call :func:`test`; training's EvalHook and the
+lead's ``det infer`` share :func:`load_model` and :func:`run_inference`.
+
+The test loop (mmdet semantics): a dataset in test mode returns ``list[Sample]`` per index, one
+per test-time view. Each view batch goes through ``model.predict`` (detections in the input's
+resized coordinates), then ``detcli.data.map_to_original`` (undo flip and resize, clip to the
+original image). Several views of one image are merged by concatenation and class-aware NMS with
+the model's ``test_cfg`` (``nms.iou_threshold``, ``max_per_img``).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from detcli.engine.checkpoint import load_checkpoint, load_state_dict
+from detcli.engine.dist import gather_results, get_dist_info
+from detcli.engine.environment import resolve_device
+from detcli.engine.hooks import check_num_classes
+from detcli.engine.progress import ProgressCallback, ProgressEvent
+from detcli.errors import ConfigError, DetError
+from detcli.evaluation import (
+    ClasswiseAP,
+    CocoEvaluation,
+    check_metrics,
+    detections_to_coco,
+    evaluate_coco,
+    format_classwise_table,
+    write_results_json,
+)
+from detcli.ops import batched_nms
+from detcli.structures import Detections
+
+logger = logging.getLogger(__name__)
+
+#: keys of a ``data.<split>`` node that configure the loader, not the dataset (mmdet pops them too)
+LOADER_KEYS = ("samples_per_gpu", "workers_per_gpu")
+
+
+@dataclass
+class LoadedModel:
+    """A detector restored from a checkpoint.
+
+    Attributes:
+        model: the detector in eval mode on the requested device.
+        cfg: the config it was built from (the checkpoint's unless one was given).
+        classes: class names, in label order, from the checkpoint.
+        meta: the checkpoint's ``meta`` (epoch, iter, det_version, ...).
+    """
+
+    model: nn.Module
+    cfg: dict[str, Any]
+    classes: tuple[str, ...]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TestResult:
+    """What :func:`test` did.
+
+    Attributes:
+        metrics: ``bbox_mAP``, ``bbox_mAP_50``, ``bbox_mAP_75``, ``bbox_mAP_s``, ``bbox_mAP_m``,
+            ``bbox_mAP_l`` (and ``AR@100``... with ``proposal``); empty with ``format_only``.
+        summary: pycocotools' 12-line summary (one block per metric, blank line between).
+        summaries: the same per metric.
+        classwise: per-class AP rows (``ap`` None = no ground truth, shown ``n/a``); empty unless asked.
+        classwise_table: ``classwise`` as a plain text table.
+        num_images: images tested.
+        num_detections: detections written/evaluated.
+        out: the results json written, or None.
+        show_dir: the folder of drawn images, or None.
+        checkpoint: the checkpoint tested.
+    """
+
+    metrics: dict[str, float]
+    summary: str
+    summaries: dict[str, str]
+    classwise: list[ClasswiseAP]
+    classwise_table: str
+    num_images: int
+    num_detections: int
+    out: Path | None
+    show_dir: Path | None
+    checkpoint: Path
+
+
+# --------------------------------------------------------------------------- building
+
+
+def build_model(cfg: Mapping[str, Any]) -> nn.Module:
+    """Build ``cfg['model']`` from the DETECTORS registry (weights not initialised)."""
+    import detcli.models  # noqa: F401  (registers the built-in components)
+    from detcli.registry import DETECTORS, build
+
+    if "model" not in cfg:
+        raise ConfigError("the config has no 'model' section")
+    return build(cfg["model"], DETECTORS, path="model")
+
+
+def split_node(cfg: Mapping[str, Any], split: str) -> tuple[dict[str, Any], int, int]:
+    """Return ``(dataset node without loader keys, samples_per_gpu, workers_per_gpu)`` of ``data.<split>``.
+
+    A split's own ``samples_per_gpu``/``workers_per_gpu`` win over ``data``'s.
+    """
+    data = cfg.get("data") or {}
+    node = data.get(split)
+    if not isinstance(node, Mapping):
+        raise ConfigError(f"data.{split}: the config defines no {split} dataset")
+    node = dict(node)
+    samples = int(node.pop("samples_per_gpu", data.get("samples_per_gpu", 1)))
+    workers = int(node.pop("workers_per_gpu", data.get("workers_per_gpu", 0)))
+    if samples < 1:
+        raise ConfigError(f"data.{split}.samples_per_gpu must be >= 1, got {samples}")
+    return node, samples, workers
+
+
+def build_split(cfg: Mapping[str, Any], split: str, test_mode: bool) -> tuple[Any, int, int]:
+    """Build the dataset of ``data.<split>``; return ``(dataset, samples_per_gpu, workers_per_gpu)``."""
+    from detcli.data import build_dataset
+
+    node, samples, workers = split_node(cfg, split)
+    dataset = build_dataset(node, test_mode=test_mode, path=f"data.{split}")
+    if len(dataset) == 0:
+        from detcli.errors import DatasetError
+
+        raise DatasetError(f"data.{split}: the dataset is empty (no images{' with annotations' if not test_mode else ''})")
+    return dataset, samples, workers
+
+
+def load_checkpoint_config(checkpoint: str | os.PathLike[str]) -> dict[str, Any]:
+    """Return the resolved config stored in a det checkpoint."""
+    return copy.deepcopy(dict(load_checkpoint(checkpoint)["meta"]["config"]))
+
+
+def load_model(checkpoint: str | os.PathLike[str], cfg: Mapping[str, Any] | None = None, device: str = "cpu") -> LoadedModel:
+    """Build the model of a checkpoint and load its weights.
+
+    Args:
+        checkpoint: a det checkpoint file.
+        cfg: a config to build the model from; None uses the one stored in the checkpoint.
+        device: ``cpu``, ``cuda`` or ``cuda:N``.
+
+    Raises:
+        CheckpointError: not a det checkpoint, or weights that do not fit the model built from ``cfg``.
+        DetError: CUDA requested but not available.
+    """
+    dev = resolve_device(device)
+    ckpt = load_checkpoint(checkpoint)
+    meta = dict(ckpt["meta"])
+    config = copy.deepcopy(dict(cfg)) if cfg is not None else copy.deepcopy(dict(meta["config"]))
+    model = build_model(config)
+    load_state_dict(model, ckpt["state_dict"], checkpoint)
+    model.to(dev).eval()
+    return LoadedModel(model=model, cfg=config, classes=tuple(meta.get("classes") or ()), meta=meta)
+
+
+# --------------------------------------------------------------------------- inference
+
+
+def _test_nms(cfg: Mapping[str, Any] | None) -> tuple[float, int]:
+    test_cfg = dict((cfg or {}).get("model", {}).get("test_cfg") or {})
+    nms = dict(test_cfg.get("nms") or {})
+    return float(nms.get("iou_threshold", nms.get("iou_thr", 0.5))), int(test_cfg.get("max_per_img", 100))
+
+
+def merge_views(views: Sequence[Detections], iou_threshold: float, max_per_img: int) -> Detections:
+    """Merge detections of several test-time views of one image (already in original coordinates).
+
+    Args:
+        views: per view, detections with boxes ``(N_v, 4)`` xyxy in original pixels.
+        iou_threshold: class-aware NMS threshold (``test_cfg.nms.iou_threshold``).
+        max_per_img: keep at most this many (``test_cfg.max_per_img``; ``<= 0``: all).
+
+    Returns:
+        One :class:`Detections`, sorted by score.
+    """
+    if len(views) == 1:
+        return views[0]
+    merged = Detections.cat(list(views))
+    if len(merged) == 0:
+        return merged
+    keep = batched_nms(merged.boxes.tensor, merged.scores, merged.labels, iou_threshold)  # (K,)
+    if max_per_img > 0:
+        keep = keep[:max_per_img]
+    return merged[keep]
+
+
+@torch.inference_mode()
+def run_inference(
+    model: nn.Module,
+    dataset: Any,
+    *,
+    samples_per_gpu: int = 1,
+    workers_per_gpu: int = 0,
+    device: torch.device | str = "cpu",
+    cfg: Mapping[str, Any] | None = None,
+    progress: ProgressCallback | None = None,
+    phase: str = "test",
+    epoch: int = 0,
+) -> list[Detections]:
+    """Predict every image of a test-mode dataset, in dataset order, in original image coordinates.
+
+    Args:
+        model: detector in eval mode.
+        dataset: test-mode dataset (``dataset[i] -> list[Sample]``).
+        samples_per_gpu: images per forward pass.
+        workers_per_gpu: DataLoader worker processes.
+        device: where the model runs.
+        cfg: the config (its ``model.test_cfg`` merges test-time-augmented views).
+        progress: receives a ``phase`` event per batch.
+
+    Returns:
+        One :class:`Detections` per dataset index (boxes ``(N, 4)`` xyxy in original pixels).
+    """
+    from detcli.data import build_dataloader, map_to_original
+
+    dev = torch.device(device)
+    iou_threshold, max_per_img = _test_nms(cfg)
+    rank, world_size = get_dist_info()
+    loader = build_dataloader(dataset, samples_per_gpu, workers_per_gpu, shuffle=False,
+                              num_replicas=world_size, rank=rank)
+    results: list[Detections] = []
+    total = len(loader.sampler)  # type: ignore[arg-type]
+    start = time.perf_counter()
+    for batch in loader:  # test mode: every image contributes batch.num_augs[k] views
+        preds = model.predict(batch.images.to(dev, non_blocking=True))
+        mapped = [map_to_original(p.to("cpu"), meta) for p, meta in zip(preds, batch.metas)]
+        for group in batch.groups():
+            results.append(merge_views(mapped[group], iou_threshold, max_per_img))
+        if progress is not None:
+            done = min(len(results), total)
+            elapsed = time.perf_counter() - start
+            progress(ProgressEvent(phase=phase, epoch=epoch, iter=done, max=total,
+                                   eta=elapsed / done * (total - done) if done else None))
+    return gather_results(results, len(dataset))
+
+
+def evaluate_detections(
+    dataset: Any,
+    detections: Sequence[Detections],
+    metrics: Sequence[str] = ("bbox",),
+    *,
+    classwise: bool = False,
+    iou_thrs: Sequence[float] | None = None,
+    proposal_nums: Sequence[int] = (100, 300, 1000),
+) -> CocoEvaluation:
+    """COCO-evaluate detections (original coordinates, dataset order) against ``dataset.coco``."""
+    results = detections_to_coco(detections, dataset.image_ids, dataset.cat_ids)
+    return evaluate_coco(
+        dataset.coco, results, metrics, classwise=classwise, iou_thrs=iou_thrs, proposal_nums=proposal_nums,
+        cat_ids=dataset.cat_ids, img_ids=dataset.image_ids, classes=dataset.classes,
+    )
+
+
+# --------------------------------------------------------------------------- det test
+
+
+def test(
+    cfg: Mapping[str, Any] | None,
+    checkpoint: str,
+    *,
+    metrics: Sequence[str] = ("bbox",),
+    out: str | None = None,
+    format_only: bool = False,
+    show_dir: str | None = None,
+    show_score_thr: float = 0.3,
+    classwise: bool = False,
+    device: str = "cpu",
+    progress: ProgressCallback | None = None,
+) -> TestResult:
+    """Test a checkpoint on ``data.test``: COCO results json and/or pycocotools metrics.
+
+    Args:
+        cfg: the resolved config; None uses the config stored in the checkpoint.
+        checkpoint: a det checkpoint.
+        metrics: ``bbox`` and/or ``proposal``.
+        out: write the COCO results json here (atomically).
+        format_only: only write ``out``; no evaluation (``out`` required).
+        show_dir: write images with detections drawn above ``show_score_thr`` here.
+        classwise: add the per-class AP table.
+        device: ``cpu``, ``cuda`` or ``cuda:N``.
+        progress: receives ``test`` progress events.
+
+    Raises:
+        ConfigError: unsupported metric, ``format_only`` without ``out``, no ``data.test``.
+        CheckpointError: not a det checkpoint / weights that do not fit.
+    """
+    metric_names = list(metrics) if format_only else check_metrics(metrics)
+    if format_only and not out:
+        raise ConfigError("--format-only needs --out FILE.json (the results would be written nowhere)")
+    loaded = load_model(checkpoint, cfg, device)
+    config = loaded.cfg
+    dataset, samples, workers = build_split(config, "test", test_mode=True)
+    check_num_classes(loaded.model, {"test": dataset})
+    if loaded.classes and tuple(loaded.classes) != tuple(dataset.classes):
+        logger.warning(
+            "the checkpoint was trained on classes %s but data.test has %s: labels are mapped by index",
+            list(loaded.classes), list(dataset.classes),
+        )
+    detections = run_inference(
+        loaded.model, dataset, samples_per_gpu=samples, workers_per_gpu=workers,
+        device=next(loaded.model.parameters()).device, cfg=config, progress=progress,
+    )
+    results = detections_to_coco(detections, dataset.image_ids, dataset.cat_ids)
+    out_path = write_results_json(results, out) if out and get_dist_info()[0] == 0 else None
+    if out_path is not None:
+        logger.info("wrote %d detections of %d images to %s", len(results), len(dataset), out_path)
+    shown = _draw(dataset, detections, show_dir, show_score_thr) if show_dir else None
+    if format_only:
+        return TestResult({}, "", {}, [], "", len(dataset), len(results), out_path, shown, Path(checkpoint))
+    eval_cfg = dict(config.get("evaluation") or {})
+    evaluation = evaluate_coco(
+        dataset.coco, results, metric_names, classwise=classwise,
+        iou_thrs=eval_cfg.get("iou_thrs"), proposal_nums=tuple(eval_cfg.get("proposal_nums") or (100, 300, 1000)),
+        cat_ids=dataset.cat_ids, img_ids=dataset.image_ids, classes=dataset.classes,
+    )
+    rows = evaluation.classwise.get("bbox", [])
+    return TestResult(
+        metrics=evaluation.metrics,
+        summary="\n\n".join(evaluation.summaries.values()),
+        summaries=evaluation.summaries,
+        classwise=rows,
+        classwise_table=format_classwise_table(rows) if rows else "",
+        num_images=len(dataset),
+        num_detections=len(results),
+        out=out_path,
+        show_dir=shown,
+        checkpoint=Path(checkpoint),
+    )
+
+
+def original_image(dataset: Any, index: int) -> Any:
+    """The stored image of ``dataset[index]`` as BGR ``uint8 (H, W, 3)``.
+
+    Uses ``dataset.load_image(index)`` when the dataset has it (synthetic datasets render there),
+    else reads ``img_prefix / get_img_info(index)["filename"]`` with OpenCV.
+    """
+    if hasattr(dataset, "load_image"):
+        return dataset.load_image(index)
+    import cv2
+
+    info = dataset.get_img_info(index)
+    prefix = getattr(dataset, "img_prefix", None) or ""
+    path = Path(prefix) / str(info["filename"])
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise DetError(f"--show-dir: cannot read the image of index {index} ({path})")
+    return image
+
+
+def _draw(dataset: Any, detections: Sequence[Detections], show_dir: str, score_thr: float) -> Path:
+    """Write one image per test image with its detections above ``score_thr`` drawn."""
+    import cv2
+
+    from detcli.visualization import draw_detections
+
+    folder = Path(show_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    for index, dets in enumerate(detections):
+        drawn = draw_detections(original_image(dataset, index), dets, dataset.classes, score_thr=score_thr)
+        name = Path(str(dataset.get_img_info(index).get("filename", f"{dataset.image_ids[index]}.jpg"))).name
+        if not name.lower().endswith((".jpg", ".jpeg", ".png", ".bmp")):
+            name = f"{name}.jpg"
+        if not cv2.imwrite(str(folder / name), drawn):
+            raise DetError(f"--show-dir: could not write {folder / name}")
+    return folder

@@ -1,0 +1,392 @@
+"""``det train``: set up a run directory, build everything from the config and run the Runner.
+
+A run directory (``work_dir``) ends up holding::
+
+    <preset stem>.yaml          the resolved config (also inside every checkpoint)
+    manifest.json               argv, versions, seed, device, dataset fingerprints, start/end time
+    <YYYYmmdd_HHMMSS>.log       text log
+    <YYYYmmdd_HHMMSS>.log.json  JSON lines (mmdet keys; readable by analyze-logs)
+    epoch_N.pth / iter_N.pth    periodic checkpoints, latest.pth the newest of them
+    best_<metric>_epoch_N.pth   the best checkpoint so far (with evaluation.save_best)
+
+``resume`` restores weights, optimizer, epoch/iteration, best-so-far and RNG states, and the lr
+is a pure function of the position, so an interrupted and resumed run ends with the same weights
+as an uninterrupted one (on CPU). ``load_from`` loads matching weights only and starts at epoch 0.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import logging.handlers
+import os
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from detcli.config import dump_config
+from detcli.engine.checkpoint import load_checkpoint, load_matching_weights, load_state_dict
+from detcli.engine.dist import get_dist_info
+from detcli.engine.environment import collect_env, configure_threads, resolve_device, set_random_seed
+from detcli.engine.hooks import (
+    CheckInvalidLossHook,
+    CheckpointHook,
+    EvalHook,
+    LoggerHook,
+    LrUpdaterHook,
+    NumClassCheckHook,
+    build_custom_hooks,
+    check_num_classes,
+)
+from detcli.engine.lr import LrSchedule
+from detcli.engine.optim import auto_scale_lr as scale_lr_in_cfg
+from detcli.engine.optim import build_optimizer
+from detcli.engine.progress import ProgressCallback
+from detcli.engine.runner import Runner
+from detcli.engine.tester import build_model, build_split, evaluate_detections, run_inference
+from detcli.engine.validate import runner_settings, validate_config
+from detcli.errors import CheckpointError, ConfigError
+from detcli.evaluation import check_metrics
+
+logger = logging.getLogger(__name__)
+
+TEXT_LOG_FORMAT = "%(asctime)s - %(name)s - %(levelname)s - %(message)s"
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` produced.
+
+    Attributes:
+        work_dir: the run directory.
+        last_checkpoint: the newest ``epoch_N.pth``/``iter_N.pth`` (``latest.pth`` points at it), or None.
+        best_checkpoint: ``best_<metric>_...pth`` with ``evaluation.save_best``, or None.
+        metrics: the last evaluation's metrics (empty with ``validate=False``).
+        epochs: finished epochs (IterBasedRunner: data epochs begun).
+        iters: finished iterations.
+        json_log: the ``.log.json`` file.
+        text_log: the ``.log`` file.
+        manifest: ``manifest.json``.
+        config_path: the resolved config written to the run directory.
+        seed: the seed used.
+        skipped_weights: with ``load_from``, the weights skipped for a shape mismatch (e.g. another ``num_classes``).
+        resumed_from: the checkpoint resumed from, or None.
+    """
+
+    work_dir: Path
+    last_checkpoint: Path | None
+    best_checkpoint: Path | None
+    metrics: dict[str, float]
+    epochs: int
+    iters: int
+    json_log: Path | None
+    text_log: Path | None
+    manifest: Path
+    config_path: Path
+    seed: int
+    skipped_weights: list[str] = field(default_factory=list)
+    resumed_from: Path | None = None
+
+
+def write_json_atomic(obj: Any, path: Path) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=2, default=str)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_text_atomic(text: str, path: Path) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _resolve_resume(resume: str | bool | None, cfg: Mapping[str, Any], work_dir: Path) -> Path | None:
+    if resume is None or resume is False:
+        resume = cfg.get("resume_from")
+    if resume is None or resume is False:
+        return None
+    if resume is True or resume == "auto":
+        path = work_dir / "latest.pth"
+        if not path.exists():
+            raise CheckpointError(f"{path}: --resume without a path resumes latest.pth of the work dir, which does not exist")
+        return path
+    return Path(str(resume))
+
+
+def _fingerprint(dataset: Any) -> dict[str, Any]:
+    fp = getattr(dataset, "fingerprint", None)
+    if callable(fp):
+        return dict(fp())
+    return {"num_images": len(dataset)}
+
+
+def train(
+    cfg: Mapping[str, Any],
+    *,
+    work_dir: Path,
+    cfg_source: str,
+    resume: str | bool | None = None,
+    load_from: str | None = None,
+    device: str = "cpu",
+    seed: int | None = None,
+    deterministic: bool = False,
+    validate: bool = True,
+    auto_scale_lr: bool = False,
+    argv: Sequence[str] | None = None,
+    progress: ProgressCallback | None = None,
+) -> TrainResult:
+    """Train the detector described by ``cfg`` into ``work_dir``.
+
+    Args:
+        cfg: the resolved config (``detcli.config.load_config``); not modified.
+        work_dir: the run directory (created).
+        cfg_source: the preset file (names the saved config ``<stem>.yaml``; used in errors).
+        resume: a checkpoint to resume from, True for ``work_dir/latest.pth``, None for ``cfg.resume_from``.
+        load_from: weights to start from (epoch 0, fresh optimizer); default ``cfg.load_from``.
+        device: ``cpu``, ``cuda`` or ``cuda:N``.
+        seed: random seed; default ``cfg.seed``, else 0.
+        deterministic: use deterministic algorithms (also ``cfg.deterministic``).
+        validate: evaluate on ``data.val`` per the ``evaluation`` section.
+        auto_scale_lr: scale the lr by the batch size (also ``auto_scale_lr.enable``).
+        argv: the command line, recorded in the manifest.
+        progress: receives train/val progress events.
+
+    Raises:
+        ConfigError, DatasetError, CheckpointError, TrainingError, DetError (device).
+    """
+    cfg = copy.deepcopy(dict(cfg))
+    validate_config(cfg, cfg_source)
+    dev = resolve_device(device)
+    rank, world_size = get_dist_info()
+    seed = int(seed if seed is not None else (cfg.get("seed") if cfg.get("seed") is not None else 0))
+    cfg["seed"] = seed
+    deterministic = bool(deterministic or cfg.get("deterministic", False))
+    set_random_seed(seed, deterministic)
+    if "optimizer" not in cfg:
+        raise ConfigError(f"{cfg_source}: optimizer: the config has no optimizer section (e.g. {{type: SGD, lr: 0.01, momentum: 0.9}})")
+    work_dir = Path(work_dir)
+    timestamp = time.strftime("%Y%m%d_%H%M%S")
+    text_log = work_dir / f"{timestamp}.log" if rank == 0 else None
+    json_log = work_dir / f"{timestamp}.log.json" if rank == 0 else None
+    package_logger = logging.getLogger("detcli")
+    old_level = package_logger.level
+    if package_logger.getEffectiveLevel() > logging.INFO:
+        package_logger.setLevel(logging.INFO)
+    # set-up messages wait in memory: nothing is written to work_dir until every component was built
+    setup_buffer = logging.handlers.MemoryHandler(capacity=1_000_000, flushLevel=logging.CRITICAL + 1)
+    setup_buffer.setLevel(logging.INFO)
+    package_logger.addHandler(setup_buffer)
+    handler: logging.Handler | None = None
+    manifest_path = work_dir / "manifest.json"
+    config_path = work_dir / f"{Path(cfg_source).stem}.yaml"
+    manifest: dict[str, Any] = {}
+    try:
+        scale_lr_in_cfg(cfg, flag=auto_scale_lr, world_size=world_size)
+        resume_path = _resolve_resume(resume, cfg, work_dir)
+        load_from = load_from or cfg.get("load_from")
+        data_cfg = cfg.get("data") or {}
+        workers = int(data_cfg.get("workers_per_gpu", 0))
+        threads = configure_threads(workers)
+        train_set, samples_per_gpu, workers = build_split(cfg, "train", test_mode=False)
+        eval_cfg = dict(cfg.get("evaluation") or {})
+        val_set = None
+        if validate and "val" in data_cfg and eval_cfg.get("interval", 1) > 0:
+            val_set, val_samples, val_workers = build_split(cfg, "val", test_mode=True)
+        datasets = {"train": train_set} | ({"val": val_set} if val_set is not None else {})
+        model = build_model(cfg)
+        check_num_classes(model, datasets)
+        if resume_path is None:
+            model.init_weights()
+        model.to(dev)
+        optimizer = build_optimizer(model, cfg["optimizer"])
+        runner_type, max_epochs, max_iters = runner_settings(cfg)
+        schedule = LrSchedule.from_config(cfg.get("lr_config"), max_epochs=max_epochs, max_iters=max_iters)
+        lr_hook = LrUpdaterHook(schedule, optimizer)  # records each group's initial_lr before any resume
+
+        from detcli.data import build_dataloader
+
+        persistent = bool(data_cfg.get("persistent_workers", True)) and workers > 0
+        train_loader = build_dataloader(train_set, samples_per_gpu, workers, shuffle=True, seed=seed, epoch=0,
+                                        num_replicas=world_size, rank=rank, persistent_workers=persistent)
+
+        def make_loader(epoch: int) -> Any:
+            # order and augmentations are functions of (seed, epoch): tell the sampler and the dataset
+            sampler = getattr(train_loader, "sampler", None)
+            if hasattr(sampler, "set_epoch"):
+                sampler.set_epoch(epoch)
+            if hasattr(train_set, "set_epoch"):
+                train_set.set_epoch(epoch)
+            return train_loader
+
+        iters_per_epoch = len(train_loader)
+        runner = Runner(
+            model, optimizer, make_loader, iters_per_epoch, work_dir,
+            runner_type=runner_type, max_epochs=max_epochs, max_iters=max_iters,
+            grad_clip=(cfg.get("optimizer_config") or {}).get("grad_clip"), device=dev,
+            config=cfg, classes=tuple(train_set.classes), progress=progress,
+        )
+        runner.datasets = datasets
+        runner.meta["scheduler"] = schedule.state_dict()
+        runner.meta["seed"] = seed
+
+        skipped: list[str] = []
+        ckpt = None
+        if resume_path is not None:
+            ckpt = load_checkpoint(resume_path)
+            load_state_dict(model, ckpt["state_dict"], resume_path)
+            if ckpt.get("optimizer") is None:
+                raise CheckpointError(
+                    f"{resume_path}: saved without the optimizer state (checkpoint_config.save_optimizer: false), "
+                    "so it cannot be resumed exactly; use --load-from to start from its weights"
+                )
+            try:
+                optimizer.load_state_dict(ckpt["optimizer"])
+            except (ValueError, KeyError) as e:
+                raise CheckpointError(f"{resume_path}: the optimizer state does not fit this config's optimizer: {e}") from e
+            meta = ckpt["meta"]
+            runner.resume_state(
+                meta["epoch"], meta["iter"], {"best": meta.get("best")} if meta.get("best") else None, rng_state=ckpt["rng"]
+            )
+            logger.info("resumed from %s at epoch %d, iteration %d", resume_path, meta["epoch"], meta["iter"])
+        elif load_from:
+            weights = load_checkpoint(load_from)
+            skipped, missing, unexpected = load_matching_weights(model, weights["state_dict"])
+            logger.info("loaded weights from %s", load_from)
+            if skipped:
+                logger.warning("load-from: skipped %d weights with another shape (%s)", len(skipped), ", ".join(skipped))
+            if missing:
+                logger.warning("load-from: %d model weights not in the checkpoint (e.g. %s)", len(missing), ", ".join(missing[:5]))
+            if unexpected:
+                logger.warning("load-from: %d checkpoint weights unused (e.g. %s)", len(unexpected), ", ".join(unexpected[:5]))
+
+        # hooks
+        runner.register_hook(lr_hook)
+        runner.register_hook(CheckInvalidLossHook(interval=1))
+        custom = build_custom_hooks(cfg.get("custom_hooks"))
+        if not any(isinstance(h, NumClassCheckHook) for h, _ in custom):
+            runner.register_hook(NumClassCheckHook())
+        ckpt_cfg = dict(cfg.get("checkpoint_config") or {"interval": 1})
+        ckpt_cfg.setdefault("by_epoch", runner.by_epoch)
+        runner.register_hook(CheckpointHook(**ckpt_cfg))
+        if val_set is not None:
+            metric = eval_cfg.get("metric", "bbox")
+            metric_names = check_metrics(metric)
+            classwise = bool(eval_cfg.get("classwise", False))
+            iou_thrs = eval_cfg.get("iou_thrs")
+            proposal_nums = tuple(eval_cfg.get("proposal_nums") or (100, 300, 1000))
+
+            def evaluate_fn(model_: torch.nn.Module, progress_: ProgressCallback | None) -> Any:
+                dets = run_inference(
+                    model_, val_set, samples_per_gpu=val_samples, workers_per_gpu=val_workers, device=dev,
+                    cfg=cfg, progress=progress_, phase="val", epoch=runner.epoch,
+                )
+                return evaluate_detections(
+                    val_set, dets, metric_names, classwise=classwise, iou_thrs=iou_thrs, proposal_nums=proposal_nums
+                )
+
+            runner.register_hook(
+                EvalHook(
+                    evaluate_fn, interval=int(eval_cfg.get("interval", 1)),
+                    by_epoch=bool(eval_cfg.get("by_epoch", runner.by_epoch)), start=eval_cfg.get("start"),
+                    save_best=eval_cfg.get("save_best"), rule=eval_cfg.get("rule"),
+                )
+            )
+        env = collect_env()
+        header = {"env_info": json.dumps(env), "config": dump_config(cfg), "seed": seed, "exp_name": config_path.name}
+        log_interval = int((cfg.get("log_config") or {}).get("interval", 50))
+        runner.register_hook(LoggerHook(interval=log_interval, json_path=json_log, header=header))
+        for hook, priority in custom:
+            runner.register_hook(hook, priority)
+
+        manifest = {
+            "argv": list(argv) if argv is not None else None,
+            "det_version": env["det"],
+            "config_source": str(cfg_source),
+            "config": cfg,
+            "versions": env,
+            "seed": seed,
+            "deterministic": deterministic,
+            "device": str(dev),
+            "torch_threads": threads,
+            "world_size": world_size,
+            "datasets": {split: _fingerprint(ds) for split, ds in datasets.items()},
+            "resume_from": str(resume_path) if resume_path else None,
+            "load_from": str(load_from) if load_from else None,
+            "skipped_weights": skipped,
+            "timestamp": timestamp,
+            "start_time": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "end_time": None,
+            "status": "running",
+        }
+        work_dir.mkdir(parents=True, exist_ok=True)
+        if text_log is not None:
+            handler = logging.FileHandler(text_log)
+            handler.setFormatter(logging.Formatter(TEXT_LOG_FORMAT))
+            handler.setLevel(logging.INFO)
+            setup_buffer.setTarget(handler)
+            setup_buffer.flush()
+            package_logger.addHandler(handler)
+        package_logger.removeHandler(setup_buffer)
+        if rank == 0:
+            write_text_atomic(dump_config(cfg), config_path)
+            write_json_atomic(manifest, manifest_path)
+        logger.info(
+            "training %s on %s: %d images, %d iterations per epoch, %s, seed %d, %d torch threads",
+            config_path.stem, dev, len(train_set), iters_per_epoch,
+            f"{max_epochs} epochs" if max_epochs else f"{max_iters} iterations", seed, threads,
+        )
+        try:
+            runner.run()
+        except BaseException as e:
+            manifest["status"] = f"failed: {type(e).__name__}: {e}"
+            raise
+        else:
+            manifest["status"] = "finished"
+        finally:
+            if manifest and rank == 0:
+                manifest["end_time"] = time.strftime("%Y-%m-%d %H:%M:%S")
+                manifest["epochs"] = runner.epoch
+                manifest["iters"] = runner.iter
+                manifest["metrics"] = runner.last_metrics
+                write_json_atomic(manifest, manifest_path)
+        best = (runner.meta.get("best") or {}).get("path")
+        return TrainResult(
+            work_dir=work_dir,
+            last_checkpoint=runner.saved_checkpoints[-1] if runner.saved_checkpoints else None,
+            best_checkpoint=work_dir / best if best else None,
+            metrics=dict(runner.last_metrics),
+            epochs=runner.epoch,
+            iters=runner.iter,
+            json_log=json_log,
+            text_log=text_log,
+            manifest=manifest_path,
+            config_path=config_path,
+            seed=seed,
+            skipped_weights=skipped,
+            resumed_from=resume_path,
+        )
+    finally:
+        package_logger.removeHandler(setup_buffer)
+        setup_buffer.close()
+        if handler is not None:
+            package_logger.removeHandler(handler)
+            handler.close()
+        package_logger.setLevel(old_level)

@@ -1,0 +1,311 @@
+"""COCO-style evaluation with pycocotools, and the COCO results-json format.
+
+Detections enter as :class:`~detcli.structures.Detections` in *original* image coordinates (the
+data layer's ``map_to_original`` already ran). :func:`detections_to_coco` turns them into the
+COCO results format (``image_id``, ``category_id``, ``bbox`` as xywh, ``score``), the one place
+where det's xyxy boxes become xywh on the way out. :func:`evaluate_coco` runs
+``pycocotools.cocoeval.COCOeval`` and returns the metrics with MMDetection 2.x names.
+
+pycocotools prints while it works; everything it prints is captured, nothing reaches stdout.
+The 12-line summary of ``COCOeval.summarize()`` is returned as text.
+
+Metrics (``metrics`` argument):
+
+- ``bbox``: ``bbox_mAP``, ``bbox_mAP_50``, ``bbox_mAP_75``, ``bbox_mAP_s``, ``bbox_mAP_m``,
+  ``bbox_mAP_l`` (``COCOeval.stats[0:6]``).
+- ``proposal``: class-agnostic recall of the boxes (``useCats = 0``, ``maxDets = proposal_nums``):
+  ``AR@100``, ``AR@300``, ``AR@1000``, ``AR_s@1000``, ``AR_m@1000``, ``AR_l@1000``
+  (``COCOeval.stats[6:12]``).
+
+Values are pycocotools' own floats, unrounded; ``-1.0`` means "no ground truth in that bucket".
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from detcli.errors import ConfigError, DatasetError, did_you_mean
+from detcli.structures import Detections, convert
+
+logger = logging.getLogger(__name__)
+
+#: Metrics det can evaluate today. ``segm`` arrives with the two-stage models; the dispatch in
+#: :func:`evaluate_coco` keys on :data:`IOU_TYPES`, so adding it is one entry plus mask encoding.
+SUPPORTED_METRICS: tuple[str, ...] = ("bbox", "proposal")
+
+#: pycocotools ``iouType`` of each metric.
+IOU_TYPES: dict[str, str] = {"bbox": "bbox", "proposal": "bbox"}
+
+#: Names of ``COCOeval.stats`` entries, per metric, in mmdet 2.x spelling (``{n}`` = proposal_nums).
+BBOX_ITEMS: tuple[tuple[str, int], ...] = (
+    ("mAP", 0), ("mAP_50", 1), ("mAP_75", 2), ("mAP_s", 3), ("mAP_m", 4), ("mAP_l", 5),
+)
+
+#: Decimal places kept in a results json (sub-pixel boxes; scores with enough digits to keep ties rare).
+BBOX_DECIMALS = 2
+SCORE_DECIMALS = 5
+
+
+@dataclass(frozen=True)
+class ClasswiseAP:
+    """AP@[.5:.95] (area all, maxDets 100) of one class.
+
+    Attributes:
+        name: class name.
+        category_id: COCO category id.
+        ap: the AP, or None when the class has no ground truth in the evaluated images ("n/a").
+    """
+
+    name: str
+    category_id: int
+    ap: float | None
+
+
+@dataclass
+class CocoEvaluation:
+    """What :func:`evaluate_coco` found.
+
+    Attributes:
+        metrics: flat ``{name: value}``: ``bbox_mAP``..., ``AR@100``... (floats, -1.0 = no GT).
+        summaries: per metric, the 12-line text of ``COCOeval.summarize()``.
+        classwise: per metric (``bbox`` only), the per-class AP rows; empty unless asked for.
+        num_images: images evaluated.
+        num_detections: result entries evaluated.
+    """
+
+    metrics: dict[str, float] = field(default_factory=dict)
+    summaries: dict[str, str] = field(default_factory=dict)
+    classwise: dict[str, list[ClasswiseAP]] = field(default_factory=dict)
+    num_images: int = 0
+    num_detections: int = 0
+
+
+def check_metrics(metrics: str | Sequence[str]) -> list[str]:
+    """Return ``metrics`` as a list, or raise :class:`ConfigError` listing the supported ones.
+
+    Example:
+        >>> check_metrics("bbox")
+        ['bbox']
+    """
+    names = [metrics] if isinstance(metrics, str) else list(metrics)
+    if not names:
+        raise ConfigError(f"no metric given (supported: {', '.join(SUPPORTED_METRICS)})")
+    for name in names:
+        if name not in SUPPORTED_METRICS:
+            hint = did_you_mean(name, SUPPORTED_METRICS)
+            later = " ('segm' arrives with the two-stage models)" if name == "segm" else ""
+            raise ConfigError(
+                f"metric '{name}' is not supported{hint}{later} (supported: {', '.join(SUPPORTED_METRICS)})"
+            )
+    return names
+
+
+def detections_to_coco(
+    detections: Sequence[Detections],
+    image_ids: Sequence[int],
+    cat_ids: Sequence[int],
+) -> list[dict[str, Any]]:
+    """Turn per-image detections into COCO results entries.
+
+    Args:
+        detections: one :class:`Detections` per image, boxes ``(N, 4)`` xyxy in original image pixels,
+            labels in ``[0, len(cat_ids))``.
+        image_ids: COCO image id of each entry of ``detections``.
+        cat_ids: COCO category id of each label (``dataset.cat_ids``).
+
+    Returns:
+        ``[{"image_id", "category_id", "bbox": [x, y, w, h], "score"}, ...]`` in image order, each
+        image's detections in their given (score) order; boxes rounded to 2 decimals, scores to 5.
+
+    Raises:
+        ValueError: lengths differ, or a label has no category id (names the image and label).
+
+    Example:
+        >>> import torch
+        >>> d = Detections((10, 10), torch.tensor([[1., 2., 4., 6.]]), torch.tensor([0.9]), torch.tensor([0]))
+        >>> detections_to_coco([d], [7], [3])
+        [{'image_id': 7, 'category_id': 3, 'bbox': [1.0, 2.0, 3.0, 4.0], 'score': 0.9}]
+    """
+    if len(detections) != len(image_ids):
+        raise ValueError(f"{len(detections)} detection sets but {len(image_ids)} image ids")
+    results: list[dict[str, Any]] = []
+    num_cats = len(cat_ids)
+    for dets, image_id in zip(detections, image_ids):
+        if len(dets) == 0:
+            continue
+        xywh = convert(dets.boxes.tensor.detach().float().cpu(), "xyxy", "xywh").numpy()  # (N, 4)
+        scores = dets.scores.detach().float().cpu().numpy()  # (N,)
+        labels = dets.labels.detach().cpu().numpy()  # (N,)
+        if labels.min() < 0 or labels.max() >= num_cats:
+            bad = int(labels[(labels < 0) | (labels >= num_cats)][0])
+            raise ValueError(f"image {image_id}: label {bad} has no category id (the dataset has {num_cats} classes)")
+        for box, score, label in zip(xywh.tolist(), scores.tolist(), labels.tolist()):
+            results.append(
+                {
+                    "image_id": int(image_id),
+                    "category_id": int(cat_ids[label]),
+                    "bbox": [round(v, BBOX_DECIMALS) for v in box],
+                    "score": round(score, SCORE_DECIMALS),
+                }
+            )
+    return results
+
+
+def write_results_json(results: list[dict[str, Any]], path: str | os.PathLike[str]) -> Path:
+    """Write COCO results to ``path`` atomically (a temp file in the same folder, then ``os.replace``)."""
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(results, f)
+        os.replace(tmp, out)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return out
+
+
+def load_results(coco_gt: Any, results: list[dict[str, Any]]) -> Any:
+    """Return a pycocotools ``COCO`` of ``results`` against ``coco_gt``; an empty list works too.
+
+    ``COCO.loadRes`` fails on an empty list; then an empty results object with the ground truth's
+    images and categories is built instead, which ``COCOeval`` scores as AP 0 for every class that
+    has ground truth. ``results`` is not modified (``loadRes`` would add keys to its entries).
+    """
+    from pycocotools.coco import COCO
+
+    image_ids = set(coco_gt.getImgIds())
+    for i, r in enumerate(results):
+        if r.get("image_id") not in image_ids:
+            raise DatasetError(
+                f"result {i}: image_id {r.get('image_id')!r} is not an image of the ground truth "
+                "(were the results made on another dataset or split?)"
+            )
+    with contextlib.redirect_stdout(io.StringIO()):
+        if results:
+            return coco_gt.loadRes(copy.deepcopy(results))
+        empty = COCO()
+        empty.dataset = {
+            "images": list(coco_gt.dataset.get("images", [])),
+            "categories": copy.deepcopy(coco_gt.dataset.get("categories", [])),
+            "annotations": [],
+        }
+        empty.createIndex()
+        return empty
+
+
+def evaluate_coco(
+    coco_gt: Any,
+    results: list[dict[str, Any]],
+    metrics: str | Sequence[str] = ("bbox",),
+    *,
+    classwise: bool = False,
+    proposal_nums: Sequence[int] = (100, 300, 1000),
+    iou_thrs: Sequence[float] | None = None,
+    cat_ids: Sequence[int] | None = None,
+    img_ids: Sequence[int] | None = None,
+    classes: Sequence[str] | None = None,
+) -> CocoEvaluation:
+    """Evaluate COCO results with pycocotools.
+
+    Args:
+        coco_gt: ``pycocotools.coco.COCO`` ground truth in original image coordinates.
+        results: COCO results entries (:func:`detections_to_coco`); may be empty.
+        metrics: names from :data:`SUPPORTED_METRICS`.
+        classwise: also compute the per-class AP table (``bbox``).
+        proposal_nums: ``maxDets`` of the ``proposal`` metric.
+        iou_thrs: IoU thresholds; default pycocotools' ``0.50:0.05:0.95``.
+        cat_ids: categories to evaluate, in label order (``dataset.cat_ids``); default all of ``coco_gt``.
+        img_ids: images to evaluate (``dataset.image_ids``); default all of ``coco_gt``.
+        classes: class names aligned with ``cat_ids`` for the classwise table; default the names in ``coco_gt``.
+
+    Returns:
+        :class:`CocoEvaluation`.
+
+    Raises:
+        ConfigError: an unsupported metric (the message lists the supported ones).
+        DatasetError: a result refers to an image that is not in the ground truth.
+    """
+    from pycocotools.cocoeval import COCOeval
+
+    names = check_metrics(metrics)
+    cat_ids = list(coco_gt.getCatIds()) if cat_ids is None else list(cat_ids)
+    img_ids = list(coco_gt.getImgIds()) if img_ids is None else list(img_ids)
+    if classes is None:
+        classes = [coco_gt.loadCats(c)[0]["name"] for c in cat_ids]
+    if len(classes) != len(cat_ids):
+        raise ValueError(f"{len(classes)} class names but {len(cat_ids)} category ids")
+    coco_dt = load_results(coco_gt, results)
+    out = CocoEvaluation(num_images=len(img_ids), num_detections=len(results))
+    if not results:
+        logger.warning("the results hold no detection at all: every AP is 0 for classes with ground truth")
+    for name in names:
+        cocoeval = COCOeval(coco_gt, coco_dt, IOU_TYPES[name])
+        cocoeval.params.catIds = cat_ids
+        cocoeval.params.imgIds = img_ids
+        if iou_thrs is not None:
+            cocoeval.params.iouThrs = np.asarray(iou_thrs, dtype=np.float64)
+        if name == "proposal":
+            cocoeval.params.useCats = 0
+            cocoeval.params.maxDets = [int(n) for n in proposal_nums]
+        with contextlib.redirect_stdout(io.StringIO()):
+            cocoeval.evaluate()
+            cocoeval.accumulate()
+        summary = io.StringIO()
+        with contextlib.redirect_stdout(summary):
+            cocoeval.summarize()
+        out.summaries[name] = summary.getvalue().rstrip("\n")
+        stats = cocoeval.stats
+        if name == "proposal":
+            nums = [int(n) for n in proposal_nums]
+            largest = nums[-1]
+            keys = [f"AR@{n}" for n in nums] + [f"AR_s@{largest}", f"AR_m@{largest}", f"AR_l@{largest}"]
+            for key, index in zip(keys, range(6, 12)):
+                out.metrics[key] = float(stats[index])
+        else:
+            for item, index in BBOX_ITEMS:
+                out.metrics[f"{name}_{item}"] = float(stats[index])
+            if classwise:
+                out.classwise[name] = _classwise(cocoeval.eval["precision"], cat_ids, classes)
+    return out
+
+
+def _classwise(precision: np.ndarray, cat_ids: Sequence[int], classes: Sequence[str]) -> list[ClasswiseAP]:
+    """Per-class AP from ``precision (T, R, K, A, M)``: area 'all' (index 0), the largest maxDets (-1)."""
+    rows = []
+    for k, (cat_id, name) in enumerate(zip(cat_ids, classes)):
+        p = precision[:, :, k, 0, -1]  # (T, R)
+        p = p[p > -1]
+        rows.append(ClasswiseAP(str(name), int(cat_id), float(np.mean(p)) if p.size else None))
+    return rows
+
+
+def format_classwise_table(rows: Sequence[ClasswiseAP]) -> str:
+    """Render classwise rows as a plain two-column text table; a class without GT shows ``n/a``.
+
+    Example:
+        >>> print(format_classwise_table([ClasswiseAP("circle", 1, 0.5), ClasswiseAP("star", 2, None)]))
+        category | AP
+        ---------+------
+        circle   | 0.500
+        star     | n/a
+    """
+    width = max([len("category")] + [len(r.name) for r in rows])
+    lines = [f"{'category':<{width}} | AP", f"{'-' * width}-+------"]
+    for r in rows:
+        lines.append(f"{r.name:<{width}} | {'n/a' if r.ap is None else f'{r.ap:.3f}'}")
+    return "\n".join(lines)

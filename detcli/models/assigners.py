@@ -1,0 +1,226 @@
+"""Label assignment of priors to ground-truth boxes by IoU (mmdet 2.x ``MaxIoUAssigner``).
+
+Assignment codes (:class:`AssignResult`):
+
+- ``gt_inds == IGNORE (-1)``: the prior counts neither as positive nor as negative;
+- ``gt_inds == NEGATIVE (0)``: background;
+- ``gt_inds == k >= 1``: positive, matched to ground-truth box ``k - 1`` (1-based).
+
+The work is done by :meth:`MaxIoUAssigner.assign_batch`, vectorised over a batch of images with
+ground truth padded to a common count; :meth:`MaxIoUAssigner.assign` is the one-image form.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from detcli.registry import MATCHERS
+from detcli.structures import box_overlaps
+
+IGNORE = -1
+NEGATIVE = 0
+
+
+@dataclass
+class AssignResult:
+    """Result of assigning ``N`` priors to ``num_gts`` ground-truth boxes.
+
+    Attributes:
+        num_gts: number of ground-truth boxes (the padded count for batched results).
+        gt_inds (Tensor[N] or Tensor[B, N]): int64, ``-1`` ignore, ``0`` negative, ``k`` GT ``k - 1``.
+        max_overlaps (Tensor[N] or Tensor[B, N]): IoU of each prior with its best GT.
+        labels (Tensor[N] or Tensor[B, N] or None): class of the assigned GT, ``-1`` when unassigned.
+    """
+
+    num_gts: int
+    gt_inds: Tensor
+    max_overlaps: Tensor
+    labels: Tensor | None = None
+
+    @property
+    def num_preds(self) -> int:
+        return self.gt_inds.shape[-1]
+
+    def add_gt_(self, gt_labels: Tensor) -> None:
+        """Prepend the GT boxes themselves as positive predictions (one image only)."""
+        self_inds = torch.arange(1, len(gt_labels) + 1, dtype=torch.long, device=gt_labels.device)
+        self.gt_inds = torch.cat([self_inds, self.gt_inds])
+        self.max_overlaps = torch.cat([self.max_overlaps.new_ones(len(gt_labels)), self.max_overlaps])
+        if self.labels is not None:
+            self.labels = torch.cat([gt_labels, self.labels])
+
+
+@MATCHERS.register()
+class MaxIoUAssigner:
+    """Assign each prior to the GT it overlaps most, by IoU thresholds (mmdet 2.x semantics).
+
+    Steps, in order:
+
+    1. every prior starts as ``IGNORE``;
+    2. priors whose IoF with an ignore box exceeds ``ignore_iof_thr`` (> 0) keep ``IGNORE``;
+    3. priors whose best IoU is in ``[0, neg_iou_thr)`` (or inside a ``(lo, hi)`` tuple) become ``NEGATIVE``;
+    4. priors whose best IoU is ``>= pos_iou_thr`` take that GT;
+    5. with ``match_low_quality``, each GT takes the priors of its highest IoU (all ties when
+       ``gt_max_assign_all``) if that IoU is ``>= min_pos_iou``; later GTs win over earlier ones.
+
+    Priors between the thresholds therefore stay ignored. An image without GT is all negative.
+
+    Args:
+        pos_iou_thr: IoU for a positive.
+        neg_iou_thr: IoU below which a prior is negative, or a ``(lo, hi)`` range.
+        min_pos_iou: minimum IoU for a low-quality match.
+        gt_max_assign_all: a GT takes every prior tied at its highest IoU.
+        ignore_iof_thr: IoF with ignore boxes above which a prior is ignored (``-1``: off).
+        ignore_wrt_candidates: IoF relative to the prior's area (True) or the ignore box's area.
+        match_low_quality: enable step 5.
+        gpu_assign_thr: with more GTs than this (``> 0``), the overlaps are computed on the CPU.
+
+    Example:
+        >>> a = MaxIoUAssigner(0.5, 0.5)
+        >>> a.assign(torch.tensor([[0., 0, 10, 10], [10, 10, 20, 20]]), torch.tensor([[0., 0, 10, 9]])).gt_inds
+        tensor([1, 0])
+    """
+
+    def __init__(
+        self,
+        pos_iou_thr: float,
+        neg_iou_thr: float | tuple[float, float],
+        min_pos_iou: float = 0.0,
+        gt_max_assign_all: bool = True,
+        ignore_iof_thr: float = -1,
+        ignore_wrt_candidates: bool = True,
+        match_low_quality: bool = True,
+        gpu_assign_thr: int = -1,
+    ) -> None:
+        if isinstance(neg_iou_thr, (list, tuple)):
+            if len(neg_iou_thr) != 2:
+                raise ValueError(f"neg_iou_thr as a range needs (lo, hi), got {neg_iou_thr!r}")
+            neg_iou_thr = (float(neg_iou_thr[0]), float(neg_iou_thr[1]))
+        self.pos_iou_thr = float(pos_iou_thr)
+        self.neg_iou_thr = neg_iou_thr
+        self.min_pos_iou = float(min_pos_iou)
+        self.gt_max_assign_all = gt_max_assign_all
+        self.ignore_iof_thr = float(ignore_iof_thr)
+        self.ignore_wrt_candidates = ignore_wrt_candidates
+        self.match_low_quality = match_low_quality
+        self.gpu_assign_thr = gpu_assign_thr
+
+    @torch.no_grad()
+    def assign(self, bboxes: Tensor, gt_bboxes: Tensor, gt_bboxes_ignore: Tensor | None = None,
+               gt_labels: Tensor | None = None) -> AssignResult:
+        """Assign the priors of one image.
+
+        Args:
+            bboxes (Tensor[N, 4]): priors (x1, y1, x2, y2).
+            gt_bboxes (Tensor[G, 4]): ground truth (x1, y1, x2, y2).
+            gt_bboxes_ignore (Tensor[K, 4]): regions to ignore (crowd), or None.
+            gt_labels (Tensor[G]): classes of ``gt_bboxes``; fills ``AssignResult.labels``.
+
+        Returns:
+            AssignResult with ``(N,)`` tensors.
+        """
+        g = gt_bboxes.shape[0]
+        gt_valid = torch.ones(1, g, dtype=torch.bool, device=bboxes.device)
+        ignore = None if gt_bboxes_ignore is None else gt_bboxes_ignore[None]
+        gt_inds, max_overlaps = self.assign_batch(bboxes, gt_bboxes[None], gt_valid, ignore)
+        labels = None
+        if gt_labels is not None:
+            labels = torch.full_like(gt_inds[0], -1)
+            pos = gt_inds[0] > 0
+            labels[pos] = gt_labels[gt_inds[0][pos] - 1]
+        return AssignResult(g, gt_inds[0], max_overlaps[0], labels)
+
+    @torch.no_grad()
+    def assign_batch(
+        self,
+        priors: Tensor,
+        gt_bboxes: Tensor,
+        gt_valid: Tensor,
+        gt_bboxes_ignore: Tensor | None = None,
+        ignore_valid: Tensor | None = None,
+        prior_valid: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor]:
+        """Assign priors shared by ``B`` images to their padded ground truth in one pass.
+
+        Args:
+            priors (Tensor[N, 4]): priors (x1, y1, x2, y2), the same for every image.
+            gt_bboxes (Tensor[B, G, 4]): ground truth, padded to ``G`` per image.
+            gt_valid (Tensor[B, G]): bool, False on padding.
+            gt_bboxes_ignore (Tensor[B, K, 4]): ignore regions padded to ``K``, or None.
+            ignore_valid (Tensor[B, K]): bool, False on padding (default: all valid).
+            prior_valid (Tensor[B, N]): bool, False for priors outside the image; they are ignored.
+
+        Returns:
+            gt_inds (Tensor[B, N]) int64 codes as in :class:`AssignResult`, and max_overlaps (Tensor[B, N]).
+        """
+        b, g = gt_bboxes.shape[:2]
+        n = priors.shape[0]
+        device = priors.device
+        if g == 0 or n == 0 or not bool(gt_valid.any()):
+            gt_inds = priors.new_zeros((b, n), dtype=torch.long)
+            if prior_valid is not None:
+                gt_inds[~prior_valid] = IGNORE
+            return gt_inds, priors.new_zeros((b, n))
+        on_cpu = self.gpu_assign_thr > 0 and g > self.gpu_assign_thr
+        if on_cpu:
+            priors, gt_bboxes, gt_valid = priors.cpu(), gt_bboxes.cpu(), gt_valid.cpu()
+            gt_bboxes_ignore = None if gt_bboxes_ignore is None else gt_bboxes_ignore.cpu()
+            ignore_valid = None if ignore_valid is None else ignore_valid.cpu()
+            prior_valid = None if prior_valid is None else prior_valid.cpu()
+        overlaps = box_overlaps(gt_bboxes, priors[None].expand(b, n, 4))  # (B, G, N)
+        overlaps.masked_fill_(~gt_valid[:, :, None], -1.0)
+        # priors outside the image and priors inside ignore regions: IoU -1 with every GT
+        excluded = None if prior_valid is None else ~prior_valid  # (B, N)
+        if self.ignore_iof_thr > 0 and gt_bboxes_ignore is not None and gt_bboxes_ignore.shape[1] > 0:
+            pri = priors[None].expand(b, n, 4)
+            if self.ignore_wrt_candidates:
+                iof = box_overlaps(pri, gt_bboxes_ignore, mode="iof")  # (B, N, K)
+            else:
+                iof = box_overlaps(gt_bboxes_ignore, pri, mode="iof").transpose(1, 2)  # (B, N, K)
+            if ignore_valid is not None:
+                iof = iof.masked_fill(~ignore_valid[:, None, :], 0.0)
+            in_ignore = iof.amax(dim=2) > self.ignore_iof_thr  # (B, N)
+            excluded = in_ignore if excluded is None else excluded | in_ignore
+        if excluded is not None:
+            overlaps.masked_fill_(excluded[:, None, :], -1.0)
+        max_overlaps, argmax = overlaps.max(dim=1)  # (B, N)
+        gt_inds = torch.full((b, n), IGNORE, dtype=torch.long, device=overlaps.device)
+        # negatives: best IoU in [0, neg_iou_thr) or inside the (lo, hi) range
+        if isinstance(self.neg_iou_thr, tuple):
+            lo, hi = self.neg_iou_thr
+            gt_inds[(max_overlaps >= lo) & (max_overlaps < hi)] = NEGATIVE
+        else:
+            gt_inds[(max_overlaps >= 0) & (max_overlaps < self.neg_iou_thr)] = NEGATIVE
+        # positives: best IoU >= pos_iou_thr
+        pos = max_overlaps >= self.pos_iou_thr
+        gt_inds[pos] = argmax[pos] + 1
+        # low-quality matches: every GT takes its best priors; later GTs win ties
+        if self.match_low_quality:
+            gt_max = overlaps.amax(dim=2)  # (B, G)
+            allowed = gt_valid & (gt_max >= self.min_pos_iou)  # (B, G)
+            if self.gt_max_assign_all:
+                best = (overlaps == gt_max[:, :, None]) & allowed[:, :, None]  # (B, G, N)
+            else:
+                best = torch.zeros_like(overlaps, dtype=torch.bool)
+                best.scatter_(2, overlaps.argmax(dim=2, keepdim=True), True)
+                best &= allowed[:, :, None]
+            order = torch.arange(1, g + 1, device=overlaps.device, dtype=torch.long)  # (G,)
+            last = (best.long() * order[None, :, None]).amax(dim=1)  # (B, N), 0: none
+            gt_inds = torch.where(last > 0, last, gt_inds)
+        # images without ground truth: all negative (except excluded priors)
+        no_gt = ~gt_valid.any(dim=1)  # (B,)
+        if bool(no_gt.any()):
+            gt_inds[no_gt] = NEGATIVE
+            max_overlaps[no_gt] = 0.0
+            if prior_valid is not None:
+                gt_inds[no_gt[:, None] & ~prior_valid] = IGNORE
+        if on_cpu:
+            gt_inds, max_overlaps = gt_inds.to(device), max_overlaps.to(device)
+        return gt_inds, max_overlaps
+
+    def __repr__(self) -> str:
+        return (f"MaxIoUAssigner(pos_iou_thr={self.pos_iou_thr}, neg_iou_thr={self.neg_iou_thr}, "
+                f"min_pos_iou={self.min_pos_iou}, ignore_iof_thr={self.ignore_iof_thr})")

@@ -1,0 +1,211 @@
+"""ResNet backbone on torchvision's block definitions, with mmdet 2.x options.
+
+Parameter names are torchvision's (``conv1``, ``bn1``, ``layer1.0.conv1``, ``layer1.0.downsample.0``),
+which are also mmdet's, so ImageNet weights from either load without renaming.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torchvision.models import resnet as tv_resnet
+
+from detcli.errors import CheckpointError, ConfigError
+from detcli.registry import BACKBONES
+
+logger = logging.getLogger(__name__)
+
+#: depth -> (block class, blocks per stage)
+ARCH_SETTINGS: dict[int, tuple[type[nn.Module], tuple[int, int, int, int]]] = {
+    18: (tv_resnet.BasicBlock, (2, 2, 2, 2)),
+    34: (tv_resnet.BasicBlock, (3, 4, 6, 3)),
+    50: (tv_resnet.Bottleneck, (3, 4, 6, 3)),
+    101: (tv_resnet.Bottleneck, (3, 4, 23, 3)),
+    152: (tv_resnet.Bottleneck, (3, 8, 36, 3)),
+}
+
+
+def _strip_state_dict(raw: Any, path: str, backbone: bool) -> dict[str, Tensor]:
+    """Accept a torchvision resnet state dict, an mmdet checkpoint (``state_dict``, ``backbone.`` prefix)
+    or a det checkpoint; return backbone keys without prefix."""
+    if isinstance(raw, Mapping) and "state_dict" in raw and isinstance(raw["state_dict"], Mapping):
+        raw = raw["state_dict"]
+    if not isinstance(raw, Mapping) or not all(isinstance(v, Tensor) for v in raw.values()):
+        raise CheckpointError(f"{path}: not a state dict of tensors (expected a torchvision or mmdet ResNet checkpoint)")
+    state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in raw.items()}
+    if not backbone:
+        return state
+    if any(k.startswith("backbone.") for k in state):
+        state = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
+    return {k: v for k, v in state.items() if not k.startswith("fc.")}
+
+
+def load_pretrained(module: nn.Module, checkpoint: str, what: str, backbone: bool = True) -> None:
+    """Load ``checkpoint`` (a local file) into ``module`` non-strictly, logging missing/unexpected keys.
+
+    With ``backbone``, an mmdet/det detector checkpoint is reduced to its ``backbone.`` keys and
+    torchvision's ``fc.`` keys are dropped; otherwise keys are used as they are.
+
+    Raises:
+        CheckpointError: the file is missing or is not a state dict.
+    """
+    path = Path(checkpoint).expanduser()
+    if not path.is_file():
+        raise CheckpointError(
+            f"{what}: pretrained checkpoint '{checkpoint}' not found; give an existing local file in "
+            f"init_cfg.checkpoint or remove init_cfg (weights are never downloaded)"
+        )
+    try:
+        raw = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # unpickling errors of every kind
+        raise CheckpointError(f"{path}: cannot be read as a weights-only torch checkpoint ({e})") from e
+    state = _strip_state_dict(raw, str(path), backbone)
+    own = module.state_dict()
+    shape_mismatch = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
+    state = {k: v for k, v in state.items() if k not in shape_mismatch}
+    result = module.load_state_dict(state, strict=False)
+    if result.missing_keys or result.unexpected_keys or shape_mismatch:
+        logger.warning(
+            "%s: loaded %s with %d missing keys %s, %d unexpected keys %s, %d shape mismatches %s",
+            what, path, len(result.missing_keys), result.missing_keys[:8], len(result.unexpected_keys),
+            result.unexpected_keys[:8], len(shape_mismatch), shape_mismatch[:8],
+        )
+    else:
+        logger.info("%s: loaded %s", what, path)
+
+
+def parse_init_cfg(init_cfg: Mapping[str, Any] | None, what: str) -> str | None:
+    """Return the checkpoint path of ``{type: Pretrained, checkpoint: PATH}`` (None when absent)."""
+    if init_cfg is None:
+        return None
+    if init_cfg.get("type") != "Pretrained":
+        raise ConfigError(f"{what}.init_cfg: only {{type: Pretrained, checkpoint: PATH}} is supported, got {dict(init_cfg)}")
+    unknown = set(init_cfg) - {"type", "checkpoint", "prefix"}
+    if unknown or "checkpoint" not in init_cfg:
+        raise ConfigError(f"{what}.init_cfg: expected keys type, checkpoint; got {sorted(init_cfg)}")
+    return str(init_cfg["checkpoint"])
+
+
+@BACKBONES.register()
+class ResNet(nn.Module):
+    """ResNet returning the feature maps of the stages in ``out_indices``.
+
+    Args:
+        depth: 18, 34, 50, 101 or 152.
+        in_channels: input image channels.
+        num_stages: residual stages used (1-4).
+        out_indices: stages whose outputs are returned (0-based).
+        style: ``'pytorch'`` (stride on the 3x3 conv); ``'caffe'`` is not supported.
+        frozen_stages: ``-1`` nothing frozen; ``0`` the stem; ``k`` the stem and stages ``1..k``
+            (eval mode, no gradients).
+        norm_cfg: ``{type: BN, requires_grad: bool}``.
+        norm_eval: keep every BatchNorm in eval mode (running statistics) while training.
+        zero_init_residual: initialise the last norm of each block to zero.
+        init_cfg: ``{type: Pretrained, checkpoint: PATH}`` loaded by :meth:`init_weights`.
+        pretrained: deprecated path form of ``init_cfg``.
+
+    Shapes: ResNet-18 on ``(1, 3, 32, 32)`` returns ``(1, 64, 8, 8)``, ``(1, 128, 4, 4)``,
+    ``(1, 256, 2, 2)``, ``(1, 512, 1, 1)``; ResNet-50's channels are 256/512/1024/2048.
+    """
+
+    def __init__(
+        self,
+        depth: int,
+        in_channels: int = 3,
+        num_stages: int = 4,
+        out_indices: Sequence[int] = (0, 1, 2, 3),
+        style: str = "pytorch",
+        frozen_stages: int = -1,
+        norm_cfg: Mapping[str, Any] | None = None,
+        norm_eval: bool = True,
+        zero_init_residual: bool = True,
+        init_cfg: Mapping[str, Any] | None = None,
+        pretrained: str | None = None,
+    ) -> None:
+        super().__init__()
+        if depth not in ARCH_SETTINGS:
+            raise ConfigError(f"invalid depth {depth} for ResNet (choose from {sorted(ARCH_SETTINGS)})")
+        if style != "pytorch":
+            raise ConfigError(f"ResNet style '{style}' is not supported (use style: pytorch)")
+        if not 1 <= num_stages <= 4:
+            raise ConfigError(f"ResNet num_stages must be in 1..4, got {num_stages}")
+        if any(not 0 <= i < num_stages for i in out_indices):
+            raise ConfigError(f"ResNet out_indices {list(out_indices)} must lie in 0..{num_stages - 1}")
+        if not -1 <= frozen_stages <= num_stages:
+            raise ConfigError(f"ResNet frozen_stages must be in -1..{num_stages}, got {frozen_stages}")
+        norm_cfg = {"type": "BN", "requires_grad": True} if norm_cfg is None else dict(norm_cfg)
+        if norm_cfg.get("type") != "BN" or set(norm_cfg) - {"type", "requires_grad", "eps", "momentum"}:
+            raise ConfigError(f"ResNet norm_cfg: only {{type: BN, requires_grad: bool}} is supported, got {norm_cfg}")
+        if pretrained is not None and init_cfg is not None:
+            raise ConfigError("ResNet: give init_cfg or pretrained, not both")
+        self.checkpoint = parse_init_cfg(init_cfg, "backbone") if pretrained is None else pretrained
+        self.depth = depth
+        self.num_stages = num_stages
+        self.out_indices = tuple(out_indices)
+        self.frozen_stages = frozen_stages
+        self.norm_eval = norm_eval
+        self.norm_requires_grad = bool(norm_cfg.get("requires_grad", True))
+        eps = float(norm_cfg.get("eps", 1e-5))
+        momentum = float(norm_cfg.get("momentum", 0.1))
+
+        def norm_layer(channels: int) -> nn.BatchNorm2d:
+            return nn.BatchNorm2d(channels, eps=eps, momentum=momentum)
+
+        block, layers = ARCH_SETTINGS[depth]
+        net = tv_resnet.ResNet(block, list(layers), norm_layer=norm_layer, zero_init_residual=zero_init_residual)  # type: ignore[arg-type]
+        if in_channels != 3:
+            net.conv1 = nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
+            nn.init.kaiming_normal_(net.conv1.weight, mode="fan_out", nonlinearity="relu")
+        self.conv1, self.bn1, self.relu, self.maxpool = net.conv1, net.bn1, net.relu, net.maxpool
+        self.stage_names = [f"layer{i + 1}" for i in range(num_stages)]
+        for name in self.stage_names:
+            self.add_module(name, getattr(net, name))
+        expansion = 4 if block is tv_resnet.Bottleneck else 1
+        self.out_channels = [64 * 2**i * expansion for i in range(num_stages)]
+        if not self.norm_requires_grad:
+            for m in self.modules():
+                if isinstance(m, nn.BatchNorm2d):
+                    m.weight.requires_grad_(False)
+                    m.bias.requires_grad_(False)
+        self._freeze_stages()
+
+    def _freeze_stages(self) -> None:
+        """Put the stem and the first ``frozen_stages`` stages in eval mode without gradients."""
+        frozen: list[nn.Module] = []
+        if self.frozen_stages >= 0:
+            frozen += [self.conv1, self.bn1]
+        frozen += [getattr(self, self.stage_names[i]) for i in range(max(self.frozen_stages, 0))]
+        for m in frozen:
+            m.eval()
+            for p in m.parameters():
+                p.requires_grad_(False)
+
+    def init_weights(self) -> None:
+        """Load the ``Pretrained`` checkpoint if one is configured (the random init happens in ``__init__``)."""
+        if self.checkpoint is not None:
+            load_pretrained(self, self.checkpoint, "backbone")
+
+    def train(self, mode: bool = True) -> "ResNet":
+        """Switch mode, keeping frozen stages (and every BatchNorm with ``norm_eval``) in eval mode."""
+        super().train(mode)
+        self._freeze_stages()
+        if mode and self.norm_eval:
+            for m in self.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.eval()
+        return self
+
+    def forward(self, x: Tensor) -> tuple[Tensor, ...]:
+        """x (Tensor[B, C, H, W]) -> the maps of ``out_indices``, each (B, C_i, H / 2**(i+2), W / 2**(i+2))."""
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))  # (B, 64, H/4, W/4)
+        outs = []
+        for i, name in enumerate(self.stage_names):
+            x = getattr(self, name)(x)
+            if i in self.out_indices:
+                outs.append(x)
+        return tuple(outs)

@@ -1,0 +1,134 @@
+"""Small helpers shared by the dense heads: ground-truth padding, prior caching, flattening, NMS."""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import Tensor
+
+from detcli.ops import batched_nms, nms
+from detcli.structures import Boxes, Detections, GroundTruth
+
+
+def pad_ground_truth(targets: Sequence[GroundTruth], device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
+    """Stack per-image ground truth into padded tensors.
+
+    Returns:
+        gt_boxes (Tensor[B, G, 4]), gt_labels (Tensor[B, G]) int64, gt_valid (Tensor[B, G]) bool,
+        where ``G`` is the largest count (0 when no image has ground truth).
+    """
+    b = len(targets)
+    g = max((len(t) for t in targets), default=0)
+    boxes = torch.zeros((b, g, 4), device=device)
+    labels = torch.zeros((b, g), dtype=torch.long, device=device)
+    valid = torch.zeros((b, g), dtype=torch.bool, device=device)
+    for i, t in enumerate(targets):
+        n = len(t)
+        if n:
+            boxes[i, :n] = t.boxes.tensor.to(device)
+            labels[i, :n] = t.labels.to(device)
+            valid[i, :n] = True
+    return boxes, labels, valid
+
+
+def pad_ignore_boxes(targets: Sequence[GroundTruth], device: torch.device) -> tuple[Tensor, Tensor] | None:
+    """Padded ignore (crowd) regions ``(Tensor[B, K, 4], Tensor[B, K] bool)``, or None when there are none."""
+    k = max((len(t.ignore_boxes) for t in targets), default=0)
+    if k == 0:
+        return None
+    boxes = torch.zeros((len(targets), k, 4), device=device)
+    valid = torch.zeros((len(targets), k), dtype=torch.bool, device=device)
+    for i, t in enumerate(targets):
+        n = len(t.ignore_boxes)
+        if n:
+            boxes[i, :n] = t.ignore_boxes.tensor.to(device)
+            valid[i, :n] = True
+    return boxes, valid
+
+
+class PriorCache:
+    """Memo of priors keyed by feature-map sizes, device, dtype and inference mode (last 8 kept)."""
+
+    def __init__(self, make: Callable[[list[tuple[int, int]], torch.dtype, torch.device], list[Tensor]]) -> None:
+        self._make = make
+        self._store: OrderedDict[tuple, list[Tensor]] = OrderedDict()
+
+    def get(self, featmap_sizes: list[tuple[int, int]], dtype: torch.dtype, device: torch.device) -> list[Tensor]:
+        key = (tuple(featmap_sizes), str(device), dtype, torch.is_inference_mode_enabled())
+        hit = self._store.get(key)
+        if hit is None:
+            hit = self._make(featmap_sizes, dtype, device)
+            self._store[key] = hit
+            if len(self._store) > 8:
+                self._store.popitem(last=False)
+        return hit
+
+
+def flatten_levels(maps: Sequence[Tensor], channels: int) -> Tensor:
+    """``[(B, A * k, H_l, W_l)]`` -> ``(B, sum_l H_l * W_l * A, k)``, row-major then per prior."""
+    b = maps[0].shape[0]
+    return torch.cat([m.permute(0, 2, 3, 1).reshape(b, -1, channels) for m in maps], dim=1)
+
+
+def logit_threshold(score_thr: float) -> float:
+    """The logit whose sigmoid is ``score_thr`` (so ``logit > t`` iff ``sigmoid(logit) > score_thr``)."""
+    if score_thr <= 0:
+        return -math.inf
+    if score_thr >= 1:
+        return math.inf
+    return math.log(score_thr / (1 - score_thr))
+
+
+def select_candidates(cls_logits: Tensor, logit_thr: float, nms_pre: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Candidates of one level of one image above a threshold, top ``nms_pre`` by score.
+
+    Args:
+        cls_logits (Tensor[N, C]): class logits of the level's ``N`` priors, in prior order.
+        logit_thr: keep logits ``> logit_thr``.
+        nms_pre: keep at most this many (``<= 0``: all).
+
+    Returns:
+        prior_inds (Tensor[P]), labels (Tensor[P]) and logits (Tensor[P]) sorted descending.
+    """
+    num_classes = cls_logits.shape[1]
+    flat = cls_logits.reshape(-1)  # (N * C,)
+    if math.isfinite(logit_thr):
+        idx = (flat > logit_thr).nonzero(as_tuple=True)[0]
+    else:
+        idx = torch.arange(flat.numel(), device=flat.device)
+    vals = flat[idx]
+    if nms_pre > 0 and vals.numel() > nms_pre:
+        vals, order = vals.topk(nms_pre)
+    else:
+        vals, order = vals.sort(descending=True)
+    idx = idx[order]
+    return idx // num_classes, idx % num_classes, vals
+
+
+def level_of_image(maps: Tensor, image: int, channels: int) -> Tensor:
+    """``maps[image]`` of shape ``(A * k, H, W)`` as ``(H * W * A, k)`` in prior order (no copy when
+    ``maps`` is channels-last)."""
+    return maps[image].permute(1, 2, 0).reshape(-1, channels)
+
+
+def nms_detections(boxes: Tensor, scores: Tensor, labels: Tensor, image_size: tuple[int, int],
+                   iou_threshold: float, class_agnostic: bool, max_per_img: int,
+                   min_bbox_size: float) -> Detections:
+    """Class-aware (or agnostic) NMS of one image's candidates into sorted :class:`Detections`.
+
+    Args:
+        boxes (Tensor[P, 4]): (x1, y1, x2, y2); scores (Tensor[P]); labels (Tensor[P]) int64.
+    """
+    if min_bbox_size > 0 and boxes.numel():
+        wh = boxes[:, 2:] - boxes[:, :2]
+        keep = (wh[:, 0] > min_bbox_size) & (wh[:, 1] > min_bbox_size)
+        boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
+    if boxes.numel() == 0:
+        return Detections.empty(image_size, device=boxes.device)
+    keep = nms(boxes, scores, iou_threshold) if class_agnostic else batched_nms(boxes, scores, labels, iou_threshold)
+    if max_per_img > 0:
+        keep = keep[:max_per_img]
+    return Detections(image_size, Boxes(boxes[keep]), scores[keep], labels[keep])

@@ -1,0 +1,183 @@
+"""Shared plumbing of single-stage detectors: backbone -> neck -> dense head, and their settings.
+
+A :class:`SingleStageDetector` owns built components (constructor injection) and the parsed
+``train_cfg`` / ``test_cfg`` settings, which it hands to its head as explicit arguments.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import torch
+from torch import Tensor, nn
+
+from detcli.errors import ConfigError, did_you_mean
+from detcli.models.assigners import MaxIoUAssigner
+from detcli.models.backbones.resnet import load_pretrained, parse_init_cfg
+from detcli.structures import Detections, GroundTruth, ImageBatch
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DenseTrainConfig:
+    """Training settings of a dense head (the detector's ``train_cfg``).
+
+    Attributes:
+        assigner: built assigner (None for heads that assign by themselves, e.g. FCOS).
+        allowed_border: anchors reaching more than this many pixels outside the image are ignored
+            (``-1``: keep all anchors on valid feature-map locations).
+        pos_weight: classification weight of positives (``<= 0``: 1).
+        debug: accepted for mmdet compatibility; has no effect.
+    """
+
+    assigner: MaxIoUAssigner | None = None
+    allowed_border: float = -1
+    pos_weight: float = -1
+    debug: bool = False
+
+    @classmethod
+    def parse(cls, cfg: Mapping[str, Any] | None, default_assigner: MaxIoUAssigner | None) -> "DenseTrainConfig":
+        cfg = dict(cfg or {})
+        _check_keys(cfg, ("assigner", "allowed_border", "pos_weight", "debug"), "model.train_cfg")
+        assigner = cfg.get("assigner", default_assigner)
+        if isinstance(assigner, Mapping):
+            raise ConfigError("model.train_cfg.assigner: expected a {type: ...} assigner node")
+        return cls(assigner, float(cfg.get("allowed_border", -1)), float(cfg.get("pos_weight", -1)),
+                   bool(cfg.get("debug", False)))
+
+
+@dataclass(frozen=True)
+class DenseTestConfig:
+    """Post-processing settings of a dense head (the detector's ``test_cfg``).
+
+    Attributes:
+        nms_pre: candidates kept per level before NMS, by score (``<= 0``: all).
+        min_bbox_size: boxes whose width or height is ``<= min_bbox_size`` are dropped (when > 0).
+        score_thr: candidates need a score ``> score_thr``.
+        iou_threshold: NMS IoU threshold (``nms.iou_threshold``).
+        class_agnostic: one NMS over all classes (``nms.class_agnostic``).
+        max_per_img: detections kept per image after NMS.
+    """
+
+    nms_pre: int = 1000
+    min_bbox_size: float = 0.0
+    score_thr: float = 0.05
+    iou_threshold: float = 0.5
+    class_agnostic: bool = False
+    max_per_img: int = 100
+
+    @classmethod
+    def parse(cls, cfg: Mapping[str, Any] | None) -> "DenseTestConfig":
+        cfg = dict(cfg or {})
+        _check_keys(cfg, ("nms_pre", "min_bbox_size", "score_thr", "nms", "max_per_img"), "model.test_cfg")
+        nms = dict(cfg.get("nms") or {"type": "nms", "iou_threshold": 0.5})
+        _check_keys(nms, ("type", "iou_threshold", "iou_thr", "class_agnostic"), "model.test_cfg.nms")
+        if nms.get("type", "nms") != "nms":
+            raise ConfigError(f"model.test_cfg.nms.type: only 'nms' is supported, got {nms.get('type')!r}")
+        return cls(int(cfg.get("nms_pre", 1000)), float(cfg.get("min_bbox_size", 0)),
+                   float(cfg.get("score_thr", 0.05)), float(nms.get("iou_threshold", nms.get("iou_thr", 0.5))),
+                   bool(nms.get("class_agnostic", False)), int(cfg.get("max_per_img", 100)))
+
+
+def _check_keys(cfg: Mapping[str, Any], allowed: tuple[str, ...], path: str) -> None:
+    for key in cfg:
+        if key not in allowed:
+            raise ConfigError(f"{path}.{key}: unknown key '{key}'{did_you_mean(key, allowed)} "
+                              f"(valid keys: {', '.join(allowed)})")
+
+
+class DenseHead(Protocol):
+    """What a :class:`SingleStageDetector` needs from its head."""
+
+    num_classes: int
+
+    def loss(self, feats: tuple[Tensor, ...], images: ImageBatch, targets: list[GroundTruth],
+             train_cfg: DenseTrainConfig) -> dict[str, Tensor]: ...
+
+    def predict(self, feats: tuple[Tensor, ...], images: ImageBatch,
+                test_cfg: DenseTestConfig) -> list[Detections]: ...
+
+
+class SingleStageDetector(nn.Module):
+    """Backbone, optional neck and a dense head, with the det model contract.
+
+    ``model(images, targets)`` returns the loss dict, ``model(images)`` a list of
+    :class:`Detections` (one per image, in the coordinates of ``images``, clipped to
+    ``images.image_sizes[i]``, sorted by decreasing score, at most ``test_cfg.max_per_img``).
+
+    Args:
+        backbone: built backbone returning a tuple of maps.
+        neck: built neck, or None.
+        bbox_head: built dense head.
+        train_cfg: ``{assigner, allowed_border, pos_weight, debug}`` (assigner already built).
+        test_cfg: ``{nms_pre, min_bbox_size, score_thr, nms: {type: nms, iou_threshold}, max_per_img}``.
+        init_cfg: ``{type: Pretrained, checkpoint: PATH}`` with a whole-detector checkpoint.
+    """
+
+    default_assigner: MaxIoUAssigner | None = None
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        neck: nn.Module | None,
+        bbox_head: nn.Module,
+        train_cfg: Mapping[str, Any] | None = None,
+        test_cfg: Mapping[str, Any] | None = None,
+        init_cfg: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.neck = neck
+        self.bbox_head = bbox_head
+        self.train_settings = DenseTrainConfig.parse(train_cfg, self.default_assigner)
+        self.test_settings = DenseTestConfig.parse(test_cfg)
+        self.checkpoint = parse_init_cfg(init_cfg, "model")
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.bbox_head.num_classes)
+
+    def init_weights(self) -> None:
+        """Load pretrained weights: the backbone's ``init_cfg``, then the detector's own if given."""
+        init = getattr(self.backbone, "init_weights", None)
+        if callable(init):
+            init()
+        if self.checkpoint is not None:
+            load_pretrained(self, self.checkpoint, "model", backbone=False)
+
+    def extract_feat(self, images: Tensor) -> tuple[Tensor, ...]:
+        """images (Tensor[B, 3, H, W]) -> pyramid maps (B, C, H_l, W_l).
+
+        On the CPU the network runs in channels-last memory format (oneDNN convolutions and
+        GroupNorm are faster in it, and the heads' per-prior flattening needs no copy); values
+        and shapes are unchanged.
+        """
+        if images.device.type == "cpu":
+            images = images.contiguous(memory_format=torch.channels_last)
+        feats = self.backbone(images)
+        return tuple(self.neck(feats)) if self.neck is not None else tuple(feats)
+
+    def forward(self, images: ImageBatch, targets: list[GroundTruth] | None = None) -> dict[str, Tensor] | list[Detections]:
+        """Losses when ``targets`` are given, otherwise detections."""
+        if targets is not None:
+            return self.loss(images, targets)
+        return self.predict(images)
+
+    def loss(self, images: ImageBatch, targets: list[GroundTruth]) -> dict[str, Tensor]:
+        """Loss dict (``loss_cls``, ``loss_bbox``, ...) for a batch and its ground truth."""
+        if len(targets) != len(images):
+            raise ValueError(f"got {len(targets)} targets for {len(images)} images")
+        feats = self.extract_feat(images.tensor)
+        return self.bbox_head.loss(feats, images, targets, self.train_settings)
+
+    def predict(self, images: ImageBatch) -> list[Detections]:
+        """Detections per image, computed under ``torch.inference_mode`` (results are normal tensors)."""
+        with torch.inference_mode():
+            feats = self.extract_feat(images.tensor)
+            results = self.bbox_head.predict(feats, images, self.test_settings)
+        # copies made outside inference mode can be modified in place by later stages
+        return [Detections(d.image_size, d.boxes.tensor.clone(), d.scores.clone(), d.labels.clone()) for d in results]

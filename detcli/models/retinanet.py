@@ -1,0 +1,241 @@
+"""RetinaNet (Lin et al., 2017): anchors on P3-P7, sigmoid focal classification, box deltas.
+
+Input: ``ImageBatch.tensor (B, 3, H, W)`` normalised, padded; boxes are ``(x1, y1, x2, y2)`` with
+``0 <= x1 < x2``, width ``x2 - x1``. Labels ``0..C-1``; background is ``C``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from detcli.errors import ConfigError
+from detcli.models.assigners import IGNORE, MaxIoUAssigner
+from detcli.models.coders import DeltaXYWHBBoxCoder
+from detcli.models.dense_utils import (
+    PriorCache, flatten_levels, level_of_image, logit_threshold, nms_detections, pad_ground_truth,
+    pad_ignore_boxes, select_candidates,
+)
+from detcli.models.detector import DenseTestConfig, DenseTrainConfig, SingleStageDetector
+from detcli.models.losses import FocalLoss, L1Loss
+from detcli.models.necks.fpn import conv_module
+from detcli.models.priors import AnchorGenerator
+from detcli.registry import DETECTORS, HEADS
+from detcli.structures import Detections, GroundTruth, ImageBatch
+
+#: Initial foreground probability of the classification branch (its bias is ``-log((1 - p) / p)``).
+PRIOR_PROB = 0.01
+
+
+@HEADS.register()
+class RetinaHead(nn.Module):
+    """RetinaNet head: two towers of ``stacked_convs`` 3x3 convs + ReLU, then per-anchor class
+    logits and box deltas on every pyramid level (weights shared across levels).
+
+    Args:
+        num_classes: foreground classes ``C``.
+        in_channels: channels of the pyramid maps.
+        stacked_convs: convs per tower.
+        feat_channels: channels of the tower convs.
+        norm_cfg: norm of the tower convs (None in RetinaNet).
+        anchor_generator: built :class:`AnchorGenerator` (default: octave_base_scale 4,
+            scales_per_octave 3, ratios 0.5/1/2, strides 8..128).
+        bbox_coder: built :class:`DeltaXYWHBBoxCoder` (default: means 0, stds 1).
+        reg_decoded_bbox: regress decoded boxes (for IoU-type ``loss_bbox``) instead of deltas.
+        loss_cls: built classification loss (default: FocalLoss gamma 2, alpha 0.25).
+        loss_bbox: built box loss (default: L1Loss).
+
+    Outputs of :meth:`forward`, per level ``l``: ``cls_scores[l] (B, A * C, H_l, W_l)`` logits and
+    ``bbox_preds[l] (B, A * 4, H_l, W_l)`` deltas, ``A`` anchors per location.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        in_channels: int,
+        stacked_convs: int = 4,
+        feat_channels: int = 256,
+        norm_cfg: Mapping[str, Any] | None = None,
+        anchor_generator: AnchorGenerator | None = None,
+        bbox_coder: DeltaXYWHBBoxCoder | None = None,
+        reg_decoded_bbox: bool = False,
+        loss_cls: nn.Module | None = None,
+        loss_bbox: nn.Module | None = None,
+    ) -> None:
+        super().__init__()
+        if num_classes < 1:
+            raise ConfigError(f"RetinaHead num_classes must be >= 1, got {num_classes}")
+        self.num_classes = num_classes
+        self.in_channels = in_channels
+        self.anchor_generator = anchor_generator or AnchorGenerator(
+            strides=(8, 16, 32, 64, 128), ratios=(0.5, 1.0, 2.0), octave_base_scale=4, scales_per_octave=3)
+        self.bbox_coder = bbox_coder or DeltaXYWHBBoxCoder()
+        self.reg_decoded_bbox = reg_decoded_bbox
+        self.loss_cls = loss_cls if loss_cls is not None else FocalLoss()
+        self.loss_bbox = loss_bbox if loss_bbox is not None else L1Loss()
+        num_priors = self.anchor_generator.num_base_priors
+        if len(set(num_priors)) != 1:
+            raise ConfigError(f"RetinaHead needs the same number of anchors on every level, got {num_priors}")
+        self.num_anchors = num_priors[0]
+        self.cls_convs = nn.Sequential(*[
+            conv_module(in_channels if i == 0 else feat_channels, feat_channels, 3, norm_cfg=norm_cfg, act=True)
+            for i in range(stacked_convs)])
+        self.reg_convs = nn.Sequential(*[
+            conv_module(in_channels if i == 0 else feat_channels, feat_channels, 3, norm_cfg=norm_cfg, act=True)
+            for i in range(stacked_convs)])
+        tower_out = feat_channels if stacked_convs > 0 else in_channels
+        self.retina_cls = nn.Conv2d(tower_out, self.num_anchors * num_classes, 3, padding=1)
+        self.retina_reg = nn.Conv2d(tower_out, self.num_anchors * 4, 3, padding=1)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.normal_(m.weight, std=0.01)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+        nn.init.constant_(self.retina_cls.bias, -math.log((1 - PRIOR_PROB) / PRIOR_PROB))
+        self._anchors = PriorCache(self._make_anchors)
+
+    def _make_anchors(self, sizes: list[tuple[int, int]], dtype: torch.dtype, device: torch.device) -> list[Tensor]:
+        levels = self.anchor_generator.grid_priors(sizes, dtype=dtype, device=device)
+        return [torch.cat(levels)] + levels  # [all (N, 4), level 0, level 1, ...]
+
+    def forward(self, feats: tuple[Tensor, ...]) -> tuple[list[Tensor], list[Tensor]]:
+        """Per-level class logits ``(B, A * C, H, W)`` and box deltas ``(B, A * 4, H, W)``."""
+        cls_scores, bbox_preds = [], []
+        for x in feats:
+            cls_scores.append(self.retina_cls(self.cls_convs(x)))
+            bbox_preds.append(self.retina_reg(self.reg_convs(x)))
+        return cls_scores, bbox_preds
+
+    def loss(self, feats: tuple[Tensor, ...], images: ImageBatch, targets: list[GroundTruth],
+             train_cfg: DenseTrainConfig) -> dict[str, Tensor]:
+        """``loss_cls`` (focal, over all non-ignored anchors) and ``loss_bbox`` (positives), both
+        divided by ``sum_i max(num_pos_i, 1)`` (mmdet's ``num_total_samples``)."""
+        cls_scores, bbox_preds = self(feats)
+        sizes = [tuple(c.shape[-2:]) for c in cls_scores]
+        anchors = self._anchors.get(sizes, cls_scores[0].dtype, cls_scores[0].device)[0]  # (N, 4)
+        labels, label_weights, pos_b, pos_n, pos_gt_boxes, avg_factor = self.get_targets(
+            anchors, sizes, images, targets, train_cfg)
+        cls_flat = flatten_levels(cls_scores, self.num_classes)  # (B, N, C)
+        reg_flat = flatten_levels(bbox_preds, 4)  # (B, N, 4)
+        loss_cls = self.loss_cls(cls_flat.reshape(-1, self.num_classes), labels.reshape(-1),
+                                 None if label_weights is None else label_weights.reshape(-1), avg_factor=avg_factor)
+        pos_pred = reg_flat[pos_b, pos_n]  # (P, 4)
+        pos_anchors = anchors[pos_n]  # (P, 4)
+        if self.reg_decoded_bbox:
+            loss_bbox = self.loss_bbox(self.bbox_coder.decode(pos_anchors, pos_pred), pos_gt_boxes, avg_factor=avg_factor)
+        else:
+            loss_bbox = self.loss_bbox(pos_pred, self.bbox_coder.encode(pos_anchors, pos_gt_boxes), avg_factor=avg_factor)
+        return {"loss_cls": loss_cls, "loss_bbox": loss_bbox}
+
+    @torch.no_grad()
+    def get_targets(
+        self, anchors: Tensor, featmap_sizes: list[tuple[int, int]], images: ImageBatch,
+        targets: list[GroundTruth], train_cfg: DenseTrainConfig,
+    ) -> tuple[Tensor, Tensor | None, Tensor, Tensor, Tensor, float]:
+        """Assign anchors of the whole batch at once.
+
+        Returns:
+            labels (Tensor[B, N]) int64, background ``C``; label_weights (Tensor[B, N]) or None when
+            all are 1; pos_b, pos_n (Tensor[P]) image and anchor indices of positives; pos_gt_boxes
+            (Tensor[P, 4]) their matched GT; avg_factor ``sum_i max(num_pos_i, 1)``.
+        """
+        if train_cfg.assigner is None:
+            raise ConfigError("model.train_cfg.assigner: RetinaNet needs an assigner (e.g. {type: MaxIoUAssigner, ...})")
+        device = anchors.device
+        b, n = len(targets), anchors.shape[0]
+        gt_boxes, gt_labels, gt_valid = pad_ground_truth(targets, device)
+        ignore = pad_ignore_boxes(targets, device)
+        prior_valid = self._valid_anchors(anchors, featmap_sizes, images, train_cfg.allowed_border)
+        gt_inds, _ = train_cfg.assigner.assign_batch(
+            anchors, gt_boxes, gt_valid, None if ignore is None else ignore[0],
+            None if ignore is None else ignore[1], prior_valid)  # (B, N)
+        pos = gt_inds > 0  # (B, N)
+        pos_b, pos_n = pos.nonzero(as_tuple=True)  # (P,)
+        matched = gt_inds[pos_b, pos_n] - 1  # (P,)
+        labels = torch.full((b, n), self.num_classes, dtype=torch.long, device=device)
+        labels[pos_b, pos_n] = gt_labels[pos_b, matched]
+        label_weights = None
+        ignored = gt_inds == IGNORE
+        if train_cfg.pos_weight > 0 or bool(ignored.any()):
+            label_weights = (~ignored).float()
+            if train_cfg.pos_weight > 0:
+                label_weights[pos_b, pos_n] = train_cfg.pos_weight
+        num_pos_per_image = pos.sum(dim=1).clamp(min=1)
+        avg_factor = float(num_pos_per_image.sum().item())
+        return labels, label_weights, pos_b, pos_n, gt_boxes[pos_b, matched], avg_factor
+
+    def _valid_anchors(self, anchors: Tensor, featmap_sizes: list[tuple[int, int]], images: ImageBatch,
+                       allowed_border: float) -> Tensor | None:
+        """Bool (B, N) of anchors on valid feature-map locations (and inside the image plus
+        ``allowed_border`` when it is >= 0); None when every anchor is valid."""
+        pad_h, pad_w = images.tensor.shape[-2:]
+        needs_flags = any(tuple(s) != (pad_h, pad_w) for s in images.image_sizes)
+        if not needs_flags and allowed_border < 0:
+            return None
+        rows = []
+        for h, w in images.image_sizes:
+            flags = torch.cat(self.anchor_generator.valid_flags(featmap_sizes, (h, w), anchors.device))
+            if allowed_border >= 0:
+                flags &= ((anchors[:, 0] >= -allowed_border) & (anchors[:, 1] >= -allowed_border)
+                          & (anchors[:, 2] < w + allowed_border) & (anchors[:, 3] < h + allowed_border))
+            rows.append(flags)
+        return torch.stack(rows)
+
+    def predict(self, feats: tuple[Tensor, ...], images: ImageBatch, test_cfg: DenseTestConfig) -> list[Detections]:
+        """Per level top ``nms_pre`` candidates above ``score_thr``, decoded, then class-aware NMS."""
+        cls_scores, bbox_preds = self(feats)
+        sizes = [tuple(c.shape[-2:]) for c in cls_scores]
+        anchors_per_level = self._anchors.get(sizes, cls_scores[0].dtype, cls_scores[0].device)[1:]
+        thr = logit_threshold(test_cfg.score_thr)
+        results = []
+        for i, image_size in enumerate(images.image_sizes):
+            boxes_all, scores_all, labels_all = [], [], []
+            for level, anchors in enumerate(anchors_per_level):
+                # keep the top candidates above the threshold
+                logits_all = level_of_image(cls_scores[level], i, self.num_classes)  # (HWA, C)
+                prior_inds, labels, logits = select_candidates(logits_all, thr, test_cfg.nms_pre)
+                deltas = level_of_image(bbox_preds[level], i, 4)[prior_inds]  # (P, 4)
+                boxes_all.append(self.bbox_coder.decode(anchors[prior_inds], deltas, max_shape=image_size))
+                scores_all.append(logits.sigmoid())
+                labels_all.append(labels)
+            results.append(nms_detections(
+                torch.cat(boxes_all), torch.cat(scores_all), torch.cat(labels_all), image_size,
+                test_cfg.iou_threshold, test_cfg.class_agnostic, test_cfg.max_per_img, test_cfg.min_bbox_size))
+        return results
+
+
+@DETECTORS.register()
+class RetinaNet(SingleStageDetector):
+    """RetinaNet detector: backbone, FPN neck and :class:`RetinaHead`.
+
+    ``model(images, targets)`` -> ``{"loss_cls", "loss_bbox"}``; ``model(images)`` ->
+    ``list[Detections]`` (boxes (x1, y1, x2, y2) in ``images`` coordinates, clipped to
+    ``image_sizes[i]``, scores sorted descending, labels in ``[0, C)``).
+
+    Args:
+        backbone: built backbone.
+        neck: built neck.
+        bbox_head: built :class:`RetinaHead`.
+        train_cfg: ``{assigner (built; default MaxIoUAssigner(0.5, 0.4, 0)), allowed_border, pos_weight, debug}``.
+        test_cfg: ``{nms_pre, min_bbox_size, score_thr, nms: {type: nms, iou_threshold}, max_per_img}``.
+        init_cfg: ``{type: Pretrained, checkpoint: PATH}`` of a whole detector.
+    """
+
+    default_assigner = MaxIoUAssigner(pos_iou_thr=0.5, neg_iou_thr=0.4, min_pos_iou=0.0)
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        neck: nn.Module,
+        bbox_head: nn.Module,
+        train_cfg: Mapping[str, Any] | None = None,
+        test_cfg: Mapping[str, Any] | None = None,
+        init_cfg: Mapping[str, Any] | None = None,
+    ) -> None:
+        if not isinstance(bbox_head, RetinaHead):
+            raise ConfigError(f"model.bbox_head: RetinaNet needs a RetinaHead, got {type(bbox_head).__name__}")
+        super().__init__(backbone, neck, bbox_head, train_cfg, test_cfg, init_cfg)
