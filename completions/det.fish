@@ -50,7 +50,7 @@ complete -c det -n '__fish_seen_subcommand_from eval' -l show-score-thr -r -F -d
 complete -c det -n '__fish_seen_subcommand_from eval' -l eval-options -r -F -d 'Evaluation options, e.g. classwise=true.'
 complete -c det -n '__fish_seen_subcommand_from eval' -l cfg-options -r -F -d 'Override config keys: a.b.c=V.'
 complete -c det -n '__fish_seen_subcommand_from eval' -l device -r -F -d 'cpu, cuda or cuda:N.'
-complete -c det -n '__fish_seen_subcommand_from eval' -l ops -r -F -d 'Ops backend: auto, cupy or torchvision.'
+complete -c det -n '__fish_seen_subcommand_from eval' -l ops -r -F -d 'Ops backend: auto, cupy, torch or torchvision (default: $DET_OPS, else auto).'
 complete -c det -n '__fish_seen_subcommand_from eval' -l json -d 'Print the metrics as one JSON object on stdout.'
 complete -c det -n '__fish_seen_subcommand_from eval' -l help -s h -d 'Show help and exit.'
 complete -c det -n '__fish_seen_subcommand_from eval' -F
@@ -62,7 +62,7 @@ complete -c det -n '__fish_seen_subcommand_from infer' -l score-thr -r -F -d 'Dr
 complete -c det -n '__fish_seen_subcommand_from infer' -l device -r -F -d 'cpu, cuda or cuda:N.'
 complete -c det -n '__fish_seen_subcommand_from infer' -l webcam -r -F -d 'Read frames from this camera index instead of INPUTS.'
 complete -c det -n '__fish_seen_subcommand_from infer' -l max-frames -r -F -d 'Stop videos and webcams after N frames.'
-complete -c det -n '__fish_seen_subcommand_from infer' -l ops -r -F -d 'Ops backend: auto, cupy or torchvision.'
+complete -c det -n '__fish_seen_subcommand_from infer' -l ops -r -F -d 'Ops backend: auto, cupy, torch or torchvision (default: $DET_OPS, else auto).'
 complete -c det -n '__fish_seen_subcommand_from infer' -l help -s h -d 'Show help and exit.'
 complete -c det -n '__fish_seen_subcommand_from infer' -F
 complete -c det -n '__fish_seen_subcommand_from test' -l metric -l eval -r -F -d 'Metrics: bbox, proposal (several allowed).'
@@ -73,7 +73,7 @@ complete -c det -n '__fish_seen_subcommand_from test' -l show-score-thr -r -F -d
 complete -c det -n '__fish_seen_subcommand_from test' -l eval-options -r -F -d 'Evaluation options, e.g. classwise=true.'
 complete -c det -n '__fish_seen_subcommand_from test' -l cfg-options -r -F -d 'Override config keys: a.b.c=V.'
 complete -c det -n '__fish_seen_subcommand_from test' -l device -r -F -d 'cpu, cuda or cuda:N.'
-complete -c det -n '__fish_seen_subcommand_from test' -l ops -r -F -d 'Ops backend: auto, cupy or torchvision.'
+complete -c det -n '__fish_seen_subcommand_from test' -l ops -r -F -d 'Ops backend: auto, cupy, torch or torchvision (default: $DET_OPS, else auto).'
 complete -c det -n '__fish_seen_subcommand_from test' -l json -d 'Print the metrics as one JSON object on stdout.'
 complete -c det -n '__fish_seen_subcommand_from test' -l help -s h -d 'Show help and exit.'
 complete -c det -n '__fish_seen_subcommand_from test' -F
@@ -86,7 +86,7 @@ complete -c det -n '__fish_seen_subcommand_from train' -l seed -r -F -d 'Random 
 complete -c det -n '__fish_seen_subcommand_from train' -l deterministic -d 'Use deterministic algorithms.'
 complete -c det -n '__fish_seen_subcommand_from train' -l no-validate -d 'Skip evaluation during training.'
 complete -c det -n '__fish_seen_subcommand_from train' -l auto-scale-lr -d 'Scale the lr by batch size / auto_scale_lr.base_batch_size.'
-complete -c det -n '__fish_seen_subcommand_from train' -l ops -r -F -d 'Ops backend: auto, cupy or torchvision.'
+complete -c det -n '__fish_seen_subcommand_from train' -l ops -r -F -d 'Ops backend: auto, cupy, torch or torchvision (default: $DET_OPS, else auto).'
 complete -c det -n '__fish_seen_subcommand_from train' -l json -d 'Print the run summary as JSON on stdout.'
 complete -c det -n '__fish_seen_subcommand_from train' -l help -s h -d 'Show help and exit.'
 complete -c det -n '__fish_seen_subcommand_from train' -F

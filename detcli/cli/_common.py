@@ -112,26 +112,21 @@ class RichProgress:
             self._progress.__exit__(*exc)
 
     def __call__(self, event: Any) -> None:
+        """Show one bar per phase (train over the whole run; val/test over images)."""
         if self._progress is None:
             return
-        phase = str(getattr(event, "phase", "run"))
-        total = getattr(event, "max", None) or getattr(event, "total", None)
-        done = getattr(event, "iter", None)
-        if done is None:
-            done = getattr(event, "done", 0)
-        epoch = getattr(event, "epoch", None)
-        key = f"{phase}:{epoch}" if phase == "train" and epoch is not None else phase
+        phase = str(event.phase)
         info = ""
-        losses = getattr(event, "losses", None) or {}
-        if "loss" in losses:
-            info = f"loss {float(losses['loss']):.4f}"
-        lr = getattr(event, "lr", None)
-        if lr is not None:
-            info += f"  lr {float(lr):.2e}"
-        desc = f"{phase} epoch {epoch}" if phase == "train" and epoch is not None else phase
-        if key not in self._tasks:
-            for old in list(self._tasks):
-                if old.split(":")[0] == phase:
-                    self._progress.remove_task(self._tasks.pop(old))
-            self._tasks[key] = self._progress.add_task(desc, total=total, info=info)
-        self._progress.update(self._tasks[key], completed=done, total=total, info=info)
+        if "loss" in (event.losses or {}):
+            info = f"loss {float(event.losses['loss']):.4f}"
+        if event.lr is not None:
+            info += f"  lr {float(event.lr):.2e}"
+        if event.message:
+            info += f"  {event.message}"
+        desc = f"{phase} (epoch {event.epoch})" if phase == "train" else phase
+        task = self._tasks.get(phase)
+        if task is None or (phase != "train" and event.iter == 0):
+            if task is not None:
+                self._progress.remove_task(task)
+            task = self._tasks[phase] = self._progress.add_task(desc, total=event.max, info=info)
+        self._progress.update(task, completed=event.iter, total=event.max, info=info, description=desc)

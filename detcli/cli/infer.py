@@ -22,7 +22,7 @@ def infer(
     device: Annotated[str, typer.Option("--device", help="cpu, cuda or cuda:N.")] = "cpu",
     webcam: Annotated[Optional[int], typer.Option("--webcam", help="Read frames from this camera index instead of INPUTS.")] = None,
     max_frames: Annotated[Optional[int], typer.Option("--max-frames", help="Stop videos and webcams after N frames.")] = None,
-    ops: Annotated[Optional[str], typer.Option("--ops", help="Ops backend: auto, cupy or torchvision.")] = None,
+    ops: Annotated[Optional[str], typer.Option("--ops", help="Ops backend: auto, cupy, torch or torchvision (default: $DET_OPS, else auto).")] = None,
 ) -> None:
     """Detect objects; one JSON line per image (or video frame) on stdout, drawings in --out-dir."""
     from detcli.config import load_config

@@ -33,7 +33,7 @@ def test(
     eval_options: Annotated[Optional[list[str]], typer.Option("--eval-options", help="Evaluation options, e.g. classwise=true.")] = None,
     cfg_options: Annotated[Optional[list[str]], typer.Option("--cfg-options", help="Override config keys: a.b.c=V.")] = None,
     device: Annotated[str, typer.Option("--device", help="cpu, cuda or cuda:N.")] = "cpu",
-    ops: Annotated[Optional[str], typer.Option("--ops", help="Ops backend: auto, cupy or torchvision.")] = None,
+    ops: Annotated[Optional[str], typer.Option("--ops", help="Ops backend: auto, cupy, torch or torchvision (default: $DET_OPS, else auto).")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the metrics as one JSON object on stdout.")] = False,
 ) -> None:
     """Evaluate a checkpoint with COCO metrics (pycocotools), optionally writing results and drawings."""

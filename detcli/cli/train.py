@@ -28,7 +28,7 @@ def train(
     deterministic: Annotated[bool, typer.Option("--deterministic", help="Use deterministic algorithms.")] = False,
     no_validate: Annotated[bool, typer.Option("--no-validate", help="Skip evaluation during training.")] = False,
     auto_scale_lr: Annotated[bool, typer.Option("--auto-scale-lr", help="Scale the lr by batch size / auto_scale_lr.base_batch_size.")] = False,
-    ops: Annotated[Optional[str], typer.Option("--ops", help="Ops backend: auto, cupy or torchvision.")] = None,
+    ops: Annotated[Optional[str], typer.Option("--ops", help="Ops backend: auto, cupy, torch or torchvision (default: $DET_OPS, else auto).")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the run summary as JSON on stdout.")] = False,
 ) -> None:
     """Train a detector. Checkpoints, logs and the resolved config go to the work dir."""

@@ -21,7 +21,6 @@ shape is labelled. Pixel ``(i, j)`` covers ``[j, j+1) × [i, i+1)`` (COCO conven
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
 import os
@@ -44,6 +43,7 @@ from detcli.data.base import DetDataset, load_class_names
 from detcli.data.coco import coco_from_dict
 from detcli.data.transforms.compose import RNG_KEY
 from detcli.errors import DatasetError, did_you_mean
+from detcli.fileio import write_json_atomic
 from detcli.registry import DATASETS
 
 logger = logging.getLogger(__name__)
@@ -496,10 +496,7 @@ def export_shapes_coco(out_dir: str | os.PathLike[str], num_images: int, seed: i
             shutil.rmtree(old, ignore_errors=True)
         else:
             tmp_dir.rename(final_dir)
-        fd, tmp_json = tempfile.mkstemp(prefix=f".instances_{split}.", suffix=".json.tmp", dir=ann_root)
-        with os.fdopen(fd, "w") as f:
-            json.dump(coco, f)
-        os.replace(tmp_json, ann_path)
+        write_json_atomic(coco, ann_path)
     except BaseException:
         shutil.rmtree(tmp_dir, ignore_errors=True)
         raise

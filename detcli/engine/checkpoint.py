@@ -24,7 +24,6 @@ import contextlib
 import os
 import pickle
 import random
-import tempfile
 import time
 import warnings
 from collections.abc import Mapping
@@ -36,6 +35,7 @@ import torch
 from torch import nn
 
 from detcli.errors import CheckpointError
+from detcli.fileio import atomic_output
 
 FORMAT = "det-checkpoint"
 FORMAT_VERSION = 1
@@ -76,18 +76,9 @@ def set_rng_state(state: Mapping[str, Any]) -> None:
 
 def atomic_save(obj: Any, path: str | os.PathLike[str]) -> Path:
     """``torch.save`` to a temporary file next to ``path``, then ``os.replace`` it into place."""
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-        os.replace(tmp, out)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    return out
+    with atomic_output(path) as tmp:
+        torch.save(obj, tmp)
+    return Path(path)
 
 
 def atomic_link(src: Path, dst: Path) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import glob
 import logging
 import os
-import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +19,7 @@ import numpy as np
 import torch
 
 from detcli.errors import DatasetError, DetError
+from detcli.fileio import atomic_output
 from detcli.structures import Detections
 
 logger = logging.getLogger(__name__)
@@ -113,16 +113,9 @@ def _read_image(path: Path) -> np.ndarray:
 def _atomic_imwrite(path: Path, image: np.ndarray) -> None:
     import cv2
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix or ".jpg", dir=path.parent)
-    os.close(fd)
-    try:
-        if not cv2.imwrite(tmp, image):
+    with atomic_output(path) as tmp:
+        if not cv2.imwrite(str(tmp), image):
             raise DetError(f"{path}: could not write the annotated image")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 class Predictor:
@@ -157,15 +150,12 @@ class Predictor:
 
 
 def _merge_views(views: list[Detections], cfg: dict) -> Detections:
-    """Merge test-time-augmentation views: concatenate, then class-aware NMS."""
-    from detcli.ops import batched_nms
+    """Merge test-time-augmentation views with the model's own NMS settings."""
+    from detcli.engine.tester import merge_views
 
-    merged = Detections.cat(views)
     test_cfg = cfg.get("model", {}).get("test_cfg", {}) or {}
     iou = float((test_cfg.get("nms") or {}).get("iou_threshold", 0.5))
-    keep = batched_nms(merged.boxes.tensor, merged.scores, merged.labels, iou)
-    max_per_img = int(test_cfg.get("max_per_img", 100))
-    return merged[keep[:max_per_img]]
+    return merge_views(views, iou, int(test_cfg.get("max_per_img", 100)))
 
 
 def infer(

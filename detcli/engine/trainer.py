@@ -20,8 +20,6 @@ import copy
 import json
 import logging
 import logging.handlers
-import os
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -52,6 +50,7 @@ from detcli.engine.runner import Runner
 from detcli.engine.tester import build_model, build_split, evaluate_detections, run_inference
 from detcli.engine.validate import runner_settings, validate_config
 from detcli.errors import CheckpointError, ConfigError
+from detcli.fileio import write_json_atomic, write_text_atomic
 from detcli.evaluation import check_metrics
 
 logger = logging.getLogger(__name__)
@@ -92,30 +91,6 @@ class TrainResult:
     seed: int
     skipped_weights: list[str] = field(default_factory=list)
     resumed_from: Path | None = None
-
-
-def write_json_atomic(obj: Any, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2, default=str)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def write_text_atomic(text: str, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _resolve_resume(resume: str | bool | None, cfg: Mapping[str, Any], work_dir: Path) -> Path | None:
@@ -347,7 +322,7 @@ def train(
         package_logger.removeHandler(setup_buffer)
         if rank == 0:
             write_text_atomic(dump_config(cfg), config_path)
-            write_json_atomic(manifest, manifest_path)
+            write_json_atomic(manifest, manifest_path, indent=2)
         logger.info(
             "training %s on %s: %d images, %d iterations per epoch, %s, seed %d, %d torch threads",
             config_path.stem, dev, len(train_set), iters_per_epoch,
@@ -366,7 +341,7 @@ def train(
                 manifest["epochs"] = runner.epoch
                 manifest["iters"] = runner.iter
                 manifest["metrics"] = runner.last_metrics
-                write_json_atomic(manifest, manifest_path)
+                write_json_atomic(manifest, manifest_path, indent=2)
         best = (runner.meta.get("best") or {}).get("path")
         return TrainResult(
             work_dir=work_dir,

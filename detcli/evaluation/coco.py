@@ -25,10 +25,8 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
-import json
 import logging
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from detcli.errors import ConfigError, DatasetError, did_you_mean
+from detcli.fileio import write_json_atomic
 from detcli.structures import Detections, convert
 
 logger = logging.getLogger(__name__)
@@ -165,18 +164,7 @@ def detections_to_coco(
 
 def write_results_json(results: list[dict[str, Any]], path: str | os.PathLike[str]) -> Path:
     """Write COCO results to ``path`` atomically (a temp file in the same folder, then ``os.replace``)."""
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(results, f)
-        os.replace(tmp, out)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    return out
+    return write_json_atomic(results, path)
 
 
 def load_results(coco_gt: Any, results: list[dict[str, Any]]) -> Any:

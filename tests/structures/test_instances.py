@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from detcli.structures import Boxes, Detections, GroundTruth, ImageBatch, ImageMeta
+from detcli.structures import Detections, GroundTruth, ImageBatch, ImageMeta
 
 
 def test_ground_truth_validates_lengths_and_moves():

@@ -1,0 +1,56 @@
+"""Atomic file output: write to a temporary file beside the target, then rename it into place.
+
+A crash or an error never leaves a half-written checkpoint, results file or image behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; on success it replaces ``path``, on error it is removed.
+
+    The file gets the permissions a plain ``open(path, "w")`` would give (``0o666 & ~umask``).
+
+    Example:
+        >>> with atomic_output("out.json") as tmp:   # doctest: +SKIP
+        ...     tmp.write_text("{}")
+    """
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=f".tmp{out.suffix}", dir=out.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, out)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
+def write_text_atomic(text: str, path: str | os.PathLike[str]) -> Path:
+    with atomic_output(path) as tmp:
+        tmp.write_text(text)
+    return Path(path)
+
+
+def write_json_atomic(obj: Any, path: str | os.PathLike[str], indent: int | None = None) -> Path:
+    with atomic_output(path) as tmp:
+        with open(tmp, "w") as f:
+            json.dump(obj, f, indent=indent, default=str)
+    return Path(path)
