@@ -88,13 +88,18 @@ DET_CONFIGS = {
 def build_torchvision(name: str, backbone_mode: str) -> torch.nn.Module:
     """torchvision's retinanet_resnet50_fpn / fcos_resnet50_fpn, random init, 512x512 transform."""
     from torchvision.models import resnet50
-    from torchvision.models.detection import FCOS, RetinaNet, fcos_resnet50_fpn, retinanet_resnet50_fpn
+    from torchvision.models.detection import (
+        FCOS,
+        RetinaNet,
+        fcos_resnet50_fpn,
+        retinanet_resnet50_fpn,
+    )
     from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
     from torchvision.ops import misc as misc_nn_ops
     from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
-    kwargs = dict(min_size=SIZE, max_size=SIZE, image_mean=list(MEAN), image_std=list(STD), score_thresh=0.05,
-                  nms_thresh=0.5, detections_per_img=100, topk_candidates=1000)
+    kwargs = {"min_size": SIZE, "max_size": SIZE, "image_mean": list(MEAN), "image_std": list(STD),
+              "score_thresh": 0.05, "nms_thresh": 0.5, "detections_per_img": 100, "topk_candidates": 1000}
     if backbone_mode == "builder":
         builder = retinanet_resnet50_fpn if name == "retinanet" else fcos_resnet50_fpn
         return builder(weights=None, weights_backbone=None, num_classes=NUM_CLASSES, **kwargs)

@@ -4,9 +4,20 @@ from detcli.models import assigners, coders, losses, priors
 from detcli.models.assigners import AssignResult, MaxIoUAssigner
 from detcli.models.backbones import ResNet
 from detcli.models.coders import DeltaXYWHBBoxCoder, DistancePointBBoxCoder
-from detcli.models.detector import DenseTestConfig, DenseTrainConfig, SingleStageDetector
+from detcli.models.detector import (
+    DenseTestConfig,
+    DenseTrainConfig,
+    SingleStageDetector,
+)
 from detcli.models.fcos import FCOS, FCOSHead
-from detcli.models.losses import CrossEntropyLoss, FocalLoss, GIoULoss, IoULoss, L1Loss, SmoothL1Loss
+from detcli.models.losses import (
+    CrossEntropyLoss,
+    FocalLoss,
+    GIoULoss,
+    IoULoss,
+    L1Loss,
+    SmoothL1Loss,
+)
 from detcli.models.necks import FPN
 from detcli.models.priors import AnchorGenerator, MlvlPointGenerator
 from detcli.models.retinanet import RetinaHead, RetinaNet

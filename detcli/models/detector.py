@@ -40,7 +40,7 @@ class DenseTrainConfig:
     debug: bool = False
 
     @classmethod
-    def parse(cls, cfg: Mapping[str, Any] | None, default_assigner: MaxIoUAssigner | None) -> "DenseTrainConfig":
+    def parse(cls, cfg: Mapping[str, Any] | None, default_assigner: MaxIoUAssigner | None) -> DenseTrainConfig:
         cfg = dict(cfg or {})
         _check_keys(cfg, ("assigner", "allowed_border", "pos_weight", "debug"), "model.train_cfg")
         assigner = cfg.get("assigner", default_assigner)
@@ -71,7 +71,7 @@ class DenseTestConfig:
     max_per_img: int = 100
 
     @classmethod
-    def parse(cls, cfg: Mapping[str, Any] | None) -> "DenseTestConfig":
+    def parse(cls, cfg: Mapping[str, Any] | None) -> DenseTestConfig:
         cfg = dict(cfg or {})
         _check_keys(cfg, ("nms_pre", "min_bbox_size", "score_thr", "nms", "max_per_img"), "model.test_cfg")
         nms = dict(cfg.get("nms") or {"type": "nms", "iou_threshold": 0.5})
@@ -136,6 +136,8 @@ class SingleStageDetector(nn.Module):
         self.train_settings = DenseTrainConfig.parse(train_cfg, self.default_assigner)
         self.test_settings = DenseTestConfig.parse(test_cfg)
         self.checkpoint = parse_init_cfg(init_cfg, "model")
+        # conv weights in the memory format the CPU path runs in (see extract_feat): no per-call reorder
+        self.to(memory_format=torch.channels_last)
 
     @property
     def num_classes(self) -> int:

@@ -16,10 +16,19 @@ from torch import Tensor, nn
 from detcli.errors import ConfigError
 from detcli.models.coders import DistancePointBBoxCoder
 from detcli.models.dense_utils import (
-    PriorCache, flatten_levels, level_of_image, logit_threshold, nms_detections, pad_ground_truth,
+    PriorCache,
+    flatten_levels,
+    level_of_image,
+    logit_threshold,
+    nms_detections,
+    pad_ground_truth,
     select_candidates,
 )
-from detcli.models.detector import DenseTestConfig, DenseTrainConfig, SingleStageDetector
+from detcli.models.detector import (
+    DenseTestConfig,
+    DenseTrainConfig,
+    SingleStageDetector,
+)
 from detcli.models.losses import CrossEntropyLoss, FocalLoss, IoULoss, centerness_target
 from detcli.models.necks.fpn import build_norm
 from detcli.models.priors import MlvlPointGenerator

@@ -393,7 +393,6 @@ class CrossEntropyLoss(_ReducedLoss):
         return self.loss_weight * weight_reduce_loss(loss, weight, reduction, avg_factor)
 
 
-
 def centerness_target(distances: Tensor) -> Tensor:
     """FCOS centerness ``sqrt(min(l, r) / max(l, r) * min(t, b) / max(t, b))``.
 

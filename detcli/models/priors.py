@@ -156,8 +156,8 @@ class AnchorGenerator:
         flags = []
         for i, (h, w) in enumerate(featmap_sizes):
             sw, sh = self.strides[i]
-            valid_h = min(int(math.ceil(pad_shape[0] / sh)), h)
-            valid_w = min(int(math.ceil(pad_shape[1] / sw)), w)
+            valid_h = min(math.ceil(pad_shape[0] / sh), h)
+            valid_w = min(math.ceil(pad_shape[1] / sw), w)
             vy = torch.arange(h, device=device) < valid_h
             vx = torch.arange(w, device=device) < valid_w
             valid = (vy[:, None] & vx[None, :]).reshape(-1)  # (HW,)

@@ -17,10 +17,20 @@ from detcli.errors import ConfigError
 from detcli.models.assigners import IGNORE, MaxIoUAssigner
 from detcli.models.coders import DeltaXYWHBBoxCoder
 from detcli.models.dense_utils import (
-    PriorCache, flatten_levels, level_of_image, logit_threshold, nms_detections, pad_ground_truth,
-    pad_ignore_boxes, select_candidates,
+    PriorCache,
+    flatten_levels,
+    level_of_image,
+    logit_threshold,
+    nms_detections,
+    pad_ground_truth,
+    pad_ignore_boxes,
+    select_candidates,
 )
-from detcli.models.detector import DenseTestConfig, DenseTrainConfig, SingleStageDetector
+from detcli.models.detector import (
+    DenseTestConfig,
+    DenseTrainConfig,
+    SingleStageDetector,
+)
 from detcli.models.losses import FocalLoss, L1Loss
 from detcli.models.necks.fpn import conv_module
 from detcli.models.priors import AnchorGenerator

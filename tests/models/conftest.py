@@ -51,7 +51,7 @@ def tiny(cfg: dict, num_classes: int = 4, channels: int = 32) -> dict:
     cfg["neck"]["out_channels"] = channels
     head = cfg["bbox_head"]
     head.update(num_classes=num_classes, in_channels=channels, feat_channels=channels, stacked_convs=2)
-    if "norm_cfg" in head and head["norm_cfg"]:
+    if head.get("norm_cfg"):
         head["norm_cfg"]["num_groups"] = 8
     return cfg
 

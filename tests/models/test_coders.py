@@ -3,7 +3,11 @@ import math
 import pytest
 import torch
 
-from detcli.models.coders import MAX_LOG_RATIO, DeltaXYWHBBoxCoder, DistancePointBBoxCoder
+from detcli.models.coders import (
+    MAX_LOG_RATIO,
+    DeltaXYWHBBoxCoder,
+    DistancePointBBoxCoder,
+)
 
 
 def test_max_log_ratio_constant():

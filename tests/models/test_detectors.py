@@ -112,7 +112,7 @@ def test_retinanet_targets_match_per_image_assignment(retinanet_cfg):
     images = ImageBatch(images.tensor, [(128, 128), (128, 128)])
     sizes = [(16, 16), (8, 8), (4, 4), (2, 2), (1, 1)]
     anchors = model.bbox_head._make_anchors(sizes, torch.float32, torch.device("cpu"))[0]
-    labels, weights, pos_b, pos_n, pos_gt, avg = model.bbox_head.get_targets(anchors, sizes, images, targets, model.train_settings)
+    labels, _, _, _, _, avg = model.bbox_head.get_targets(anchors, sizes, images, targets, model.train_settings)
     for i, t in enumerate(targets):
         res = model.train_settings.assigner.assign(anchors, t.boxes.tensor, gt_labels=t.labels)
         pos = res.gt_inds > 0

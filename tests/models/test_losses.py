@@ -5,8 +5,16 @@ import torch
 import torch.nn.functional as F
 
 from detcli.models.losses import (
-    CrossEntropyLoss, FocalLoss, GIoULoss, IoULoss, L1Loss, SmoothL1Loss, centerness_target, sigmoid_focal_loss,
-    weight_reduce_loss, weighted_loss,
+    CrossEntropyLoss,
+    FocalLoss,
+    GIoULoss,
+    IoULoss,
+    L1Loss,
+    SmoothL1Loss,
+    centerness_target,
+    sigmoid_focal_loss,
+    weight_reduce_loss,
+    weighted_loss,
 )
 
 

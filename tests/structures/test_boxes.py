@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from detcli.structures import BoxFormat, Boxes, box_iou, box_overlaps, convert
+from detcli.structures import Boxes, BoxFormat, box_iou, box_overlaps, convert
 
 B1 = torch.tensor([[0.0, 0, 10, 10], [10, 10, 20, 20], [32, 32, 38, 42]])
 B2 = torch.tensor([[0.0, 0, 10, 20], [0, 10, 10, 19], [10, 10, 20, 20]])

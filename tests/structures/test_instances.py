@@ -1,3 +1,5 @@
+import dataclasses
+
 import pytest
 import torch
 
@@ -41,5 +43,5 @@ def test_image_batch_padding():
 
 def test_image_meta_is_frozen():
     meta = ImageMeta(1, "a.jpg", (10, 20), (20, 40), (32, 64), (2.0, 2.0, 2.0, 2.0))
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         meta.image_id = 2  # type: ignore[misc]

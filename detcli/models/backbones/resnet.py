@@ -37,7 +37,7 @@ def _strip_state_dict(raw: Any, path: str, backbone: bool) -> dict[str, Tensor]:
         raw = raw["state_dict"]
     if not isinstance(raw, Mapping) or not all(isinstance(v, Tensor) for v in raw.values()):
         raise CheckpointError(f"{path}: not a state dict of tensors (expected a torchvision or mmdet ResNet checkpoint)")
-    state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in raw.items()}
+    state = {k.removeprefix("module."): v for k, v in raw.items()}
     if not backbone:
         return state
     if any(k.startswith("backbone.") for k in state):
@@ -190,7 +190,7 @@ class ResNet(nn.Module):
         if self.checkpoint is not None:
             load_pretrained(self, self.checkpoint, "backbone")
 
-    def train(self, mode: bool = True) -> "ResNet":
+    def train(self, mode: bool = True) -> ResNet:
         """Switch mode, keeping frozen stages (and every BatchNorm with ``norm_eval``) in eval mode."""
         super().train(mode)
         self._freeze_stages()
