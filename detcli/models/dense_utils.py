@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
+from detcli.models.necks.fpn import conv_module
 from detcli.ops import batched_nms, nms
 from detcli.structures import Boxes, Detections, GroundTruth
 
@@ -132,3 +134,26 @@ def nms_detections(boxes: Tensor, scores: Tensor, labels: Tensor, image_size: tu
     if max_per_img > 0:
         keep = keep[:max_per_img]
     return Detections(image_size, Boxes(boxes[keep]), scores[keep], labels[keep])
+
+
+#: Initial foreground probability of the classification logits (focal-loss prior).
+PRIOR_PROB = 0.01
+
+
+def conv_tower(in_channels: int, feat_channels: int, stacked_convs: int,
+               norm_cfg: Mapping[str, Any] | None, bias: bool | None = None) -> nn.Sequential:
+    """``stacked_convs`` 3x3 conv + norm + ReLU blocks: the shared shape of dense-head towers."""
+    return nn.Sequential(*[
+        conv_module(in_channels if i == 0 else feat_channels, feat_channels, 3, norm_cfg=norm_cfg, act=True, bias=bias)
+        for i in range(stacked_convs)])
+
+
+def init_dense_head(head: nn.Module, cls_conv: nn.Conv2d) -> None:
+    """Normal(0, 0.01) conv weights, zero biases, and the focal prior on the classification bias."""
+    for m in head.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.normal_(m.weight, std=0.01)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+    nn.init.constant_(cls_conv.bias, -math.log((1 - PRIOR_PROB) / PRIOR_PROB))
+

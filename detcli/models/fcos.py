@@ -6,7 +6,6 @@ Input: ``ImageBatch.tensor (B, 3, H, W)`` normalised, padded; boxes ``(x1, y1, x
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -17,6 +16,8 @@ from detcli.errors import ConfigError
 from detcli.models.coders import DistancePointBBoxCoder
 from detcli.models.dense_utils import (
     PriorCache,
+    conv_tower,
+    init_dense_head,
     flatten_levels,
     level_of_image,
     logit_threshold,
@@ -30,13 +31,10 @@ from detcli.models.detector import (
     SingleStageDetector,
 )
 from detcli.models.losses import CrossEntropyLoss, FocalLoss, IoULoss, centerness_target
-from detcli.models.necks.fpn import build_norm
 from detcli.models.priors import MlvlPointGenerator
 from detcli.registry import DETECTORS, HEADS
 from detcli.structures import Detections, GroundTruth, ImageBatch
 
-#: Initial foreground probability of the classification branch.
-PRIOR_PROB = 0.01
 #: Area standing for "this point matches no ground truth".
 INF = 1e8
 DEFAULT_REGRESS_RANGES = ((-1, 64), (64, 128), (128, 256), (256, 512), (512, INF))
@@ -125,28 +123,14 @@ class FCOSHead(nn.Module):
         self.loss_centerness = loss_centerness if loss_centerness is not None else CrossEntropyLoss(use_sigmoid=True)
         bias = norm_cfg is None if conv_bias == "auto" else bool(conv_bias)
 
-        def tower() -> nn.Sequential:
-            layers: list[nn.Module] = []
-            for i in range(stacked_convs):
-                layers.append(nn.Conv2d(in_channels if i == 0 else feat_channels, feat_channels, 3, padding=1, bias=bias))
-                if norm_cfg is not None:
-                    layers.append(build_norm(norm_cfg, feat_channels))
-                layers.append(nn.ReLU(inplace=True))
-            return nn.Sequential(*layers)
-
-        self.cls_convs = tower()
-        self.reg_convs = tower()
+        self.cls_convs = conv_tower(in_channels, feat_channels, stacked_convs, norm_cfg, bias=bias)
+        self.reg_convs = conv_tower(in_channels, feat_channels, stacked_convs, norm_cfg, bias=bias)
         tower_out = feat_channels if stacked_convs > 0 else in_channels
         self.conv_cls = nn.Conv2d(tower_out, num_classes, 3, padding=1)
         self.conv_reg = nn.Conv2d(tower_out, 4, 3, padding=1)
         self.conv_centerness = nn.Conv2d(tower_out, 1, 3, padding=1)
         self.scales = nn.ModuleList([Scale(1.0) for _ in self.strides])
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.normal_(m.weight, std=0.01)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-        nn.init.constant_(self.conv_cls.bias, -math.log((1 - PRIOR_PROB) / PRIOR_PROB))
+        init_dense_head(self, self.conv_cls)
         self._points = PriorCache(self._make_points)
 
     def _make_points(self, sizes: list[tuple[int, int]], dtype: torch.dtype, device: torch.device) -> list[Tensor]:

@@ -6,7 +6,6 @@ Input: ``ImageBatch.tensor (B, 3, H, W)`` normalised, padded; boxes are ``(x1, y
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -18,6 +17,8 @@ from detcli.models.assigners import IGNORE, MaxIoUAssigner
 from detcli.models.coders import DeltaXYWHBBoxCoder
 from detcli.models.dense_utils import (
     PriorCache,
+    conv_tower,
+    init_dense_head,
     flatten_levels,
     level_of_image,
     logit_threshold,
@@ -32,13 +33,9 @@ from detcli.models.detector import (
     SingleStageDetector,
 )
 from detcli.models.losses import FocalLoss, L1Loss
-from detcli.models.necks.fpn import conv_module
 from detcli.models.priors import AnchorGenerator
 from detcli.registry import DETECTORS, HEADS
 from detcli.structures import Detections, GroundTruth, ImageBatch
-
-#: Initial foreground probability of the classification branch (its bias is ``-log((1 - p) / p)``).
-PRIOR_PROB = 0.01
 
 
 @HEADS.register()
@@ -91,21 +88,12 @@ class RetinaHead(nn.Module):
         if len(set(num_priors)) != 1:
             raise ConfigError(f"RetinaHead needs the same number of anchors on every level, got {num_priors}")
         self.num_anchors = num_priors[0]
-        self.cls_convs = nn.Sequential(*[
-            conv_module(in_channels if i == 0 else feat_channels, feat_channels, 3, norm_cfg=norm_cfg, act=True)
-            for i in range(stacked_convs)])
-        self.reg_convs = nn.Sequential(*[
-            conv_module(in_channels if i == 0 else feat_channels, feat_channels, 3, norm_cfg=norm_cfg, act=True)
-            for i in range(stacked_convs)])
+        self.cls_convs = conv_tower(in_channels, feat_channels, stacked_convs, norm_cfg)
+        self.reg_convs = conv_tower(in_channels, feat_channels, stacked_convs, norm_cfg)
         tower_out = feat_channels if stacked_convs > 0 else in_channels
         self.retina_cls = nn.Conv2d(tower_out, self.num_anchors * num_classes, 3, padding=1)
         self.retina_reg = nn.Conv2d(tower_out, self.num_anchors * 4, 3, padding=1)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.normal_(m.weight, std=0.01)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-        nn.init.constant_(self.retina_cls.bias, -math.log((1 - PRIOR_PROB) / PRIOR_PROB))
+        init_dense_head(self, self.retina_cls)
         self._anchors = PriorCache(self._make_anchors)
 
     def _make_anchors(self, sizes: list[tuple[int, int]], dtype: torch.dtype, device: torch.device) -> list[Tensor]:

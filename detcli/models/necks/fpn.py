@@ -15,10 +15,11 @@ EXTRA_CONV_SOURCES = ("on_input", "on_lateral", "on_output")
 
 
 def conv_module(in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
-                norm_cfg: Mapping[str, Any] | None = None, act: bool = False) -> nn.Sequential:
-    """Conv (bias only without norm) + optional norm (``GN``/``BN``) + optional ReLU."""
+                norm_cfg: Mapping[str, Any] | None = None, act: bool = False,
+                bias: bool | None = None) -> nn.Sequential:
+    """Conv + optional norm (``GN``/``BN``) + optional ReLU; ``bias=None`` puts a bias only without norm."""
     layers: list[nn.Module] = [nn.Conv2d(in_channels, out_channels, kernel_size, stride,
-                                         padding=kernel_size // 2, bias=norm_cfg is None)]
+                                         padding=kernel_size // 2, bias=norm_cfg is None if bias is None else bias)]
     if norm_cfg is not None:
         layers.append(build_norm(norm_cfg, out_channels))
     if act:
