@@ -99,3 +99,86 @@ def test_missing_image_is_one_line_error(tmp_path: Path, trained: Path) -> None:
     lines = [x for x in result.output.splitlines() if x.strip()]
     assert lines[-1].startswith("error:") and "000001.jpg" in lines[-1]
     assert not out.exists()
+
+
+def _one_error(result) -> str:  # type: ignore[no-untyped-def]
+    lines = [x for x in result.output.splitlines() if x.strip()]
+    assert result.exit_code == 1, result.output
+    errors = [x for x in lines if x.startswith("error:")]
+    assert len(errors) == 1 and lines[-1] == errors[0], result.output  # log lines may precede it
+    return errors[0]
+
+
+def _file_preset(tmp_path: Path, ann: Path, img_dir: Path) -> Path:
+    preset = tmp_path / "files.yaml"
+    quickstart = Path(__file__).resolve().parents[1] / "presets" / "quickstart.yaml"
+    preset.write_text(
+        f"_base_: {quickstart}\n"
+        "data:\n"
+        "  train: {_delete_: true, type: CocoDataset, ann_file: " + str(ann) + ", img_prefix: " + str(img_dir) + "/,\n"
+        "          pipeline: [{type: LoadImageFromFile}, {type: LoadAnnotations, with_bbox: true},\n"
+        "                     {type: Resize, img_scale: [256, 256], keep_ratio: true},\n"
+        "                     {type: Normalize, mean: [0, 0, 0], std: [1, 1, 1], to_rgb: true},\n"
+        "                     {type: Pad, size_divisor: 32}, {type: DefaultFormatBundle},\n"
+        "                     {type: Collect, keys: [img, gt_bboxes, gt_labels]}]}\n"
+    )
+    return preset
+
+
+def test_undeclared_category_and_empty_dataset_fail_before_any_output(tmp_path: Path) -> None:
+    run("convert-dataset", "shapes", str(tmp_path / "s"), "--num-images", "2", "--split", "train")
+    ann = tmp_path / "s" / "annotations" / "instances_train.json"
+    data = json.loads(ann.read_text())
+    bad_id = data["annotations"][0]["id"]
+    data["annotations"][0]["category_id"] = 99
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(data))
+    preset = _file_preset(tmp_path, bad, tmp_path / "s" / "images" / "train")
+    line = _one_error(runner.invoke(app, ["train", str(preset), "--work-dir", str(tmp_path / "w1")]))
+    assert "bad.json" in line and str(bad_id) in line and "99" in line
+    assert not (tmp_path / "w1").exists()
+
+    data["annotations"] = []
+    empty = tmp_path / "empty.json"
+    empty.write_text(json.dumps(data))
+    preset = _file_preset(tmp_path, empty, tmp_path / "s" / "images" / "train")
+    line = _one_error(runner.invoke(app, ["train", str(preset), "--work-dir", str(tmp_path / "w2")]))
+    assert "empty.json" in line
+    assert not (tmp_path / "w2").exists()
+
+
+def test_corrupted_image_in_infer(trained: Path, tmp_path: Path) -> None:
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    line = _one_error(runner.invoke(app, ["infer", str(trained / "latest.pth"), str(broken), "--out-dir", str(tmp_path / "o")]))
+    assert "broken.jpg" in line
+    assert not (tmp_path / "o" / "broken.jpg").exists()
+
+
+def test_infer_on_video_writes_annotated_video(trained: Path, tmp_path: Path) -> None:
+    import cv2
+    import numpy as np
+
+    video = tmp_path / "clip.mp4"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 5.0, (128, 96))
+    for i in range(3):
+        frame = np.full((96, 128, 3), 40 * i, np.uint8)
+        cv2.rectangle(frame, (20, 20), (70, 60), (0, 255, 0), -1)
+        writer.write(frame)
+    writer.release()
+    result = run("infer", str(trained / "latest.pth"), str(video), "--out-dir", str(tmp_path / "o"), "--score-thr", "0")
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [r["frame"] for r in records] == [0, 1, 2]
+    assert all(r["width"] == 128 and r["height"] == 96 for r in records)
+    cap = cv2.VideoCapture(str(tmp_path / "o" / "clip.mp4"))
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 3
+    cap.release()
+    assert not list((tmp_path / "o").glob(".*partial*"))
+
+
+def test_show_dir_and_classwise(trained: Path, tmp_path: Path) -> None:
+    result = run("test", str(trained / "latest.pth"), "--show-dir", str(tmp_path / "show"), "--eval-options", "classwise=true")
+    assert len(list((tmp_path / "show").iterdir())) == 3
+    assert "Average Precision" in result.stdout
+    for name in ("rectangle", "ellipse", "triangle", "star"):
+        assert name in result.stdout
