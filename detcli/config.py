@@ -50,6 +50,8 @@ TOP_LEVEL_KEYS: frozenset[str] = frozenset(
         "log_level",
         "workflow",
         "dist_params",
+        "sync_bn",
+        "find_unused_parameters",
         "device",
         "fp16",
         "deterministic",
