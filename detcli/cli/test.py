@@ -81,7 +81,7 @@ def test(
             progress=progress,
             launcher=launcher,
         )
-    if result.rank != 0:
+    if getattr(result, "rank", 0) != 0:
         return  # rank 0 reports for the job
     if json_out:
         print_json(result.metrics)

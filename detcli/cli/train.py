@@ -68,7 +68,7 @@ def train(
             launcher=launcher,
             sync_bn=sync_bn,
         )
-    if result.rank != 0:
+    if getattr(result, "rank", 0) != 0:
         return  # rank 0 reports for the job
     summary = {
         "work_dir": str(result.work_dir),
