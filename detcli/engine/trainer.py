@@ -262,11 +262,14 @@ def _train(
         schedule = LrSchedule.from_config(cfg.get("lr_config"), max_epochs=max_epochs, max_iters=max_iters)
         lr_hook = LrUpdaterHook(schedule, optimizer)  # records each group's initial_lr before any resume
 
-        from detcli.data import build_dataloader
+        from detcli.data import aspect_ratio_flags, build_dataloader
 
         persistent = bool(data_cfg.get("persistent_workers", True)) and workers > 0
+        # data.group_by_aspect_ratio: every (global) batch holds only landscape or only portrait images
+        flags = aspect_ratio_flags(train_set) if data_cfg.get("group_by_aspect_ratio", False) else None
         train_loader = build_dataloader(train_set, samples_per_gpu, workers, shuffle=True, seed=seed, epoch=0,
-                                        num_replicas=world_size, rank=rank, persistent_workers=persistent)
+                                        num_replicas=world_size, rank=rank, persistent_workers=persistent,
+                                        group_flags=flags)
 
         def make_loader(epoch: int) -> Any:
             # order and augmentations are functions of (seed, epoch): tell the sampler and the dataset
