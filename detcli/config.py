@@ -50,6 +50,8 @@ TOP_LEVEL_KEYS: frozenset[str] = frozenset(
         "log_level",
         "workflow",
         "dist_params",
+        "sync_bn",
+        "find_unused_parameters",
         "device",
         "fp16",
         "deterministic",
@@ -58,7 +60,8 @@ TOP_LEVEL_KEYS: frozenset[str] = frozenset(
 
 #: Keys allowed inside the sections that carry no ``type``. ``None`` means free-form.
 SECTION_KEYS: dict[str, frozenset[str] | None] = {
-    "data": frozenset({"samples_per_gpu", "workers_per_gpu", "persistent_workers", "train", "val", "test",
+    "data": frozenset({"samples_per_gpu", "workers_per_gpu", "persistent_workers", "group_by_aspect_ratio",
+                       "train", "val", "test",
                        "train_dataloader", "val_dataloader", "test_dataloader"}),
     "optimizer_config": frozenset({"grad_clip", "type"}),
     "lr_config": frozenset({"policy", "warmup", "warmup_iters", "warmup_ratio", "warmup_by_epoch", "step",

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Annotated, Optional
 
 import typer
 
+from detcli.cli.train import LAUNCHER_HELP, NPROC_HELP
 from detcli.cli._common import RichProgress, err_console, fail, handle_errors, print_json, set_ops_backend
 
 
@@ -35,8 +37,14 @@ def test(
     device: Annotated[str, typer.Option("--device", help="cpu, cuda or cuda:N.")] = "cpu",
     ops: Annotated[Optional[str], typer.Option("--ops", help="Ops backend: auto, cupy, torch or torchvision (default: $DET_OPS, else auto).")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the metrics as one JSON object on stdout.")] = False,
+    launcher: Annotated[str, typer.Option("--launcher", help=LAUNCHER_HELP)] = "auto",
+    nproc: Annotated[Optional[int], typer.Option("--nproc", help=NPROC_HELP, min=1)] = None,
 ) -> None:
     """Evaluate a checkpoint with COCO metrics (pycocotools), optionally writing results and drawings."""
+    if nproc is not None and nproc > 1:
+        from detcli.engine.dist import launch_local, strip_option
+
+        raise typer.Exit(launch_local(nproc, strip_option(sys.argv[1:], "--nproc")))
     from detcli.config import apply_overrides, check_schema, load_config, resolve_preset_path
     from detcli.engine import test as run_test
 
@@ -71,7 +79,10 @@ def test(
             classwise=bool(options.get("classwise", False)),
             device=device,
             progress=progress,
+            launcher=launcher,
         )
+    if getattr(result, "rank", 0) != 0:
+        return  # rank 0 reports for the job
     if json_out:
         print_json(result.metrics)
         return

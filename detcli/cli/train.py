@@ -10,7 +10,9 @@ import typer
 
 from detcli.cli._common import RichProgress, err_console, handle_errors, print_json, set_ops_backend
 
-DEVICE_HELP = "cpu, cuda or cuda:N."
+DEVICE_HELP = "cpu, cuda or cuda:N (cuda under a launcher: cuda:LOCAL_RANK)."
+LAUNCHER_HELP = "auto (torchrun's RANK/WORLD_SIZE/MASTER_ADDR/MASTER_PORT when set), none, pytorch, torchrun or slurm (SLURM_* variables)."
+NPROC_HELP = "Re-launch as N processes on this machine through torch.distributed.run (one per GPU; gloo on CPU)."
 
 
 @handle_errors
@@ -30,8 +32,15 @@ def train(
     auto_scale_lr: Annotated[bool, typer.Option("--auto-scale-lr", help="Scale the lr by batch size / auto_scale_lr.base_batch_size.")] = False,
     ops: Annotated[Optional[str], typer.Option("--ops", help="Ops backend: auto, cupy, torch or torchvision (default: $DET_OPS, else auto).")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the run summary as JSON on stdout.")] = False,
+    launcher: Annotated[str, typer.Option("--launcher", help=LAUNCHER_HELP)] = "auto",
+    nproc: Annotated[Optional[int], typer.Option("--nproc", help=NPROC_HELP, min=1)] = None,
+    sync_bn: Annotated[bool, typer.Option("--sync-bn", help="Convert BatchNorm to SyncBatchNorm when distributed (CUDA).")] = False,
 ) -> None:
     """Train a detector. Checkpoints, logs and the resolved config go to the work dir."""
+    if nproc is not None and nproc > 1:
+        from detcli.engine.dist import launch_local, strip_option
+
+        raise typer.Exit(launch_local(nproc, strip_option(sys.argv[1:], "--nproc")))
     from detcli.config import load_config, resolve_preset_path
     from detcli.engine import train as run_train
     from detcli.engine import validate_config
@@ -56,7 +65,11 @@ def train(
             auto_scale_lr=auto_scale_lr,
             argv=["det", *sys.argv[1:]],
             progress=progress,
+            launcher=launcher,
+            sync_bn=sync_bn,
         )
+    if getattr(result, "rank", 0) != 0:
+        return  # rank 0 reports for the job
     summary = {
         "work_dir": str(result.work_dir),
         "last_checkpoint": str(result.last_checkpoint) if result.last_checkpoint else None,

@@ -13,6 +13,7 @@ import math
 import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -110,12 +111,23 @@ class DetSampler(Sampler[SampleKey]):
         num_replicas: number of ranks.
         rank: this rank.
         drop_last: trim to a multiple of ``num_replicas`` instead of padding.
+        group_flags: per item a group id (e.g. :func:`aspect_ratio_flags`: 1 for landscape, 0 for
+            portrait), or None. With groups and ``shuffle``, every chunk of ``batch_size * num_replicas``
+            consecutive entries comes from one group (each group is padded with its own items to a
+            multiple of the chunk), and the chunks are shuffled: each rank's batch, and the union of
+            the ranks' batches, holds images of one group, like mmdet's (Distributed)GroupSampler.
+        batch_size: ``samples_per_gpu`` (used with ``group_flags``).
     """
 
     def __init__(self, dataset_len: int, shuffle: bool = True, seed: int = 0, epoch: int = 0,
-                 num_replicas: int = 1, rank: int = 0, drop_last: bool = False) -> None:
+                 num_replicas: int = 1, rank: int = 0, drop_last: bool = False,
+                 group_flags: Sequence[int] | None = None, batch_size: int = 1) -> None:
         if num_replicas < 1 or not 0 <= rank < num_replicas:
             raise ValueError(f"invalid rank {rank} for num_replicas {num_replicas}")
+        if group_flags is not None and len(group_flags) != dataset_len:
+            raise ValueError(f"group_flags has {len(group_flags)} entries for {dataset_len} items")
+        self.group_flags = [int(f) for f in group_flags] if group_flags is not None and shuffle else None
+        self.chunk = max(1, int(batch_size)) * num_replicas
         self.dataset_len = dataset_len
         self.shuffle = shuffle
         self.seed = int(seed)
@@ -127,6 +139,9 @@ class DetSampler(Sampler[SampleKey]):
             self.num_samples = dataset_len // num_replicas
         else:
             self.num_samples = math.ceil(dataset_len / num_replicas)
+        if self.group_flags is not None:
+            sizes = [self.group_flags.count(g) for g in sorted(set(self.group_flags))]
+            self.num_samples = sum(math.ceil(n / self.chunk) * self.chunk for n in sizes) // num_replicas
         self.total_size = self.num_samples * num_replicas
         self.start = 0
 
@@ -139,7 +154,9 @@ class DetSampler(Sampler[SampleKey]):
 
     def indices(self) -> list[int]:
         """This rank's dataset indices for the current epoch."""
-        if self.shuffle:
+        if self.group_flags is not None:
+            order = self._grouped_order()
+        elif self.shuffle:
             g = torch.Generator()
             g.manual_seed(self.seed + self.epoch)
             order = torch.randperm(self.dataset_len, generator=g).tolist()
@@ -151,11 +168,34 @@ class DetSampler(Sampler[SampleKey]):
         order = order[: self.total_size]
         return order[self.rank: self.total_size: self.num_replicas]
 
+    def _grouped_order(self) -> list[int]:
+        """Chunks of ``batch_size * num_replicas`` indices of one group each, in shuffled order."""
+        assert self.group_flags is not None
+        g = torch.Generator()
+        g.manual_seed(self.seed + self.epoch)
+        chunks: list[list[int]] = []
+        for flag in sorted(set(self.group_flags)):
+            members = [i for i, f in enumerate(self.group_flags) if f == flag]
+            members = [members[j] for j in torch.randperm(len(members), generator=g).tolist()]
+            padded = math.ceil(len(members) / self.chunk) * self.chunk
+            members = (members * math.ceil(padded / len(members)))[:padded]
+            chunks.extend(members[k: k + self.chunk] for k in range(0, padded, self.chunk))
+        return [i for c in torch.randperm(len(chunks), generator=g).tolist() for i in chunks[c]]
+
     def __iter__(self) -> Iterator[SampleKey]:
         return iter(SampleKey(i, self.epoch, self.seed) for i in self.indices()[self.start:])
 
     def __len__(self) -> int:
         return self.num_samples - self.start
+
+
+def aspect_ratio_flags(dataset: Any) -> list[int]:
+    """Per image 1 when ``width / height > 1`` else 0, from ``dataset.get_img_info(i)`` (mmdet's ``flag``)."""
+    flags = []
+    for i in range(len(dataset)):
+        info = dataset.get_img_info(i)
+        flags.append(int(float(info["width"]) / max(float(info["height"]), 1e-6) > 1))
+    return flags
 
 
 def worker_init_fn(worker_id: int, num_workers: int, rank: int, seed: int) -> None:
@@ -182,6 +222,7 @@ def build_dataloader(
     rank: int = 0,
     persistent_workers: bool = False,
     pin_memory: bool | None = None,
+    group_flags: Sequence[int] | None = None,
 ) -> DataLoader:
     """A DataLoader over ``dataset`` with a :class:`DetSampler` and :func:`collate`.
 
@@ -195,13 +236,14 @@ def build_dataloader(
         num_replicas: number of ranks (DDP); ``rank``: this rank.
         persistent_workers: keep workers alive between epochs (only with workers).
         pin_memory: pin host memory; None: only when CUDA is available.
+        group_flags: batch images of one group only (see :class:`DetSampler`; e.g. :func:`aspect_ratio_flags`).
     """
     if samples_per_gpu < 1:
         raise ValueError(f"samples_per_gpu must be >= 1, got {samples_per_gpu}")
     if workers_per_gpu < 0:
         raise ValueError(f"workers_per_gpu must be >= 0, got {workers_per_gpu}")
     sampler = DetSampler(len(dataset), shuffle=shuffle, seed=seed, epoch=epoch,  # type: ignore[arg-type]
-                         num_replicas=num_replicas, rank=rank)
+                         num_replicas=num_replicas, rank=rank, group_flags=group_flags, batch_size=samples_per_gpu)
     init = functools.partial(worker_init_fn, num_workers=workers_per_gpu, rank=rank, seed=seed)
     return DataLoader(
         dataset,

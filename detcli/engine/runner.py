@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from detcli.engine.checkpoint import atomic_save, make_checkpoint, preserved_rng, set_rng_state
-from detcli.engine.dist import get_dist_info
+from detcli.engine.dist import get_dist_info, reduce_mean_dict
 from detcli.engine.hooks import PRIORITIES, Hook, priority_value
 from detcli.engine.progress import ProgressCallback
 from detcli.errors import ConfigError, TrainingError
@@ -84,6 +84,8 @@ class Runner:
         config: the resolved config (stored in checkpoints).
         classes: class names (stored in checkpoints).
         progress: called with progress events by the hooks.
+        train_module: what training forwards through (the DistributedDataParallel wrapper of
+            ``model`` under DDP); default ``model``. Checkpoints and evaluation use ``model``.
     """
 
     def __init__(
@@ -102,6 +104,7 @@ class Runner:
         config: Mapping[str, Any] | None = None,
         classes: tuple[str, ...] | list[str] = (),
         progress: ProgressCallback | None = None,
+        train_module: nn.Module | None = None,
     ) -> None:
         if runner_type not in RUNNER_TYPES:
             raise ConfigError(f"runner.type: unknown runner '{runner_type}' (known: {', '.join(RUNNER_TYPES)})")
@@ -113,6 +116,7 @@ class Runner:
         if iters_per_epoch <= 0:
             raise TrainingError("the training data loader yields no batch (is the dataset empty?)")
         self.model = model
+        self.train_module = train_module if train_module is not None else model
         self.optimizer = optimizer
         self.make_loader = make_loader
         self.iters_per_epoch = iters_per_epoch
@@ -213,8 +217,9 @@ class Runner:
         if self.device.type != "cpu":
             images = images.to(self.device, non_blocking=True)
             targets = [t.to(self.device) for t in targets]
-        losses = self.model(images, targets)
+        losses = self.train_module(images, targets)
         loss, log_vars = parse_losses(losses)
+        log_vars = reduce_mean_dict(log_vars)  # logged values are means over ranks (one all-reduce)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.grad_clip is not None:

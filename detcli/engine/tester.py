@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from detcli.engine.checkpoint import load_checkpoint, load_state_dict
-from detcli.engine.dist import gather_results, get_dist_info
+from detcli.engine.dist import distributed, gather_results, get_dist_info, run_on_main
 from detcli.engine.environment import resolve_device
 from detcli.engine.hooks import check_num_classes
 from detcli.engine.progress import ProgressCallback, ProgressEvent
@@ -81,6 +81,7 @@ class TestResult:
         out: the results json written, or None.
         show_dir: the folder of drawn images, or None.
         checkpoint: the checkpoint tested.
+        rank: this process's rank (0 without a launcher); world_size: the number of processes.
     """
 
     metrics: dict[str, float]
@@ -93,6 +94,8 @@ class TestResult:
     out: Path | None
     show_dir: Path | None
     checkpoint: Path
+    rank: int = 0
+    world_size: int = 1
 
 
 # --------------------------------------------------------------------------- building
@@ -278,8 +281,14 @@ def test(
     classwise: bool = False,
     device: str = "cpu",
     progress: ProgressCallback | None = None,
+    launcher: str = "auto",
 ) -> TestResult:
     """Test a checkpoint on ``data.test``: COCO results json and/or pycocotools metrics.
+
+    Under a launcher (``launcher``: ``auto``, ``none``, ``pytorch``/``torchrun``, ``slurm``; see
+    :func:`detcli.engine.dist.distributed`) every rank predicts its share of the images, the
+    detections are gathered into dataset order and rank 0 alone evaluates, writes ``out`` and
+    ``show_dir``; every rank returns the same metrics.
 
     Args:
         cfg: the resolved config; None uses the config stored in the checkpoint.
@@ -290,12 +299,36 @@ def test(
         show_dir: write images with detections drawn above ``show_score_thr`` here.
         classwise: add the per-class AP table.
         device: ``cpu``, ``cuda`` or ``cuda:N``.
-        progress: receives ``test`` progress events.
+        progress: receives ``test`` progress events (rank 0 only).
+        launcher: how the processes were started (default: torchrun's variables when set).
 
     Raises:
         ConfigError: unsupported metric, ``format_only`` without ``out``, no ``data.test``.
         CheckpointError: not a det checkpoint / weights that do not fit.
     """
+    dist_params = dict((cfg or {}).get("dist_params") or {})
+    with distributed(launcher, device, backend=dist_params.get("backend")) as rank_device:
+        return _test(cfg, checkpoint, metrics=metrics, out=out, format_only=format_only, show_dir=show_dir,
+                     show_score_thr=show_score_thr, classwise=classwise, device=rank_device, progress=progress)
+
+
+def _test(
+    cfg: Mapping[str, Any] | None,
+    checkpoint: str,
+    *,
+    metrics: Sequence[str],
+    out: str | None,
+    format_only: bool,
+    show_dir: str | None,
+    show_score_thr: float,
+    classwise: bool,
+    device: str,
+    progress: ProgressCallback | None,
+) -> TestResult:
+    """:func:`test` inside the process group (if any)."""
+    rank, world_size = get_dist_info()
+    if rank != 0:
+        progress = None
     metric_names = list(metrics) if format_only else check_metrics(metrics)
     if format_only and not out:
         raise ConfigError("--format-only needs --out FILE.json (the results would be written nowhere)")
@@ -313,18 +346,27 @@ def test(
         device=next(loaded.model.parameters()).device, cfg=config, progress=progress,
     )
     results = detections_to_coco(detections, dataset.image_ids, dataset.cat_ids)
-    out_path = write_results_json(results, out) if out and get_dist_info()[0] == 0 else None
-    if out_path is not None:
-        logger.info("wrote %d detections of %d images to %s", len(results), len(dataset), out_path)
-    shown = _draw(dataset, detections, show_dir, show_score_thr) if show_dir else None
-    if format_only:
-        return TestResult({}, "", {}, [], "", len(dataset), len(results), out_path, shown, Path(checkpoint))
     eval_cfg = dict(config.get("evaluation") or {})
-    evaluation = evaluate_coco(
-        dataset.coco, results, metric_names, classwise=classwise,
-        iou_thrs=eval_cfg.get("iou_thrs"), proposal_nums=tuple(eval_cfg.get("proposal_nums") or (100, 300, 1000)),
-        cat_ids=dataset.cat_ids, img_ids=dataset.image_ids, classes=dataset.classes,
-    )
+
+    def write_and_evaluate() -> tuple[Path | None, Path | None, CocoEvaluation | None]:
+        # rank 0 only (run_on_main): files are written once, pycocotools runs once
+        out_path = write_results_json(results, out) if out else None
+        if out_path is not None:
+            logger.info("wrote %d detections of %d images to %s", len(results), len(dataset), out_path)
+        shown = _draw(dataset, detections, show_dir, show_score_thr) if show_dir else None
+        if format_only:
+            return out_path, shown, None
+        evaluation = evaluate_coco(
+            dataset.coco, results, metric_names, classwise=classwise,
+            iou_thrs=eval_cfg.get("iou_thrs"), proposal_nums=tuple(eval_cfg.get("proposal_nums") or (100, 300, 1000)),
+            cat_ids=dataset.cat_ids, img_ids=dataset.image_ids, classes=dataset.classes,
+        )
+        return out_path, shown, evaluation
+
+    out_path, shown, evaluation = run_on_main(write_and_evaluate)
+    if evaluation is None:
+        return TestResult({}, "", {}, [], "", len(dataset), len(results), out_path, shown, Path(checkpoint),
+                          rank, world_size)
     rows = evaluation.classwise.get("bbox", [])
     return TestResult(
         metrics=evaluation.metrics,
@@ -337,6 +379,8 @@ def test(
         out=out_path,
         show_dir=shown,
         checkpoint=Path(checkpoint),
+        rank=rank,
+        world_size=world_size,
     )
 
 

@@ -30,7 +30,7 @@ import torch
 
 from detcli.config import dump_config
 from detcli.engine.checkpoint import load_checkpoint, load_matching_weights, load_state_dict
-from detcli.engine.dist import get_dist_info
+from detcli.engine.dist import distributed, get_dist_info, run_on_main
 from detcli.engine.environment import collect_env, configure_threads, resolve_device, set_random_seed
 from detcli.engine.hooks import (
     CheckInvalidLossHook,
@@ -76,6 +76,7 @@ class TrainResult:
         seed: the seed used.
         skipped_weights: with ``load_from``, the weights skipped for a shape mismatch (e.g. another ``num_classes``).
         resumed_from: the checkpoint resumed from, or None.
+        rank: this process's rank (0 without distributed training); world_size: the number of processes.
     """
 
     work_dir: Path
@@ -91,6 +92,8 @@ class TrainResult:
     seed: int
     skipped_weights: list[str] = field(default_factory=list)
     resumed_from: Path | None = None
+    rank: int = 0
+    world_size: int = 1
 
 
 def _resolve_resume(resume: str | bool | None, cfg: Mapping[str, Any], work_dir: Path) -> Path | None:
@@ -106,6 +109,34 @@ def _resolve_resume(resume: str | bool | None, cfg: Mapping[str, Any], work_dir:
     return Path(str(resume))
 
 
+def _wrap_distributed(model: torch.nn.Module, cfg: Mapping[str, Any], dev: torch.device, *, sync_bn: bool,
+                      seed: int, cfg_source: str) -> torch.nn.Module:
+    """Move ``model`` to ``dev``; under a process group wrap it in DistributedDataParallel.
+
+    Returns what training forwards through (``model`` itself with one process).
+    """
+    rank, world_size = get_dist_info()
+    if world_size > 1 and sync_bn:
+        if dev.type == "cpu":
+            raise ConfigError(
+                f"{cfg_source}: sync_bn: SyncBatchNorm needs CUDA devices; on CPU use GN/frozen BN "
+                "(norm_eval: true) or drop --sync-bn"
+            )
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        logger.info("converted BatchNorm layers to SyncBatchNorm")
+    model.to(dev)
+    if world_size == 1:
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    ddp = DistributedDataParallel(
+        model, device_ids=[dev.index] if dev.type == "cuda" else None,
+        find_unused_parameters=bool(cfg.get("find_unused_parameters", False)),
+    )  # broadcasts rank 0's parameters and buffers: every replica starts from the same weights
+    set_random_seed(seed + rank)  # per-rank streams from here on (dropout, custom random transforms)
+    return ddp
+
+
 def _fingerprint(dataset: Any) -> dict[str, Any]:
     fp = getattr(dataset, "fingerprint", None)
     if callable(fp):
@@ -114,6 +145,30 @@ def _fingerprint(dataset: Any) -> dict[str, Any]:
 
 
 def train(
+    cfg: Mapping[str, Any],
+    *,
+    launcher: str = "auto",
+    sync_bn: bool = False,
+    device: str = "cpu",
+    **kwargs: Any,
+) -> TrainResult:
+    """Train the detector described by ``cfg``, distributed when launched so (see :func:`_train`).
+
+    Args:
+        launcher: ``auto`` (torchrun's variables when set, else one process), ``none``, ``pytorch``/
+            ``torchrun`` or ``slurm``: joins the process group (nccl on CUDA, gloo on CPU) and leaves it
+            again at the end, also on errors. Every rank trains a DistributedDataParallel replica on
+            ``samples_per_gpu`` images per iteration; rank 0 writes logs and checkpoints.
+        sync_bn: convert BatchNorm layers to SyncBatchNorm (also ``cfg.sync_bn``; CUDA only).
+        device: ``cpu``, ``cuda`` (``cuda:LOCAL_RANK`` under a launcher) or ``cuda:N``.
+        kwargs: the keyword arguments of :func:`_train`.
+    """
+    dist_params = dict(cfg.get("dist_params") or {})
+    with distributed(launcher, device, backend=dist_params.get("backend")) as rank_device:
+        return _train(cfg, device=rank_device, sync_bn=sync_bn, **kwargs)
+
+
+def _train(
     cfg: Mapping[str, Any],
     *,
     work_dir: Path,
@@ -127,6 +182,7 @@ def train(
     auto_scale_lr: bool = False,
     argv: Sequence[str] | None = None,
     progress: ProgressCallback | None = None,
+    sync_bn: bool = False,
 ) -> TrainResult:
     """Train the detector described by ``cfg`` into ``work_dir``.
 
@@ -142,7 +198,14 @@ def train(
         validate: evaluate on ``data.val`` per the ``evaluation`` section.
         auto_scale_lr: scale the lr by the batch size (also ``auto_scale_lr.enable``).
         argv: the command line, recorded in the manifest.
-        progress: receives train/val progress events.
+        progress: receives train/val progress events (rank 0 only).
+        sync_bn: convert BatchNorm to SyncBatchNorm when distributed (also ``cfg.sync_bn``).
+
+    Under a process group: the same seed on every rank builds the same initial weights (DDP also
+    broadcasts rank 0's at wrap time), then each rank reseeds its own streams with ``seed + rank``;
+    the data order and per-sample augmentation are functions of ``(seed, epoch, index)``, and rank
+    ``r`` trains on entries ``r, r + W, ...`` of the epoch's permutation. Logged losses are means
+    over ranks; ``--auto-scale-lr`` scales by ``samples_per_gpu * world_size``.
 
     Raises:
         ConfigError, DatasetError, CheckpointError, TrainingError, DetError (device).
@@ -163,8 +226,10 @@ def train(
     json_log = work_dir / f"{timestamp}.log.json" if rank == 0 else None
     package_logger = logging.getLogger("detcli")
     old_level = package_logger.level
-    if package_logger.getEffectiveLevel() > logging.INFO:
+    if rank == 0 and package_logger.getEffectiveLevel() > logging.INFO:
         package_logger.setLevel(logging.INFO)
+    if rank != 0:
+        progress = None
     # set-up messages wait in memory: nothing is written to work_dir until every component was built
     setup_buffer = logging.handlers.MemoryHandler(capacity=1_000_000, flushLevel=logging.CRITICAL + 1)
     setup_buffer.setLevel(logging.INFO)
@@ -190,17 +255,21 @@ def train(
         check_num_classes(model, datasets)
         if resume_path is None:
             model.init_weights()
-        model.to(dev)
+        train_module = _wrap_distributed(model, cfg, dev, sync_bn=bool(sync_bn or cfg.get("sync_bn", False)),
+                                         seed=seed, cfg_source=cfg_source)
         optimizer = build_optimizer(model, cfg["optimizer"])
         runner_type, max_epochs, max_iters = runner_settings(cfg)
         schedule = LrSchedule.from_config(cfg.get("lr_config"), max_epochs=max_epochs, max_iters=max_iters)
         lr_hook = LrUpdaterHook(schedule, optimizer)  # records each group's initial_lr before any resume
 
-        from detcli.data import build_dataloader
+        from detcli.data import aspect_ratio_flags, build_dataloader
 
         persistent = bool(data_cfg.get("persistent_workers", True)) and workers > 0
+        # data.group_by_aspect_ratio: every (global) batch holds only landscape or only portrait images
+        flags = aspect_ratio_flags(train_set) if data_cfg.get("group_by_aspect_ratio", False) else None
         train_loader = build_dataloader(train_set, samples_per_gpu, workers, shuffle=True, seed=seed, epoch=0,
-                                        num_replicas=world_size, rank=rank, persistent_workers=persistent)
+                                        num_replicas=world_size, rank=rank, persistent_workers=persistent,
+                                        group_flags=flags)
 
         def make_loader(epoch: int) -> Any:
             # order and augmentations are functions of (seed, epoch): tell the sampler and the dataset
@@ -216,7 +285,7 @@ def train(
             model, optimizer, make_loader, iters_per_epoch, work_dir,
             runner_type=runner_type, max_epochs=max_epochs, max_iters=max_iters,
             grad_clip=(cfg.get("optimizer_config") or {}).get("grad_clip"), device=dev,
-            config=cfg, classes=tuple(train_set.classes), progress=progress,
+            config=cfg, classes=tuple(train_set.classes), progress=progress, train_module=train_module,
         )
         runner.datasets = datasets
         runner.meta["scheduler"] = schedule.state_dict()
@@ -273,9 +342,9 @@ def train(
                     model_, val_set, samples_per_gpu=val_samples, workers_per_gpu=val_workers, device=dev,
                     cfg=cfg, progress=progress_, phase="val", epoch=runner.epoch,
                 )
-                return evaluate_detections(
+                return run_on_main(lambda: evaluate_detections(  # once, on rank 0; result broadcast
                     val_set, dets, metric_names, classwise=classwise, iou_thrs=iou_thrs, proposal_nums=proposal_nums
-                )
+                ))
 
             runner.register_hook(
                 EvalHook(
@@ -357,6 +426,8 @@ def train(
             seed=seed,
             skipped_weights=skipped,
             resumed_from=resume_path,
+            rank=rank,
+            world_size=world_size,
         )
     finally:
         package_logger.removeHandler(setup_buffer)

@@ -15,6 +15,24 @@ from detcli.ops import batched_nms, nms
 from detcli.structures import Boxes, Detections, GroundTruth
 
 
+def reduce_mean(value: float, device: torch.device) -> float:
+    """The mean of ``value`` over all ranks of the default process group (``value`` with one process).
+
+    mmdet's ``reduce_mean`` for loss normalisers (``num_pos``): under DDP the gradients are averaged
+    over ranks, so dividing each rank's loss sum by the global mean count gives the gradient of one
+    big batch. Every rank calls it the same number of times in the same order (no data-dependent skip).
+    """
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return value
+    if dist.get_backend() == "nccl" and device.type != "cuda":
+        device = torch.device("cuda", torch.cuda.current_device())
+    t = torch.tensor([float(value)], dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return float(t.item()) / dist.get_world_size()
+
+
 def pad_ground_truth(targets: Sequence[GroundTruth], device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
     """Stack per-image ground truth into padded tensors.
 

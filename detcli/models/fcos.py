@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from detcli.errors import ConfigError
 from detcli.models.coders import DistancePointBBoxCoder
 from detcli.models.dense_utils import (
+    reduce_mean,
     PriorCache,
     conv_tower,
     init_dense_head,
@@ -167,16 +168,18 @@ class FCOSHead(nn.Module):
         cls_flat = flatten_levels(cls_scores, self.num_classes).reshape(-1, self.num_classes)  # (B * N, C)
         labels = labels.reshape(-1)  # (B * N,)
         pos_inds = ((labels >= 0) & (labels < self.num_classes)).nonzero(as_tuple=True)[0]  # (P,)
-        num_pos = max(float(pos_inds.numel()), 1.0)
+        # global means over ranks (mmdet's reduce_mean); computed before any data-dependent branch
+        # so a rank without positives runs the same collectives as the others
+        num_pos = max(reduce_mean(float(pos_inds.numel()), labels.device), 1.0)
         loss_cls = self.loss_cls(cls_flat, labels, avg_factor=num_pos)
         pos_bbox_preds = flatten_levels(bbox_preds, 4).reshape(-1, 4)[pos_inds]  # (P, 4)
         pos_centerness = flatten_levels(centernesses, 1).reshape(-1)[pos_inds]  # (P,)
+        pos_bbox_targets = bbox_targets.reshape(-1, 4)[pos_inds]  # (P, 4)
+        pos_centerness_targets = centerness_target(pos_bbox_targets)  # (P,)
+        centerness_denorm = max(reduce_mean(float(pos_centerness_targets.sum().item()), labels.device), 1e-6)
         if pos_inds.numel() == 0:
             # keep a gradient path to both branches
             return {"loss_cls": loss_cls, "loss_bbox": pos_bbox_preds.sum(), "loss_centerness": pos_centerness.sum()}
-        pos_bbox_targets = bbox_targets.reshape(-1, 4)[pos_inds]  # (P, 4)
-        pos_centerness_targets = centerness_target(pos_bbox_targets)  # (P,)
-        centerness_denorm = max(float(pos_centerness_targets.sum().item()), 1e-6)
         pos_points = points.repeat(len(targets), 1)[pos_inds]  # (P, 2)
         loss_bbox = self.loss_bbox(self.bbox_coder.decode(pos_points, pos_bbox_preds),
                                    self.bbox_coder.decode(pos_points, pos_bbox_targets),

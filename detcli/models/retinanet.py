@@ -16,6 +16,7 @@ from detcli.errors import ConfigError
 from detcli.models.assigners import IGNORE, MaxIoUAssigner
 from detcli.models.coders import DeltaXYWHBBoxCoder
 from detcli.models.dense_utils import (
+    reduce_mean,
     PriorCache,
     conv_tower,
     init_dense_head,
@@ -163,7 +164,7 @@ class RetinaHead(nn.Module):
             if train_cfg.pos_weight > 0:
                 label_weights[pos_b, pos_n] = train_cfg.pos_weight
         num_pos_per_image = pos.sum(dim=1).clamp(min=1)
-        avg_factor = float(num_pos_per_image.sum().item())
+        avg_factor = reduce_mean(float(num_pos_per_image.sum().item()), device)  # global mean over ranks
         return labels, label_weights, pos_b, pos_n, gt_boxes[pos_b, matched], avg_factor
 
     def _valid_anchors(self, anchors: Tensor, featmap_sizes: list[tuple[int, int]], images: ImageBatch,

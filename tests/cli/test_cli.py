@@ -225,3 +225,22 @@ def test_infer_reads_paths_from_stdin(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_unknown_ops_backend() -> None:
     line = _one_error_line(invoke("infer", "c.pth", "a.jpg", "--ops", "cuda-magic"))
     assert "'cuda-magic' is not an ops backend" in line
+
+
+def test_train_passes_launcher_and_sync_bn(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    rec = Recorder(SimpleNamespace(work_dir=tmp_path, last_checkpoint=None, best_checkpoint=None, metrics={}, rank=1))
+    monkeypatch.setattr(detcli.engine, "train", rec)
+    result = invoke("train", "quickstart", "--launcher", "slurm", "--sync-bn", "--json")
+    assert result.exit_code == 0, result.output
+    assert rec.calls[0][1]["launcher"] == "slurm" and rec.calls[0][1]["sync_bn"] is True
+    assert result.stdout == ""  # only rank 0 prints
+
+
+def test_nproc_relaunches_through_torch_distributed_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    import detcli.engine.dist as dist
+
+    calls: list[tuple[int, list[str]]] = []
+    monkeypatch.setattr(dist, "launch_local", lambda n, args: calls.append((n, list(args))) or 0)
+    monkeypatch.setattr("sys.argv", ["det", "test", "quickstart", "c.pth", "--nproc", "2", "--json"])
+    assert invoke("test", "quickstart", "c.pth", "--nproc", "2", "--json").exit_code == 0
+    assert calls == [(2, ["test", "quickstart", "c.pth", "--json"])]

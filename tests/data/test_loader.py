@@ -111,3 +111,37 @@ def test_test_mode_loader_groups_augmentations() -> None:
 def test_batch_to_device() -> None:
     b = collate([sample(32, 32)]).to("cpu")
     assert b.images.tensor.device.type == "cpu" and b.targets[0].labels.tolist() == [0]
+
+
+def test_group_sampler_batches_hold_one_aspect_group_across_ranks() -> None:
+    flags = [0, 1, 1, 0, 1, 0, 0, 1, 1, 1, 0]  # 5 portrait, 6 landscape
+    batch, world = 2, 2
+    ranks = [DetSampler(len(flags), seed=3, epoch=1, num_replicas=world, rank=r, group_flags=flags, batch_size=batch)
+             for r in range(world)]
+    per_rank = [s.indices() for s in ranks]
+    assert len(per_rank[0]) == len(per_rank[1]) == len(ranks[0]) == 8  # groups padded to multiples of 4: (8 + 8) / 2
+    single = DetSampler(len(flags), seed=3, epoch=1, group_flags=flags, batch_size=batch * world).indices()
+    for k in range(0, len(per_rank[0]), batch):
+        union = per_rank[0][k: k + batch] + per_rank[1][k: k + batch]
+        assert len({flags[i] for i in union}) == 1  # one group per global batch
+        j = k * world
+        assert sorted(union) == sorted(single[j: j + batch * world])  # same as one process with the global batch
+    assert set(per_rank[0] + per_rank[1]) == set(range(len(flags)))
+    assert per_rank[0] != DetSampler(len(flags), seed=3, epoch=2, num_replicas=world, rank=0, group_flags=flags,
+                                     batch_size=batch).indices()
+
+
+def test_aspect_ratio_flags() -> None:
+    from detcli.data import aspect_ratio_flags
+
+    class Infos:
+        sizes = [(100, 200), (200, 100), (50, 50)]
+
+        def __len__(self) -> int:
+            return len(self.sizes)
+
+        def get_img_info(self, i: int) -> dict[str, int]:
+            h, w = self.sizes[i]
+            return {"height": h, "width": w}
+
+    assert aspect_ratio_flags(Infos()) == [1, 0, 0]
