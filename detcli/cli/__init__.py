@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 
 from detcli import __version__
-from detcli.cli import analyze_logs, benchmark, completion, config_cmd, convert, env, infer, test, train
+from detcli.cli import analyze_logs, benchmark, completion, config_cmd, confusion, convert, env, infer, test, train
 from detcli.cli._common import setup_logging, state
 
 app = typer.Typer(
@@ -55,6 +55,7 @@ app.add_typer(config_cmd.app, name="config")
 app.add_typer(convert.app, name="convert-dataset")
 app.add_typer(benchmark.app, name="benchmark")
 app.add_typer(analyze_logs.app, name="analyze-logs")
+app.command("confusion-matrix")(confusion.confusion_matrix)
 app.command("completion")(completion.completion)
 
 # Options that take several values in one go (`--cfg-options a=1 b=2`, `--metric bbox segm`).
