@@ -39,6 +39,7 @@ def test(
     cfg_options: Annotated[Optional[list[str]], typer.Option("--cfg-options", help="Override config keys: a.b.c=V.")] = None,
     device: Annotated[str, typer.Option("--device", help="cpu, cuda or cuda:N.")] = "cpu",
     ops: Annotated[Optional[str], typer.Option("--ops", help="Ops backend: auto, cupy, torch or torchvision (default: $DET_OPS, else auto).")] = None,
+    workers: Annotated[int, typer.Option("--workers", min=0, help="With --gt/--dt: processes evaluating disjoint classes (0: one per core); same numbers.")] = 0,
     json_out: Annotated[bool, typer.Option("--json", help="Print the metrics as one JSON object on stdout.")] = False,
 ) -> None:
     """Evaluate a checkpoint with COCO metrics (pycocotools), optionally writing results and drawings."""
@@ -47,7 +48,7 @@ def test(
 
     args = list(args or [])
     if gt is not None or dt is not None:
-        _eval_files(args, gt, dt, metric, classwise, plot_dir, engine, json_out,
+        _eval_files(args, gt, dt, metric, classwise, plot_dir, engine, workers, json_out,
                     mixed={"--out": out, "--format-only": format_only, "--show-dir": show_dir, "--eval-options": eval_options,
                            "--cfg-options": cfg_options})
         return
@@ -104,7 +105,7 @@ def _echo_metrics(metrics: dict[str, object]) -> None:
 
 def _eval_files(
     args: list[str], gt: str | None, dt: str | None, metric: list[str] | None, classwise: bool,
-    plot_dir: str | None, engine: str, json_out: bool, mixed: dict[str, object],
+    plot_dir: str | None, engine: str, workers: int, json_out: bool, mixed: dict[str, object],
 ) -> None:
     """`det eval --gt ANN.json --dt RESULTS.json`: no preset, no checkpoint."""
     from detcli.evaluation import evaluate_files, format_classwise_table
@@ -119,7 +120,7 @@ def _eval_files(
     used = [k for k, v in mixed.items() if v]
     if used:
         raise fail(f"{', '.join(used)} need a model; with --gt/--dt only --metric, --classwise, --plot-dir, --engine, --json apply")
-    evaluation = evaluate_files(gt, dt, list(metric or ["bbox"]), classwise=classwise, engine=engine, plot_dir=plot_dir)
+    evaluation = evaluate_files(gt, dt, list(metric or ["bbox"]), classwise=classwise, engine=engine, plot_dir=plot_dir, workers=workers)
     if json_out:
         data: dict[str, object] = dict(evaluation.metrics)
         if classwise:

@@ -194,7 +194,7 @@ def load_results(coco_gt: Any, results: list[dict[str, Any]]) -> Any:
             )
     with contextlib.redirect_stdout(io.StringIO()):
         if results:
-            return coco_gt.loadRes(copy.deepcopy(results))
+            return coco_gt.loadRes([dict(r) for r in results])  # loadRes only adds or replaces top-level keys
         empty = type(coco_gt)()
         empty.dataset = {
             "images": list(coco_gt.dataset.get("images", [])),
@@ -219,6 +219,7 @@ def evaluate_coco(
     engine: str = "pycocotools",
     supported: Sequence[str] = SUPPORTED_METRICS,
     keep_precision: bool = False,
+    workers: int = 1,
 ) -> CocoEvaluation:
     """Evaluate COCO results with pycocotools.
 
@@ -238,6 +239,9 @@ def evaluate_coco(
             pycocotools, so APs can differ by ~1e-16).
         supported: metric names accepted (``FILE_METRICS`` when masks come from a results file).
         keep_precision: keep ``COCOeval.eval['precision']`` per metric in ``CocoEvaluation.precision``.
+        workers: processes (fork) that evaluate disjoint sets of categories; the per-category
+            arrays are exactly what one process computes (COCOeval's matching and accumulation are
+            per category), merged before ``summarize()``. ``proposal`` (class-agnostic) runs in one.
 
     Returns:
         :class:`CocoEvaluation`.
@@ -282,9 +286,12 @@ def evaluate_coco(
         if name == "proposal":
             cocoeval.params.useCats = 0
             cocoeval.params.maxDets = [int(n) for n in proposal_nums]
-        with contextlib.redirect_stdout(io.StringIO()):
-            cocoeval.evaluate()
-            cocoeval.accumulate()
+        if workers > 1 and name != "proposal" and len(set(cat_ids)) > 1:
+            _evaluate_by_category(cocoeval, workers)
+        else:
+            with contextlib.redirect_stdout(io.StringIO()):
+                cocoeval.evaluate()
+                cocoeval.accumulate()
         summary = io.StringIO()
         with contextlib.redirect_stdout(summary):
             cocoeval.summarize()
@@ -304,6 +311,55 @@ def evaluate_coco(
             if keep_precision:
                 out.precision[name] = np.asarray(cocoeval.eval["precision"])
     return out
+
+
+_FORKED: dict[str, Any] = {}
+
+
+def _evaluate_chunk(index: int) -> dict[str, np.ndarray]:
+    cocoeval = _FORKED["chunks"][index]
+    with contextlib.redirect_stdout(io.StringIO()):
+        cocoeval.evaluate()
+        cocoeval.accumulate()
+    return {key: np.asarray(cocoeval.eval[key]) for key in ("precision", "recall", "scores")}
+
+
+def _evaluate_by_category(cocoeval: Any, workers: int) -> None:
+    """Evaluate+accumulate ``cocoeval`` in ``workers`` forked processes, each on every
+    ``workers``-th category (sorted, as COCOeval orders them), and put the merged arrays in
+    ``cocoeval.eval`` ready for ``summarize()``."""
+    import multiprocessing
+
+    params = cocoeval.params
+    cat_ids = sorted(set(int(c) for c in params.catIds))
+    workers = min(workers, len(cat_ids))
+    chunks = []
+    for i in range(workers):
+        part = copy.copy(cocoeval)
+        part.params = copy.deepcopy(params)
+        part.params.catIds = cat_ids[i::workers]
+        chunks.append(part)
+    _FORKED["chunks"] = chunks
+    try:
+        with multiprocessing.get_context("fork").Pool(workers) as pool:
+            parts = pool.map(_evaluate_chunk, range(workers))
+    finally:
+        _FORKED.clear()
+    merged: dict[str, np.ndarray] = {}
+    for key, axis in (("precision", 2), ("recall", 1), ("scores", 2)):
+        shape = list(parts[0][key].shape)
+        shape[axis] = len(cat_ids)
+        out = np.empty(shape, dtype=parts[0][key].dtype)
+        for i, part in enumerate(parts):
+            index = [slice(None)] * len(shape)
+            index[axis] = slice(i, None, workers)
+            out[tuple(index)] = part[key]
+        merged[key] = out
+    params.catIds = cat_ids
+    params.imgIds = list(np.unique(params.imgIds))
+    params.maxDets = sorted(params.maxDets)
+    cocoeval.eval = {"params": params, "counts": list(merged["precision"].shape), **merged}
+    cocoeval.matched = False  # faster-coco-eval's summarize() reads it
 
 
 def _classwise(precision: np.ndarray, cat_ids: Sequence[int], classes: Sequence[str]) -> list[ClasswiseAP]:

@@ -139,11 +139,13 @@ def evaluate_files(
     classwise: bool = False,
     engine: str = "pycocotools",
     plot_dir: str | os.PathLike[str] | None = None,
+    workers: int = 0,
 ) -> CocoEvaluation:
     """Evaluate the results file ``dt`` (``-``: stdin) against the annotation file ``gt``.
 
     With ``plot_dir``, per-class precision-recall PNGs of each bbox/segm metric are written there
-    (their paths in ``CocoEvaluation.plots``).
+    (their paths in ``CocoEvaluation.plots``). ``workers`` processes evaluate disjoint category
+    sets (0: one per available core); the numbers do not depend on it.
 
     Raises:
         DatasetError: a file is missing, not JSON, of the wrong kind, or refers to unknown images/categories.
@@ -162,7 +164,8 @@ def evaluate_files(
     logger.info("evaluating %d results on %d images (%s)", len(results), len(coco_gt.getImgIds()), engine)
     cat_ids = sorted(coco_gt.getCatIds())  # COCOeval orders classes by sorted category id
     evaluation = evaluate_coco(coco_gt, results, names, classwise=classwise, engine=engine, supported=FILE_METRICS,
-                               cat_ids=cat_ids, keep_precision=plot_dir is not None)
+                               cat_ids=cat_ids, keep_precision=plot_dir is not None,
+                               workers=workers if workers > 0 else len(os.sched_getaffinity(0)))
     if plot_dir is not None:
         classes = [coco_gt.loadCats(c)[0]["name"] for c in cat_ids]
         for name, precision in evaluation.precision.items():

@@ -253,3 +253,20 @@ def test_cli_eval_misuse(tmp_path: Path) -> None:
     assert result.exit_code == 1 and "this is a list, like a results file" in result.output
     result = invoke("eval", "--plot-dir", "x", "ckpt.pth")
     assert result.exit_code == 1 and "--plot-dir and --engine work with --gt" in result.output
+
+
+@pytest.mark.parametrize("engine", ["pycocotools", "faster-coco-eval"])
+def test_workers_split_by_category_give_the_same_arrays(tmp_path: Path, engine: str) -> None:
+    gt = make_gt(12, nimg=30, ncat=5)
+    res = make_results(gt, 12, segm="rle")
+    g, r = write(tmp_path, gt, res)
+    one = evaluate_files(g, r, ["bbox", "segm"], classwise=True, engine=engine, workers=1, plot_dir=tmp_path / "a")
+    two = evaluate_files(g, r, ["bbox", "segm"], classwise=True, engine=engine, workers=3, plot_dir=tmp_path / "b")
+    assert one.metrics == two.metrics and one.summaries == two.summaries
+    assert one.classwise == two.classwise
+    for name in ("bbox", "segm"):
+        assert np.array_equal(one.precision[name], two.precision[name])
+    if engine == "pycocotools":
+        ev = direct(gt, res)
+        assert np.array_equal(two.precision["bbox"], ev.eval["precision"])
+        assert [two.metrics[k] for k in BBOX_KEYS] == [float(s) for s in ev.stats[:6]]
