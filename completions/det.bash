@@ -66,14 +66,14 @@ _det() {
         " env")
             COMPREPLY=($(compgen -W "--json --help -h" -- "$cur")) ;;
         " eval")
-            case "$prev" in --metric|--eval|--gt|--dt|--plot-dir|--engine|--out|--show-dir|--show-score-thr|--eval-options|--cfg-options|--device|--ops) COMPREPLY=($(compgen -f -- "$cur")); return ;; esac
-            if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--metric --eval --gt --dt --classwise --plot-dir --engine --out --format-only --show-dir --show-score-thr --eval-options --cfg-options --device --ops --json --help -h" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi ;;
+            case "$prev" in --metric|--eval|--gt|--dt|--plot-dir|--engine|--out|--show-dir|--show-score-thr|--eval-options|--cfg-options|--device|--ops|--workers) COMPREPLY=($(compgen -f -- "$cur")); return ;; esac
+            if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--metric --eval --gt --dt --classwise --plot-dir --engine --out --format-only --show-dir --show-score-thr --eval-options --cfg-options --device --ops --workers --json --help -h" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi ;;
         " infer")
             case "$prev" in --config|--cfg-options|--out-dir|--score-thr|--device|--webcam|--max-frames|--ops) COMPREPLY=($(compgen -f -- "$cur")); return ;; esac
             if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--config --cfg-options --out-dir --no-save --score-thr --device --webcam --max-frames --ops --help -h" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi ;;
         " test")
-            case "$prev" in --metric|--eval|--gt|--dt|--plot-dir|--engine|--out|--show-dir|--show-score-thr|--eval-options|--cfg-options|--device|--ops) COMPREPLY=($(compgen -f -- "$cur")); return ;; esac
-            if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--metric --eval --gt --dt --classwise --plot-dir --engine --out --format-only --show-dir --show-score-thr --eval-options --cfg-options --device --ops --json --help -h" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi ;;
+            case "$prev" in --metric|--eval|--gt|--dt|--plot-dir|--engine|--out|--show-dir|--show-score-thr|--eval-options|--cfg-options|--device|--ops|--workers) COMPREPLY=($(compgen -f -- "$cur")); return ;; esac
+            if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--metric --eval --gt --dt --classwise --plot-dir --engine --out --format-only --show-dir --show-score-thr --eval-options --cfg-options --device --ops --workers --json --help -h" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi ;;
         " train")
             case "$prev" in --work-dir|--resume|--load-from|--cfg-options|--device|--seed|--ops) COMPREPLY=($(compgen -f -- "$cur")); return ;; esac
             if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--work-dir --resume --load-from --cfg-options --device --seed --deterministic --no-validate --auto-scale-lr --ops --json --help -h" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi ;;
