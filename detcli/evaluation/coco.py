@@ -178,12 +178,13 @@ def write_results_json(results: list[dict[str, Any]], path: str | os.PathLike[st
     return write_json_atomic(results, path)
 
 
-def load_results(coco_gt: Any, results: list[dict[str, Any]]) -> Any:
+def load_results(coco_gt: Any, results: list[dict[str, Any]], *, owned: bool = False) -> Any:
     """Return a pycocotools ``COCO`` of ``results`` against ``coco_gt``; an empty list works too.
 
     ``COCO.loadRes`` fails on an empty list; then an empty results object with the ground truth's
     images and categories is built instead, which ``COCOeval`` scores as AP 0 for every class that
-    has ground truth. ``results`` is not modified (``loadRes`` would add keys to its entries).
+    has ground truth. ``results`` is not modified (``loadRes`` would add keys to its entries) unless
+    ``owned`` (the caller parsed them and does not reuse them: no copy is made).
     """
     image_ids = set(coco_gt.getImgIds())
     for i, r in enumerate(results):
@@ -194,7 +195,7 @@ def load_results(coco_gt: Any, results: list[dict[str, Any]]) -> Any:
             )
     with contextlib.redirect_stdout(io.StringIO()):
         if results:
-            return coco_gt.loadRes([dict(r) for r in results])  # loadRes only adds or replaces top-level keys
+            return coco_gt.loadRes(results if owned else [dict(r) for r in results])  # loadRes only adds or replaces top-level keys
         empty = type(coco_gt)()
         empty.dataset = {
             "images": list(coco_gt.dataset.get("images", [])),
@@ -220,6 +221,7 @@ def evaluate_coco(
     supported: Sequence[str] = SUPPORTED_METRICS,
     keep_precision: bool = False,
     workers: int = 1,
+    results_owned: bool = False,
 ) -> CocoEvaluation:
     """Evaluate COCO results with pycocotools.
 
@@ -242,6 +244,7 @@ def evaluate_coco(
         workers: processes (fork) that evaluate disjoint sets of categories; the per-category
             arrays are exactly what one process computes (COCOeval's matching and accumulation are
             per category), merged before ``summarize()``. ``proposal`` (class-agnostic) runs in one.
+        results_owned: ``results`` may be modified (``loadRes`` adds keys); saves a copy of each entry.
 
     Returns:
         :class:`CocoEvaluation`.
@@ -271,7 +274,7 @@ def evaluate_coco(
         classes = [coco_gt.loadCats(c)[0]["name"] for c in cat_ids]
     if len(classes) != len(cat_ids):
         raise ValueError(f"{len(classes)} class names but {len(cat_ids)} category ids")
-    coco_dt = load_results(coco_gt, results)
+    coco_dt = load_results(coco_gt, results, owned=results_owned)
     out = CocoEvaluation(num_images=len(img_ids), num_detections=len(results))
     if not results:
         logger.warning("the results hold no detection at all: every AP is 0 for classes with ground truth")

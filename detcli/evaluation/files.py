@@ -165,7 +165,7 @@ def evaluate_files(
     cat_ids = sorted(coco_gt.getCatIds())  # COCOeval orders classes by sorted category id
     evaluation = evaluate_coco(coco_gt, results, names, classwise=classwise, engine=engine, supported=FILE_METRICS,
                                cat_ids=cat_ids, keep_precision=plot_dir is not None,
-                               workers=workers if workers > 0 else len(os.sched_getaffinity(0)))
+                               workers=workers if workers > 0 else len(os.sched_getaffinity(0)), results_owned=True)
     if plot_dir is not None:
         classes = [coco_gt.loadCats(c)[0]["name"] for c in cat_ids]
         for name, precision in evaluation.precision.items():
