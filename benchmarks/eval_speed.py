@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--images", type=int, default=5000)
     ap.add_argument("--dets", type=int, default=100)
     ap.add_argument("--skip-pycocotools", action="store_true", help="Skip the two slow pycocotools runs (~2x100 s).")
-    ap.add_argument("--workers", type=int, default=0, help="det's --workers (0: one per available core).")
+    ap.add_argument("--workers", type=int, default=1, help="det's --workers (0: one per available core).")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     gt, results = make_set(args.images, args.dets)

@@ -39,7 +39,7 @@ def test(
     cfg_options: Annotated[Optional[list[str]], typer.Option("--cfg-options", help="Override config keys: a.b.c=V.")] = None,
     device: Annotated[str, typer.Option("--device", help="cpu, cuda or cuda:N.")] = "cpu",
     ops: Annotated[Optional[str], typer.Option("--ops", help="Ops backend: auto, cupy, torch or torchvision (default: $DET_OPS, else auto).")] = None,
-    workers: Annotated[int, typer.Option("--workers", min=0, help="With --gt/--dt: processes evaluating disjoint classes (0: one per core); same numbers.")] = 0,
+    workers: Annotated[int, typer.Option("--workers", min=0, help="With --gt/--dt: processes evaluating disjoint classes (0: one per core); same numbers.")] = 1,
     json_out: Annotated[bool, typer.Option("--json", help="Print the metrics as one JSON object on stdout.")] = False,
 ) -> None:
     """Evaluate a checkpoint with COCO metrics (pycocotools), optionally writing results and drawings."""

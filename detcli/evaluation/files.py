@@ -139,13 +139,14 @@ def evaluate_files(
     classwise: bool = False,
     engine: str = "pycocotools",
     plot_dir: str | os.PathLike[str] | None = None,
-    workers: int = 0,
+    workers: int = 1,
 ) -> CocoEvaluation:
     """Evaluate the results file ``dt`` (``-``: stdin) against the annotation file ``gt``.
 
     With ``plot_dir``, per-class precision-recall PNGs of each bbox/segm metric are written there
     (their paths in ``CocoEvaluation.plots``). ``workers`` processes evaluate disjoint category
-    sets (0: one per available core); the numbers do not depend on it.
+    sets (0: one per available core); the numbers do not depend on it. On a loaded machine more
+    workers can be slower (fork and merge overhead), hence the default of 1.
 
     Raises:
         DatasetError: a file is missing, not JSON, of the wrong kind, or refers to unknown images/categories.
