@@ -8,15 +8,19 @@ _det() {
         w="${COMP_WORDS[i]}"
         case "$w" in -*) continue ;; esac
         case "${path} ${w}" in
+            " analyze-logs") path=" analyze-logs" ;;
             " benchmark") path=" benchmark" ;;
             " completion") path=" completion" ;;
             " config") path=" config" ;;
+            " confusion-matrix") path=" confusion-matrix" ;;
             " convert-dataset") path=" convert-dataset" ;;
             " env") path=" env" ;;
             " eval") path=" eval" ;;
             " infer") path=" infer" ;;
             " test") path=" test" ;;
             " train") path=" train" ;;
+            " analyze-logs cal-train-time") path=" analyze-logs cal-train-time" ;;
+            " analyze-logs plot-curve") path=" analyze-logs plot-curve" ;;
             " benchmark kernels") path=" benchmark kernels" ;;
             " config check") path=" config check" ;;
             " config list") path=" config list" ;;
@@ -26,7 +30,14 @@ _det() {
     done
     case "$path" in
         "")
-            COMPREPLY=($(compgen -W "benchmark completion config convert-dataset env eval infer test train --debug --verbose -v --version --help -h" -- "$cur")) ;;
+            COMPREPLY=($(compgen -W "analyze-logs benchmark completion config confusion-matrix convert-dataset env eval infer test train --debug --verbose -v --version --help -h" -- "$cur")) ;;
+        " analyze-logs")
+            COMPREPLY=($(compgen -W "cal-train-time plot-curve --help -h" -- "$cur")) ;;
+        " analyze-logs cal-train-time")
+            if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--include-outliers --json --help -h" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi ;;
+        " analyze-logs plot-curve")
+            case "$prev" in --keys|--out|--legend|--title|--eval-interval|--style) COMPREPLY=($(compgen -f -- "$cur")); return ;; esac
+            if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--keys --out --legend --title --eval-interval --style --help -h" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi ;;
         " benchmark")
             COMPREPLY=($(compgen -W "kernels --help -h" -- "$cur")) ;;
         " benchmark kernels")
@@ -44,6 +55,9 @@ _det() {
         " config show")
             case "$prev" in --cfg-options) COMPREPLY=($(compgen -f -- "$cur")); return ;; esac
             if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--cfg-options --help -h" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi ;;
+        " confusion-matrix")
+            case "$prev" in --score-thr|--tp-iou-thr|--nms-iou-thr|--cfg-options) COMPREPLY=($(compgen -f -- "$cur")); return ;; esac
+            if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--score-thr --tp-iou-thr --nms-iou-thr --show --cfg-options --json --help -h" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi ;;
         " convert-dataset")
             COMPREPLY=($(compgen -W "shapes --help -h" -- "$cur")) ;;
         " convert-dataset shapes")
@@ -52,14 +66,14 @@ _det() {
         " env")
             COMPREPLY=($(compgen -W "--json --help -h" -- "$cur")) ;;
         " eval")
-            case "$prev" in --metric|--eval|--out|--show-dir|--show-score-thr|--eval-options|--cfg-options|--device|--ops|--launcher|--nproc) COMPREPLY=($(compgen -f -- "$cur")); return ;; esac
-            if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--metric --eval --out --format-only --show-dir --show-score-thr --eval-options --cfg-options --device --ops --json --launcher --nproc --help -h" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi ;;
+            case "$prev" in --metric|--eval|--gt|--dt|--plot-dir|--engine|--out|--show-dir|--show-score-thr|--eval-options|--cfg-options|--device|--ops|--workers|--launcher|--nproc) COMPREPLY=($(compgen -f -- "$cur")); return ;; esac
+            if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--metric --eval --gt --dt --classwise --plot-dir --engine --out --format-only --show-dir --show-score-thr --eval-options --cfg-options --device --ops --workers --json --launcher --nproc --help -h" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi ;;
         " infer")
             case "$prev" in --config|--cfg-options|--out-dir|--score-thr|--device|--webcam|--max-frames|--ops) COMPREPLY=($(compgen -f -- "$cur")); return ;; esac
             if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--config --cfg-options --out-dir --no-save --score-thr --device --webcam --max-frames --ops --help -h" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi ;;
         " test")
-            case "$prev" in --metric|--eval|--out|--show-dir|--show-score-thr|--eval-options|--cfg-options|--device|--ops|--launcher|--nproc) COMPREPLY=($(compgen -f -- "$cur")); return ;; esac
-            if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--metric --eval --out --format-only --show-dir --show-score-thr --eval-options --cfg-options --device --ops --json --launcher --nproc --help -h" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi ;;
+            case "$prev" in --metric|--eval|--gt|--dt|--plot-dir|--engine|--out|--show-dir|--show-score-thr|--eval-options|--cfg-options|--device|--ops|--workers|--launcher|--nproc) COMPREPLY=($(compgen -f -- "$cur")); return ;; esac
+            if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--metric --eval --gt --dt --classwise --plot-dir --engine --out --format-only --show-dir --show-score-thr --eval-options --cfg-options --device --ops --workers --json --launcher --nproc --help -h" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi ;;
         " train")
             case "$prev" in --work-dir|--resume|--load-from|--cfg-options|--device|--seed|--ops|--launcher|--nproc) COMPREPLY=($(compgen -f -- "$cur")); return ;; esac
             if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--work-dir --resume --load-from --cfg-options --device --seed --deterministic --no-validate --auto-scale-lr --ops --json --launcher --nproc --sync-bn --help -h" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi ;;

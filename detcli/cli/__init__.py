@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 
 from detcli import __version__
-from detcli.cli import benchmark, completion, config_cmd, convert, env, infer, test, train
+from detcli.cli import analyze_logs, benchmark, completion, config_cmd, confusion, convert, env, infer, test, train
 from detcli.cli._common import setup_logging, state
 
 app = typer.Typer(
@@ -54,12 +54,17 @@ app.command("env")(env.env)
 app.add_typer(config_cmd.app, name="config")
 app.add_typer(convert.app, name="convert-dataset")
 app.add_typer(benchmark.app, name="benchmark")
+app.add_typer(analyze_logs.app, name="analyze-logs")
+app.command("confusion-matrix")(confusion.confusion_matrix)
 app.command("completion")(completion.completion)
 
 # Options that take several values in one go (`--cfg-options a=1 b=2`, `--metric bbox segm`).
 _KV_MULTI = ("--cfg-options", "--eval-options")
 _WORD_MULTI = {"--metric": {"bbox", "segm", "proposal", "proposal_fast", "mAP", "recall"},
                "--eval": {"bbox", "segm", "proposal", "proposal_fast", "mAP", "recall"}}
+# Options whose values are the following words up to the next option (`--keys a b`, `--legend A B`);
+# `--keys` stops at a word that names a log file so `--keys loss a.log.json` keeps the log positional.
+_FREE_MULTI = ("--keys", "--legend")
 
 
 def normalize_argv(argv: Sequence[str]) -> list[str]:
@@ -67,7 +72,8 @@ def normalize_argv(argv: Sequence[str]) -> list[str]:
 
     ``--cfg-options a=1 b=2`` becomes ``--cfg-options a=1 --cfg-options b=2`` (values are the
     following words that contain ``=``), ``--metric bbox segm`` becomes two ``--metric`` options
-    (values are known metric names), and a bare ``--resume`` (not followed by a ``.pth`` path)
+    (values are known metric names), ``--keys a b`` / ``--legend A B`` take the following words up to
+    the next option, and a bare ``--resume`` (not followed by a ``.pth`` path)
     becomes ``--resume auto`` (the latest checkpoint of the work dir).
     """
     out: list[str] = []
@@ -88,6 +94,15 @@ def normalize_argv(argv: Sequence[str]) -> list[str]:
                 continue
             for v in values:
                 out.extend([token, v])
+            i = j
+            continue
+        if token in _FREE_MULTI:
+            j = i + 1
+            while j < len(argv) and not argv[j].startswith("-") and not (token == "--keys" and argv[j].endswith(".json")):
+                out.extend([token, argv[j]])
+                j += 1
+            if j == i + 1:
+                out.append(token)
             i = j
             continue
         if token == "--resume":

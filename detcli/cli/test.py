@@ -1,4 +1,4 @@
-"""`det test` / `det eval`: evaluate a checkpoint on a preset's test split."""
+"""`det test` / `det eval`: evaluate a checkpoint on a preset's test split, or a results file (`--gt/--dt`)."""
 
 from __future__ import annotations
 
@@ -26,8 +26,13 @@ def parse_eval_options(options: list[str] | None) -> dict[str, object]:
 
 @handle_errors
 def test(
-    args: Annotated[list[str], typer.Argument(help="[PRESET] CHECKPOINT: the preset is optional, a checkpoint carries its config.", metavar="[PRESET] CHECKPOINT")],
-    metric: Annotated[Optional[list[str]], typer.Option("--metric", "--eval", help="Metrics: bbox, proposal (several allowed).")] = None,
+    args: Annotated[Optional[list[str]], typer.Argument(help="[PRESET] CHECKPOINT: the preset is optional, a checkpoint carries its config. Not used with --gt/--dt.", metavar="[PRESET] CHECKPOINT", show_default=False)] = None,
+    metric: Annotated[Optional[list[str]], typer.Option("--metric", "--eval", help="Metrics: bbox, proposal; with --gt/--dt also segm (several allowed).")] = None,
+    gt: Annotated[Optional[str], typer.Option("--gt", help="COCO annotation file: evaluate --dt against it, no preset or model.")] = None,
+    dt: Annotated[Optional[str], typer.Option("--dt", help="COCO results file (as `det test --out` writes; - reads stdin), with --gt.")] = None,
+    classwise: Annotated[bool, typer.Option("--classwise", help="Also print the per-class AP table.")] = False,
+    plot_dir: Annotated[Optional[str], typer.Option("--plot-dir", help="With --gt/--dt: write per-class precision-recall PNGs here.")] = None,
+    engine: Annotated[str, typer.Option("--engine", help="With --gt/--dt: pycocotools (reference numbers) or faster-coco-eval (~10x faster, APs may differ by ~1e-16).")] = "pycocotools",
     out: Annotated[Optional[str], typer.Option("--out", help="Write detections as a COCO results JSON file.")] = None,
     format_only: Annotated[bool, typer.Option("--format-only", help="Only write --out; do not evaluate.")] = False,
     show_dir: Annotated[Optional[str], typer.Option("--show-dir", help="Write images with drawn detections here.")] = None,
@@ -36,6 +41,7 @@ def test(
     cfg_options: Annotated[Optional[list[str]], typer.Option("--cfg-options", help="Override config keys: a.b.c=V.")] = None,
     device: Annotated[str, typer.Option("--device", help="cpu, cuda or cuda:N.")] = "cpu",
     ops: Annotated[Optional[str], typer.Option("--ops", help="Ops backend: auto, cupy, torch or torchvision (default: $DET_OPS, else auto).")] = None,
+    workers: Annotated[int, typer.Option("--workers", min=0, help="With --gt/--dt: processes evaluating disjoint classes (0: one per core); same numbers.")] = 1,
     json_out: Annotated[bool, typer.Option("--json", help="Print the metrics as one JSON object on stdout.")] = False,
     launcher: Annotated[str, typer.Option("--launcher", help=LAUNCHER_HELP)] = "auto",
     nproc: Annotated[Optional[int], typer.Option("--nproc", help=NPROC_HELP, min=1)] = None,
@@ -48,6 +54,14 @@ def test(
     from detcli.config import apply_overrides, check_schema, load_config, resolve_preset_path
     from detcli.engine import test as run_test
 
+    args = list(args or [])
+    if gt is not None or dt is not None:
+        _eval_files(args, gt, dt, metric, classwise, plot_dir, engine, workers, json_out,
+                    mixed={"--out": out, "--format-only": format_only, "--show-dir": show_dir, "--eval-options": eval_options,
+                           "--cfg-options": cfg_options})
+        return
+    if plot_dir is not None or engine != "pycocotools":
+        raise fail("--plot-dir and --engine work with --gt ANN.json --dt RESULTS.json only")
     set_ops_backend(ops)
     if len(args) not in (1, 2):
         raise fail(f"expected [PRESET] CHECKPOINT, got {len(args)} arguments: {' '.join(args)}")
@@ -76,7 +90,7 @@ def test(
             format_only=format_only,
             show_dir=show_dir,
             show_score_thr=show_score_thr,
-            classwise=bool(options.get("classwise", False)),
+            classwise=classwise or bool(options.get("classwise", False)),
             device=device,
             progress=progress,
             launcher=launcher,
@@ -90,7 +104,48 @@ def test(
         typer.echo(result.summary.rstrip("\n"))
     if result.classwise_table:
         typer.echo(result.classwise_table.rstrip("\n"))
-    for key, value in result.metrics.items():
-        typer.echo(f"{key}: {value:.4f}" if isinstance(value, float) else f"{key}: {value}")
+    _echo_metrics(result.metrics)
     if out:
         err_console.print(f"results written to {out}")
+
+
+def _echo_metrics(metrics: dict[str, object]) -> None:
+    for key, value in metrics.items():
+        typer.echo(f"{key}: {value:.4f}" if isinstance(value, float) else f"{key}: {value}")
+
+
+def _eval_files(
+    args: list[str], gt: str | None, dt: str | None, metric: list[str] | None, classwise: bool,
+    plot_dir: str | None, engine: str, workers: int, json_out: bool, mixed: dict[str, object],
+) -> None:
+    """`det eval --gt ANN.json --dt RESULTS.json`: no preset, no checkpoint."""
+    from detcli.evaluation import evaluate_files, format_classwise_table
+
+    if args:
+        raise fail(
+            f"--gt/--dt evaluate a results file without a model: drop the positional argument(s) {' '.join(args)} "
+            "(or drop --gt/--dt to evaluate a checkpoint)"
+        )
+    if gt is None or dt is None:
+        raise fail("--gt and --dt go together: det eval --gt ANN.json --dt RESULTS.json [--metric bbox segm]")
+    used = [k for k, v in mixed.items() if v]
+    if used:
+        raise fail(f"{', '.join(used)} need a model; with --gt/--dt only --metric, --classwise, --plot-dir, --engine, --json apply")
+    evaluation = evaluate_files(gt, dt, list(metric or ["bbox"]), classwise=classwise, engine=engine, plot_dir=plot_dir, workers=workers)
+    if json_out:
+        data: dict[str, object] = dict(evaluation.metrics)
+        if classwise:
+            data["classwise"] = {m: {r.name: r.ap for r in rows} for m, rows in evaluation.classwise.items()}
+        if plot_dir is not None:
+            data["plots"] = evaluation.plots
+        print_json(data)
+        return
+    for name, summary in evaluation.summaries.items():
+        typer.echo(f"--- {name} ---")
+        typer.echo(summary)
+    for name, rows in evaluation.classwise.items():
+        typer.echo(f"--- {name} per class ---")
+        typer.echo(format_classwise_table(rows))
+    _echo_metrics(evaluation.metrics)
+    for name, paths in evaluation.plots.items():
+        err_console.print(f"{len(paths)} {name} precision-recall curves written to {plot_dir}")

@@ -4,6 +4,7 @@ The CLI calls :func:`train`, :func:`test`, :func:`load_model` and :func:`validat
 renders what they return; the engine never prints.
 """
 
+from detcli.engine.analysis import ConfusionResult, confusion_matrix
 from detcli.engine.checkpoint import load_checkpoint
 from detcli.engine.dist import get_dist_info, is_main_process
 from detcli.engine.hooks import HOOKS, CheckInvalidLossHook, CheckpointHook, EvalHook, Hook, LoggerHook, NumClassCheckHook
@@ -19,6 +20,7 @@ __all__ = [
     "HOOKS",
     "CheckInvalidLossHook",
     "CheckpointHook",
+    "ConfusionResult",
     "EvalHook",
     "Hook",
     "LoadedModel",
@@ -31,6 +33,7 @@ __all__ = [
     "TestResult",
     "TrainResult",
     "build_optimizer",
+    "confusion_matrix",
     "get_dist_info",
     "is_main_process",
     "load_checkpoint",

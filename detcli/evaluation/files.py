@@ -1,0 +1,221 @@
+"""Evaluate a COCO results file against a COCO annotation file, with no preset and no model.
+
+:func:`read_json_file` reads a JSON document from a path or from stdin (``-``), naming the file in
+every error. :func:`evaluate_files` checks that the ground truth is an annotation file and the
+detections a results list that refers only to the ground truth's images and categories, then runs
+:func:`~detcli.evaluation.coco.evaluate_coco`. :func:`plot_pr_curves` draws one precision-recall
+curve per class (IoU 0.50, 0.75 and 0.50:0.95 mean; area all; 100 detections).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from detcli.errors import DatasetError
+from detcli.evaluation.coco import FILE_METRICS, CocoEvaluation, evaluate_coco
+
+logger = logging.getLogger(__name__)
+
+
+def read_json_file(path: str | os.PathLike[str], what: str) -> Any:
+    """Parse a JSON file, or stdin when ``path`` is ``-``; raise :class:`DatasetError` naming it.
+
+    Args:
+        path: file path or ``-``.
+        what: the option it came from, used in messages (``--gt``, ``--dt``, ``LOG``).
+    """
+    name = "stdin" if str(path) == "-" else str(path)
+    try:
+        if str(path) == "-":
+            text = sys.stdin.read()
+        else:
+            text = Path(path).read_text()
+    except FileNotFoundError:
+        raise DatasetError(f"{what} {name}: no such file") from None
+    except (IsADirectoryError, UnicodeDecodeError) as e:
+        raise DatasetError(f"{what} {name}: not a JSON text file ({e.__class__.__name__}); pass a .json file") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise DatasetError(
+            f"{what} {name}: not valid JSON ({e.msg} at line {e.lineno} column {e.colno}); pass a COCO .json file"
+        ) from None
+
+
+def load_ground_truth(path: str | os.PathLike[str]) -> Any:
+    """Return a pycocotools ``COCO`` of an annotation file, checking it is one."""
+    from pycocotools.coco import COCO
+
+    data = read_json_file(path, "--gt")
+    if isinstance(data, list):
+        raise DatasetError(
+            f"--gt {path}: this is a list, like a results file; --gt takes the COCO annotation file "
+            "(a dict with images, annotations, categories) and --dt the results"
+        )
+    if not isinstance(data, dict):
+        raise DatasetError(f"--gt {path}: expected a COCO annotation dict, got {type(data).__name__}")
+    missing = [k for k in ("images", "annotations", "categories") if k not in data]
+    if missing:
+        raise DatasetError(f"--gt {path}: not a COCO annotation file: missing key(s) {', '.join(missing)}")
+    coco = COCO()
+    coco.dataset = data
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco.createIndex()
+    return coco
+
+
+def check_results(results: Any, coco_gt: Any, metrics: Sequence[str], source: str) -> list[dict[str, Any]]:
+    """Check a results list against the ground truth; raise :class:`DatasetError` naming the entry."""
+    if isinstance(results, dict):
+        if "images" in results and "annotations" in results:
+            raise DatasetError(
+                f"--dt {source}: this is a COCO annotation file (ground truth), not results; "
+                "pass it as --gt and the detections (a JSON list, as `det test --out` writes) as --dt"
+            )
+        raise DatasetError(f"--dt {source}: expected a JSON list of results, got an object with keys {sorted(results)[:5]}")
+    if not isinstance(results, list):
+        raise DatasetError(f"--dt {source}: expected a JSON list of results, got {type(results).__name__}")
+    image_ids = set(coco_gt.getImgIds())
+    cat_ids = set(coco_gt.getCatIds())
+    need = {"image_id", "category_id", "score"}
+    for i, r in enumerate(results):
+        if not isinstance(r, dict):
+            raise DatasetError(f"--dt {source}: entry {i} is a {type(r).__name__}, expected an object")
+        missing = need - set(r)
+        if "bbox" in metrics or "proposal" in metrics:
+            missing |= {"bbox"} - set(r)
+        if "segm" in metrics:
+            missing |= {"segmentation"} - set(r)
+        if missing:
+            raise DatasetError(f"--dt {source}: entry {i} has no {', '.join(sorted(missing))} (needed by --metric {' '.join(metrics)})")
+        if r["image_id"] not in image_ids:
+            raise DatasetError(
+                f"--dt {source}: entry {i}: image_id {r['image_id']!r} is not an image of the ground truth "
+                "(were the results made on another dataset or split? pass the matching --gt)"
+            )
+        if r["category_id"] not in cat_ids:
+            raise DatasetError(
+                f"--dt {source}: entry {i}: category_id {r['category_id']!r} is not a category of the ground truth "
+                f"(it has {sorted(cat_ids)}; were the results made with another class list?)"
+            )
+    if "segm" in metrics:
+        results = [_polygons_to_rle(r, coco_gt) for r in results]
+    return results
+
+
+def _polygons_to_rle(result: dict[str, Any], coco_gt: Any) -> dict[str, Any]:
+    """A polygon (or uncompressed RLE) result mask becomes a compressed RLE; pycocotools' ``loadRes`` needs one."""
+    from pycocotools import mask as mask_utils
+
+    seg = result["segmentation"]
+    if isinstance(seg, dict) and isinstance(seg.get("counts"), str):
+        return result
+    img = coco_gt.imgs[result["image_id"]]
+    h, w = img["height"], img["width"]
+    if isinstance(seg, list):
+        rle = mask_utils.merge(mask_utils.frPyObjects(seg, h, w)) if seg else mask_utils.encode(np.zeros((h, w, 1), np.uint8, order="F"))[0]
+    else:
+        rle = mask_utils.frPyObjects(seg, h, w)
+    rle = dict(rle)
+    rle["counts"] = rle["counts"].decode("ascii") if isinstance(rle["counts"], bytes) else rle["counts"]
+    return {**result, "segmentation": rle}
+
+
+def evaluate_files(
+    gt: str | os.PathLike[str],
+    dt: str | os.PathLike[str],
+    metrics: Sequence[str] = ("bbox",),
+    *,
+    classwise: bool = False,
+    engine: str = "pycocotools",
+    plot_dir: str | os.PathLike[str] | None = None,
+    workers: int = 1,
+) -> CocoEvaluation:
+    """Evaluate the results file ``dt`` (``-``: stdin) against the annotation file ``gt``.
+
+    With ``plot_dir``, per-class precision-recall PNGs of each bbox/segm metric are written there
+    (their paths in ``CocoEvaluation.plots``). ``workers`` processes evaluate disjoint category
+    sets (0: one per available core); the numbers do not depend on it. On a loaded machine more
+    workers can be slower (fork and merge overhead), hence the default of 1.
+
+    Raises:
+        DatasetError: a file is missing, not JSON, of the wrong kind, or refers to unknown images/categories.
+        ConfigError: an unsupported metric or engine.
+    """
+    from detcli.evaluation.coco import check_metrics
+
+    names = check_metrics(metrics, FILE_METRICS)
+    coco_gt = load_ground_truth(gt)
+    source = "stdin" if str(dt) == "-" else str(dt)
+    results = check_results(read_json_file(dt, "--dt"), coco_gt, names, source)
+    if "segm" in names:
+        for ann in coco_gt.dataset["annotations"]:
+            if "segmentation" not in ann:
+                raise DatasetError(f"--gt {gt}: annotation id {ann.get('id')} has no segmentation; --metric segm needs masks")
+    logger.info("evaluating %d results on %d images (%s)", len(results), len(coco_gt.getImgIds()), engine)
+    cat_ids = sorted(coco_gt.getCatIds())  # COCOeval orders classes by sorted category id
+    evaluation = evaluate_coco(coco_gt, results, names, classwise=classwise, engine=engine, supported=FILE_METRICS,
+                               cat_ids=cat_ids, keep_precision=plot_dir is not None,
+                               workers=workers if workers > 0 else len(os.sched_getaffinity(0)), results_owned=True)
+    if plot_dir is not None:
+        classes = [coco_gt.loadCats(c)[0]["name"] for c in cat_ids]
+        for name, precision in evaluation.precision.items():
+            evaluation.plots[name] = [str(p) for p in plot_pr_curves(precision, classes, plot_dir, prefix=name)]
+    return evaluation
+
+
+def plot_pr_curves(
+    precision: np.ndarray, classes: Sequence[str], out_dir: str | os.PathLike[str], prefix: str = "bbox"
+) -> list[Path]:
+    """Write ``<prefix>_pr_<class>.png`` per class: precision over recall at IoU .50, .75 and mean .50:.95.
+
+    ``precision`` is ``COCOeval.eval['precision']`` ``(T, R, K, A, M)``; -1 (no GT) entries are left out,
+    a class without ground truth gets a plot saying so. Files are written atomically.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    from detcli.fileio import atomic_output
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    recall = np.linspace(0.0, 1.0, precision.shape[1])
+    written = []
+    sns.set_theme(style="whitegrid")
+    for k, name in enumerate(classes):
+        p = precision[:, :, k, 0, -1]  # (T, R)
+        fig, ax = plt.subplots(figsize=(5, 4))
+        if (p > -1).any():
+            for label, curve in (("IoU=0.50", p[0]), ("IoU=0.75", p[min(5, len(p) - 1)])):
+                ax.plot(recall, np.where(curve > -1, curve, np.nan), label=label)
+            mean = np.where((p > -1).all(0), p.mean(0), np.nan)
+            ax.plot(recall, mean, label="IoU=0.50:0.95 mean", linestyle="--")
+            ap = float(p[p > -1].mean())
+            ax.set_title(f"{name}  AP={ap:.3f}")
+            ax.legend(loc="lower left")
+        else:
+            ax.set_title(f"{name}: no ground truth")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1.02)
+        ax.set_xlabel("recall")
+        ax.set_ylabel("precision")
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in str(name))
+        path = out / f"{prefix}_pr_{k:03d}_{safe}.png"
+        with atomic_output(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=80, bbox_inches="tight")
+        plt.close(fig)
+        written.append(path)
+    return written
