@@ -35,6 +35,7 @@ def test(
     device: Annotated[str, typer.Option("--device", help="cpu, cuda or cuda:N.")] = "cpu",
     ops: Annotated[Optional[str], typer.Option("--ops", help="Ops backend: auto, cupy, torch or torchvision (default: $DET_OPS, else auto).")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the metrics as one JSON object on stdout.")] = False,
+    backend: Annotated[str, typer.Option("--backend", help="pytorch (a checkpoint) or onnxruntime (a model from det export-onnx).")] = "pytorch",
 ) -> None:
     """Evaluate a checkpoint with COCO metrics (pycocotools), optionally writing results and drawings."""
     from detcli.config import apply_overrides, check_schema, load_config, resolve_preset_path
@@ -51,6 +52,8 @@ def test(
     elif cfg_options:
         from detcli.engine import load_checkpoint_config
 
+        if backend == "onnxruntime":
+            from detcli.engine.onnx_export import load_onnx_config as load_checkpoint_config
         cfg = apply_overrides(load_checkpoint_config(checkpoint), cfg_options)
         check_schema(cfg, checkpoint)
     if format_only and not out:
@@ -71,6 +74,7 @@ def test(
             classwise=bool(options.get("classwise", False)),
             device=device,
             progress=progress,
+            backend=backend,
         )
     if json_out:
         print_json(result.metrics)
