@@ -14,6 +14,8 @@ _det() {
             " convert-dataset") path=" convert-dataset" ;;
             " env") path=" env" ;;
             " eval") path=" eval" ;;
+            " export") path=" export" ;;
+            " export-onnx") path=" export-onnx" ;;
             " infer") path=" infer" ;;
             " test") path=" test" ;;
             " train") path=" train" ;;
@@ -22,11 +24,12 @@ _det() {
             " config list") path=" config list" ;;
             " config show") path=" config show" ;;
             " convert-dataset shapes") path=" convert-dataset shapes" ;;
+            " export onnx") path=" export onnx" ;;
         esac
     done
     case "$path" in
         "")
-            COMPREPLY=($(compgen -W "benchmark completion config convert-dataset env eval infer test train --debug --verbose -v --version --help -h" -- "$cur")) ;;
+            COMPREPLY=($(compgen -W "benchmark completion config convert-dataset env eval export export-onnx infer test train --debug --verbose -v --version --help -h" -- "$cur")) ;;
         " benchmark")
             COMPREPLY=($(compgen -W "kernels --help -h" -- "$cur")) ;;
         " benchmark kernels")
@@ -52,14 +55,22 @@ _det() {
         " env")
             COMPREPLY=($(compgen -W "--json --help -h" -- "$cur")) ;;
         " eval")
-            case "$prev" in --metric|--eval|--out|--show-dir|--show-score-thr|--eval-options|--cfg-options|--device|--ops) COMPREPLY=($(compgen -f -- "$cur")); return ;; esac
-            if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--metric --eval --out --format-only --show-dir --show-score-thr --eval-options --cfg-options --device --ops --json --help -h" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi ;;
+            case "$prev" in --metric|--eval|--out|--show-dir|--show-score-thr|--eval-options|--cfg-options|--device|--ops|--backend) COMPREPLY=($(compgen -f -- "$cur")); return ;; esac
+            if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--metric --eval --out --format-only --show-dir --show-score-thr --eval-options --cfg-options --device --ops --json --backend --help -h" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi ;;
+        " export")
+            COMPREPLY=($(compgen -W "onnx --help -h" -- "$cur")) ;;
+        " export onnx")
+            case "$prev" in --output-file|-o|--shape|--opset-version|--cfg-options|--input-img|--test-img) COMPREPLY=($(compgen -f -- "$cur")); return ;; esac
+            if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--output-file -o --shape --opset-version --dynamic-export --skip-postprocess --cfg-options --input-img --test-img --verify --no-verify --simplify --json --help -h" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi ;;
+        " export-onnx")
+            case "$prev" in --output-file|-o|--shape|--opset-version|--cfg-options|--input-img|--test-img) COMPREPLY=($(compgen -f -- "$cur")); return ;; esac
+            if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--output-file -o --shape --opset-version --dynamic-export --skip-postprocess --cfg-options --input-img --test-img --verify --no-verify --simplify --json --help -h" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi ;;
         " infer")
             case "$prev" in --config|--cfg-options|--out-dir|--score-thr|--device|--webcam|--max-frames|--ops) COMPREPLY=($(compgen -f -- "$cur")); return ;; esac
             if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--config --cfg-options --out-dir --no-save --score-thr --device --webcam --max-frames --ops --help -h" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi ;;
         " test")
-            case "$prev" in --metric|--eval|--out|--show-dir|--show-score-thr|--eval-options|--cfg-options|--device|--ops) COMPREPLY=($(compgen -f -- "$cur")); return ;; esac
-            if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--metric --eval --out --format-only --show-dir --show-score-thr --eval-options --cfg-options --device --ops --json --help -h" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi ;;
+            case "$prev" in --metric|--eval|--out|--show-dir|--show-score-thr|--eval-options|--cfg-options|--device|--ops|--backend) COMPREPLY=($(compgen -f -- "$cur")); return ;; esac
+            if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--metric --eval --out --format-only --show-dir --show-score-thr --eval-options --cfg-options --device --ops --json --backend --help -h" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi ;;
         " train")
             case "$prev" in --work-dir|--resume|--load-from|--cfg-options|--device|--seed|--ops) COMPREPLY=($(compgen -f -- "$cur")); return ;; esac
             if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--work-dir --resume --load-from --cfg-options --device --seed --deterministic --no-validate --auto-scale-lr --ops --json --help -h" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi ;;

@@ -207,9 +207,7 @@ def export_onnx(
     with use_backend("torchvision"), torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         with atomic_output(out) as tmp:
-            torch.onnx.export(wrapper, (tensor,), str(tmp), dynamo=False, opset_version=opset,
-                              input_names=["input"], output_names=names, dynamic_axes=dynamic_axes,
-                              do_constant_folding=True)
+            trace_to_onnx(wrapper, tensor, tmp, opset, dynamic_axes)
             proto = onnx.load(str(tmp))
             onnx.checker.check_model(proto)
             simplified = False
@@ -238,6 +236,19 @@ def export_onnx(
     logger.info("exported %s to %s (opset %d)", model_type, out, opset)
     return ExportResult(out, model_type, opset, tuple(tensor.shape), dynamic_export, not skip_postprocess, names,
                         time.perf_counter() - start, report, simplified)
+
+
+def trace_to_onnx(wrapper: torch.nn.Module, tensor: torch.Tensor, path: str | os.PathLike[str], opset_version: int,
+                  dynamic_axes: Mapping[str, Mapping[int, str]] | None = None) -> None:
+    """Trace a :class:`~detcli.models.deploy.DeployDetector` on ``tensor`` into ``path`` (not atomic;
+    ops forced to torchvision). ``dynamic_axes`` as in ``torch.onnx.export`` (input name ``input``)."""
+    from detcli.ops import use_backend
+
+    with use_backend("torchvision"), torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(wrapper, (tensor,), str(path), dynamo=False, opset_version=opset_version,
+                          input_names=["input"], output_names=wrapper.output_names,
+                          dynamic_axes=dict(dynamic_axes) if dynamic_axes else None, do_constant_folding=True)
 
 
 def _simplify(proto: Any) -> Any:
