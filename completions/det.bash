@@ -16,6 +16,8 @@ _det() {
             " convert-dataset") path=" convert-dataset" ;;
             " env") path=" env" ;;
             " eval") path=" eval" ;;
+            " export") path=" export" ;;
+            " export-onnx") path=" export-onnx" ;;
             " infer") path=" infer" ;;
             " test") path=" test" ;;
             " train") path=" train" ;;
@@ -26,11 +28,12 @@ _det() {
             " config list") path=" config list" ;;
             " config show") path=" config show" ;;
             " convert-dataset shapes") path=" convert-dataset shapes" ;;
+            " export onnx") path=" export onnx" ;;
         esac
     done
     case "$path" in
         "")
-            COMPREPLY=($(compgen -W "analyze-logs benchmark completion config confusion-matrix convert-dataset env eval infer test train --debug --verbose -v --version --help -h" -- "$cur")) ;;
+            COMPREPLY=($(compgen -W "analyze-logs benchmark completion config confusion-matrix convert-dataset env eval export export-onnx infer test train --debug --verbose -v --version --help -h" -- "$cur")) ;;
         " analyze-logs")
             COMPREPLY=($(compgen -W "cal-train-time plot-curve --help -h" -- "$cur")) ;;
         " analyze-logs cal-train-time")
@@ -66,14 +69,22 @@ _det() {
         " env")
             COMPREPLY=($(compgen -W "--json --help -h" -- "$cur")) ;;
         " eval")
-            case "$prev" in --metric|--eval|--gt|--dt|--plot-dir|--engine|--out|--show-dir|--show-score-thr|--eval-options|--cfg-options|--device|--ops|--workers|--launcher|--nproc) COMPREPLY=($(compgen -f -- "$cur")); return ;; esac
-            if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--metric --eval --gt --dt --classwise --plot-dir --engine --out --format-only --show-dir --show-score-thr --eval-options --cfg-options --device --ops --workers --json --launcher --nproc --help -h" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi ;;
+            case "$prev" in --metric|--eval|--gt|--dt|--plot-dir|--engine|--out|--show-dir|--show-score-thr|--eval-options|--cfg-options|--device|--ops|--workers|--launcher|--nproc|--backend) COMPREPLY=($(compgen -f -- "$cur")); return ;; esac
+            if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--metric --eval --gt --dt --classwise --plot-dir --engine --out --format-only --show-dir --show-score-thr --eval-options --cfg-options --device --ops --workers --json --launcher --nproc --backend --help -h" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi ;;
+        " export")
+            COMPREPLY=($(compgen -W "onnx --help -h" -- "$cur")) ;;
+        " export onnx")
+            case "$prev" in --output-file|-o|--shape|--opset-version|--cfg-options|--input-img|--test-img) COMPREPLY=($(compgen -f -- "$cur")); return ;; esac
+            if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--output-file -o --shape --opset-version --dynamic-export --skip-postprocess --cfg-options --input-img --test-img --verify --no-verify --simplify --json --help -h" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi ;;
+        " export-onnx")
+            case "$prev" in --output-file|-o|--shape|--opset-version|--cfg-options|--input-img|--test-img) COMPREPLY=($(compgen -f -- "$cur")); return ;; esac
+            if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--output-file -o --shape --opset-version --dynamic-export --skip-postprocess --cfg-options --input-img --test-img --verify --no-verify --simplify --json --help -h" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi ;;
         " infer")
             case "$prev" in --config|--cfg-options|--out-dir|--score-thr|--device|--webcam|--max-frames|--ops) COMPREPLY=($(compgen -f -- "$cur")); return ;; esac
             if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--config --cfg-options --out-dir --no-save --score-thr --device --webcam --max-frames --ops --help -h" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi ;;
         " test")
-            case "$prev" in --metric|--eval|--gt|--dt|--plot-dir|--engine|--out|--show-dir|--show-score-thr|--eval-options|--cfg-options|--device|--ops|--workers|--launcher|--nproc) COMPREPLY=($(compgen -f -- "$cur")); return ;; esac
-            if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--metric --eval --gt --dt --classwise --plot-dir --engine --out --format-only --show-dir --show-score-thr --eval-options --cfg-options --device --ops --workers --json --launcher --nproc --help -h" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi ;;
+            case "$prev" in --metric|--eval|--gt|--dt|--plot-dir|--engine|--out|--show-dir|--show-score-thr|--eval-options|--cfg-options|--device|--ops|--workers|--launcher|--nproc|--backend) COMPREPLY=($(compgen -f -- "$cur")); return ;; esac
+            if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--metric --eval --gt --dt --classwise --plot-dir --engine --out --format-only --show-dir --show-score-thr --eval-options --cfg-options --device --ops --workers --json --launcher --nproc --backend --help -h" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi ;;
         " train")
             case "$prev" in --work-dir|--resume|--load-from|--cfg-options|--device|--seed|--ops|--launcher|--nproc) COMPREPLY=($(compgen -f -- "$cur")); return ;; esac
             if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--work-dir --resume --load-from --cfg-options --device --seed --deterministic --no-validate --auto-scale-lr --ops --json --launcher --nproc --sync-bn --help -h" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi ;;

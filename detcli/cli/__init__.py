@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 
 from detcli import __version__
-from detcli.cli import analyze_logs, benchmark, completion, config_cmd, confusion, convert, env, infer, test, train
+from detcli.cli import analyze_logs, benchmark, completion, config_cmd, confusion, convert, env, export, infer, test, train
 from detcli.cli._common import setup_logging, state
 
 app = typer.Typer(
@@ -50,6 +50,8 @@ app.command("train")(train.train)
 app.command("test")(test.test)
 app.command("eval", help="Same as [bold]det test[/].")(test.test)
 app.command("infer")(infer.infer)
+app.command("export-onnx")(export.export_onnx)
+app.add_typer(export.app, name="export")
 app.command("env")(env.env)
 app.add_typer(config_cmd.app, name="config")
 app.add_typer(convert.app, name="convert-dataset")

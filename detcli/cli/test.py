@@ -45,6 +45,7 @@ def test(
     json_out: Annotated[bool, typer.Option("--json", help="Print the metrics as one JSON object on stdout.")] = False,
     launcher: Annotated[str, typer.Option("--launcher", help=LAUNCHER_HELP)] = "auto",
     nproc: Annotated[Optional[int], typer.Option("--nproc", help=NPROC_HELP, min=1)] = None,
+    backend: Annotated[str, typer.Option("--backend", help="pytorch (a checkpoint) or onnxruntime (a model from det export-onnx).")] = "pytorch",
 ) -> None:
     """Evaluate a checkpoint with COCO metrics (pycocotools), optionally writing results and drawings."""
     if nproc is not None and nproc > 1:
@@ -73,6 +74,8 @@ def test(
     elif cfg_options:
         from detcli.engine import load_checkpoint_config
 
+        if backend == "onnxruntime":
+            from detcli.engine.onnx_export import load_onnx_config as load_checkpoint_config
         cfg = apply_overrides(load_checkpoint_config(checkpoint), cfg_options)
         check_schema(cfg, checkpoint)
     if format_only and not out:
@@ -94,6 +97,7 @@ def test(
             device=device,
             progress=progress,
             launcher=launcher,
+            backend=backend,
         )
     if getattr(result, "rank", 0) != 0:
         return  # rank 0 reports for the job

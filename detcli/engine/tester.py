@@ -168,6 +168,23 @@ def load_model(checkpoint: str | os.PathLike[str], cfg: Mapping[str, Any] | None
     return LoadedModel(model=model, cfg=config, classes=tuple(meta.get("classes") or ()), meta=meta)
 
 
+def load_predictor(checkpoint: str | os.PathLike[str], cfg: Mapping[str, Any] | None = None, device: str = "cpu",
+                   backend: str = "pytorch") -> LoadedModel:
+    """:func:`load_model` for ``backend="pytorch"``; for ``onnxruntime`` an exported model wrapped in
+    :class:`~detcli.engine.onnx_export.OnnxPredictor` (same ``predict`` interface; CPU only)."""
+    if backend == "pytorch":
+        return load_model(checkpoint, cfg, device)
+    if backend != "onnxruntime":
+        raise ConfigError(f"--backend {backend!r}: expected pytorch or onnxruntime")
+    if device != "cpu":
+        raise ConfigError(f"--backend onnxruntime runs on the CPU; drop --device {device}")
+    from detcli.engine.onnx_export import OnnxPredictor
+
+    predictor = OnnxPredictor(checkpoint)
+    config = copy.deepcopy(dict(cfg)) if cfg is not None else copy.deepcopy(predictor.cfg)
+    return LoadedModel(model=predictor, cfg=config, classes=predictor.classes)  # type: ignore[arg-type]
+
+
 # --------------------------------------------------------------------------- inference
 
 
@@ -282,6 +299,7 @@ def test(
     device: str = "cpu",
     progress: ProgressCallback | None = None,
     launcher: str = "auto",
+    backend: str = "pytorch",
 ) -> TestResult:
     """Test a checkpoint on ``data.test``: COCO results json and/or pycocotools metrics.
 
@@ -292,7 +310,8 @@ def test(
 
     Args:
         cfg: the resolved config; None uses the config stored in the checkpoint.
-        checkpoint: a det checkpoint.
+        checkpoint: a det checkpoint, or with ``backend="onnxruntime"`` a model written by
+            ``det export-onnx`` (run by ONNX Runtime on the CPU).
         metrics: ``bbox`` and/or ``proposal``.
         out: write the COCO results json here (atomically).
         format_only: only write ``out``; no evaluation (``out`` required).
@@ -301,15 +320,17 @@ def test(
         device: ``cpu``, ``cuda`` or ``cuda:N``.
         progress: receives ``test`` progress events (rank 0 only).
         launcher: how the processes were started (default: torchrun's variables when set).
+        backend: ``pytorch`` or ``onnxruntime``.
 
     Raises:
-        ConfigError: unsupported metric, ``format_only`` without ``out``, no ``data.test``.
+        ConfigError: unsupported metric or backend, ``format_only`` without ``out``, no ``data.test``.
         CheckpointError: not a det checkpoint / weights that do not fit.
     """
     dist_params = dict((cfg or {}).get("dist_params") or {})
     with distributed(launcher, device, backend=dist_params.get("backend")) as rank_device:
         return _test(cfg, checkpoint, metrics=metrics, out=out, format_only=format_only, show_dir=show_dir,
-                     show_score_thr=show_score_thr, classwise=classwise, device=rank_device, progress=progress)
+                     show_score_thr=show_score_thr, classwise=classwise, device=rank_device, progress=progress,
+                     backend=backend)
 
 
 def _test(
@@ -324,6 +345,7 @@ def _test(
     classwise: bool,
     device: str,
     progress: ProgressCallback | None,
+    backend: str,
 ) -> TestResult:
     """:func:`test` inside the process group (if any)."""
     rank, world_size = get_dist_info()
@@ -332,7 +354,7 @@ def _test(
     metric_names = list(metrics) if format_only else check_metrics(metrics)
     if format_only and not out:
         raise ConfigError("--format-only needs --out FILE.json (the results would be written nowhere)")
-    loaded = load_model(checkpoint, cfg, device)
+    loaded = load_predictor(checkpoint, cfg, device, backend)
     config = loaded.cfg
     dataset, samples, workers = build_split(config, "test", test_mode=True)
     check_num_classes(loaded.model, {"test": dataset})

@@ -61,6 +61,8 @@ class DenseTestConfig:
         iou_threshold: NMS IoU threshold (``nms.iou_threshold``).
         class_agnostic: one NMS over all classes (``nms.class_agnostic``).
         max_per_img: detections kept per image after NMS.
+        deploy_nms_pre: ``nms_pre`` of an exported ONNX graph (``<= 0``: ``nms_pre``).
+        max_output_boxes_per_class: ONNX ``NonMaxSuppression`` cap per class and image (export only).
     """
 
     nms_pre: int = 1000
@@ -69,18 +71,22 @@ class DenseTestConfig:
     iou_threshold: float = 0.5
     class_agnostic: bool = False
     max_per_img: int = 100
+    deploy_nms_pre: int = -1
+    max_output_boxes_per_class: int = 200
 
     @classmethod
     def parse(cls, cfg: Mapping[str, Any] | None) -> DenseTestConfig:
         cfg = dict(cfg or {})
-        _check_keys(cfg, ("nms_pre", "min_bbox_size", "score_thr", "nms", "max_per_img"), "model.test_cfg")
+        _check_keys(cfg, ("nms_pre", "min_bbox_size", "score_thr", "nms", "max_per_img", "deploy_nms_pre",
+                          "max_output_boxes_per_class"), "model.test_cfg")
         nms = dict(cfg.get("nms") or {"type": "nms", "iou_threshold": 0.5})
         _check_keys(nms, ("type", "iou_threshold", "iou_thr", "class_agnostic"), "model.test_cfg.nms")
         if nms.get("type", "nms") != "nms":
             raise ConfigError(f"model.test_cfg.nms.type: only 'nms' is supported, got {nms.get('type')!r}")
         return cls(int(cfg.get("nms_pre", 1000)), float(cfg.get("min_bbox_size", 0)),
                    float(cfg.get("score_thr", 0.05)), float(nms.get("iou_threshold", nms.get("iou_thr", 0.5))),
-                   bool(nms.get("class_agnostic", False)), int(cfg.get("max_per_img", 100)))
+                   bool(nms.get("class_agnostic", False)), int(cfg.get("max_per_img", 100)),
+                   int(cfg.get("deploy_nms_pre", -1)), int(cfg.get("max_output_boxes_per_class", 200)))
 
 
 def _check_keys(cfg: Mapping[str, Any], allowed: tuple[str, ...], path: str) -> None:

@@ -1,0 +1,251 @@
+"""Export graphs of the dense detectors: the network plus post-processing in standard ONNX ops.
+
+:class:`DeployDetector` wraps a trained :class:`SingleStageDetector` (RetinaNet or FCOS) for
+``torch.onnx.export`` (TorchScript tracing). Input: ``images (B, 3, H, W)`` float32, the
+preprocessed (normalised, padded) tensor. Outputs:
+
+- ``dets (B, N, 5)``: ``(x1, y1, x2, y2, score)`` in input pixels, clipped to ``(H, W)``, sorted by
+  score; ``N = max_per_img``; unused rows are zeros.
+- ``labels (B, N)`` int64: class index ``0..C-1``; ``-1`` on unused rows.
+
+Post-processing follows the PyTorch path of the heads (``predict``): per level the top ``nms_pre``
+(``deploy_nms_pre`` when set) (prior, class) pairs by logit, score threshold on the class score,
+box decoding, then ``NonMaxSuppression`` per class (``max_output_boxes_per_class``) and the top
+``max_per_img``. Priors are computed inside the graph from the feature-map shapes, so a graph
+exported with dynamic axes accepts other batch sizes and image sizes.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from detcli.errors import ConfigError
+from detcli.models.detector import SingleStageDetector
+from detcli.models.fcos import FCOS, FCOSHead
+from detcli.models.retinanet import RetinaHead, RetinaNet
+
+#: detectors :class:`DeployDetector` can export, by config ``type``
+SUPPORTED_DETECTORS = {"RetinaNet": RetinaNet, "FCOS": FCOS}
+#: lowest ONNX opset of every op the graph uses (NonMaxSuppression 10, TopK with a K input 10,
+#: ScatterND 11)
+MIN_OPSET = 11
+
+
+class NonMaxSuppressionOp(torch.autograd.Function):
+    """``onnx::NonMaxSuppression`` with its eager semantics (used while tracing).
+
+    Args of :meth:`forward`: boxes (Tensor[B, K, 4]) x1y1x2y2, scores (Tensor[B, C, K]), then the
+    constants max_output_boxes_per_class, iou_threshold and score_threshold (scores must be
+    ``> score_threshold``).
+
+    Returns:
+        Tensor[M, 3] int64 rows ``(batch, class, box)``.
+    """
+
+    @staticmethod
+    def forward(ctx, boxes: Tensor, scores: Tensor, max_output: int, iou_threshold: float,  # noqa: ANN001
+                score_threshold: float) -> Tensor:
+        from detcli.ops import nms
+
+        rows = []
+        for b in range(scores.shape[0]):
+            for c in range(scores.shape[1]):
+                cand = (scores[b, c] > score_threshold).nonzero(as_tuple=True)[0]
+                if cand.numel() == 0:
+                    continue
+                keep = cand[nms(boxes[b, cand], scores[b, c, cand], iou_threshold)][:max_output]
+                rows.append(torch.stack([torch.full_like(keep, b), torch.full_like(keep, c), keep], dim=1))
+        if not rows:
+            return torch.zeros((0, 3), dtype=torch.long, device=boxes.device)
+        return torch.cat(rows)
+
+    @staticmethod
+    def symbolic(g, boxes, scores, max_output: int, iou_threshold: float, score_threshold: float):  # noqa: ANN001, ANN205
+        return g.op(
+            "NonMaxSuppression", boxes, scores,
+            g.op("Constant", value_t=torch.tensor([max_output], dtype=torch.long)),
+            g.op("Constant", value_t=torch.tensor([iou_threshold], dtype=torch.float)),
+            g.op("Constant", value_t=torch.tensor([score_threshold], dtype=torch.float)),
+        )
+
+
+def _arange_like(x: Tensor) -> Tensor:
+    """``0, 1, ..., len(x) - 1`` as floats, traced from ``x``'s length (keeps dynamic shapes)."""
+    return torch.ones_like(x).cumsum(0) - 1
+
+
+def _grid(feat: Tensor, stride: tuple[float, float], offset: float) -> tuple[Tensor, Tensor]:
+    """Row-major ``(xs, ys)`` of shape ``(H * W,)`` at ``(x + offset) * stride`` for ``feat (B, C, H, W)``."""
+    xs = (_arange_like(feat[0, 0, 0, :]) + offset) * stride[0]  # (W,)
+    ys = (_arange_like(feat[0, 0, :, 0]) + offset) * stride[1]  # (H,)
+    xx = xs[None, :] + torch.zeros_like(ys)[:, None]  # (H, W)
+    yy = ys[:, None] + torch.zeros_like(xs)[None, :]
+    return xx.reshape(-1), yy.reshape(-1)
+
+
+def _per_prior(maps: Tensor, channels: int) -> Tensor:
+    """``(B, A * k, H, W)`` -> ``(B, H * W * A, k)`` in prior order."""
+    return maps.permute(0, 2, 3, 1).reshape(maps.shape[0], -1, channels)
+
+
+class DeployDetector(nn.Module):
+    """A RetinaNet / FCOS detector with ONNX-exportable post-processing (see the module doc).
+
+    Args:
+        detector: a trained :class:`RetinaNet` or :class:`FCOS` (eval mode).
+        postprocess: False exports the raw head outputs (per level class logits and box
+            regressions, plus centerness for FCOS) instead of ``dets``/``labels``.
+        nms_pre: candidates per level before NMS (None: ``test_cfg.deploy_nms_pre`` if set, else
+            ``test_cfg.nms_pre``; ``<= 0``: all).
+        max_output_boxes_per_class: ``NonMaxSuppression``'s cap per class and image.
+
+    Raises:
+        ConfigError: another detector type, or ``max_per_img <= 0``.
+    """
+
+    def __init__(self, detector: nn.Module, postprocess: bool = True, nms_pre: int | None = None,
+                 max_output_boxes_per_class: int | None = None) -> None:
+        super().__init__()
+        check_exportable(detector)
+        assert isinstance(detector, SingleStageDetector)
+        self.detector = detector
+        self.postprocess = postprocess
+        cfg = detector.test_settings
+        self.nms_pre = int(nms_pre if nms_pre is not None else (cfg.deploy_nms_pre if cfg.deploy_nms_pre > 0 else cfg.nms_pre))
+        self.max_output = int(max_output_boxes_per_class or cfg.max_output_boxes_per_class)
+        self.cfg = cfg
+        if cfg.max_per_img <= 0:
+            raise ConfigError("model.test_cfg.max_per_img must be > 0 to export (the graph has a fixed number of output rows)")
+        if self.max_output <= 0:
+            raise ConfigError(f"max_output_boxes_per_class must be > 0, got {self.max_output}")
+
+    @property
+    def output_names(self) -> list[str]:
+        head = self.detector.bbox_head
+        if self.postprocess:
+            return ["dets", "labels"]
+        levels = len(head.strides) if isinstance(head, FCOSHead) else head.anchor_generator.num_levels
+        kinds = ["cls_score", "bbox_pred"] + (["centerness"] if isinstance(head, FCOSHead) else [])
+        return [f"{k}_{i}" for k in kinds for i in range(levels)]
+
+    def forward(self, images: Tensor) -> tuple[Tensor, ...]:
+        feats = self.detector.extract_feat(images)
+        head = self.detector.bbox_head
+        outs = head(feats)
+        if not self.postprocess:
+            return tuple(t.contiguous() for group in outs for t in group)
+        if isinstance(head, RetinaHead):
+            cand = self._retina_candidates(head, *outs)
+        else:
+            cand = self._fcos_candidates(head, *outs)
+        boxes, scores, labels = (torch.cat(parts, dim=1) for parts in zip(*cand))
+        return self._nms(boxes, scores, labels, images, head.num_classes)
+
+    # ------------------------------------------------------------------ candidates per level
+
+    def _topk(self, logits: Tensor, num_classes: int) -> tuple[Tensor, Tensor, Tensor]:
+        """Top ``nms_pre`` of ``logits (B, N * C)``: values, prior indices and labels ``(B, k)``.
+
+        The scores are padded with ``nms_pre`` entries of ``-inf`` (whose prior index is ``N`` and
+        beyond: the gathered tensors are padded to match), so ``k = nms_pre`` whatever the image size.
+        """
+        if self.nms_pre <= 0:
+            idx = _arange_like(logits[0]).long()[None, :].expand_as(logits)
+            return logits, idx // num_classes, idx % num_classes
+        pad = torch.full_like(logits[:, :1], -math.inf).expand(-1, self.nms_pre)
+        vals, idx = torch.cat([logits, pad], dim=1).topk(self.nms_pre, dim=1)
+        return vals, idx // num_classes, idx % num_classes
+
+    def _gather(self, x: Tensor, prior: Tensor) -> Tensor:
+        """Rows ``prior (B, k)`` of ``x (B, N, d)``, padded with zero rows when ``nms_pre > 0``."""
+        if self.nms_pre > 0:
+            x = torch.cat([x, torch.zeros_like(x[:, :1]).expand(-1, self.nms_pre, -1)], dim=1)
+        return x.gather(1, prior[:, :, None].expand(-1, -1, x.shape[2]))
+
+    def _valid(self, vals: Tensor) -> Tensor:
+        thr = _logit_threshold(self.cfg.score_thr)
+        return vals > thr if math.isfinite(thr) else vals > -math.inf
+
+    def _retina_candidates(self, head: RetinaHead, cls_scores: list[Tensor],
+                           bbox_preds: list[Tensor]) -> list[tuple[Tensor, Tensor, Tensor]]:
+        out = []
+        gen = head.anchor_generator
+        for level, (cls, reg) in enumerate(zip(cls_scores, bbox_preds)):
+            xs, ys = _grid(cls, gen.strides[level], 0.0)
+            base = gen.base_anchors[level].to(cls)  # (A, 4)
+            anchors = (torch.stack([xs, ys, xs, ys], dim=-1)[:, None, :] + base[None]).reshape(-1, 4)  # (HWA, 4)
+            vals, prior, labels = self._topk(_per_prior(cls, head.num_classes).flatten(1), head.num_classes)
+            deltas = self._gather(_per_prior(reg, 4), prior)  # (B, k, 4)
+            priors = self._gather(anchors[None].expand(cls.shape[0], -1, -1), prior)
+            boxes = head.bbox_coder.decode(priors, deltas)
+            out.append((boxes, torch.where(self._valid(vals), vals.sigmoid(), -1.0), labels))
+        return out
+
+    def _fcos_candidates(self, head: FCOSHead, cls_scores: list[Tensor], bbox_preds: list[Tensor],
+                         centernesses: list[Tensor]) -> list[tuple[Tensor, Tensor, Tensor]]:
+        out = []
+        for level, (cls, reg, ctr) in enumerate(zip(cls_scores, bbox_preds, centernesses)):
+            stride = head.prior_generator.strides[level]
+            xs, ys = _grid(cls, stride, head.prior_generator.offset)
+            points = torch.stack([xs, ys], dim=-1)  # (HW, 2)
+            vals, prior, labels = self._topk(_per_prior(cls, head.num_classes).flatten(1), head.num_classes)
+            dist = self._gather(_per_prior(reg, 4), prior)  # (B, k, 4)
+            if head.norm_on_bbox:
+                dist = dist * head.strides[level]
+            centerness = self._gather(_per_prior(ctr, 1), prior)[..., 0].sigmoid()  # (B, k)
+            pts = self._gather(points[None].expand(cls.shape[0], -1, -1), prior)
+            boxes = head.bbox_coder.decode(pts, dist)
+            out.append((boxes, torch.where(self._valid(vals), vals.sigmoid() * centerness, -1.0), labels))
+        return out
+
+    # ------------------------------------------------------------------ NMS and top max_per_img
+
+    def _nms(self, boxes: Tensor, scores: Tensor, labels: Tensor, images: Tensor,
+             num_classes: int) -> tuple[Tensor, Tensor]:
+        cfg = self.cfg
+        h = torch.ones_like(images[0, 0, :, 0]).sum()
+        w = torch.ones_like(images[0, 0, 0, :]).sum()
+        zero = torch.zeros_like(w)
+        x1, y1, x2, y2 = boxes.unbind(-1)
+        boxes = torch.stack([torch.minimum(torch.maximum(x1, zero), w), torch.minimum(torch.maximum(y1, zero), h),
+                             torch.minimum(torch.maximum(x2, zero), w), torch.minimum(torch.maximum(y2, zero), h)], dim=-1)
+        if cfg.min_bbox_size > 0:
+            big = ((boxes[..., 2] - boxes[..., 0]) > cfg.min_bbox_size) & ((boxes[..., 3] - boxes[..., 1]) > cfg.min_bbox_size)
+            scores = torch.where(big, scores, -1.0)
+        if cfg.class_agnostic:
+            class_scores = scores[:, None, :]  # (B, 1, K)
+        else:
+            classes = torch.arange(num_classes, device=labels.device)
+            class_scores = torch.where(labels[:, None, :] == classes[None, :, None], scores[:, None, :], -1.0)  # (B, C, K)
+        selected = NonMaxSuppressionOp.apply(boxes, class_scores, self.max_output, cfg.iou_threshold, 0.0)  # (M, 3)
+        keep = torch.zeros_like(scores).index_put((selected[:, 0], selected[:, 2]),
+                                                  torch.ones_like(selected[:, 0], dtype=scores.dtype))
+        scores = torch.where(keep > 0, scores, -1.0)
+        n = cfg.max_per_img
+        scores = torch.cat([scores, torch.full_like(scores[:, :1], -1.0).expand(-1, n)], dim=1)
+        boxes = torch.cat([boxes, torch.zeros_like(boxes[:, :1]).expand(-1, n, -1)], dim=1)
+        labels = torch.cat([labels, torch.full_like(labels[:, :1], -1).expand(-1, n)], dim=1)
+        top, order = scores.topk(n, dim=1)  # (B, n)
+        valid = top >= 0
+        out_boxes = boxes.gather(1, order[:, :, None].expand(-1, -1, 4))
+        dets = torch.cat([out_boxes, top[:, :, None]], dim=2) * valid[:, :, None].to(boxes.dtype)
+        out_labels = torch.where(valid, labels.gather(1, order), -1)
+        return dets, out_labels
+
+
+def _logit_threshold(score_thr: float) -> float:
+    if score_thr <= 0:
+        return -math.inf
+    if score_thr >= 1:
+        return math.inf
+    return math.log(score_thr / (1 - score_thr))
+
+
+def check_exportable(detector: nn.Module) -> None:
+    """Raise :class:`ConfigError` unless ``detector`` is one of :data:`SUPPORTED_DETECTORS`."""
+    if not isinstance(detector, tuple(SUPPORTED_DETECTORS.values())):
+        raise ConfigError(
+            f"model.type: ONNX export supports {', '.join(SUPPORTED_DETECTORS)}; got {type(detector).__name__}")
