@@ -202,10 +202,17 @@ def distributed(launcher: str = "auto", device: str = "cpu", backend: str | None
         package_logger.setLevel(logging.WARNING)
     logger.info("distributed: rank %d of %d (local rank %d) via %s, backend %s, master %s:%d", info.rank,
                 info.world_size, info.local_rank, info.launcher, name, info.master_addr, info.master_port)
+    finished = False
     try:
         yield device
+        finished = True
     finally:
         package_logger.setLevel(old_level)
+        if finished:
+            # every rank reaches the end before any tears gloo down (a rank leaving while another
+            # still talks to it aborts the process at exit)
+            with contextlib.suppress(Exception):
+                torch_dist.barrier()
         with contextlib.suppress(Exception):
             torch_dist.destroy_process_group()
 
