@@ -149,6 +149,18 @@ class SmoothL1Loss(_ReducedLoss):
             pred, target, weight, self._reduction(reduction_override), avg_factor, beta=self.beta)
 
 
+def _aligned_box_loss(per_box: Callable[[Tensor, Tensor], Tensor], pred: Tensor, target: Tensor,
+                      weight: Tensor | None, avg_factor: float | Tensor | None, reduction: str,
+                      loss_weight: float) -> Tensor:
+    """Shared body of the IoU-family losses: empty/zero-weight shortcut, per-box weights, reduction."""
+    zero = _maybe_empty_weighted(pred, weight) if reduction != "none" else None
+    if zero is not None:
+        return zero
+    if weight is not None and weight.dim() > 1:
+        weight = weight.mean(-1)
+    return loss_weight * weight_reduce_loss(per_box(pred, target), weight, reduction, avg_factor)
+
+
 @LOSSES.register()
 class IoULoss(_ReducedLoss):
     """IoU loss of aligned boxes: ``-log(IoU)`` (``mode='log'``), ``1 - IoU`` (``'linear'``) or ``1 - IoU**2``.
@@ -174,20 +186,16 @@ class IoULoss(_ReducedLoss):
     def forward(self, pred: Tensor, target: Tensor, weight: Tensor | None = None,
                 avg_factor: float | Tensor | None = None, reduction_override: str | None = None) -> Tensor:
         """pred, target (Tensor[N, 4]) (x1, y1, x2, y2); weight (Tensor[N] or Tensor[N, 4])."""
-        reduction = self._reduction(reduction_override)
-        zero = _maybe_empty_weighted(pred, weight) if reduction != "none" else None
-        if zero is not None:
-            return zero
-        if weight is not None and weight.dim() > 1:
-            weight = weight.mean(-1)
-        ious = box_overlaps(pred, target, is_aligned=True).clamp(min=self.eps)  # (N,)
-        if self.mode == "linear":
-            loss = 1 - ious
-        elif self.mode == "square":
-            loss = 1 - ious * ious
-        else:
-            loss = -ious.log()
-        return self.loss_weight * weight_reduce_loss(loss, weight, reduction, avg_factor)
+        def per_box(pred: Tensor, target: Tensor) -> Tensor:
+            ious = box_overlaps(pred, target, is_aligned=True).clamp(min=self.eps)  # (N,)
+            if self.mode == "linear":
+                return 1 - ious
+            if self.mode == "square":
+                return 1 - ious * ious
+            return -ious.log()
+
+        return _aligned_box_loss(per_box, pred, target, weight, avg_factor, self._reduction(reduction_override),
+                                 self.loss_weight)
 
 
 @LOSSES.register()
@@ -207,14 +215,11 @@ class GIoULoss(_ReducedLoss):
     def forward(self, pred: Tensor, target: Tensor, weight: Tensor | None = None,
                 avg_factor: float | Tensor | None = None, reduction_override: str | None = None) -> Tensor:
         """pred, target (Tensor[N, 4]) (x1, y1, x2, y2); weight (Tensor[N] or Tensor[N, 4])."""
-        reduction = self._reduction(reduction_override)
-        zero = _maybe_empty_weighted(pred, weight) if reduction != "none" else None
-        if zero is not None:
-            return zero
-        if weight is not None and weight.dim() > 1:
-            weight = weight.mean(-1)
-        loss = 1 - box_overlaps(pred, target, mode="giou", is_aligned=True, eps=self.eps)  # (N,)
-        return self.loss_weight * weight_reduce_loss(loss, weight, reduction, avg_factor)
+        def per_box(pred: Tensor, target: Tensor) -> Tensor:
+            return 1 - box_overlaps(pred, target, mode="giou", is_aligned=True, eps=self.eps)  # (N,)
+
+        return _aligned_box_loss(per_box, pred, target, weight, avg_factor, self._reduction(reduction_override),
+                                 self.loss_weight)
 
 
 class _SigmoidFocalSum(torch.autograd.Function):
