@@ -9,9 +9,9 @@ from typing import Any
 import cv2
 import numpy as np
 
-from detcli.data.masks import BitmapMasks, PolygonMasks, polygons_to_bitmap
 from detcli.errors import DatasetError
 from detcli.registry import TRANSFORMS
+from detcli.structures.masks import BitmapMasks, PolygonMasks, polygons_to_bitmap
 
 logger = logging.getLogger(__name__)
 
