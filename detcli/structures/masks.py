@@ -2,8 +2,8 @@
 
 Both hold the masks of ``N`` instances of one image of size ``(height, width)`` and offer the same
 operations: ``rescale``, ``resize``, ``flip``, ``pad``, ``crop``, ``crop_and_resize``, ``expand``,
-``translate``, ``areas``, ``to_ndarray`` and ``to_tensor``. Every operation returns a new container
-and works with zero masks.
+``translate``, ``areas``, ``get_bboxes``, ``to_ndarray`` and ``to_tensor``. Every operation
+returns a new container and works with zero masks.
 
 Polygon coordinates follow COCO: pixel ``(i, j)`` covers ``[j, j + 1) x [i, i + 1)``, so a
 horizontal flip maps ``x`` to ``width - x`` and a crop at ``(x1, y1)`` subtracts ``(x1, y1)``.
@@ -190,7 +190,7 @@ class BitmapMasks:
     @property
     def areas(self) -> np.ndarray:
         """Pixel count per mask, ``float64 (N,)``."""
-        return self.masks.reshape(len(self), -1).sum(axis=1).astype(np.float64)
+        return self.masks.sum(axis=(1, 2), dtype=np.float64)
 
     def rescale(self, scale: float | Sequence[float], interpolation: str = "nearest") -> BitmapMasks:
         """Aspect-keeping resize by a factor or to fit ``(long, short)`` (see :func:`rescaled_shape`)."""
@@ -290,6 +290,17 @@ class BitmapMasks:
         if sy1 > sy0 and sx1 > sx0:
             out[:, sy0 + dy:sy1 + dy, sx0 + dx:sx1 + dx] = self.masks[:, sy0:sy1, sx0:sx1]
         return BitmapMasks(out, h, w)
+
+    def get_bboxes(self) -> np.ndarray:
+        """Extent of each mask, ``float32 (N, 4)`` xyxy (``x2 = last column + 1``); zeros when empty."""
+        boxes = np.zeros((len(self), 4), dtype=np.float32)
+        cols = self.masks.any(axis=1)  # (N, W)
+        rows = self.masks.any(axis=2)  # (N, H)
+        for i in range(len(self)):
+            xs, ys = np.nonzero(cols[i])[0], np.nonzero(rows[i])[0]
+            if len(xs):
+                boxes[i] = (xs[0], ys[0], xs[-1] + 1, ys[-1] + 1)
+        return boxes
 
     def to_ndarray(self) -> np.ndarray:
         """``uint8 (N, H, W)``."""
@@ -449,6 +460,15 @@ class PolygonMasks:
             return _clip_polygon(p, 0, 0, w, h)
 
         return self._map(shift_clip, h, w)
+
+    def get_bboxes(self) -> np.ndarray:
+        """Extent of each instance's polygons, ``float32 (N, 4)`` xyxy; zeros for an empty instance."""
+        boxes = np.zeros((len(self), 4), dtype=np.float32)
+        for i, inst in enumerate(self.masks):
+            if inst:
+                pts = np.concatenate(inst).reshape(-1, 2)
+                boxes[i] = (*pts.min(axis=0), *pts.max(axis=0))
+        return boxes
 
     def to_bitmap(self) -> BitmapMasks:
         """Rasterise every instance: :class:`BitmapMasks` of the same size."""
