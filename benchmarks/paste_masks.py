@@ -8,7 +8,8 @@ Draws ``--num`` random boxes (sides 16..400 px) and random 28x28 probabilities, 
 ``paste_masks_in_image`` (then thresholded at 0.5), interleaved, and prints the median seconds of
 each, the speed-up and the fraction of pixels on which the two bool masks differ, as one JSON line.
 The two differ slightly by design: torchvision resizes each mask to the integer box and pads it
-by one pixel, det samples every pixel centre bilinearly (mmdet's semantics).
+by one pixel, det samples every pixel centre bilinearly (mmdet's semantics). On a busy shared
+machine, `--threads 1` gives stable figures (2 threads fighting other jobs mostly measure contention).
 """
 
 from __future__ import annotations

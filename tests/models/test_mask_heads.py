@@ -170,3 +170,11 @@ def test_paste_chunks_agree(monkeypatch):
     whole = paste_masks(probs, boxes, (50, 70), 0.5)
     monkeypatch.setattr(mask_heads, "PASTE_CHUNK_ELEMENTS", 400)  # one or two masks per chunk
     assert torch.equal(paste_masks(probs, boxes, (50, 70), 0.5), whole)
+
+
+def test_norm_cfg_and_no_convs():
+    head = _head(num_convs=2, norm_cfg={"type": "GN", "num_groups": 4})
+    assert isinstance(head.convs[0][1], torch.nn.GroupNorm) and head.convs[0][0].bias is None
+    assert head(torch.randn(2, 4, 6, 6)).shape == (2, 3, 12, 12)
+    bare = _head(num_convs=0)  # the deconv reads the RoI features directly
+    assert bare.upsample.in_channels == 4 and bare(torch.randn(1, 4, 6, 6)).shape == (1, 3, 12, 12)
