@@ -89,10 +89,9 @@ def dataset_metrics(dataset: Any) -> tuple[str, ...]:
         return tuple(m for m in subs[0] if all(m in s for s in subs[1:]))
     if _is_wrapper(dataset):
         return ()
-    preferred = "mAP" if getattr(dataset, "eval_mode", None) is not None else "bbox"
-    family = VOC_METRICS if preferred == "mAP" else COCO_METRICS
-    other = COCO_METRICS if preferred == "mAP" else VOC_METRICS
-    return family + other
+    coco = COCO_METRICS if hasattr(type(dataset), "coco") else ()
+    voc = VOC_METRICS if hasattr(dataset, "get_ann_info") else ()
+    return voc + coco if getattr(dataset, "eval_mode", None) is not None else coco + voc
 
 
 def resolve_evaluation(dataset: Any, metrics: str | Sequence[str] | None, eval_cfg: Mapping[str, Any] | None,
@@ -124,7 +123,9 @@ def resolve_evaluation(dataset: Any, metrics: str | Sequence[str] | None, eval_c
             why = ""
             if _is_concat(dataset) and not dataset.separate_eval and name in COCO_METRICS:
                 why = " (a ConcatDataset evaluated as a whole has no single COCO ground truth; set separate_eval: true)"
-            raise ConfigError(f"metric '{name}' is not available for {kind}{did_you_mean(name, supported)}{why} "
+            same_letters = [m for m in supported if m.lower() == name.lower()]
+            hint = f" — did you mean '{same_letters[0]}'?" if same_letters else did_you_mean(name, supported)
+            raise ConfigError(f"metric '{name}' is not available for {kind}{hint}{why} "
                               f"(valid for {kind}: {', '.join(supported)})")
     merged = {k: v for k, v in cfg.items() if k not in HOOK_KEYS}
     merged.update(options or {})
