@@ -1,7 +1,7 @@
 """VOC mAP / recall evaluation speed on a made-up VOC2007-test-sized set.
 
 4,952 images (500x375), 20 classes, ~2.4 ground-truth boxes per image (~12k, ~25% difficult),
-100 detections per image (noisy copies of the ground truth plus random boxes, random scores).
+100 detections per image (noisy copies of the ground truth scored higher than random boxes).
 Times ``detcli.evaluation.voc.eval_map`` (vectorised, default), the same with the per-class,
 per-image ``tpfp_fn=tpfp_default`` path, and ``eval_recalls`` at (100, 300, 1000) proposals,
 and checks that both eval_map paths give the same mAP.
@@ -34,14 +34,14 @@ def make_set(n_images: int, dets_per_image: int, seed: int = 0) -> tuple[list[li
                             "bboxes_ignore": boxes[difficult], "labels_ignore": labels[difficult]})
         k_true = min(dets_per_image, 3 * n)
         src = rng.integers(0, n, k_true)
-        noisy = boxes[src] + rng.normal(0, 8, (k_true, 4))
+        noisy = boxes[src] + rng.normal(0, 4, (k_true, 4))
         det_labels = np.where(rng.random(k_true) < 0.8, labels[src], rng.integers(0, 20, k_true))
         k_rand = dets_per_image - k_true
         rxy = rng.uniform(0, 400, (k_rand, 2))
         rand = np.hstack((rxy, rxy + rng.uniform(10, 200, (k_rand, 2))))
         all_boxes = np.vstack((noisy, rand)).astype(np.float32)
         all_labels = np.concatenate((det_labels, rng.integers(0, 20, k_rand)))
-        scores = rng.random(dets_per_image).astype(np.float32)
+        scores = np.concatenate((rng.beta(5, 2, k_true), rng.beta(2, 5, k_rand))).astype(np.float32)
         det_results.append([np.hstack((all_boxes[all_labels == c], scores[all_labels == c, None])) for c in range(20)])
     return det_results, annotations
 
