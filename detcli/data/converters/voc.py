@@ -120,6 +120,7 @@ def convert_voc(devkit: str | os.PathLike[str], out_dir: str | os.PathLike[str],
     out = Path(out_dir)
     names = read_class_names(classes) if classes is not None else VOC_CLASSES
     result = ConversionResult()
+    pending = []  # everything is parsed before anything is written: a bad file leaves no partial output
     for year in _years(root):
         splits = [s for s in VOC_SPLITS if (year / "ImageSets" / "Main" / f"{s}.txt").is_file()]
         if not splits:
@@ -146,6 +147,7 @@ def convert_voc(devkit: str | os.PathLike[str], out_dir: str | os.PathLike[str],
                     _parse_xml(xml, builder, image_id, names)
                 else:
                     result.warnings.append(f"{list_file}: '{stem}' has no annotation file; written without boxes")
-            ann_file = out / f"{_prefix(year)}_{split}.json"
-            result.outputs.append(write_split(builder, f"{_prefix(year)}_{split}", ann_file, root))
+            pending.append((f"{_prefix(year)}_{split}", builder))
+    for name, builder in pending:
+        result.outputs.append(write_split(builder, name, out / f"{name}.json", root))
     return result

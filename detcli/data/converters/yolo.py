@@ -105,8 +105,8 @@ def convert_yolo(root: str | os.PathLike[str], names: str | os.PathLike[str],
             ``file:line`` with the fix; all of them are collected before raising).
     """
     root_dir = require_dir(root, "YOLO dataset folder")
-    images_dir = require_dir(root_dir / "images", "images/ folder of the YOLO dataset")
-    labels_dir = require_dir(root_dir / "labels", "labels/ folder of the YOLO dataset")
+    images_dir = require_dir(root_dir / "images", "images/ folder of the YOLO dataset (ROOT must hold images/ and labels/)")
+    labels_dir = require_dir(root_dir / "labels", "labels/ folder of the YOLO dataset (ROOT must hold images/ and labels/)")
     classes = read_class_names(names)
     out = Path(out_dir)
     result = ConversionResult()
