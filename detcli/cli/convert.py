@@ -31,7 +31,7 @@ def _render_report(report: Any, title: str) -> None:
         examples = "; ".join(issue.examples) + (" ..." if issue.count > len(issue.examples) else "")
         table.add_row(f"[{_STYLE[issue.severity]}]{issue.severity}[/]", f"{issue.code}: {issue.message}",
                       str(issue.count), examples)
-    console = Console(highlight=False, soft_wrap=False)
+    console = Console(highlight=False, soft_wrap=True)
     console.print(f"[bold]{title}[/]: {report.num_images} images, {report.num_annotations} annotations, "
                   f"{report.num_categories} categories: {report.num_errors} errors, {report.num_warnings} warnings")
     if report.issues:
