@@ -68,11 +68,25 @@ def _coord(box: ET.Element, tag: str, xml: Path, obj_index: int) -> float:
         raise DatasetError(f"{xml}: object {obj_index}: <{tag}> is {raw!r}, not a number") from e
 
 
-def _parse_xml(xml: Path, builder: CocoBuilder, image_id: int, classes: Sequence[str]) -> None:
+def _read_xml(xml: Path) -> ET.Element:
     try:
-        root = ET.parse(xml).getroot()
+        return ET.parse(xml).getroot()
     except ET.ParseError as e:
         raise DatasetError(f"{xml}: not valid XML ({e})") from e
+
+
+def _xml_size(root: ET.Element) -> tuple[int, int] | None:
+    size = root.find("size")
+    if size is None:
+        return None
+    try:
+        w, h = int(float(size.findtext("width", "0"))), int(float(size.findtext("height", "0")))
+    except ValueError:
+        return None
+    return (w, h) if w > 0 and h > 0 else None
+
+
+def _add_objects(root: ET.Element, xml: Path, builder: CocoBuilder, image_id: int, classes: Sequence[str]) -> None:
     for k, obj in enumerate(root.findall("object")):  # direct children only: <part> boxes are not objects
         name = _text(obj, "name", xml)
         if name not in builder.cat_id:
@@ -87,20 +101,6 @@ def _parse_xml(xml: Path, builder: CocoBuilder, image_id: int, classes: Sequence
         w, h = x2 - x1 + 1, y2 - y1 + 1
         builder.add_annotation(image_id, builder.cat_id[name], [x1 - 1, y1 - 1, w, h], w * h,
                                iscrowd=0, ignore=is_difficult)
-
-
-def _xml_size(xml: Path) -> tuple[int, int] | None:
-    try:
-        size = ET.parse(xml).getroot().find("size")
-    except ET.ParseError as e:
-        raise DatasetError(f"{xml}: not valid XML ({e})") from e
-    if size is None:
-        return None
-    try:
-        w, h = int(float(size.findtext("width", "0"))), int(float(size.findtext("height", "0")))
-    except ValueError:
-        return None
-    return (w, h) if w > 0 and h > 0 else None
 
 
 def convert_voc(devkit: str | os.PathLike[str], out_dir: str | os.PathLike[str],
@@ -136,15 +136,16 @@ def convert_voc(devkit: str | os.PathLike[str], out_dir: str | os.PathLike[str],
                     continue
                 xml = year / "Annotations" / f"{stem}.xml"
                 img = year / "JPEGImages" / f"{stem}.jpg"
-                size = _xml_size(xml) if xml.is_file() else None
+                root_node = _read_xml(xml) if xml.is_file() else None
+                size = _xml_size(root_node) if root_node is not None else None
                 if size is None:
                     if not img.is_file():
                         raise DatasetError(f"{list_file}: '{stem}' has neither {xml.name} in Annotations/ nor "
                                            f"{img.name} in JPEGImages/; remove it from the list")
                     size = image_size(img)
                 image_id = builder.add_image((rel / "JPEGImages" / img.name).as_posix(), *size)
-                if xml.is_file():
-                    _parse_xml(xml, builder, image_id, names)
+                if root_node is not None:
+                    _add_objects(root_node, xml, builder, image_id, names)
                 else:
                     result.warnings.append(f"{list_file}: '{stem}' has no annotation file; written without boxes")
             pending.append((f"{_prefix(year)}_{split}", builder))

@@ -19,6 +19,7 @@ import re
 from pathlib import Path
 
 from detcli.data.converters._common import (
+    IMAGE_EXTENSIONS,
     CocoBuilder,
     ConversionResult,
     image_size,
@@ -42,13 +43,13 @@ def _splits(images: Path, root: Path) -> list[tuple[str, Path]]:
     subdirs = sorted(p for p in images.iterdir() if p.is_dir() and list_images(p))
     direct = [p for p in images.iterdir() if p.is_file()]
     splits = [(p.name, p) for p in subdirs]
-    if any(p.suffix.lower() in (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp") for p in direct):
+    if any(p.suffix.lower() in IMAGE_EXTENSIONS for p in direct):
         if subdirs:
             raise DatasetError(f"{images} holds images both directly and in split folders "
                                f"({', '.join(p.name for p in subdirs)}); move the loose images into a split folder")
         splits = [(re.sub(r"\W+", "_", root.resolve().name) or "images", images)]
     if not splits:
-        raise DatasetError(f"{images}: no images found (extensions .jpg .jpeg .png .bmp .tif .tiff .webp)")
+        raise DatasetError(f"{images}: no images found (extensions {' '.join(IMAGE_EXTENSIONS)})")
     return splits
 
 
