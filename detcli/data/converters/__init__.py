@@ -4,8 +4,19 @@ Every converter writes its json atomically and returns a :class:`ConversionResul
 :class:`CheckReport` of what it wrote (see :func:`check_coco`) and the problems met in the source.
 """
 
-from detcli.data.converters._common import ConversionResult, ConvertedSplit, image_size, read_class_names
-from detcli.data.converters.check import CheckIssue, CheckReport, check_coco, check_coco_file, load_coco_json
+from detcli.data.converters._common import (
+    ConversionResult,
+    ConvertedSplit,
+    image_size,
+    read_class_names,
+)
+from detcli.data.converters.check import (
+    CheckIssue,
+    CheckReport,
+    check_coco,
+    check_coco_file,
+    load_coco_json,
+)
 from detcli.data.converters.cityscapes import CITYSCAPES_CLASSES, convert_cityscapes
 from detcli.data.converters.images2coco import images_to_coco
 from detcli.data.converters.labelme import convert_labelme
