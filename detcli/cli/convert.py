@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from detcli.cli._common import err_console, fail, handle_errors, print_json
+from detcli.cli._common import fail, handle_errors, print_json
 
 app = typer.Typer(
     help="Convert datasets to COCO json (VOC, YOLO, labelme, Cityscapes, image folders, synthetic shapes) "
@@ -39,10 +39,10 @@ def _render_report(report: Any, title: str) -> None:
         console.print(table)
 
 
-def _finish(result: Any, json_out: bool) -> None:
-    """Print a conversion's summary (stdout) and exit 1 when what was written has errors."""
+def _finish(result: Any, json_out: bool, extra: dict[str, Any] | None = None) -> None:
+    """Print a conversion's summary (stdout; ``extra`` keys join the JSON) and exit 1 when what was written has errors."""
     if json_out:
-        print_json(result.to_dict())
+        print_json({**(extra or {}), **result.to_dict()})
     else:
         from rich.console import Console
         from rich.markup import escape
@@ -172,13 +172,10 @@ def shapes(
     json_out: Annotated[bool, typer.Option("--json", help="Print what was written as JSON.")] = False,
 ) -> None:
     """Write the synthetic shapes dataset as JPEG images plus a COCO json (same data as ShapesDataset)."""
-    from detcli.data.shapes import export_shapes_coco
+    from detcli.data.converters import convert_shapes
 
     if split not in ("train", "val"):
         raise fail(f"--split must be train or val, got '{split}'")
-    ann = export_shapes_coco(out_dir, num_images=num_images, seed=seed, split=split)
-    info = {"annotations": str(ann), "images": num_images, "split": split, "seed": seed}
-    if json_out:
-        print_json(info)
-    else:
-        err_console.print(f"[green]wrote[/] {num_images} images and {ann}")
+    result = convert_shapes(out_dir, num_images=num_images, seed=seed, split=split)
+    extra = {"annotations": str(result.outputs[0].ann_file), "images": num_images, "split": split, "seed": seed}
+    _finish(result, json_out, extra)

@@ -144,3 +144,13 @@ def test_coco128_converted_trained_and_evaluated(tmp_path: Path) -> None:
     image_ids = {i["id"] for i in json.loads(Path(ann).read_text())["images"]}
     assert {d["image_id"] for d in detections} <= image_ids
     assert {d["category_id"] for d in detections} <= set(range(1, 81))
+
+
+def test_shapes_output_is_checked(tmp_path: Path) -> None:
+    result = invoke("convert-dataset", "shapes", tmp_path / "s", "--num-images", "2", "--split", "val", "--json")
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.stdout)
+    assert info["annotations"] == str(tmp_path / "s" / "annotations" / "instances_val.json") and info["images"] == 2
+    assert info["errors"] == 0 and info["outputs"][0]["num_images"] == 2
+    result = invoke("convert-dataset", "shapes", tmp_path / "s", "--num-images", "2")
+    assert result.exit_code == 0 and "instances_train.json" in result.stdout and "0 errors" in result.stdout
