@@ -90,6 +90,7 @@ class CocoEvaluation:
         num_detections: result entries evaluated.
         precision: per metric, ``COCOeval.eval['precision']`` ``(T, R, K, A, M)`` when asked for.
         plots: per metric, precision-recall PNGs written (``det eval --plot-dir``).
+        stats: per metric, the 12 numbers of ``COCOeval.stats`` (AP x6, AR x6) as floats.
     """
 
     metrics: dict[str, float] = field(default_factory=dict)
@@ -99,6 +100,7 @@ class CocoEvaluation:
     num_detections: int = 0
     precision: dict[str, np.ndarray] = field(default_factory=dict)
     plots: dict[str, list[str]] = field(default_factory=dict)
+    stats: dict[str, list[float]] = field(default_factory=dict)
 
 
 def check_metrics(metrics: str | Sequence[str], supported: Sequence[str] = SUPPORTED_METRICS) -> list[str]:
@@ -315,6 +317,7 @@ def _summarize(out: CocoEvaluation, name: str, cocoeval: Any, proposal_nums: Seq
         cocoeval.summarize()
     out.summaries[name] = summary.getvalue().rstrip("\n")
     stats = cocoeval.stats
+    out.stats[name] = [float(v) for v in stats]
     if name == "proposal":
         nums = [int(n) for n in proposal_nums]
         largest = nums[-1]

@@ -307,6 +307,7 @@ def _accumulate(dt: Side, gt: Side, counted: np.ndarray, ignored: np.ndarray, ra
     gt_bounds = np.searchsorted(gt.cat[gt_order], np.arange(n_k + 1))
     rec_thrs = np.asarray(params.rec_thrs)
     eps = np.spacing(1)
+    n_t = len(params.iou_thrs)
     for k in cat_positions:
         rows = dt_order[dt_bounds[k]:dt_bounds[k + 1]]
         g_rows = gt_order[gt_bounds[k]:gt_bounds[k + 1]]
@@ -327,25 +328,20 @@ def _accumulate(dt: Side, gt: Side, counted: np.ndarray, ignored: np.ndarray, ra
                 tp_sum = np.cumsum(tps, axis=1).astype(dtype=float)
                 fp_sum = np.cumsum(fps, axis=1).astype(dtype=float)
                 nd = len(sub)
-                sorted_scores = dt.score[sub]
-                for t in range(n_t):
-                    tp, fp = tp_sum[t], fp_sum[t]
-                    rc = tp / npig
-                    pr = tp / (fp + tp + eps)
-                    recall[t, k, a, mi] = rc[-1] if nd else 0
-                    if nd:
-                        pr = np.maximum.accumulate(pr[::-1])[::-1]
-                        inds = np.searchsorted(rc, rec_thrs, side="left")
-                        inside = inds < nd
-                        q = np.zeros(n_r)
-                        ss = np.zeros(n_r)
-                        q[inside] = pr[inds[inside]]
-                        ss[inside] = sorted_scores[inds[inside]]
-                    else:
-                        q = np.zeros(n_r)
-                        ss = np.zeros(n_r)
-                    precision[t, :, k, a, mi] = q
-                    scores[t, :, k, a, mi] = ss
+                if nd == 0:
+                    recall[:, k, a, mi] = 0
+                    precision[:, :, k, a, mi] = 0
+                    scores[:, :, k, a, mi] = 0
+                    continue
+                rc = tp_sum / npig  # (T, nd)
+                pr = tp_sum / (fp_sum + tp_sum + eps)
+                recall[:, k, a, mi] = rc[:, -1]
+                pr = np.maximum.accumulate(pr[:, ::-1], axis=1)[:, ::-1]  # precision envelope from the right
+                inds = np.stack([np.searchsorted(rc[t], rec_thrs, side="left") for t in range(n_t)])  # (T, R)
+                inside = inds < nd
+                clipped = np.minimum(inds, nd - 1)
+                precision[:, :, k, a, mi] = np.where(inside, np.take_along_axis(pr, clipped, axis=1), 0.0)
+                scores[:, :, k, a, mi] = np.where(inside, dt.score[sub][clipped], 0.0)
     return {"precision": precision, "recall": recall, "scores": scores}
 
 
