@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from detcli.errors import ConfigError, DatasetError, did_you_mean
+from detcli.evaluation.fast_coco import ResultColumns
 from detcli.evaluation.rle import EncodedDetections, encode_masks
 from detcli.fileio import write_json_atomic
 from detcli.structures import Detections, convert
@@ -231,7 +232,7 @@ def load_results(coco_gt: Any, results: list[dict[str, Any]], *, owned: bool = F
 
 def evaluate_coco(
     coco_gt: Any,
-    results: list[dict[str, Any]],
+    results: list[dict[str, Any]] | ResultColumns,
     metrics: str | Sequence[str] = ("bbox",),
     *,
     classwise: bool = False,
@@ -250,7 +251,8 @@ def evaluate_coco(
 
     Args:
         coco_gt: ``pycocotools.coco.COCO`` ground truth in original image coordinates.
-        results: COCO results entries (:func:`detections_to_coco`); may be empty.
+        results: COCO results entries (:func:`detections_to_coco`), or their columns (det engine,
+            :class:`~detcli.evaluation.fast_coco.ResultColumns`); may be empty.
         metrics: names from :data:`SUPPORTED_METRICS`.
         classwise: also compute the per-class AP table (``bbox``).
         proposal_nums: ``maxDets`` of the ``proposal`` metric.
@@ -281,6 +283,8 @@ def evaluate_coco(
     names = check_metrics(metrics, supported)
     if engine not in ENGINES:
         raise ConfigError(f"evaluation engine '{engine}' is unknown{did_you_mean(engine, ENGINES)} (choose: {', '.join(ENGINES)})")
+    if isinstance(results, ResultColumns) and engine != "det":
+        raise ValueError("results as columns are read by the det engine only")
     if engine == "det":
         return _evaluate_det(coco_gt, results, names, classwise=classwise, proposal_nums=proposal_nums,
                              iou_thrs=iou_thrs, cat_ids=cat_ids, img_ids=img_ids, classes=classes,
@@ -360,7 +364,7 @@ def _summarize(out: CocoEvaluation, name: str, cocoeval: Any, proposal_nums: Seq
 
 def _evaluate_det(
     coco_gt: Any,
-    results: list[dict[str, Any]],
+    results: list[dict[str, Any]] | ResultColumns,
     names: Sequence[str],
     *,
     classwise: bool,
@@ -406,21 +410,25 @@ def _evaluate_det(
     return out
 
 
-def _check_result_images(coco_gt: Any, results: Sequence[dict[str, Any]]) -> None:
+def _check_result_images(coco_gt: Any, results: Sequence[dict[str, Any]] | ResultColumns) -> None:
     """Raise :class:`DatasetError` naming the first result whose image is not in the ground truth."""
-    if not results:
+    if not len(results):
         return
     known = np.asarray(sorted(coco_gt.getImgIds()), np.int64)
     try:
-        ids = np.fromiter((r["image_id"] for r in results), np.int64, len(results))
+        if isinstance(results, ResultColumns):
+            ids = results.image_id
+        else:
+            ids = np.fromiter((r["image_id"] for r in results), np.int64, len(results))
         ok = np.isin(ids, known)
         bad = None if ok.all() else int(np.flatnonzero(~ok)[0])
     except (KeyError, TypeError, ValueError, OverflowError):
         image_ids = set(coco_gt.getImgIds())
         bad = next(i for i, r in enumerate(results) if r.get("image_id") not in image_ids)
     if bad is not None:
+        bad_id = int(results.image_id[bad]) if isinstance(results, ResultColumns) else results[bad].get("image_id")
         raise DatasetError(
-            f"result {bad}: image_id {results[bad].get('image_id')!r} is not an image of the ground truth "
+            f"result {bad}: image_id {bad_id!r} is not an image of the ground truth "
             "(were the results made on another dataset or split?)"
         )
 
