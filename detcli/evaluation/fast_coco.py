@@ -24,9 +24,8 @@ merge the per-category slices of ``precision``, ``recall`` and ``scores`` exactl
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -84,7 +83,6 @@ class EvalParams:
     area_rngs: list[list[float]]
     use_cats: bool = True
     iou_type: str = "bbox"
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def ground_truth_side(coco_gt: Any, params: EvalParams) -> Side:
@@ -112,6 +110,9 @@ def ground_truth_side(coco_gt: Any, params: EvalParams) -> Side:
     crowd = np.fromiter((bool(a.get("iscrowd", 0)) for a in anns), bool, n)
     ann_id = np.fromiter((a.get("id", 0) for a in anns), np.int64, n)
     if params.iou_type == "segm":
+        bad = next((a for a in anns if "segmentation" not in a), None)
+        if bad is not None:
+            raise DatasetError(f"ground truth annotation id {bad.get('id')} has no segmentation; the segm metric needs masks")
         box = np.zeros((n, 4))
         rles: list[Any] | None = anns  # converted to RLE lazily, only where detections meet them
     else:
@@ -478,7 +479,3 @@ def evaluate_arrays(coco_gt: Any, dt: Side, gt: Side, params: EvalParams, worker
         merged["scores"][:, :, job] = part["scores"][:, :, job]
     return merged
 
-
-def default_workers() -> int:
-    """One process per available core (at most 2 are used well by the category split)."""
-    return max(1, len(os.sched_getaffinity(0)))

@@ -169,3 +169,14 @@ def test_split_categories_balances_and_covers_all() -> None:
     parts = split_categories(dt, gt, 5, 2)
     assert sorted(sum(parts, [])) == [0, 1, 2, 3, 4]
     assert parts == [[0, 4], [1, 2, 3]]  # loads 4+0 vs 2+1+1 (heaviest first, to the lighter side)
+
+
+def test_segm_needs_ground_truth_masks() -> None:
+    from detcli.errors import DatasetError
+
+    gt = make_gt(8)
+    res = make_results(gt, 8, masks=True)
+    del gt["annotations"][2]["segmentation"]
+    with pytest.raises(DatasetError, match=r"annotation id 3 has no segmentation"):
+        evaluate_coco(coco_of(gt), res, ["segm"])
+    assert evaluate_coco(coco_of(gt), res, ["bbox"]).stats["bbox"] == [float(s) for s in direct(gt, res, "bbox").stats]
