@@ -1,4 +1,4 @@
-"""COCO bbox evaluation speed: pycocotools, faster-coco-eval and det on a made-up but realistic set.
+"""COCO bbox (or segm) evaluation speed: pycocotools, faster-coco-eval and det on a made-up but realistic set.
 
 5,000 images (640x480), 80 categories, ~7.4 ground-truth boxes per image (~37k, ~1% crowd),
 100 detections per image (noisy copies of the ground truth plus random boxes, random scores).
@@ -11,7 +11,7 @@ the medians are compared (pycocotools, ~90 s a run, only in the first round). Ea
 are compared with pycocotools' (or, with ``--skip-pycocotools``, with faster-coco-eval's).
 
 Usage: python benchmarks/eval_speed.py [--images 5000] [--dets 100] [--repeats 5] [--workers N]
-       [--engine det] [--skip-pycocotools] [--json]
+       [--engine det] [--metric bbox|segm] [--skip-pycocotools] [--json]
 """
 
 from __future__ import annotations
@@ -61,7 +61,20 @@ def make_set(n_images: int, dets_per_image: int, seed: int = 0) -> tuple[dict, l
     return {"images": images, "annotations": anns, "categories": categories}, results
 
 
-def run_direct(module: str, gt_path: Path, res_path: Path) -> tuple[float, float, np.ndarray]:
+def add_masks(gt: dict, results: list[dict]) -> None:
+    """Give every box a triangle mask: polygons in the ground truth, compressed RLE in the results."""
+    from pycocotools import mask as mask_utils
+
+    for a in gt["annotations"]:
+        x, y, w, h = a["bbox"]
+        a["segmentation"] = [[x, y, x + w, y, x + w * 0.5, y + h]]
+    for r in results:
+        x, y, w, h = r["bbox"]
+        rle = mask_utils.frPyObjects([[x, y, x + w, y, x + w * 0.5, y + h]], 480, 640)[0]
+        r["segmentation"] = {"size": rle["size"], "counts": rle["counts"].decode("ascii")}
+
+
+def run_direct(module: str, gt_path: Path, res_path: Path, iou_type: str = "bbox") -> tuple[float, float, np.ndarray]:
     if module == "pycocotools":
         from pycocotools.coco import COCO
         from pycocotools.cocoeval import COCOeval
@@ -73,7 +86,7 @@ def run_direct(module: str, gt_path: Path, res_path: Path) -> tuple[float, float
         coco = COCO(str(gt_path))
         dt = coco.loadRes(str(res_path))
         start = time.perf_counter()
-        ev = COCOeval(coco, dt, "bbox")
+        ev = COCOeval(coco, dt, iou_type)
         ev.evaluate()
         ev.accumulate()
         ev.summarize()
@@ -81,15 +94,15 @@ def run_direct(module: str, gt_path: Path, res_path: Path) -> tuple[float, float
     return end - t0, end - start, np.asarray(ev.stats)
 
 
-def run_det(engine: str, gt_path: Path, res_path: Path, workers: int | None) -> tuple[float, float, np.ndarray]:
+def run_det(engine: str, gt_path: Path, res_path: Path, workers: int | None, metric: str = "bbox") -> tuple[float, float, np.ndarray]:
     """End to end: read and check both files, evaluate (evaluate+accumulate+summarize)."""
     from detcli.evaluation import evaluate_files
 
     kwargs = {} if workers is None else {"workers": workers}
     start = time.perf_counter()
-    ev = evaluate_files(gt_path, res_path, ["bbox"], engine=engine, **kwargs)
+    ev = evaluate_files(gt_path, res_path, [metric], engine=engine, **kwargs)
     elapsed = time.perf_counter() - start
-    return elapsed, float("nan"), np.asarray(ev.stats["bbox"])
+    return elapsed, float("nan"), np.asarray(ev.stats[metric])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -100,9 +113,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip-pycocotools", action="store_true", help="Skip the slow pycocotools run (~90 s).")
     ap.add_argument("--engine", default="det", help="det's --engine (default: det, the default of det eval).")
     ap.add_argument("--workers", type=int, default=None, help="det's --workers (default: det eval's default).")
+    ap.add_argument("--metric", choices=["bbox", "segm"], default="bbox",
+                    help="segm: every box gets a triangle mask (polygons in the GT, RLE in the results).")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     gt, results = make_set(args.images, args.dets)
+    if args.metric == "segm":
+        add_masks(gt, results)
     print(f"{len(gt['images'])} images, {len(gt['annotations'])} GT boxes, {len(results)} detections", file=sys.stderr)
     times: dict[str, list[float]] = {}
     eval_times: dict[str, list[float]] = {}
@@ -112,14 +129,14 @@ def main(argv: list[str] | None = None) -> int:
         gt_path, res_path = Path(tmp) / "gt.json", Path(tmp) / "res.json"
         gt_path.write_text(json.dumps(gt))
         res_path.write_text(json.dumps(results))
-        runs = {"faster-coco-eval": lambda: run_direct("faster", gt_path, res_path),
-                det_name: lambda: run_det(args.engine, gt_path, res_path, args.workers)}
+        runs = {"faster-coco-eval": lambda: run_direct("faster", gt_path, res_path, args.metric),
+                det_name: lambda: run_det(args.engine, gt_path, res_path, args.workers, args.metric)}
         for round_ in range(args.repeats):
             todo = list(runs.items())
             if round_ % 2:
                 todo.reverse()  # alternate the order so neither always runs first
             if round_ == 0 and not args.skip_pycocotools:
-                todo.insert(0, ("pycocotools", lambda: run_direct("pycocotools", gt_path, res_path)))
+                todo.insert(0, ("pycocotools", lambda: run_direct("pycocotools", gt_path, res_path, args.metric)))
             for name, fn in todo:
                 seconds, eval_seconds, st = fn()
                 times.setdefault(name, []).append(seconds)
@@ -139,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
             "median_seconds_evaluate_only": None if np.isnan(ev).all() else round(float(np.nanmedian(ev)), 3),
             "ratio_to_faster_coco_eval": round(median / fast, 3),
             f"identical_12_numbers_to_{ref}": bool(np.array_equal(stats[name][:12], stats[ref][:12])),
-            "bbox_mAP": float(stats[name][0]),
+            f"{args.metric}_mAP": float(stats[name][0]),
         })
     if args.json:
         print(json.dumps(table))

@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from detcli.errors import ConfigError, DatasetError, did_you_mean
-from detcli.evaluation.fast_coco import ResultColumns
+from detcli.evaluation.fast_coco import ResultColumns, auto_workers
 from detcli.evaluation.rle import EncodedDetections, encode_masks
 from detcli.fileio import write_json_atomic
 from detcli.structures import Detections, convert
@@ -270,7 +270,9 @@ def evaluate_coco(
         workers: processes (fork) that evaluate disjoint sets of categories; the per-category
             arrays are exactly what one process computes (COCOeval's matching and accumulation are
             per category), merged before ``summarize()``. ``proposal`` (class-agnostic) runs in one;
-            the ``det`` engine stays in one process for small inputs.
+            the ``det`` engine stays in one process for small inputs. 0: automatic (det engine:
+            :func:`~detcli.evaluation.fast_coco.auto_workers` for bbox, one process for segm; other
+            engines: one per available core).
         results_owned: ``results`` may be modified (``loadRes`` adds keys); saves a copy of each entry.
 
     Returns:
@@ -285,6 +287,8 @@ def evaluate_coco(
         raise ConfigError(f"evaluation engine '{engine}' is unknown{did_you_mean(engine, ENGINES)} (choose: {', '.join(ENGINES)})")
     if isinstance(results, ResultColumns) and engine != "det":
         raise ValueError("results as columns are read by the det engine only")
+    if engine != "det" and workers <= 0:
+        workers = len(os.sched_getaffinity(0))
     if engine == "det":
         return _evaluate_det(coco_gt, results, names, classwise=classwise, proposal_nums=proposal_nums,
                              iou_thrs=iou_thrs, cat_ids=cat_ids, img_ids=img_ids, classes=classes,
@@ -401,8 +405,9 @@ def _evaluate_det(
         params = EvalParams(img_ids=p.imgIds, cat_ids=p.catIds, iou_thrs=np.asarray(p.iouThrs), rec_thrs=np.asarray(p.recThrs),
                             max_dets=list(p.maxDets), area_rngs=[list(a) for a in p.areaRng], use_cats=bool(p.useCats),
                             iou_type=IOU_TYPES[name])
+        processes = workers if workers > 0 else (1 if name == "segm" else auto_workers())
         arrays = evaluate_arrays(coco_gt, results_side(coco_gt, results, params), ground_truth_side(coco_gt, params),
-                                 params, workers=workers)
+                                 params, workers=processes)
         n_k = len(p.catIds) if p.useCats else 1
         cocoeval.eval = {"params": p, "counts": [len(p.iouThrs), len(p.recThrs), n_k, len(p.areaRng), len(p.maxDets)],
                          **arrays}

@@ -24,6 +24,7 @@ merge the per-category slices of ``precision``, ``recall`` and ``scores`` exactl
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -34,8 +35,14 @@ from detcli.errors import DatasetError
 
 logger = logging.getLogger(__name__)
 
-#: Below this many (detection, ground truth) candidates a second process costs more than it saves.
+#: Below this many detections a second process costs more than it saves.
 MIN_PARALLEL_DETECTIONS = 20_000
+
+
+def auto_workers() -> int:
+    """Processes used when asked for "automatic": the available cores, at most 2 (the work splits in two
+    well; more processes on a shared machine mostly add fork and merge costs)."""
+    return max(1, min(2, len(os.sched_getaffinity(0))))
 
 
 @dataclass

@@ -287,6 +287,11 @@ def test_two_process_parse_and_category_split_give_the_same_numbers(tmp_path: Pa
     assert two.stats["segm"] == [float(s) for s in direct(gt, res, "segm").stats]
     one = evaluate_files(g, r, ["bbox", "segm"], classwise=True, workers=1)
     assert one.stats == two.stats and one.classwise == two.classwise
+    calls = []
+    real_split = files.split_json_list
+    monkeypatch.setattr(files, "split_json_list", lambda text: calls.append(1) or real_split(text))
+    halves = evaluate_files(g, r, ["bbox"], classwise=True, workers=2)  # bbox: the file is parsed in two halves
+    assert calls and halves.stats["bbox"] == one.stats["bbox"] and halves.num_detections == len(res)
 
 
 def test_split_json_list_halves_and_a_cut_inside_a_string() -> None:
