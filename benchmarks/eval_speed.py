@@ -10,7 +10,7 @@ The machine may be shared: faster-coco-eval and det are run ``--repeats`` times,
 the medians are compared (pycocotools, ~90 s a run, only in the first round). Each run's 12 numbers
 are compared with pycocotools' (or, with ``--skip-pycocotools``, with faster-coco-eval's).
 
-Usage: python benchmarks/eval_speed.py [--images 5000] [--dets 100] [--repeats 5] [--workers N]
+Usage: python benchmarks/eval_speed.py [--images 5000] [--dets 100] [--repeats 5] [--workers N [N ...]]
        [--engine det] [--metric bbox|segm] [--skip-pycocotools] [--json]
 """
 
@@ -112,7 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=5, help="Interleaved runs of faster-coco-eval and det (medians reported).")
     ap.add_argument("--skip-pycocotools", action="store_true", help="Skip the slow pycocotools run (~90 s).")
     ap.add_argument("--engine", default="det", help="det's --engine (default: det, the default of det eval).")
-    ap.add_argument("--workers", type=int, default=None, help="det's --workers (default: det eval's default).")
+    ap.add_argument("--workers", type=int, nargs="*", default=None,
+                    help="det's --workers (default: det eval's default); several values run det once per value, interleaved.")
     ap.add_argument("--metric", choices=["bbox", "segm"], default="bbox",
                     help="segm: every box gets a triangle mask (polygons in the GT, RLE in the results).")
     ap.add_argument("--json", action="store_true")
@@ -124,13 +125,15 @@ def main(argv: list[str] | None = None) -> int:
     times: dict[str, list[float]] = {}
     eval_times: dict[str, list[float]] = {}
     stats: dict[str, np.ndarray] = {}
-    det_name = f"det eval (--engine {args.engine}" + ("" if args.workers is None else f", --workers {args.workers}") + ")"
+    det_runs = {f"det eval (--engine {args.engine}" + ("" if w is None else f", --workers {w}") + ")": w
+                for w in (args.workers or [None])}
     with tempfile.TemporaryDirectory() as tmp:
         gt_path, res_path = Path(tmp) / "gt.json", Path(tmp) / "res.json"
         gt_path.write_text(json.dumps(gt))
         res_path.write_text(json.dumps(results))
-        runs = {"faster-coco-eval": lambda: run_direct("faster", gt_path, res_path, args.metric),
-                det_name: lambda: run_det(args.engine, gt_path, res_path, args.workers, args.metric)}
+        runs = {"faster-coco-eval": lambda: run_direct("faster", gt_path, res_path, args.metric)}
+        for name, w in det_runs.items():
+            runs[name] = lambda w=w: run_det(args.engine, gt_path, res_path, w, args.metric)
         for round_ in range(args.repeats):
             todo = list(runs.items())
             if round_ % 2:
@@ -163,9 +166,10 @@ def main(argv: list[str] | None = None) -> int:
     else:
         for row in table:
             print("  ".join(f"{k}={v}" for k, v in row.items()))
-        det = float(np.median(times[det_name]))
-        print(f"det / faster-coco-eval = {det:.2f} s / {fast:.2f} s = {det / fast:.3f} "
-              f"(det is {fast / det:.2f}x faster-coco-eval's speed; medians of {args.repeats} interleaved runs)")
+        for det_name in det_runs:
+            det = float(np.median(times[det_name]))
+            print(f"{det_name} / faster-coco-eval = {det:.2f} s / {fast:.2f} s = {det / fast:.3f} "
+                  f"(det is {fast / det:.2f}x faster-coco-eval's speed; medians of {args.repeats} interleaved runs)")
     return 0
 
 

@@ -41,7 +41,7 @@ def test(
     cfg_options: Annotated[Optional[list[str]], typer.Option("--cfg-options", help="Override config keys: a.b.c=V.")] = None,
     device: Annotated[str, typer.Option("--device", help="cpu, cuda or cuda:N.")] = "cpu",
     ops: Annotated[Optional[str], typer.Option("--ops", help="Ops backend: auto, cupy, torch or torchvision (default: $DET_OPS, else auto).")] = None,
-    workers: Annotated[int, typer.Option("--workers", min=0, help="With --gt/--dt: processes sharing the work (JSON parsing, disjoint classes); 0: automatic (2 for bbox, 1 for segm); same numbers.")] = 0,
+    workers: Annotated[int, typer.Option("--workers", min=0, help="With --gt/--dt: processes sharing the work (JSON parsing, disjoint classes); 0: automatic (bbox: 2 when a core is idle, else 1; segm: 1); same numbers.")] = 0,
     json_out: Annotated[bool, typer.Option("--json", help="Print the metrics as one JSON object on stdout.")] = False,
     launcher: Annotated[str, typer.Option("--launcher", help=LAUNCHER_HELP)] = "auto",
     nproc: Annotated[Optional[int], typer.Option("--nproc", help=NPROC_HELP, min=1)] = None,

@@ -252,11 +252,12 @@ def evaluate_files(
     """Evaluate the results file ``dt`` (``-``: stdin) against the annotation file ``gt``.
 
     With ``plot_dir``, per-class precision-recall PNGs of each bbox/segm metric are written there
-    (their paths in ``CocoEvaluation.plots``). ``workers`` processes share the work (0: one per
-    available core, at most 2): with the ``det`` engine a long bbox results file is parsed in two
-    halves at once, and categories are split between the processes for matching and accumulation
-    (for segm only when asked for explicitly: measured slower on the loaded 2-core machine, the
-    masks being Python objects the forked process touches); the numbers do not depend on it.
+    (their paths in ``CocoEvaluation.plots``). ``workers`` processes share the work (0: automatic,
+    see :func:`~detcli.evaluation.fast_coco.auto_workers`): with the ``det`` engine a long bbox
+    results file is parsed in two halves at once, and categories are split between the processes
+    for matching and accumulation (for segm only when asked for explicitly: measured slower on the
+    loaded 2-core machine, the masks being Python objects the forked process touches); the numbers
+    do not depend on it.
 
     Raises:
         DatasetError: a file is missing, not JSON, of the wrong kind, or refers to unknown images/categories.

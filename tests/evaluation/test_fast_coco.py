@@ -180,3 +180,11 @@ def test_segm_needs_ground_truth_masks() -> None:
     with pytest.raises(DatasetError, match=r"annotation id 3 has no segmentation"):
         evaluate_coco(coco_of(gt), res, ["segm"])
     assert evaluate_coco(coco_of(gt), res, ["bbox"]).stats["bbox"] == [float(s) for s in direct(gt, res, "bbox").stats]
+
+
+@pytest.mark.parametrize("cores,load,expected", [(1, 0.0, 1), (2, 0.3, 2), (2, 1.0, 2), (2, 5.5, 1), (8, 3.0, 2)])
+def test_auto_workers_uses_a_second_core_only_when_one_is_idle(monkeypatch: pytest.MonkeyPatch, cores: int, load: float,
+                                                               expected: int) -> None:
+    monkeypatch.setattr(fast_coco.os, "sched_getaffinity", lambda pid: set(range(cores)))
+    monkeypatch.setattr(fast_coco.os, "getloadavg", lambda: (load, load, load))
+    assert fast_coco.auto_workers() == expected
