@@ -286,8 +286,9 @@ def predicts_masks(model: nn.Module) -> bool:
 def check_mask_metrics(model: nn.Module, metrics: Sequence[str]) -> None:
     """Raise :class:`ConfigError` when ``segm`` is asked of a model without a mask branch."""
     if "segm" in metrics and not predicts_masks(model):
+        name = type(getattr(model, "module", model)).__name__
         raise ConfigError(
-            f"metric 'segm' needs instance masks, but the model ({type(model).__name__}) predicts boxes only; "
+            f"metric 'segm' needs instance masks, but the model ({name}) predicts boxes only; "
             "use a model with a mask branch (e.g. MaskRCNN) or drop segm from the metrics"
         )
 
