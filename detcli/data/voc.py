@@ -87,6 +87,9 @@ class VOCDataset(DetDataset):
             training image left after filtering.
     """
 
+    #: VOC annotations are boxes only: no ``segm`` metric (see :func:`detcli.engine.evaluation.dataset_metrics`).
+    has_masks = False
+
     use_legacy_coordinate = True
 
     def __init__(

@@ -1,7 +1,7 @@
 """Evaluate a dataset's detections with the metrics it supports (mmdet's ``dataset.evaluate``).
 
 Every det dataset has ground truth in two forms: a COCO object (``dataset.coco``) for the COCO
-metrics (``bbox``, ``proposal``; pycocotools) and per-image annotations (``get_ann_info``) for the
+metrics (``bbox``, ``segm``, ``proposal``; pycocotools' numbers) and per-image annotations (``get_ann_info``) for the
 VOC metrics (``mAP``, ``recall``; :mod:`detcli.evaluation.voc`), so both families work on both
 dataset types. VOCDataset prefers ``mAP`` (with 11-point AP for VOC2007 and VOC-style ``+1``
 widths), the others ``bbox``. ``ConcatDataset`` evaluates each sub-dataset on its own with metric
@@ -23,11 +23,12 @@ import numpy as np
 
 from detcli.errors import ConfigError, did_you_mean
 from detcli.evaluation import ClasswiseAP, detections_to_coco, evaluate_coco
+from detcli.evaluation.rle import EncodedDetections
 from detcli.evaluation.voc import VOC_METRICS, MapTable, evaluate_voc
 from detcli.structures import Detections
 
 #: COCO metrics of a model's detections.
-COCO_METRICS: tuple[str, ...] = ("bbox", "proposal")
+COCO_METRICS: tuple[str, ...] = ("bbox", "segm", "proposal")
 
 #: Every metric ``det test``/validation knows (which ones a dataset supports: :func:`dataset_metrics`).
 ALL_METRICS: tuple[str, ...] = COCO_METRICS + VOC_METRICS
@@ -37,7 +38,7 @@ HOOK_KEYS: tuple[str, ...] = ("interval", "by_epoch", "start", "save_best", "rul
 
 #: Evaluation options and what they do (``--eval-options KEY=VALUE``, ``evaluation.KEY``).
 EVAL_OPTIONS: dict[str, str] = {
-    "classwise": "bbox: also compute the per-class AP table (true/false)",
+    "classwise": "bbox/segm: also compute the per-class AP table (true/false)",
     "iou_thrs": "bbox: IoU thresholds of COCO AP (default 0.50:0.05:0.95)",
     "proposal_nums": "proposal/recall: numbers of boxes per image (default [100, 300, 1000])",
     "iou_thr": "mAP/recall: one IoU threshold or a list (default 0.5)",
@@ -90,6 +91,8 @@ def dataset_metrics(dataset: Any) -> tuple[str, ...]:
     if _is_wrapper(dataset):
         return ()
     coco = COCO_METRICS if hasattr(type(dataset), "coco") else ()
+    if not getattr(dataset, "has_masks", True):  # e.g. VOC: boxes only, no segm
+        coco = tuple(m for m in coco if m != "segm")
     voc = VOC_METRICS if hasattr(dataset, "get_ann_info") else ()
     return voc + coco if getattr(dataset, "eval_mode", None) is not None else coco + voc
 
@@ -141,13 +144,15 @@ def check_eval_options(options: Mapping[str, Any]) -> None:
                               f"(known: {', '.join(EVAL_OPTIONS)})")
 
 
-def _flat(dets: Detections) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _flat(dets: Detections | EncodedDetections) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    if isinstance(dets, EncodedDetections):
+        dets = dets.detections
     return (dets.boxes.tensor.detach().float().cpu().numpy().reshape(-1, 4),
             dets.scores.detach().float().cpu().numpy().reshape(-1),
             dets.labels.detach().cpu().numpy().reshape(-1))
 
 
-def _evaluate_voc(dataset: Any, annotations_of: Any, detections: Sequence[Detections], names: list[str],
+def _evaluate_voc(dataset: Any, annotations_of: Any, detections: Sequence[Detections | EncodedDetections], names: list[str],
                   options: Mapping[str, Any]) -> Any:
     return evaluate_voc(
         [_flat(d) for d in detections], [annotations_of(i) for i in range(len(detections))], dataset.classes, names,
@@ -158,7 +163,7 @@ def _evaluate_voc(dataset: Any, annotations_of: Any, detections: Sequence[Detect
     )
 
 
-def evaluate_dataset(dataset: Any, detections: Sequence[Detections], metrics: Sequence[str],
+def evaluate_dataset(dataset: Any, detections: Sequence[Detections | EncodedDetections], metrics: Sequence[str],
                      options: Mapping[str, Any] | None = None) -> Evaluation:
     """Evaluate detections (original coordinates, dataset order) on ``dataset``.
 

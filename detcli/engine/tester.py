@@ -32,6 +32,7 @@ from detcli.engine.progress import ProgressCallback, ProgressEvent
 from detcli.errors import ConfigError, DetError
 from detcli.engine.evaluation import ALL_METRICS, Evaluation, evaluate_dataset, resolve_evaluation
 from detcli.evaluation import ClasswiseAP, check_metrics, detections_to_coco, format_classwise_table, write_results_json
+from detcli.evaluation.rle import EncodedDetections, compact
 from detcli.evaluation.voc import MapTable
 from detcli.ops import batched_nms
 from detcli.structures import Detections
@@ -69,8 +70,10 @@ class TestResult:
             ``recall@100@0.5``... with ``recall``); empty with ``format_only``.
         summary: pycocotools' 12-line summary (one block per metric, blank line between).
         summaries: the same per metric.
-        classwise: per-class AP rows (``ap`` None = no ground truth, shown ``n/a``); empty unless asked.
-        classwise_table: ``classwise`` as a plain text table.
+        classwise: per-class AP rows of the first bbox/segm metric (``ap`` None = no ground truth,
+            shown ``n/a``); empty unless asked.
+        classwise_table: the per-class rows as a plain text table (one per metric, titled, when
+            several metrics were evaluated).
         num_images: images tested.
         num_detections: detections written/evaluated.
         out: the results json written, or None.
@@ -94,6 +97,7 @@ class TestResult:
     rank: int = 0
     world_size: int = 1
     map_tables: dict[str, list[MapTable]] = field(default_factory=dict)
+    classwise_by_metric: dict[str, list[ClasswiseAP]] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------- building
@@ -229,7 +233,8 @@ def run_inference(
     progress: ProgressCallback | None = None,
     phase: str = "test",
     epoch: int = 0,
-) -> list[Detections]:
+    encode_masks: bool = False,
+) -> list[Detections | EncodedDetections]:
     """Predict every image of a test-mode dataset, in dataset order, in original image coordinates.
 
     Args:
@@ -240,9 +245,12 @@ def run_inference(
         device: where the model runs.
         cfg: the config (its ``model.test_cfg`` merges test-time-augmented views).
         progress: receives a ``phase`` event per batch.
+        encode_masks: hold each image's masks as COCO RLE (:class:`EncodedDetections`) as soon as
+            the image is done, so a dataset's worth of full-size masks never sits in memory.
 
     Returns:
-        One :class:`Detections` per dataset index (boxes ``(N, 4)`` xyxy in original pixels).
+        One :class:`Detections` per dataset index (boxes ``(N, 4)`` xyxy in original pixels), or with
+        ``encode_masks`` an :class:`EncodedDetections` for images whose detections have masks.
     """
     from detcli.data import build_dataloader, map_to_original
 
@@ -251,14 +259,15 @@ def run_inference(
     rank, world_size = get_dist_info()
     loader = build_dataloader(dataset, samples_per_gpu, workers_per_gpu, shuffle=False,
                               num_replicas=world_size, rank=rank)
-    results: list[Detections] = []
+    results: list[Detections | EncodedDetections] = []
     total = len(loader.sampler)  # type: ignore[arg-type]
     start = time.perf_counter()
     for batch in loader:  # test mode: every image contributes batch.num_augs[k] views
         preds = model.predict(batch.images.to(dev, non_blocking=True))
         mapped = [map_to_original(p.to("cpu"), meta) for p, meta in zip(preds, batch.metas)]
         for group in batch.groups():
-            results.append(merge_views(mapped[group], iou_threshold, max_per_img))
+            merged = merge_views(mapped[group], iou_threshold, max_per_img)
+            results.append(compact(merged) if encode_masks else merged)
         if progress is not None:
             done = min(len(results), total)
             elapsed = time.perf_counter() - start
@@ -267,14 +276,42 @@ def run_inference(
     return gather_results(results, len(dataset))
 
 
+def predicts_masks(model: nn.Module) -> bool:
+    """Whether ``model`` predicts instance masks (``with_mask`` on the detector or its ``roi_head``)."""
+    model = getattr(model, "module", model)  # DistributedDataParallel
+    if bool(getattr(model, "with_mask", False)):
+        return True
+    return bool(getattr(getattr(model, "roi_head", None), "with_mask", False))
+
+
+def check_mask_metrics(model: nn.Module, metrics: Sequence[str]) -> None:
+    """Raise :class:`ConfigError` when ``segm`` is asked of a model without a mask branch."""
+    if "segm" in metrics and not predicts_masks(model):
+        name = type(getattr(model, "module", model)).__name__
+        raise ConfigError(
+            f"metric 'segm' needs instance masks, but the model ({name}) predicts boxes only; "
+            "use a model with a mask branch (e.g. MaskRCNN) or drop segm from the metrics"
+        )
+
+
+def _check_segm_results(detections: Sequence[Detections | EncodedDetections], metrics: Sequence[str],
+                        model_type: str) -> None:
+    if "segm" not in metrics:
+        return
+    for item in detections:
+        if isinstance(item, Detections) and len(item) and item.masks is None:
+            raise ConfigError(f"metric 'segm' needs instance masks, but the model ({model_type}) returned detections without masks")
+
+
 def evaluate_detections(
     dataset: Any,
-    detections: Sequence[Detections],
+    detections: Sequence[Detections | EncodedDetections],
     metrics: Sequence[str] = ("bbox",),
     options: Mapping[str, Any] | None = None,
 ) -> Evaluation:
     """Evaluate detections (original coordinates, dataset order) with the dataset's metrics
-    (:func:`detcli.engine.evaluation.evaluate_dataset`: COCO ``bbox``/``proposal``, VOC ``mAP``/``recall``)."""
+    (:func:`detcli.engine.evaluation.evaluate_dataset`: COCO ``bbox``/``segm``/``proposal``, VOC ``mAP``/``recall``)."""
+    _check_segm_results(detections, metrics, "the model")
     return evaluate_dataset(dataset, detections, metrics, options)
 
 
@@ -308,7 +345,7 @@ def test(
         cfg: the resolved config; None uses the config stored in the checkpoint.
         checkpoint: a det checkpoint, or with ``backend="onnxruntime"`` a model written by
             ``det export-onnx`` (run by ONNX Runtime on the CPU).
-        metrics: ``bbox``, ``proposal``, ``mAP``, ``recall`` (what the dataset supports, see
+        metrics: ``bbox``, ``segm`` (a model with masks), ``proposal``, ``mAP``, ``recall`` (what the dataset supports, see
             :func:`detcli.engine.evaluation.dataset_metrics`); None: the config's ``evaluation.metric``,
             else the dataset's default (``mAP`` for VOC, ``bbox`` otherwise).
         eval_options: evaluation options over the config's ``evaluation`` section (``iou_thr``,
@@ -324,7 +361,8 @@ def test(
 
     Raises:
         ConfigError: a metric or option the dataset does not support (listing the valid ones), an
-            unknown backend, ``format_only`` without ``out``, no ``data.test``.
+            unknown backend, ``format_only`` without ``out``, no ``data.test``,
+            ``segm`` asked of a model without masks.
         CheckpointError: not a det checkpoint / weights that do not fit.
     """
     dist_params = dict((cfg or {}).get("dist_params") or {})
@@ -368,6 +406,8 @@ def _test(
     if not format_only:  # fail before inference on a metric the dataset cannot give
         metric_names, options = resolve_evaluation(dataset, metrics, eval_cfg, options)
     check_num_classes(loaded.model, {"test": dataset})
+    if not format_only:
+        check_mask_metrics(loaded.model, metric_names)
     if loaded.classes and tuple(loaded.classes) != tuple(dataset.classes):
         logger.warning(
             "the checkpoint was trained on classes %s but data.test has %s: labels are mapped by index",
@@ -375,8 +415,10 @@ def _test(
         )
     detections = run_inference(
         loaded.model, dataset, samples_per_gpu=samples, workers_per_gpu=workers,
-        device=next(loaded.model.parameters()).device, cfg=config, progress=progress,
+        device=next(loaded.model.parameters()).device, cfg=config, progress=progress, encode_masks=True,
     )
+    if not format_only:
+        _check_segm_results(detections, metric_names, type(loaded.model).__name__)
     results = detections_to_coco(detections, dataset.image_ids, dataset.cat_ids)
 
     def write_and_evaluate() -> tuple[Path | None, Path | None, Evaluation | None]:
@@ -393,13 +435,19 @@ def _test(
     if evaluation is None:
         return TestResult({}, "", {}, [], "", len(dataset), len(results), out_path, shown, Path(checkpoint),
                           rank, world_size)
-    rows = evaluation.classwise.get("bbox", [])
+    rows = next(iter(evaluation.classwise.values()), [])
+    tables = {name: format_classwise_table(r) for name, r in evaluation.classwise.items() if r}
+    if len(tables) > 1:
+        table = "\n\n".join(f"{name} per class:\n{text}" for name, text in tables.items())
+    else:
+        table = next(iter(tables.values()), "")
     return TestResult(
         metrics=evaluation.metrics,
         summary="\n\n".join(evaluation.summaries.values()),
         summaries=evaluation.summaries,
         classwise=rows,
-        classwise_table=format_classwise_table(rows) if rows else "",
+        classwise_table=table,
+        classwise_by_metric=dict(evaluation.classwise),
         num_images=len(dataset),
         num_detections=len(results),
         out=out_path,
@@ -430,7 +478,7 @@ def original_image(dataset: Any, index: int) -> Any:
     return image
 
 
-def _draw(dataset: Any, detections: Sequence[Detections], show_dir: str, score_thr: float) -> Path:
+def _draw(dataset: Any, detections: Sequence[Detections | EncodedDetections], show_dir: str, score_thr: float) -> Path:
     """Write one image per test image with its detections above ``score_thr`` drawn."""
     import cv2
 
@@ -438,7 +486,8 @@ def _draw(dataset: Any, detections: Sequence[Detections], show_dir: str, score_t
 
     folder = Path(show_dir)
     folder.mkdir(parents=True, exist_ok=True)
-    for index, dets in enumerate(detections):
+    for index, item in enumerate(detections):
+        dets = item.decode() if isinstance(item, EncodedDetections) else item  # one image's masks at a time
         drawn = draw_detections(original_image(dataset, index), dets, dataset.classes, score_thr=score_thr)
         name = Path(str(dataset.get_img_info(index).get("filename", f"{dataset.image_ids[index]}.jpg"))).name
         if not name.lower().endswith((".jpg", ".jpeg", ".png", ".bmp")):

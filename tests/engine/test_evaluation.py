@@ -47,7 +47,7 @@ def voc(tmp_path: Path) -> VOCDataset:
 def test_metric_families_per_dataset_type(voc: VOCDataset) -> None:
     shapes = ShapesDataset(pipeline=TTA, num_images=2, img_size=64, test_mode=True)
     assert dataset_metrics(voc) == ("mAP", "recall", "bbox", "proposal")
-    assert dataset_metrics(shapes) == ("bbox", "proposal", "mAP", "recall")
+    assert dataset_metrics(shapes) == ("bbox", "segm", "proposal", "mAP", "recall")
     assert dataset_metrics(RepeatDataset(shapes, 2)) == ()
     assert dataset_metrics(ConcatDataset([shapes, shapes], separate_eval=False)) == ("mAP", "recall")
     assert resolve_evaluation(voc, None, {"interval": 1})[0] == ["mAP"]  # the dataset's default
