@@ -142,9 +142,8 @@ def analyze_results(
         value = image_map(ann["bboxes"], ann["labels"], boxes, sc, labels, ann.get("bboxes_ignore"))
         name = str(dataset.get_img_info(i).get("filename", f"{image_id}.jpg"))
         scores.append(ImageScore(i, int(image_id), name, value))
-    order = sorted(scores, key=lambda s: s.map)  # stable: ties keep dataset order
-    k = min(topk, len(order))
-    bad, good = order[:k], order[::-1][:k]
+    k = min(topk, len(scores))  # sorted() is stable: ties keep dataset order in both lists
+    bad, good = sorted(scores, key=lambda s: s.map)[:k], sorted(scores, key=lambda s: -s.map)[:k]
     out = Path(show_dir)
 
     def paint(items: list[ImageScore], folder: str) -> list[Path]:
