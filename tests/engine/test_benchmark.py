@@ -168,3 +168,13 @@ def test_cli_flops_and_errors(tmp_path: Path) -> None:
     assert r.exit_code == 1 and "--task 'train'" in r.output
     r = invoke("benchmark", "retinanet_r18_fpn_shapes", str(tmp_path / "missing.pth"), "--max-iter", "2", "--num-warmup", "0")
     assert r.exit_code == 1 and "missing.pth" in r.output
+
+
+def test_inference_benchmark_loads_a_checkpoint(tmp_path: Path) -> None:
+    from detcli.engine.checkpoint import atomic_save, make_checkpoint
+
+    cfg = shapes_cfg()
+    ckpt = atomic_save(make_checkpoint(build_model(cfg), epoch=0, iter=0, config=cfg, classes=["a", "b", "c", "d"]),
+                       tmp_path / "m.pth")
+    r = benchmark(cfg, ckpt, max_iter=2, num_warmup=1)
+    assert r.weights == f"checkpoint {ckpt}" and r.iterations == 1 and r.fused_conv_bn == 0

@@ -186,3 +186,16 @@ def test_cli_browse_and_analyze(tmp_path: Path) -> None:
 ])
 def test_skip_type_takes_several_words(argv: list[str], expected: list[str]) -> None:
     assert normalize_argv(argv) == expected
+
+
+def test_browse_draws_masks_when_collected(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import detcli.visualization as vis
+
+    saved: list[np.ndarray] = []
+    monkeypatch.setattr(vis, "save_image", lambda image, path: saved.append(image) or Path(path))
+    base = ["data.train.pipeline.3.flip_ratio=0.0"]
+    masks = base + ["data.train.pipeline.1.with_mask=true", "data.train.pipeline.7.keys=[img,gt_bboxes,gt_labels,gt_masks]"]
+    browse_dataset(shapes_cfg(base), tmp_path, max_images=1, show=False)
+    browse_dataset(shapes_cfg(masks), tmp_path, max_images=1, show=False)
+    changed = (saved[0] != saved[1]).any(axis=2).mean()
+    assert changed > 0.02  # the instances are tinted
