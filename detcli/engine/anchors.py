@@ -234,6 +234,11 @@ def yolo_anchors(wh: np.ndarray, k: int, algorithm: str, iters: int, input_shape
 # --------------------------------------------------------------------------- AnchorGenerator settings
 
 
+def _list_text(values: Sequence[float]) -> str:
+    """``[0.5, 1.0]`` -> ``'[0.5,1]'``: a YAML list with no spaces (one --cfg-options word)."""
+    return "[" + ",".join(f"{v:g}" for v in values) + "]"
+
+
 @dataclass
 class GeneratorSettings:
     """The tunable part of an ``AnchorGenerator`` node: scales (octave form or list) and ratios."""
@@ -254,7 +259,7 @@ class GeneratorSettings:
         head = [math.log2(self.octave_base_scale)] if self.scales is None else [math.log2(s) for s in self.scales]
         return np.array(head + [math.log2(r) for r in self.ratios])
 
-    def from_vector(self, vec: np.ndarray) -> "GeneratorSettings":
+    def from_vector(self, vec: np.ndarray) -> GeneratorSettings:
         n_scale = 1 if self.scales is None else len(self.scales)
         ratios = sorted(round(float(2 ** v), 3) for v in vec[n_scale:])
         if self.scales is None:
@@ -272,12 +277,11 @@ class GeneratorSettings:
     def cfg_options(self, head: str) -> str:
         """The ``--cfg-options`` words that set these values on ``model.<head>.anchor_generator``."""
         prefix = f"model.{head}.anchor_generator"
-        fmt = lambda vals: "[" + ",".join(f"{v:g}" for v in vals) + "]"  # noqa: E731
-        words = [f"{prefix}.ratios={fmt(self.ratios)}"]
+        words = [f"{prefix}.ratios={_list_text(self.ratios)}"]
         if self.scales is None:
             words.append(f"{prefix}.octave_base_scale={self.octave_base_scale:g}")
         else:
-            words.append(f"{prefix}.scales={fmt(self.scales)}")
+            words.append(f"{prefix}.scales={_list_text(self.scales)}")
         return " ".join(words)
 
 
@@ -596,8 +600,8 @@ def optimize_anchors(
     score_before = assigner_score(collected, gen_node, assigner)
     tuned_node = {**gen_node, **tuned.to_dict()}
     score_after = assigner_score(collected, tuned_node, assigner)
-    key = lambda s: (s.bpr, s.strict_recall, s.mean_iou)  # noqa: E731
-    improved = key(score_after) > key(score_before)
+    improved = (score_after.bpr, score_after.strict_recall, score_after.mean_iou) > (
+        score_before.bpr, score_before.strict_recall, score_before.mean_iou)
     if not improved:
         logger.info("the tuned settings do not score higher under the assigner; keeping the preset's")
         tuned, score_after = current, score_before

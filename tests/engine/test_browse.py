@@ -107,7 +107,7 @@ def perfect_results(cfg: dict, spoil: dict[int, str]) -> tuple[list[dict], list[
 
 def test_analyze_results_ranks_and_paints(tmp_path: Path) -> None:
     cfg = shapes_cfg()
-    results, ids = perfect_results(cfg, {1: "none", 3: "half"})
+    results, _ = perfect_results(cfg, {1: "none", 3: "half"})
     path = tmp_path / "results.json"
     path.write_text(json.dumps(results))
     r = analyze_results(cfg, path, tmp_path / "show", topk=2)
@@ -139,7 +139,7 @@ def test_analyze_results_empty_results_file(tmp_path: Path) -> None:
     (lambda rs: rs[0].update(image_id=999), "image_id 999 is not an image"),
     (lambda rs: rs[0].update(category_id=77), "category_id 77 is not a class"),
 ])
-def test_analyze_results_mismatched_results(tmp_path: Path, mutate, match: str) -> None:  # noqa: ANN001
+def test_analyze_results_mismatched_results(tmp_path: Path, mutate, match: str) -> None:
     cfg = shapes_cfg()
     results, _ = perfect_results(cfg, {})
     mutate(results)
@@ -156,7 +156,7 @@ def test_analyze_results_bad_options(tmp_path: Path) -> None:
         analyze_results(shapes_cfg(), tmp_path / "x.json", tmp_path)
 
 
-def invoke(*args: str):  # noqa: ANN201
+def invoke(*args: str):
     return CliRunner().invoke(app, normalize_argv(list(args)))
 
 

@@ -14,7 +14,12 @@ from typer.testing import CliRunner
 
 from detcli.cli import app, normalize_argv
 from detcli.config import load_config, resolve_preset_path
-from detcli.engine.benchmark import benchmark, count_flops, default_flops_shape, format_count
+from detcli.engine.benchmark import (
+    benchmark,
+    count_flops,
+    default_flops_shape,
+    format_count,
+)
 from detcli.engine.tester import build_model
 from detcli.errors import ConfigError
 from detcli.models.fuse import fuse_conv_bn
@@ -124,7 +129,7 @@ def test_normalize_benchmark_argv(argv: list[str], expected: list[str]) -> None:
     assert normalize_argv(argv) == expected
 
 
-def invoke(*args: str):  # noqa: ANN201
+def invoke(*args: str):
     return CliRunner().invoke(app, normalize_argv(list(args)))
 
 
@@ -134,7 +139,7 @@ def test_cli_benchmark_preset_and_kernels_coexist(monkeypatch: pytest.MonkeyPatc
 
     calls: list = []
 
-    def fake(cfg, checkpoint, **kw):  # noqa: ANN001, ANN003, ANN202
+    def fake(cfg, checkpoint, **kw):
         calls.append((checkpoint, kw))
         return eng.BenchmarkResult("inference", "cpu", "random init (no checkpoint)", 0, 1, 2, 1, 10.0,
                                    {"median": 100.0, "p90": 120.0, "mean": 105.0},
