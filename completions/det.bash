@@ -31,7 +31,13 @@ _det() {
             " config check") path=" config check" ;;
             " config list") path=" config list" ;;
             " config show") path=" config show" ;;
+            " convert-dataset check") path=" convert-dataset check" ;;
+            " convert-dataset cityscapes") path=" convert-dataset cityscapes" ;;
+            " convert-dataset images2coco") path=" convert-dataset images2coco" ;;
+            " convert-dataset labelme") path=" convert-dataset labelme" ;;
             " convert-dataset shapes") path=" convert-dataset shapes" ;;
+            " convert-dataset voc") path=" convert-dataset voc" ;;
+            " convert-dataset yolo") path=" convert-dataset yolo" ;;
             " export onnx") path=" export onnx" ;;
         esac
     done
@@ -75,10 +81,28 @@ _det() {
             case "$prev" in --score-thr|--tp-iou-thr|--nms-iou-thr|--cfg-options) COMPREPLY=($(compgen -f -- "$cur")); return ;; esac
             if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--score-thr --tp-iou-thr --nms-iou-thr --show --cfg-options --json --help -h" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi ;;
         " convert-dataset")
-            COMPREPLY=($(compgen -W "shapes --help -h" -- "$cur")) ;;
+            COMPREPLY=($(compgen -W "check cityscapes images2coco labelme shapes voc yolo --help -h" -- "$cur")) ;;
+        " convert-dataset check")
+            case "$prev" in --img-dir) COMPREPLY=($(compgen -f -- "$cur")); return ;; esac
+            if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--img-dir --json --help -h" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi ;;
+        " convert-dataset cityscapes")
+            case "$prev" in -o|--out-dir) COMPREPLY=($(compgen -f -- "$cur")); return ;; esac
+            if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "-o --out-dir --json --help -h" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi ;;
+        " convert-dataset images2coco")
+            case "$prev" in --exclude-extensions) COMPREPLY=($(compgen -f -- "$cur")); return ;; esac
+            if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--exclude-extensions --json --help -h" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi ;;
+        " convert-dataset labelme")
+            case "$prev" in -o|--out|--classes) COMPREPLY=($(compgen -f -- "$cur")); return ;; esac
+            if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "-o --out --classes --json --help -h" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi ;;
         " convert-dataset shapes")
             case "$prev" in --num-images|--seed|--split) COMPREPLY=($(compgen -f -- "$cur")); return ;; esac
             if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--num-images --seed --split --json --help -h" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi ;;
+        " convert-dataset voc")
+            case "$prev" in -o|--out-dir|--classes) COMPREPLY=($(compgen -f -- "$cur")); return ;; esac
+            if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "-o --out-dir --classes --json --help -h" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi ;;
+        " convert-dataset yolo")
+            case "$prev" in --names|-o|--out-dir) COMPREPLY=($(compgen -f -- "$cur")); return ;; esac
+            if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--names -o --out-dir --json --help -h" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi ;;
         " env")
             COMPREPLY=($(compgen -W "--json --help -h" -- "$cur")) ;;
         " eval")

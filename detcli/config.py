@@ -70,7 +70,7 @@ SECTION_KEYS: dict[str, frozenset[str] | None] = {
     "checkpoint_config": frozenset({"interval", "max_keep_ckpts", "save_optimizer", "by_epoch", "save_last"}),
     "log_config": frozenset({"interval", "hooks"}),
     "evaluation": frozenset({"interval", "metric", "save_best", "rule", "classwise", "start", "by_epoch",
-                             "iou_thrs", "proposal_nums"}),
+                             "iou_thrs", "proposal_nums", "iou_thr", "scale_ranges", "eval_mode"}),
     "auto_scale_lr": frozenset({"enable", "base_batch_size"}),
     "dist_params": None,
     "fp16": None,
@@ -255,15 +255,25 @@ def reroot_datasets(cfg: dict[str, Any], root: str | None) -> dict[str, Any]:
                 old = node.get("data_root")
                 if isinstance(old, str) and not os.path.isabs(old):
                     node["data_root"] = root
-                    for k in ("ann_file", "img_prefix"):
-                        v = node.get(k)
+
+                    def move(v: Any) -> Any:
                         if isinstance(v, str) and v.startswith(old):
-                            node[k] = os.path.join(root, v[len(old):].lstrip("/"))
+                            return os.path.join(root, v[len(old):].lstrip("/"))
+                        return v
                 elif old is None:
-                    for k in ("ann_file", "img_prefix"):
-                        v = node.get(k)
+
+                    def move(v: Any) -> Any:
                         if isinstance(v, str) and v and not os.path.isabs(v):
-                            node[k] = os.path.join(root, v)
+                            return os.path.join(root, v)
+                        return v
+                else:
+
+                    def move(v: Any) -> Any:
+                        return v
+                for k in ("ann_file", "img_prefix"):  # a str, or a list (one dataset per ann_file)
+                    if k in node:
+                        v = node[k]
+                        node[k] = [move(x) for x in v] if isinstance(v, list) else move(v)
             for v in node.values():
                 visit(v)
         elif isinstance(node, list):

@@ -186,3 +186,15 @@ def test_x_keys_hold_anchors_and_are_dropped(tmp_path: Path) -> None:
     cfg = load_config(p)
     assert "x-norm" not in cfg
     assert cfg["data"]["train"]["pipeline"][0] == {"type": "Normalize", "mean": [1, 2, 3], "std": [4, 5, 6], "to_rgb": True}
+
+
+def test_det_datasets_reroots_lists_and_wrapped_datasets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    p = write(tmp_path / "voc.yaml", "data:\n  train:\n    type: RepeatDataset\n    times: 2\n    dataset:\n"
+              "      type: VOCDataset\n      data_root: data/VOCdevkit/\n"
+              "      ann_file: [data/VOCdevkit/VOC2007/a.txt, data/VOCdevkit/VOC2012/a.txt]\n"
+              "      img_prefix: [data/VOCdevkit/VOC2007/, data/VOCdevkit/VOC2012/]\n")
+    monkeypatch.setenv("DET_DATASETS", "/datasets/voc")
+    inner = load_config(p)["data"]["train"]["dataset"]
+    assert inner["data_root"] == "/datasets/voc"
+    assert inner["ann_file"] == ["/datasets/voc/VOC2007/a.txt", "/datasets/voc/VOC2012/a.txt"]
+    assert inner["img_prefix"] == ["/datasets/voc/VOC2007/", "/datasets/voc/VOC2012/"]

@@ -27,7 +27,7 @@ def parse_eval_options(options: list[str] | None) -> dict[str, object]:
 @handle_errors
 def test(
     args: Annotated[Optional[list[str]], typer.Argument(help="[PRESET] CHECKPOINT: the preset is optional, a checkpoint carries its config. Not used with --gt/--dt.", metavar="[PRESET] CHECKPOINT", show_default=False)] = None,
-    metric: Annotated[Optional[list[str]], typer.Option("--metric", "--eval", help="Metrics: bbox, proposal; with --gt/--dt also segm (several allowed).")] = None,
+    metric: Annotated[Optional[list[str]], typer.Option("--metric", "--eval", help="Metrics (several allowed): bbox, proposal (COCO), mAP, recall (VOC: per-class AP table, recall@N@IoU); default: the config's evaluation.metric, else mAP for VOCDataset and bbox otherwise. With --gt/--dt: bbox, segm, proposal.")] = None,
     gt: Annotated[Optional[str], typer.Option("--gt", help="COCO annotation file: evaluate --dt against it, no preset or model.")] = None,
     dt: Annotated[Optional[str], typer.Option("--dt", help="COCO results file (as `det test --out` writes; - reads stdin), with --gt.")] = None,
     classwise: Annotated[bool, typer.Option("--classwise", help="Also print the per-class AP table.")] = False,
@@ -37,7 +37,7 @@ def test(
     format_only: Annotated[bool, typer.Option("--format-only", help="Only write --out; do not evaluate.")] = False,
     show_dir: Annotated[Optional[str], typer.Option("--show-dir", help="Write images with drawn detections here.")] = None,
     show_score_thr: Annotated[float, typer.Option("--show-score-thr", help="Score threshold of --show-dir drawings.")] = 0.3,
-    eval_options: Annotated[Optional[list[str]], typer.Option("--eval-options", help="Evaluation options, e.g. classwise=true.")] = None,
+    eval_options: Annotated[Optional[list[str]], typer.Option("--eval-options", help="Evaluation options KEY=VALUE over the config's evaluation section: classwise=true, iou_thrs=[0.5,0.75], proposal_nums=[100,300,1000] (COCO); iou_thr=0.5 or [0.5,0.75], scale_ranges=[[0,32],[32,1e5]], eval_mode=area|11points (VOC).")] = None,
     cfg_options: Annotated[Optional[list[str]], typer.Option("--cfg-options", help="Override config keys: a.b.c=V.")] = None,
     device: Annotated[str, typer.Option("--device", help="cpu, cuda or cuda:N.")] = "cpu",
     ops: Annotated[Optional[str], typer.Option("--ops", help="Ops backend: auto, cupy, torch or torchvision (default: $DET_OPS, else auto).")] = None,
@@ -47,7 +47,7 @@ def test(
     nproc: Annotated[Optional[int], typer.Option("--nproc", help=NPROC_HELP, min=1)] = None,
     backend: Annotated[str, typer.Option("--backend", help="pytorch (a checkpoint) or onnxruntime (a model from det export-onnx).")] = "pytorch",
 ) -> None:
-    """Evaluate a checkpoint with COCO metrics (pycocotools), optionally writing results and drawings."""
+    """Evaluate a checkpoint on the preset's test split (COCO bbox/proposal metrics, VOC mAP/recall), optionally writing results and drawings."""
     if nproc is not None and nproc > 1:
         from detcli.engine.dist import launch_local, strip_option
 
@@ -80,15 +80,18 @@ def test(
         check_schema(cfg, checkpoint)
     if format_only and not out:
         raise fail("--format-only needs --out FILE.json to write the results to")
+    from detcli.engine.evaluation import EVAL_OPTIONS
+
     options = parse_eval_options(eval_options)
-    unknown = set(options) - {"classwise"}
+    unknown = set(options) - set(EVAL_OPTIONS)
     if unknown:
-        raise fail(f"--eval-options: unknown option(s) {', '.join(sorted(unknown))} (supported: classwise)")
+        raise fail(f"--eval-options: unknown option(s) {', '.join(sorted(unknown))} (supported: {', '.join(EVAL_OPTIONS)})")
     with RichProgress() as progress:
         result = run_test(
             cfg,
             checkpoint,
-            metrics=list(metric or ["bbox"]),
+            metrics=list(metric) if metric else None,
+            eval_options=options,
             out=out,
             format_only=format_only,
             show_dir=show_dir,
@@ -102,15 +105,31 @@ def test(
     if getattr(result, "rank", 0) != 0:
         return  # rank 0 reports for the job
     if json_out:
-        print_json(result.metrics)
+        data: dict[str, object] = dict(result.metrics)
+        map_tables = getattr(result, "map_tables", {})
+        if map_tables:
+            data["per_class"] = [{"prefix": prefix, **table.to_dict()}
+                                 for prefix, tables in map_tables.items() for table in tables]
+        print_json(data)
         return
     if result.summary:
         typer.echo(result.summary.rstrip("\n"))
     if result.classwise_table:
         typer.echo(result.classwise_table.rstrip("\n"))
+    _echo_map_tables(getattr(result, "map_tables", {}))
     _echo_metrics(result.metrics)
     if out:
         err_console.print(f"results written to {out}")
+
+
+def _echo_map_tables(map_tables: dict[str, list[object]]) -> None:
+    """The VOC per-class tables (mmdet's print_map_summary), one per IoU threshold / scale range."""
+    from detcli.evaluation.voc import format_map_table, table_title
+
+    for prefix, tables in map_tables.items():
+        for table in tables:
+            typer.echo(f"--- {prefix}{table_title(table)} ---")  # type: ignore[arg-type]
+            typer.echo(format_map_table(table))  # type: ignore[arg-type]
 
 
 def _echo_metrics(metrics: dict[str, object]) -> None:

@@ -3,7 +3,9 @@
 The one place where COCO ``[x, y, w, h]`` boxes become det's ``(x1, y1, x2, y2)`` (via
 :func:`detcli.structures.convert`). Category ids, in any order and with gaps, map to contiguous
 labels in the order of ``classes`` (by default the order of ``categories`` in the file): ids
-``1, 3, 4, 16, 17`` become labels ``0..4``.
+``1, 3, 4, 16, 17`` become labels ``0..4``. Crowd annotations (``iscrowd: 1``) and annotations
+flagged ``ignore: 1`` (VOC "difficult" objects, as ``det convert-dataset voc`` writes them) become
+``bboxes_ignore``: regions the assigners neither learn nor penalise.
 """
 
 from __future__ import annotations
@@ -171,7 +173,7 @@ class CocoDataset(DetDataset):
 
     def _parse(self, raw: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         images = raw["images"]
-        anns = [a for a in raw["annotations"] if not a.get("ignore", False)]
+        anns = raw["annotations"]
         # COCO xywh -> xyxy, once, for the whole file
         xywh = torch.as_tensor([a["bbox"] for a in anns], dtype=torch.float64).reshape(-1, 4)
         xyxy = convert(xywh, BoxFormat.XYWH, BoxFormat.XYXY).numpy()  # (M, 4)
@@ -201,7 +203,7 @@ class CocoDataset(DetDataset):
                 if area <= 0:
                     dropped["area"] += 1
                     continue
-                if a.get("iscrowd", 0):
+                if a.get("iscrowd", 0) or a.get("ignore", 0):  # crowd regions and VOC "difficult" objects
                     ignore.append(xyxy[j])
                 else:
                     boxes.append(xyxy[j])

@@ -139,7 +139,7 @@ def analyze_results(
     for i, image_id in enumerate(dataset.image_ids):
         ann = dataset.get_ann_info(i)
         boxes, sc, labels = dets_of(image_id)
-        value = image_map(ann["bboxes"], ann["labels"], boxes, sc, labels, ann.get("bboxes_ignore"))
+        value = image_map(ann, boxes, sc, labels)
         name = str(dataset.get_img_info(i).get("filename", f"{image_id}.jpg"))
         scores.append(ImageScore(i, int(image_id), name, value))
     k = min(topk, len(scores))  # sorted() is stable: ties keep dataset order in both lists

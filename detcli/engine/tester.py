@@ -30,15 +30,9 @@ from detcli.engine.environment import resolve_device
 from detcli.engine.hooks import check_num_classes
 from detcli.engine.progress import ProgressCallback, ProgressEvent
 from detcli.errors import ConfigError, DetError
-from detcli.evaluation import (
-    ClasswiseAP,
-    CocoEvaluation,
-    check_metrics,
-    detections_to_coco,
-    evaluate_coco,
-    format_classwise_table,
-    write_results_json,
-)
+from detcli.engine.evaluation import ALL_METRICS, Evaluation, evaluate_dataset, resolve_evaluation
+from detcli.evaluation import ClasswiseAP, check_metrics, detections_to_coco, format_classwise_table, write_results_json
+from detcli.evaluation.voc import MapTable
 from detcli.ops import batched_nms
 from detcli.structures import Detections
 
@@ -71,7 +65,8 @@ class TestResult:
 
     Attributes:
         metrics: ``bbox_mAP``, ``bbox_mAP_50``, ``bbox_mAP_75``, ``bbox_mAP_s``, ``bbox_mAP_m``,
-            ``bbox_mAP_l`` (and ``AR@100``... with ``proposal``); empty with ``format_only``.
+            ``bbox_mAP_l`` (and ``AR@100``... with ``proposal``; ``mAP``, ``AP50``... with ``mAP``;
+            ``recall@100@0.5``... with ``recall``); empty with ``format_only``.
         summary: pycocotools' 12-line summary (one block per metric, blank line between).
         summaries: the same per metric.
         classwise: per-class AP rows (``ap`` None = no ground truth, shown ``n/a``); empty unless asked.
@@ -82,6 +77,8 @@ class TestResult:
         show_dir: the folder of drawn images, or None.
         checkpoint: the checkpoint tested.
         rank: this process's rank (0 without a launcher); world_size: the number of processes.
+        map_tables: with ``mAP``, the per-class tables (class, gts, dets, recall, ap) per IoU
+            threshold and scale range, keyed by metric prefix (``""``, or ``"0_"``... per sub-dataset).
     """
 
     metrics: dict[str, float]
@@ -96,6 +93,7 @@ class TestResult:
     checkpoint: Path
     rank: int = 0
     world_size: int = 1
+    map_tables: dict[str, list[MapTable]] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------- building
@@ -114,10 +112,13 @@ def build_model(cfg: Mapping[str, Any]) -> nn.Module:
 def split_node(cfg: Mapping[str, Any], split: str) -> tuple[dict[str, Any], int, int]:
     """Return ``(dataset node without loader keys, samples_per_gpu, workers_per_gpu)`` of ``data.<split>``.
 
+    A list of dataset nodes becomes a ``ConcatDataset`` node (mmdet's ``data.train: [A, B]``).
     A split's own ``samples_per_gpu``/``workers_per_gpu`` win over ``data``'s.
     """
     data = cfg.get("data") or {}
     node = data.get(split)
+    if isinstance(node, (list, tuple)) and node:  # mmdet: a list of datasets is their concatenation
+        node = {"type": "ConcatDataset", "datasets": list(node)}
     if not isinstance(node, Mapping):
         raise ConfigError(f"data.{split}: the config defines no {split} dataset")
     node = dict(node)
@@ -270,17 +271,11 @@ def evaluate_detections(
     dataset: Any,
     detections: Sequence[Detections],
     metrics: Sequence[str] = ("bbox",),
-    *,
-    classwise: bool = False,
-    iou_thrs: Sequence[float] | None = None,
-    proposal_nums: Sequence[int] = (100, 300, 1000),
-) -> CocoEvaluation:
-    """COCO-evaluate detections (original coordinates, dataset order) against ``dataset.coco``."""
-    results = detections_to_coco(detections, dataset.image_ids, dataset.cat_ids)
-    return evaluate_coco(
-        dataset.coco, results, metrics, classwise=classwise, iou_thrs=iou_thrs, proposal_nums=proposal_nums,
-        cat_ids=dataset.cat_ids, img_ids=dataset.image_ids, classes=dataset.classes,
-    )
+    options: Mapping[str, Any] | None = None,
+) -> Evaluation:
+    """Evaluate detections (original coordinates, dataset order) with the dataset's metrics
+    (:func:`detcli.engine.evaluation.evaluate_dataset`: COCO ``bbox``/``proposal``, VOC ``mAP``/``recall``)."""
+    return evaluate_dataset(dataset, detections, metrics, options)
 
 
 # --------------------------------------------------------------------------- det test
@@ -290,7 +285,8 @@ def test(
     cfg: Mapping[str, Any] | None,
     checkpoint: str,
     *,
-    metrics: Sequence[str] = ("bbox",),
+    metrics: Sequence[str] | None = None,
+    eval_options: Mapping[str, Any] | None = None,
     out: str | None = None,
     format_only: bool = False,
     show_dir: str | None = None,
@@ -301,7 +297,7 @@ def test(
     launcher: str = "auto",
     backend: str = "pytorch",
 ) -> TestResult:
-    """Test a checkpoint on ``data.test``: COCO results json and/or pycocotools metrics.
+    """Test a checkpoint on ``data.test``: COCO results json and/or the dataset's metrics.
 
     Under a launcher (``launcher``: ``auto``, ``none``, ``pytorch``/``torchrun``, ``slurm``; see
     :func:`detcli.engine.dist.distributed`) every rank predicts its share of the images, the
@@ -312,7 +308,11 @@ def test(
         cfg: the resolved config; None uses the config stored in the checkpoint.
         checkpoint: a det checkpoint, or with ``backend="onnxruntime"`` a model written by
             ``det export-onnx`` (run by ONNX Runtime on the CPU).
-        metrics: ``bbox`` and/or ``proposal``.
+        metrics: ``bbox``, ``proposal``, ``mAP``, ``recall`` (what the dataset supports, see
+            :func:`detcli.engine.evaluation.dataset_metrics`); None: the config's ``evaluation.metric``,
+            else the dataset's default (``mAP`` for VOC, ``bbox`` otherwise).
+        eval_options: evaluation options over the config's ``evaluation`` section (``iou_thr``,
+            ``scale_ranges``, ``eval_mode``, ``iou_thrs``, ``proposal_nums``, ``classwise``).
         out: write the COCO results json here (atomically).
         format_only: only write ``out``; no evaluation (``out`` required).
         show_dir: write images with detections drawn above ``show_score_thr`` here.
@@ -323,12 +323,13 @@ def test(
         backend: ``pytorch`` or ``onnxruntime``.
 
     Raises:
-        ConfigError: unsupported metric or backend, ``format_only`` without ``out``, no ``data.test``.
+        ConfigError: a metric or option the dataset does not support (listing the valid ones), an
+            unknown backend, ``format_only`` without ``out``, no ``data.test``.
         CheckpointError: not a det checkpoint / weights that do not fit.
     """
     dist_params = dict((cfg or {}).get("dist_params") or {})
     with distributed(launcher, device, backend=dist_params.get("backend")) as rank_device:
-        return _test(cfg, checkpoint, metrics=metrics, out=out, format_only=format_only, show_dir=show_dir,
+        return _test(cfg, checkpoint, metrics=metrics, eval_options=eval_options, out=out, format_only=format_only, show_dir=show_dir,
                      show_score_thr=show_score_thr, classwise=classwise, device=rank_device, progress=progress,
                      backend=backend)
 
@@ -337,7 +338,8 @@ def _test(
     cfg: Mapping[str, Any] | None,
     checkpoint: str,
     *,
-    metrics: Sequence[str],
+    metrics: Sequence[str] | None,
+    eval_options: Mapping[str, Any] | None,
     out: str | None,
     format_only: bool,
     show_dir: str | None,
@@ -351,12 +353,20 @@ def _test(
     rank, world_size = get_dist_info()
     if rank != 0:
         progress = None
-    metric_names = list(metrics) if format_only else check_metrics(metrics)
     if format_only and not out:
         raise ConfigError("--format-only needs --out FILE.json (the results would be written nowhere)")
+    if metrics is not None and not format_only:
+        check_metrics(metrics, ALL_METRICS)  # unknown names fail before the checkpoint is loaded
     loaded = load_predictor(checkpoint, cfg, device, backend)
     config = loaded.cfg
     dataset, samples, workers = build_split(config, "test", test_mode=True)
+    eval_cfg = dict(config.get("evaluation") or {})
+    options = dict(eval_options or {})
+    if classwise:
+        options["classwise"] = True
+    metric_names: list[str] = []
+    if not format_only:  # fail before inference on a metric the dataset cannot give
+        metric_names, options = resolve_evaluation(dataset, metrics, eval_cfg, options)
     check_num_classes(loaded.model, {"test": dataset})
     if loaded.classes and tuple(loaded.classes) != tuple(dataset.classes):
         logger.warning(
@@ -368,9 +378,8 @@ def _test(
         device=next(loaded.model.parameters()).device, cfg=config, progress=progress,
     )
     results = detections_to_coco(detections, dataset.image_ids, dataset.cat_ids)
-    eval_cfg = dict(config.get("evaluation") or {})
 
-    def write_and_evaluate() -> tuple[Path | None, Path | None, CocoEvaluation | None]:
+    def write_and_evaluate() -> tuple[Path | None, Path | None, Evaluation | None]:
         # rank 0 only (run_on_main): files are written once, pycocotools runs once
         out_path = write_results_json(results, out) if out else None
         if out_path is not None:
@@ -378,12 +387,7 @@ def _test(
         shown = _draw(dataset, detections, show_dir, show_score_thr) if show_dir else None
         if format_only:
             return out_path, shown, None
-        evaluation = evaluate_coco(
-            dataset.coco, results, metric_names, classwise=classwise,
-            iou_thrs=eval_cfg.get("iou_thrs"), proposal_nums=tuple(eval_cfg.get("proposal_nums") or (100, 300, 1000)),
-            cat_ids=dataset.cat_ids, img_ids=dataset.image_ids, classes=dataset.classes,
-        )
-        return out_path, shown, evaluation
+        return out_path, shown, evaluate_dataset(dataset, detections, metric_names, options)
 
     out_path, shown, evaluation = run_on_main(write_and_evaluate)
     if evaluation is None:
@@ -403,6 +407,7 @@ def _test(
         checkpoint=Path(checkpoint),
         rank=rank,
         world_size=world_size,
+        map_tables=evaluation.map_tables,
     )
 
 

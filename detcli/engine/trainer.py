@@ -51,7 +51,7 @@ from detcli.engine.tester import build_model, build_split, evaluate_detections, 
 from detcli.engine.validate import runner_settings, validate_config
 from detcli.errors import CheckpointError, ConfigError
 from detcli.fileio import write_json_atomic, write_text_atomic
-from detcli.evaluation import check_metrics
+from detcli.engine.evaluation import resolve_evaluation
 
 logger = logging.getLogger(__name__)
 
@@ -331,11 +331,7 @@ def _train(
         ckpt_cfg.setdefault("by_epoch", runner.by_epoch)
         runner.register_hook(CheckpointHook(**ckpt_cfg))
         if val_set is not None:
-            metric = eval_cfg.get("metric", "bbox")
-            metric_names = check_metrics(metric)
-            classwise = bool(eval_cfg.get("classwise", False))
-            iou_thrs = eval_cfg.get("iou_thrs")
-            proposal_nums = tuple(eval_cfg.get("proposal_nums") or (100, 300, 1000))
+            metric_names, eval_options = resolve_evaluation(val_set, None, eval_cfg)
 
             def evaluate_fn(model_: torch.nn.Module, progress_: ProgressCallback | None) -> Any:
                 dets = run_inference(
@@ -343,7 +339,7 @@ def _train(
                     cfg=cfg, progress=progress_, phase="val", epoch=runner.epoch,
                 )
                 return run_on_main(lambda: evaluate_detections(  # once, on rank 0; result broadcast
-                    val_set, dets, metric_names, classwise=classwise, iou_thrs=iou_thrs, proposal_nums=proposal_nums
+                    val_set, dets, metric_names, eval_options
                 ))
 
             runner.register_hook(

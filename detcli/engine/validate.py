@@ -9,6 +9,7 @@ from typing import Any
 from torch import nn
 
 from detcli.config import check_schema
+from detcli.engine.evaluation import ALL_METRICS, HOOK_KEYS, check_eval_options
 from detcli.engine.hooks import CheckpointHook, build_custom_hooks
 from detcli.engine.lr import LrSchedule
 from detcli.engine.optim import check_optimizer_cfg
@@ -16,7 +17,7 @@ from detcli.engine.runner import RUNNER_TYPES
 from detcli.engine.tester import split_node
 from detcli.errors import ConfigError, did_you_mean
 from detcli.evaluation import check_metrics
-from detcli.registry import DATASETS, DETECTORS, build, check_kwargs
+from detcli.registry import DETECTORS, build, check_kwargs
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +59,7 @@ def validate_config(cfg: Mapping[str, Any], source: str) -> None:
 
 
 def _validate(cfg: Mapping[str, Any], source: str) -> None:
-    import detcli.data  # noqa: F401  (registers datasets and transforms)
+    from detcli.data import dry_run_dataset  # (importing detcli.data registers datasets and transforms)
     import detcli.models  # noqa: F401  (registers model components)
 
     check_schema(cfg, source)
@@ -73,7 +74,7 @@ def _validate(cfg: Mapping[str, Any], source: str) -> None:
     for split in ("train", "val", "test"):
         if split in data:
             node, _, _ = split_node(cfg, split)
-            build(node, DATASETS, path=f"data.{split}", dry_run=True, test_mode=split != "train")
+            dry_run_dataset(node, test_mode=split != "train", path=f"data.{split}")
     if "optimizer" in cfg:
         check_optimizer_cfg(cfg["optimizer"])
     grad_clip = (cfg.get("optimizer_config") or {}).get("grad_clip")
@@ -98,9 +99,13 @@ def _validate(cfg: Mapping[str, Any], source: str) -> None:
     evaluation = cfg.get("evaluation") or {}
     if "metric" in evaluation:
         try:
-            check_metrics(evaluation["metric"])
+            check_metrics(evaluation["metric"], ALL_METRICS)
         except ConfigError as e:
             raise ConfigError(f"evaluation.metric: {e}") from None
+    try:
+        check_eval_options({k: v for k, v in evaluation.items() if k not in HOOK_KEYS})
+    except ConfigError as e:
+        raise ConfigError(f"evaluation: {e}") from None
     rule = evaluation.get("rule")
     if rule is not None and rule not in ("greater", "less"):
         raise ConfigError(f"evaluation.rule: must be 'greater' or 'less', got {rule!r}")

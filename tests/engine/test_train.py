@@ -270,3 +270,15 @@ def test_input_config_is_not_modified(tmp_path: Path) -> None:
     before = copy.deepcopy(cfg)
     engine.train(cfg, work_dir=tmp_path / "run", cfg_source="t.yaml", validate=False, auto_scale_lr=True)
     assert cfg == before
+
+
+def test_wrapped_datasets_train_and_validate(tmp_path: Path) -> None:
+    cfg = tiny_cfg(runner={"type": "EpochBasedRunner", "max_epochs": 1})
+    cfg["data"]["train"] = {"type": "RepeatDataset", "times": 2, "dataset": {"type": "TinyTestDataset", "num_images": 8}}
+    cfg["data"]["val"] = [{"type": "TinyTestDataset", "num_images": 4}, {"type": "TinyTestDataset", "num_images": 2, "seed": 1}]
+    result = engine.train(cfg, work_dir=tmp_path / "run", cfg_source="tiny.yaml")
+    assert result.iters == 8  # 16 images per epoch, batch 2
+    assert {"0_bbox_mAP", "1_bbox_mAP"} <= set(result.metrics)
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert manifest["datasets"]["train"]["type"] == "RepeatDataset" and manifest["datasets"]["train"]["num_images"] == 16
+    assert [d["num_images"] for d in manifest["datasets"]["val"]["datasets"]] == [4, 2]
