@@ -170,6 +170,7 @@ def browse_dataset(
     out = Path(output_dir) if output_dir is not None else None
     total = len(dataset) if max_images is None else min(len(dataset), max_images)
     files: list[Path] = []
+    used: set[str] = set()
     try:
         for i in range(total):
             sample = dataset[i]
@@ -182,6 +183,9 @@ def browse_dataset(
             if sample.gt is not None:
                 image = draw_ground_truth(image, sample.gt, dataset.classes)
             name = output_name(sample.meta.filename, f"{i:06d}.jpg")
+            if name in used:  # the same file again (a repeated or concatenated dataset): keep both
+                name = f"{i:06d}_{name}"
+            used.add(name)
             if out is not None:
                 files.append(save_image(image, out / name))
             viewer.show(image, name)

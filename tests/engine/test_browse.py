@@ -199,3 +199,10 @@ def test_browse_draws_masks_when_collected(tmp_path: Path, monkeypatch: pytest.M
     browse_dataset(shapes_cfg(masks), tmp_path, max_images=1, show=False)
     changed = (saved[0] != saved[1]).any(axis=2).mean()
     assert changed > 0.02  # the instances are tinted
+
+
+def test_browse_a_wrapped_dataset_keeps_every_image(tmp_path: Path) -> None:
+    cfg = shapes_cfg(["data.train.num_images=2"])
+    cfg["data"]["train"] = {"type": "RepeatDataset", "times": 2, "dataset": cfg["data"]["train"]}
+    r = browse_dataset(cfg, tmp_path, skip_types=["Normalize", "RandomFlip"], show=False)
+    assert [f.name for f in r.files] == ["000000.jpg", "000001.jpg", "000002_000000.jpg", "000003_000001.jpg"]
