@@ -9,7 +9,9 @@ _det() {
         case "$w" in -*) continue ;; esac
         case "${path} ${w}" in
             " analyze-logs") path=" analyze-logs" ;;
+            " analyze-results") path=" analyze-results" ;;
             " benchmark") path=" benchmark" ;;
+            " browse-dataset") path=" browse-dataset" ;;
             " completion") path=" completion" ;;
             " config") path=" config" ;;
             " confusion-matrix") path=" confusion-matrix" ;;
@@ -19,11 +21,13 @@ _det() {
             " export") path=" export" ;;
             " export-onnx") path=" export-onnx" ;;
             " infer") path=" infer" ;;
+            " optimize-anchors") path=" optimize-anchors" ;;
             " test") path=" test" ;;
             " train") path=" train" ;;
             " analyze-logs cal-train-time") path=" analyze-logs cal-train-time" ;;
             " analyze-logs plot-curve") path=" analyze-logs plot-curve" ;;
             " benchmark kernels") path=" benchmark kernels" ;;
+            " benchmark model") path=" benchmark model" ;;
             " config check") path=" config check" ;;
             " config list") path=" config list" ;;
             " config show") path=" config show" ;;
@@ -39,7 +43,7 @@ _det() {
     done
     case "$path" in
         "")
-            COMPREPLY=($(compgen -W "analyze-logs benchmark completion config confusion-matrix convert-dataset env eval export export-onnx infer test train --debug --verbose -v --version --help -h" -- "$cur")) ;;
+            COMPREPLY=($(compgen -W "analyze-logs analyze-results benchmark browse-dataset completion config confusion-matrix convert-dataset env eval export export-onnx infer optimize-anchors test train --debug --verbose -v --version --help -h" -- "$cur")) ;;
         " analyze-logs")
             COMPREPLY=($(compgen -W "cal-train-time plot-curve --help -h" -- "$cur")) ;;
         " analyze-logs cal-train-time")
@@ -47,11 +51,20 @@ _det() {
         " analyze-logs plot-curve")
             case "$prev" in --keys|--out|--legend|--title|--eval-interval|--style) COMPREPLY=($(compgen -f -- "$cur")); return ;; esac
             if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--keys --out --legend --title --eval-interval --style --help -h" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi ;;
+        " analyze-results")
+            case "$prev" in --topk|--show-score-thr|--metric|--cfg-options) COMPREPLY=($(compgen -f -- "$cur")); return ;; esac
+            if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--topk --show-score-thr --metric --cfg-options --json --help -h" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi ;;
         " benchmark")
-            COMPREPLY=($(compgen -W "kernels --help -h" -- "$cur")) ;;
+            COMPREPLY=($(compgen -W "kernels model --help -h" -- "$cur")) ;;
         " benchmark kernels")
             case "$prev" in --repeats) COMPREPLY=($(compgen -f -- "$cur")); return ;; esac
             COMPREPLY=($(compgen -W "--repeats --json --help -h" -- "$cur")) ;;
+        " benchmark model")
+            case "$prev" in --task|--max-iter|--num-warmup|--log-interval|--shape|--device|--cfg-options) COMPREPLY=($(compgen -f -- "$cur")); return ;; esac
+            if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--task --max-iter --num-warmup --log-interval --fuse-conv-bn --flops --shape --device --cfg-options --json --help -h" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi ;;
+        " browse-dataset")
+            case "$prev" in --output-dir|--skip-type|--show-interval|--max-images|--cfg-options) COMPREPLY=($(compgen -f -- "$cur")); return ;; esac
+            if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--output-dir --not-show --skip-type --show-interval --max-images --cfg-options --json --help -h" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi ;;
         " completion")
             if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--help -h" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi ;;
         " config")
@@ -106,6 +119,9 @@ _det() {
         " infer")
             case "$prev" in --config|--cfg-options|--out-dir|--score-thr|--device|--webcam|--max-frames|--ops) COMPREPLY=($(compgen -f -- "$cur")); return ;; esac
             if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--config --cfg-options --out-dir --no-save --score-thr --device --webcam --max-frames --ops --help -h" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi ;;
+        " optimize-anchors")
+            case "$prev" in --input-shape|--algorithm|--iters|--num-anchors|--output-dir|--cfg-options) COMPREPLY=($(compgen -f -- "$cur")); return ;; esac
+            if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--input-shape --algorithm --iters --num-anchors --output-dir --cfg-options --json --help -h" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi ;;
         " test")
             case "$prev" in --metric|--eval|--gt|--dt|--plot-dir|--engine|--out|--show-dir|--show-score-thr|--eval-options|--cfg-options|--device|--ops|--workers|--launcher|--nproc|--backend) COMPREPLY=($(compgen -f -- "$cur")); return ;; esac
             if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--metric --eval --gt --dt --classwise --plot-dir --engine --out --format-only --show-dir --show-score-thr --eval-options --cfg-options --device --ops --workers --json --launcher --nproc --backend --help -h" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi ;;

@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 
 from detcli import __version__
-from detcli.cli import analyze_logs, benchmark, completion, config_cmd, confusion, convert, env, export, infer, test, train
+from detcli.cli import analyze_logs, anchors, benchmark, browse, completion, config_cmd, confusion, convert, env, export, infer, test, train
 from detcli.cli._common import setup_logging, state
 
 app = typer.Typer(
@@ -58,6 +58,9 @@ app.add_typer(convert.app, name="convert-dataset")
 app.add_typer(benchmark.app, name="benchmark")
 app.add_typer(analyze_logs.app, name="analyze-logs")
 app.command("confusion-matrix")(confusion.confusion_matrix)
+app.command("optimize-anchors")(anchors.optimize_anchors)
+app.command("browse-dataset")(browse.browse_dataset)
+app.command("analyze-results")(browse.analyze_results)
 app.command("completion")(completion.completion)
 
 # Options that take several values in one go (`--cfg-options a=1 b=2`, `--metric bbox segm`).
@@ -65,8 +68,22 @@ _KV_MULTI = ("--cfg-options", "--eval-options")
 _WORD_MULTI = {"--metric": {"bbox", "segm", "proposal", "proposal_fast", "mAP", "recall"},
                "--eval": {"bbox", "segm", "proposal", "proposal_fast", "mAP", "recall"}}
 # Options whose values are the following words up to the next option (`--keys a b`, `--legend A B`);
-# `--keys` stops at a word that names a log file so `--keys loss a.log.json` keeps the log positional.
-_FREE_MULTI = ("--keys", "--legend")
+# `--keys` stops at a word that names a log file so `--keys loss a.log.json` keeps the log positional,
+# `--skip-type` at a word that is not a CamelCase transform name (a preset).
+_FREE_MULTI = ("--keys", "--legend", "--skip-type")
+
+
+def _benchmark_default(argv: list[str]) -> list[str]:
+    """``det benchmark PRESET ...`` means ``det benchmark model PRESET ...`` (``kernels`` and help stay)."""
+    if "benchmark" not in argv:
+        return argv
+    i = argv.index("benchmark")
+    if any(not a.startswith("-") for a in argv[:i]):  # "benchmark" is an argument of another command
+        return argv
+    rest = argv[i + 1:]
+    if not rest or rest[0] in benchmark.SUBCOMMANDS or rest[0] in ("-h", "--help"):
+        return argv
+    return [*argv[: i + 1], "model", *rest]
 
 
 def normalize_argv(argv: Sequence[str]) -> list[str]:
@@ -75,12 +92,12 @@ def normalize_argv(argv: Sequence[str]) -> list[str]:
     ``--cfg-options a=1 b=2`` becomes ``--cfg-options a=1 --cfg-options b=2`` (values are the
     following words that contain ``=``), ``--metric bbox segm`` becomes two ``--metric`` options
     (values are known metric names), ``--keys a b`` / ``--legend A B`` take the following words up to
-    the next option, and a bare ``--resume`` (not followed by a ``.pth`` path)
+    the next option, ``det benchmark PRESET`` becomes ``det benchmark model PRESET``, and a bare ``--resume`` (not followed by a ``.pth`` path)
     becomes ``--resume auto`` (the latest checkpoint of the work dir).
     """
     out: list[str] = []
     i = 0
-    argv = list(argv)
+    argv = _benchmark_default(list(argv))
     while i < len(argv):
         token = argv[i]
         if token in _KV_MULTI or token in _WORD_MULTI:
@@ -100,7 +117,8 @@ def normalize_argv(argv: Sequence[str]) -> list[str]:
             continue
         if token in _FREE_MULTI:
             j = i + 1
-            while j < len(argv) and not argv[j].startswith("-") and not (token == "--keys" and argv[j].endswith(".json")):
+            while (j < len(argv) and not argv[j].startswith("-") and not (token == "--keys" and argv[j].endswith(".json"))
+                   and not (token == "--skip-type" and j > i + 1 and not argv[j][:1].isupper())):
                 out.extend([token, argv[j]])
                 j += 1
             if j == i + 1:

@@ -4,7 +4,7 @@ The CLI calls :func:`train`, :func:`test`, :func:`load_model` and :func:`validat
 renders what they return; the engine never prints.
 """
 
-from detcli.engine.analysis import ConfusionResult, confusion_matrix
+from detcli.engine.analysis import AnalyzeResult, ConfusionResult, analyze_results, confusion_matrix
 from detcli.engine.checkpoint import load_checkpoint
 from detcli.engine.dist import get_dist_info, is_main_process
 from detcli.engine.hooks import HOOKS, CheckInvalidLossHook, CheckpointHook, EvalHook, Hook, LoggerHook, NumClassCheckHook
@@ -17,6 +17,7 @@ from detcli.engine.trainer import TrainResult, train
 from detcli.engine.validate import validate_config
 
 __all__ = [
+    "AnalyzeResult",
     "HOOKS",
     "CheckInvalidLossHook",
     "CheckpointHook",
@@ -32,6 +33,7 @@ __all__ = [
     "Runner",
     "TestResult",
     "TrainResult",
+    "analyze_results",
     "build_optimizer",
     "confusion_matrix",
     "get_dist_info",

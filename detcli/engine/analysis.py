@@ -1,4 +1,4 @@
-"""Analyses of a results file against a preset's test split (``det confusion-matrix``)."""
+"""Analyses of a results file against a preset's test split (``det confusion-matrix``, ``det analyze-results``)."""
 
 from __future__ import annotations
 
@@ -60,3 +60,107 @@ def confusion_matrix(
     csv_norm = write_text_atomic(matrix.to_csv(normalized=True), out / "confusion_matrix_normalized.csv")
     png = plot_confusion_matrix(matrix, out / "confusion_matrix.png")
     return ConfusionResult(matrix, png, csv, csv_norm)
+
+
+@dataclass
+class ImageScore:
+    """One image of :func:`analyze_results`: its dataset index, COCO id, file name and mAP."""
+
+    index: int
+    image_id: int
+    filename: str
+    map: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"index": self.index, "image_id": self.image_id, "filename": self.filename, "mAP": round(self.map, 6)}
+
+
+@dataclass
+class AnalyzeResult:
+    """Per-image scores (dataset order), the ``good`` (best first) and ``bad`` (worst first) top-k,
+    and the painted files of each."""
+
+    scores: list[ImageScore]
+    good: list[ImageScore]
+    bad: list[ImageScore]
+    good_files: list[Path]
+    bad_files: list[Path]
+    show_dir: Path
+
+
+def analyze_results(
+    cfg: Mapping[str, Any],
+    results: str | os.PathLike[str],
+    show_dir: str | os.PathLike[str],
+    *,
+    topk: int = 20,
+    show_score_thr: float = 0.0,
+    metric: str = "bbox",
+) -> AnalyzeResult:
+    """Rank the images of ``data.test`` by single-image mAP of the COCO results file ``results``
+    (``-``: stdin) and paint the ``topk`` best into ``show_dir/good`` and the worst into ``show_dir/bad``
+    (ground truth, then detections scoring at least ``show_score_thr``), named
+    ``RANK_NAME_mAP0.123.jpg``. The mAP is :func:`detcli.evaluation.per_image.image_map`.
+
+    Raises:
+        ConfigError: ``topk < 1``, a threshold outside [0, 1], a metric other than bbox.
+        DatasetError: the results file is missing, not JSON, not a results list, or refers to images
+            or categories the test split does not have.
+    """
+    import numpy as np
+    import torch
+
+    from detcli.engine.browse import output_name
+    from detcli.engine.tester import build_split, original_image
+    from detcli.errors import ConfigError
+    from detcli.evaluation.confusion import group_results
+    from detcli.evaluation.files import read_json_file
+    from detcli.evaluation.per_image import image_map
+    from detcli.structures import Detections, GroundTruth
+    from detcli.visualization import draw_detections, draw_ground_truth, save_image
+
+    if metric != "bbox":
+        raise ConfigError(f"--metric {metric!r}: analyze-results ranks images by bbox mAP; use --metric bbox")
+    if topk < 1:
+        raise ConfigError(f"--topk {topk}: must be >= 1")
+    if not 0.0 <= show_score_thr <= 1.0:
+        raise ConfigError(f"--show-score-thr {show_score_thr}: must be in [0, 1]")
+    dataset, _, _ = build_split(cfg, "test", test_mode=True)
+    source = "stdin" if str(results) == "-" else str(results)
+    grouped = group_results(read_json_file(results, "RESULTS"), dataset.image_ids, list(dataset.cat_ids), source)
+
+    def dets_of(image_id: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        rows = grouped.get(image_id, [])
+        xywh = np.asarray([r[0] for r in rows], dtype=np.float64).reshape(-1, 4)
+        boxes = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1)
+        return boxes, np.asarray([r[1] for r in rows], dtype=np.float64), np.asarray([r[2] for r in rows], dtype=np.int64)
+
+    scores = []
+    for i, image_id in enumerate(dataset.image_ids):
+        ann = dataset.get_ann_info(i)
+        boxes, sc, labels = dets_of(image_id)
+        value = image_map(ann, boxes, sc, labels)
+        name = str(dataset.get_img_info(i).get("filename", f"{image_id}.jpg"))
+        scores.append(ImageScore(i, int(image_id), name, value))
+    k = min(topk, len(scores))  # sorted() is stable: ties keep dataset order in both lists
+    bad, good = sorted(scores, key=lambda s: s.map)[:k], sorted(scores, key=lambda s: -s.map)[:k]
+    out = Path(show_dir)
+
+    def paint(items: list[ImageScore], folder: str) -> list[Path]:
+        files = []
+        for rank, item in enumerate(items):
+            ann = dataset.get_ann_info(item.index)
+            image = original_image(dataset, item.index)
+            h, w = image.shape[:2]
+            gt = GroundTruth((h, w), torch.as_tensor(ann["bboxes"], dtype=torch.float32).reshape(-1, 4), ann["labels"],
+                             torch.as_tensor(ann.get("bboxes_ignore", np.zeros((0, 4))), dtype=torch.float32).reshape(-1, 4))
+            boxes, sc, labels = dets_of(item.image_id)
+            dets = Detections((h, w), torch.as_tensor(boxes, dtype=torch.float32), sc, labels)
+            drawn = draw_detections(draw_ground_truth(image, gt, dataset.classes), dets, dataset.classes, score_thr=show_score_thr)
+            stem = Path(output_name(item.filename, f"{item.image_id}.jpg"))
+            files.append(save_image(drawn, out / folder / f"{rank + 1:03d}_{stem.stem}_mAP{item.map:.3f}{stem.suffix}"))
+        return files
+
+    good_files, bad_files = paint(good, "good"), paint(bad, "bad")
+    logger.info("ranked %d images by mAP; painted %d good and %d bad into %s", len(scores), len(good), len(bad), out)
+    return AnalyzeResult(scores, good, bad, good_files, bad_files, out)

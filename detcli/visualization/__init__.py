@@ -1,5 +1,5 @@
 """Drawing detections and ground truth (headless, OpenCV)."""
 
-from detcli.visualization.draw import class_color, draw_detections, draw_ground_truth
+from detcli.visualization.draw import class_color, denormalize, draw_detections, draw_ground_truth, save_image
 
-__all__ = ["class_color", "draw_detections", "draw_ground_truth"]
+__all__ = ["class_color", "denormalize", "draw_detections", "draw_ground_truth", "save_image"]

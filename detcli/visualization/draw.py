@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import colorsys
+import os
 from collections.abc import Sequence
+from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
 
+from detcli.fileio import atomic_output
 from detcli.structures import Detections, GroundTruth
 
 _MASK_ALPHA = 0.45
@@ -118,3 +121,36 @@ def draw_ground_truth(image: np.ndarray, gt: GroundTruth, class_names: Sequence[
         cv2.rectangle(img, (x1, y1), (x2, y2), color, thickness, cv2.LINE_8)
         _draw_label(img, _class_name(int(lab), class_names), x1, y1, color, scale)
     return img
+
+
+def save_image(image: np.ndarray, path: str | os.PathLike[str]) -> Path:
+    """Encode a BGR image by the file's extension (``.png``, ``.jpg``...) and write it atomically.
+
+    Raises:
+        ValueError: OpenCV cannot encode to that extension.
+    """
+    out = Path(path)
+    ok, data = cv2.imencode(out.suffix or ".png", _check_image(image))
+    if not ok:
+        raise ValueError(f"cannot encode an image as {out.suffix!r} ({out})")
+    with atomic_output(out) as tmp:
+        tmp.write_bytes(data.tobytes())
+    return out
+
+
+def denormalize(image: torch.Tensor, mean: Sequence[float] | None, std: Sequence[float] | None,
+                to_rgb: bool = True) -> np.ndarray:
+    """A normalised ``Tensor[3, H, W]`` back to a BGR ``uint8 (H, W, 3)`` image (``Normalize`` undone).
+
+    Without ``mean``/``std`` (no Normalize in the pipeline) the values are taken as pixels.
+
+    Example:
+        >>> denormalize(torch.zeros(3, 1, 1), [10., 20., 30.], [1., 1., 1.])[0, 0].tolist()
+        [30, 20, 10]
+    """
+    img = image.detach().float().cpu().permute(1, 2, 0).numpy()  # (H, W, C)
+    if mean is not None and std is not None:
+        img = img * np.asarray(std, dtype=np.float32) + np.asarray(mean, dtype=np.float32)
+        if to_rgb:
+            img = img[..., ::-1]
+    return np.ascontiguousarray(np.clip(np.round(img), 0, 255).astype(np.uint8))
