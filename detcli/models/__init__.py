@@ -1,8 +1,9 @@
 """Models: backbones, necks, priors, coders, assigners, losses and detectors (all registered)."""
 
-from detcli.models import assigners, coders, losses, priors
+from detcli.models import assigners, coders, losses, priors, samplers
 from detcli.models.assigners import AssignResult, MaxIoUAssigner
 from detcli.models.backbones import ResNet
+from detcli.models.bbox_heads import ConvFCBBoxHead, Shared2FCBBoxHead
 from detcli.models.coders import DeltaXYWHBBoxCoder, DistancePointBBoxCoder
 from detcli.models.detector import (
     DenseTestConfig,
@@ -21,9 +22,15 @@ from detcli.models.losses import (
 from detcli.models.necks import FPN
 from detcli.models.priors import AnchorGenerator, MlvlPointGenerator
 from detcli.models.retinanet import RetinaHead, RetinaNet
+from detcli.models.roi_extractors import SingleRoIExtractor
+from detcli.models.roi_head import StandardRoIHead
+from detcli.models.rpn import RPNHead
+from detcli.models.samplers import RandomSampler, SamplingResult
+from detcli.models.two_stage import FasterRCNN, MaskRCNN, TwoStageDetector
 
 __all__ = [
-    "FCOS", "FPN", "AnchorGenerator", "AssignResult", "CrossEntropyLoss", "DeltaXYWHBBoxCoder", "DenseTestConfig",
+    "FCOS", "ConvFCBBoxHead", "FasterRCNN", "MaskRCNN", "RPNHead", "RandomSampler", "SamplingResult",
+    "Shared2FCBBoxHead", "SingleRoIExtractor", "StandardRoIHead", "TwoStageDetector", "samplers", "FPN", "AnchorGenerator", "AssignResult", "CrossEntropyLoss", "DeltaXYWHBBoxCoder", "DenseTestConfig",
     "DenseTrainConfig", "DistancePointBBoxCoder", "FCOSHead", "FocalLoss", "GIoULoss", "IoULoss", "L1Loss",
     "MaxIoUAssigner", "MlvlPointGenerator", "ResNet", "RetinaHead", "RetinaNet", "SingleStageDetector",
     "SmoothL1Loss", "assigners", "coders", "losses", "priors",
