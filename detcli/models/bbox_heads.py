@@ -171,7 +171,7 @@ class ConvFCBBoxHead(nn.Module):
         if self.reg_class_agnostic:
             pos_pred = bbox_pred[pos_inds]
         else:
-            pos_pred = bbox_pred.view(k, -1, 4)[pos_inds, labels[pos_inds]]  # (P, 4)
+            pos_pred = bbox_pred.view(k, bbox_pred.shape[1] // 4, 4)[pos_inds, labels[pos_inds]]  # (P, 4)
         pos_rois = rois[pos_inds, 1:]
         with torch.no_grad():
             pos_gt = gt_boxes[pos_inds]
