@@ -10,9 +10,9 @@ from detcli.data.coco import CocoDataset
 from detcli.data.geometry import map_to_original
 from detcli.data.inference import build_test_pipeline, prepare_image
 from detcli.data.loader import Batch, DetSampler, aspect_ratio_flags, build_dataloader, collate
-from detcli.data.masks import BitmapMasks, PolygonMasks
 from detcli.data.sample import Sample
 from detcli.data.shapes import SHAPE_CLASSES, ShapesDataset, export_shapes_coco
+from detcli.structures.masks import BitmapMasks, PolygonMasks
 
 __all__ = [
     "SHAPE_CLASSES",

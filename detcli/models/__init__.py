@@ -1,6 +1,6 @@
 """Models: backbones, necks, priors, coders, assigners, losses and detectors (all registered)."""
 
-from detcli.models import assigners, coders, losses, priors, samplers
+from detcli.models import assigners, coders, losses, mask_heads, priors, samplers
 from detcli.models.assigners import AssignResult, MaxIoUAssigner
 from detcli.models.backbones import ResNet
 from detcli.models.bbox_heads import ConvFCBBoxHead, Shared2FCBBoxHead
@@ -19,6 +19,7 @@ from detcli.models.losses import (
     L1Loss,
     SmoothL1Loss,
 )
+from detcli.models.mask_heads import FCNMaskHead, paste_masks
 from detcli.models.necks import FPN
 from detcli.models.priors import AnchorGenerator, MlvlPointGenerator
 from detcli.models.retinanet import RetinaHead, RetinaNet
@@ -29,9 +30,10 @@ from detcli.models.samplers import RandomSampler, SamplingResult
 from detcli.models.two_stage import FasterRCNN, MaskRCNN, TwoStageDetector
 
 __all__ = [
-    "FCOS", "ConvFCBBoxHead", "FasterRCNN", "MaskRCNN", "RPNHead", "RandomSampler", "SamplingResult",
-    "Shared2FCBBoxHead", "SingleRoIExtractor", "StandardRoIHead", "TwoStageDetector", "samplers", "FPN", "AnchorGenerator", "AssignResult", "CrossEntropyLoss", "DeltaXYWHBBoxCoder", "DenseTestConfig",
-    "DenseTrainConfig", "DistancePointBBoxCoder", "FCOSHead", "FocalLoss", "GIoULoss", "IoULoss", "L1Loss",
+    "FCOS", "FPN", "AnchorGenerator", "AssignResult", "ConvFCBBoxHead", "CrossEntropyLoss", "DeltaXYWHBBoxCoder",
+    "DenseTestConfig", "DenseTrainConfig", "DistancePointBBoxCoder", "FCNMaskHead", "FCOSHead", "FasterRCNN",
+    "FocalLoss", "GIoULoss", "IoULoss", "L1Loss", "MaskRCNN", "RPNHead", "RandomSampler", "SamplingResult",
+    "Shared2FCBBoxHead", "SingleRoIExtractor", "StandardRoIHead", "TwoStageDetector",
     "MaxIoUAssigner", "MlvlPointGenerator", "ResNet", "RetinaHead", "RetinaNet", "SingleStageDetector",
-    "SmoothL1Loss", "assigners", "coders", "losses", "priors",
+    "SmoothL1Loss", "assigners", "coders", "losses", "mask_heads", "paste_masks", "priors", "samplers",
 ]

@@ -351,13 +351,48 @@ class FocalLoss(_ReducedLoss):
         return f"gamma={self.gamma}, alpha={self.alpha}, " + super().extra_repr()
 
 
+def mask_cross_entropy(pred: Tensor, target: Tensor, labels: Tensor | None,
+                       class_weight: Sequence[float] | None = None) -> Tensor:
+    """Mean binary cross-entropy of each RoI's mask logits on the channel of its label.
+
+    Args:
+        pred (Tensor[K, C, H, W]): mask logits (``C == 1``: class-agnostic).
+        target (Tensor[K, H, W]): mask targets in [0, 1].
+        labels (Tensor[K]): channel of each RoI (None: channel 0).
+        class_weight: per-class weights (scale the elements of RoIs of that class).
+
+    Returns:
+        A scalar; ``K == 0`` gives ``0`` still connected to ``pred``'s graph.
+
+    Example:
+        >>> mask_cross_entropy(torch.zeros(2, 3, 2, 2), torch.ones(2, 2, 2), torch.tensor([0, 2]))  # ln 2
+        tensor(0.6931)
+    """
+    if pred.dim() != 4 or target.dim() != 3 or target.shape[0] != pred.shape[0]:
+        raise ValueError(f"mask loss: pred must be (K, C, H, W) and target (K, H, W), got "
+                         f"{tuple(pred.shape)} and {tuple(target.shape)}")
+    if pred.shape[0] == 0:
+        return pred.sum() * 0
+    if labels is None:
+        labels = torch.zeros(pred.shape[0], dtype=torch.long, device=pred.device)
+    labels = labels.long()
+    rows = torch.arange(pred.shape[0], device=pred.device)
+    picked = pred[rows, labels]  # (K, H, W)
+    loss = F.binary_cross_entropy_with_logits(picked, target.to(picked.dtype), reduction="none")
+    if class_weight is not None:
+        loss = loss * pred.new_tensor(class_weight)[labels][:, None, None]
+    return loss.mean()
+
+
 @LOSSES.register()
 class CrossEntropyLoss(_ReducedLoss):
     """Softmax cross-entropy over class indices, or binary cross-entropy on logits (``use_sigmoid``).
 
     Args:
         use_sigmoid: binary cross-entropy with logits (``target`` of the same shape, in [0, 1]).
-        use_mask: must be False (mask losses belong to the two-stage issue).
+        use_mask: per-RoI mask loss: ``pred (K, C, H, W)`` logits, ``target (K, H, W)`` in [0, 1]
+            and, as the third argument, the labels ``(K,)`` picking the channel of each RoI; the
+            binary cross-entropy is averaged over ``K * H * W`` (mmdet's ``mask_cross_entropy``).
         reduction: ``'none'``, ``'mean'`` or ``'sum'``.
         class_weight: per-class weights (softmax form).
         ignore_index: target value that contributes no loss (softmax form).
@@ -373,8 +408,8 @@ class CrossEntropyLoss(_ReducedLoss):
                  class_weight: Sequence[float] | None = None, ignore_index: int | None = None,
                  loss_weight: float = 1.0, avg_non_ignore: bool = False) -> None:
         super().__init__(reduction, loss_weight)
-        if use_mask:
-            raise ValueError("CrossEntropyLoss(use_mask=True) is not supported by det yet (set use_mask: false)")
+        if use_sigmoid and use_mask:
+            raise ValueError("CrossEntropyLoss: use_sigmoid and use_mask are exclusive (set one of them)")
         self.use_sigmoid = use_sigmoid
         self.use_mask = use_mask
         self.class_weight = None if class_weight is None else tuple(float(c) for c in class_weight)
@@ -383,8 +418,11 @@ class CrossEntropyLoss(_ReducedLoss):
 
     def forward(self, pred: Tensor, target: Tensor, weight: Tensor | None = None,
                 avg_factor: float | Tensor | None = None, reduction_override: str | None = None) -> Tensor:
-        """Softmax: pred (Tensor[M, C]) logits, target (Tensor[M]) int64. Sigmoid: pred, target same shape."""
+        """Softmax: pred (Tensor[M, C]) logits, target (Tensor[M]) int64. Sigmoid: pred, target same shape.
+        Mask (``use_mask``): pred (Tensor[K, C, H, W]), target (Tensor[K, H, W]), weight = labels (Tensor[K])."""
         reduction = self._reduction(reduction_override)
+        if self.use_mask:
+            return self.loss_weight * mask_cross_entropy(pred, target, weight, self.class_weight)
         if self.use_sigmoid:
             loss = F.binary_cross_entropy_with_logits(pred, target.to(pred.dtype), reduction="none")
             if self.class_weight is not None:

@@ -11,12 +11,11 @@ Empty results are zero-length objects, never ``None``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Any
-
 import torch
 from torch import Tensor
 
 from detcli.structures.boxes import Boxes
+from detcli.structures.masks import BitmapMasks, PolygonMasks
 
 
 @dataclass(frozen=True)
@@ -52,14 +51,15 @@ class GroundTruth:
         boxes: ``Boxes (N, 4)`` xyxy, ``0 <= x1 < x2``.
         labels: ``Tensor[N]`` int64 in ``[0, num_classes)``.
         ignore_boxes: ``Boxes (K, 4)`` regions (crowd) that neither count as positives nor negatives.
-        masks: instance masks aligned with ``boxes`` (``BitmapMasks``/``PolygonMasks``), or None.
+        masks: instance masks aligned with ``boxes`` (:class:`BitmapMasks` or :class:`PolygonMasks`,
+            on the CPU, canvas = the padded image ``pad_shape``), or None for box-only pipelines.
     """
 
     image_size: tuple[int, int]
     boxes: Boxes
     labels: Tensor
     ignore_boxes: Boxes = field(default_factory=lambda: Boxes(torch.empty(0, 4)))
-    masks: Any | None = None
+    masks: BitmapMasks | PolygonMasks | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.boxes, Boxes):
@@ -76,10 +76,10 @@ class GroundTruth:
         return len(self.boxes)
 
     def to(self, device: torch.device | str) -> "GroundTruth":
-        masks = self.masks.to(device) if isinstance(self.masks, Tensor) else self.masks
+        """Boxes and labels on ``device``; masks stay CPU containers (mask targets are made from them)."""
         return replace(
             self, boxes=self.boxes.to(device), labels=self.labels.to(device),
-            ignore_boxes=self.ignore_boxes.to(device), masks=masks,
+            ignore_boxes=self.ignore_boxes.to(device),
         )
 
 

@@ -131,7 +131,29 @@ def test_cross_entropy():
     ign = CrossEntropyLoss(ignore_index=-1, avg_non_ignore=True)(torch.zeros(2, 3), torch.tensor([0, -1]))
     assert ign.item() == pytest.approx(math.log(3), abs=1e-6)
     with pytest.raises(ValueError, match="use_mask"):
-        CrossEntropyLoss(use_mask=True)
+        CrossEntropyLoss(use_sigmoid=True, use_mask=True)
+
+
+def test_cross_entropy_use_mask_picks_the_label_channel():
+    pred = torch.zeros(2, 3, 2, 2)
+    pred[0, 1] = 20.0  # RoI 0, label 1: confident foreground
+    pred[1, 2] = -20.0  # RoI 1, label 2: confident background
+    target = torch.stack([torch.ones(2, 2), torch.zeros(2, 2)])
+    loss = CrossEntropyLoss(use_mask=True, loss_weight=2.0)(pred, target, torch.tensor([1, 2]))
+    assert loss.item() == pytest.approx(0.0, abs=1e-6)
+    # the wrong channels (logit 0) cost ln 2 per element, averaged over K * H * W
+    wrong = CrossEntropyLoss(use_mask=True)(pred, target, torch.tensor([0, 0]))
+    assert wrong.item() == pytest.approx(math.log(2), abs=1e-6)
+    half = CrossEntropyLoss(use_mask=True)(pred, target, torch.tensor([1, 0]))
+    assert half.item() == pytest.approx(math.log(2) / 2, abs=1e-6)
+
+
+def test_cross_entropy_use_mask_empty_keeps_the_graph():
+    pred = torch.zeros(0, 3, 28, 28, requires_grad=True)
+    loss = CrossEntropyLoss(use_mask=True)(pred, torch.zeros(0, 28, 28), torch.zeros(0, dtype=torch.long))
+    assert loss.item() == 0.0
+    loss.backward()
+    assert pred.grad is not None and pred.grad.shape == pred.shape
 
 
 @pytest.mark.parametrize("dist, expected", [((10, 10, 10, 10), 1.0), ((5, 10, 15, 10), 0.57735), ((2, 4, 8, 16), 0.25)])

@@ -3,8 +3,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from detcli.data.masks import BitmapMasks
 from detcli.structures import Detections, GroundTruth
+from detcli.structures.masks import BitmapMasks
 from detcli.visualization import class_color, draw_detections, draw_ground_truth
 
 

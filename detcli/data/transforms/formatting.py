@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from detcli.data.sample import Sample
-from detcli.errors import did_you_mean
+from detcli.errors import ConfigError, did_you_mean
 from detcli.registry import TRANSFORMS
 from detcli.structures import Boxes, GroundTruth, ImageMeta
 
@@ -41,7 +41,8 @@ def image_to_tensor(img: np.ndarray | Tensor) -> Tensor:
 @TRANSFORMS.register()
 class DefaultFormatBundle:
     """Convert ``img`` (HWC → CHW float32 tensor), ``gt_bboxes``, ``gt_bboxes_ignore``, ``gt_labels``
-    to tensors; ``gt_masks`` stays a mask container (CPU only).
+    to tensors; ``gt_masks`` stays a :class:`BitmapMasks`/:class:`PolygonMasks` container (CPU only,
+    on the padded canvas), which :class:`Collect` puts in ``GroundTruth.masks``.
 
     Args:
         img_to_float: convert the image to float32 (uint8 images become float tensors anyway,
@@ -161,7 +162,12 @@ class Collect:
             ignore = torch.empty(0, 4)
             if "gt_bboxes_ignore" in self.keys and results.get("gt_bboxes_ignore") is not None:
                 ignore = torch.as_tensor(np.asarray(results["gt_bboxes_ignore"]), dtype=torch.float32)
-            masks = results.get("gt_masks") if "gt_masks" in self.keys else None
+            masks = None
+            if "gt_masks" in self.keys:
+                masks = results.get("gt_masks")
+                if masks is None:
+                    raise ConfigError("Collect: 'gt_masks' is in keys but no masks were loaded; "
+                                     "set LoadAnnotations with_mask: true (or drop gt_masks from keys)")
             gt = GroundTruth(img_shape, Boxes(boxes), labels, Boxes(ignore.reshape(-1, 4)), masks)
         return Sample(image=image, meta=meta, gt=gt)
 

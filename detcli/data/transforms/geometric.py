@@ -1,4 +1,4 @@
-"""Geometric transforms with mmdet 2.x key contracts: Resize, RandomFlip, Pad.
+"""Geometric transforms with mmdet 2.x key contracts: Resize, RandomFlip, Pad, RandomCrop.
 
 Boxes listed in ``results['bbox_fields']`` are ``float32 (N, 4)`` xyxy arrays in the current
 image's pixels; masks listed in ``results['mask_fields']`` are BitmapMasks/PolygonMasks.
@@ -334,3 +334,105 @@ class Pad:
     def __repr__(self) -> str:
         return (f"Pad(size={self.size}, size_divisor={self.size_divisor}, "
                 f"pad_to_square={self.pad_to_square}, pad_val={self.pad_val})")
+
+
+_CROP_TYPES = ("absolute", "absolute_range", "relative", "relative_range")
+#: Labels and masks that follow each box field when boxes are dropped.
+_BOX_COMPANIONS = {"gt_bboxes": ("gt_labels", "gt_masks"), "gt_bboxes_ignore": ("gt_labels_ignore", "gt_masks_ignore")}
+
+
+@TRANSFORMS.register()
+class RandomCrop:
+    """Crop a random window of the image, boxes and masks (mmdet ``RandomCrop``).
+
+    The window size comes from ``crop_type``: ``absolute`` ``(h, w) = crop_size`` (capped by the
+    image); ``absolute_range`` ``h ~ U[crop_size[0], min(H, crop_size[1])]`` and likewise ``w``;
+    ``relative`` ``(H * crop_size[0], W * crop_size[1])``; ``relative_range`` relative sizes drawn
+    from ``[crop_size[i], 1]``. Its corner is uniform over the positions inside the image.
+
+    Boxes are shifted (and clipped with ``bbox_clip_border``); boxes left without area are dropped
+    with their labels and masks (``gt_bboxes`` -> ``gt_labels``, ``gt_masks``; likewise the
+    ``_ignore`` fields). When no ``gt_bboxes`` survive and ``allow_negative_crop`` is False the
+    sample is rejected (returns None; the dataset draws another one). An image without boxes
+    to begin with is cropped like any other when ``allow_negative_crop`` is True.
+
+    Adds/updates: ``img``, ``img_shape``, ``pad_shape``, every bbox field, ``gt_labels``, mask fields.
+
+    Args:
+        crop_size: ``(h, w)`` in pixels or ratios, per ``crop_type``.
+        crop_type: ``absolute``, ``absolute_range``, ``relative`` or ``relative_range``.
+        allow_negative_crop: keep crops that contain no box.
+        recompute_bbox: set each box to the extent of its cropped mask.
+        bbox_clip_border: clip the boxes to the crop.
+    """
+
+    def __init__(self, crop_size: tuple[float, float], crop_type: str = "absolute", allow_negative_crop: bool = False,
+                 recompute_bbox: bool = False, bbox_clip_border: bool = True) -> None:
+        if crop_type not in _CROP_TYPES:
+            raise ValueError(f"RandomCrop: crop_type must be one of {', '.join(_CROP_TYPES)}, got {crop_type!r}")
+        if len(crop_size) != 2:
+            raise ValueError(f"RandomCrop: crop_size must be (h, w), got {crop_size!r}")
+        lo, hi = float(crop_size[0]), float(crop_size[1])
+        if crop_type.startswith("relative"):
+            if not (0 < lo <= 1 and 0 < hi <= 1):
+                raise ValueError(f"RandomCrop: relative crop_size must be in (0, 1], got {crop_size!r}")
+        elif lo <= 0 or hi <= 0 or (crop_type == "absolute_range" and lo > hi):
+            raise ValueError(f"RandomCrop: crop_size must be positive (and min <= max for a range), got {crop_size!r}")
+        self.crop_size = (lo, hi)
+        self.crop_type = crop_type
+        self.allow_negative_crop = allow_negative_crop
+        self.recompute_bbox = recompute_bbox
+        self.bbox_clip_border = bbox_clip_border
+
+    def _crop_hw(self, h: int, w: int, rng: np.random.Generator) -> tuple[int, int]:
+        a, b = self.crop_size
+        if self.crop_type == "absolute":
+            return min(int(a), h), min(int(b), w)
+        if self.crop_type == "absolute_range":
+            return (int(rng.integers(min(h, int(a)), min(h, int(b)) + 1)),
+                    int(rng.integers(min(w, int(a)), min(w, int(b)) + 1)))
+        if self.crop_type == "relative":
+            rh, rw = a, b
+        else:
+            rh, rw = np.asarray([a, b]) + rng.random(2) * (1 - np.asarray([a, b]))
+        return int(h * rh + 0.5), int(w * rw + 0.5)
+
+    def __call__(self, results: dict[str, Any]) -> dict[str, Any] | None:
+        rng = get_rng(results)
+        h, w = results["img"].shape[:2]
+        ch, cw = self._crop_hw(h, w, rng)
+        top = int(rng.integers(0, max(h - ch, 0) + 1))
+        left = int(rng.integers(0, max(w - cw, 0) + 1))
+        window = np.array([left, top, left + cw, top + ch], dtype=np.float32)
+        for key in results.get("img_fields", ["img"]):
+            results[key] = np.ascontiguousarray(results[key][top:top + ch, left:left + cw])
+        shape = results["img"].shape
+        results["img_shape"] = shape
+        results["pad_shape"] = shape
+        crop_h, crop_w = shape[:2]
+        for key in results.get("bbox_fields", []):
+            boxes = results[key] - np.array([left, top, left, top], dtype=np.float32)
+            if self.bbox_clip_border:
+                boxes[:, 0::2] = np.clip(boxes[:, 0::2], 0, crop_w)
+                boxes[:, 1::2] = np.clip(boxes[:, 1::2], 0, crop_h)
+            valid = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+            if key == "gt_bboxes" and not valid.any() and not self.allow_negative_crop:
+                return None
+            results[key] = boxes[valid].astype(np.float32)
+            label_key, mask_key = _BOX_COMPANIONS.get(key, (None, None))
+            if label_key in results:
+                results[label_key] = results[label_key][valid]
+            if mask_key in results and results[mask_key] is not None:
+                masks = results[mask_key][np.nonzero(valid)[0]].crop(window)
+                results[mask_key] = masks
+                if self.recompute_bbox:
+                    results[key] = masks.get_bboxes()
+        for key in results.get("mask_fields", []):  # masks without a box field of their own
+            if key not in ("gt_masks", "gt_masks_ignore") and results.get(key) is not None:
+                results[key] = results[key].crop(window)
+        return results
+
+    def __repr__(self) -> str:
+        return (f"RandomCrop(crop_size={self.crop_size}, crop_type={self.crop_type!r}, "
+                f"allow_negative_crop={self.allow_negative_crop}, recompute_bbox={self.recompute_bbox}, "
+                f"bbox_clip_border={self.bbox_clip_border})")

@@ -9,9 +9,9 @@ from typing import Any
 import cv2
 import numpy as np
 
-from detcli.data.masks import BitmapMasks, PolygonMasks, polygons_to_bitmap
 from detcli.errors import DatasetError
 from detcli.registry import TRANSFORMS
+from detcli.structures.masks import BitmapMasks, PolygonMasks, polygons_to_bitmap
 
 logger = logging.getLogger(__name__)
 
@@ -105,12 +105,32 @@ class LoadImageFromFile:
                 f"channel_order={self.channel_order!r})")
 
 
+def _check_segmentation(seg: Any, index: int, name: str, height: int, width: int) -> None:
+    """Raise a DatasetError naming the instance unless ``seg`` is COCO polygons or an RLE dict."""
+    where = f"{name}: instance {index}"
+    if seg is None:
+        raise DatasetError(f"{where} has no segmentation; add one to every non-crowd annotation or set "
+                           "LoadAnnotations with_mask: false")
+    if isinstance(seg, dict):
+        size = seg.get("size")
+        if "counts" not in seg or size is None:
+            raise DatasetError(f"{where}: an RLE segmentation needs 'size' and 'counts', got keys {sorted(seg)}")
+        if [int(v) for v in size] != [height, width]:
+            raise DatasetError(f"{where}: RLE size {list(size)} differs from the image size {[height, width]}")
+        return
+    if not isinstance(seg, (list, tuple)) or any(
+            not isinstance(p, (list, tuple, np.ndarray)) or len(p) % 2 for p in seg):
+        raise DatasetError(f"{where}: a segmentation must be a list of [x0, y0, x1, y1, ...] polygons "
+                           "(even length) or an RLE dict")
+
+
 @TRANSFORMS.register()
 class LoadAnnotations:
     """Copy the dataset's annotations of one image into the results dict.
 
     Reads ``results['ann_info']`` (``bboxes float32 (N, 4)`` xyxy, ``labels int64 (N,)``,
-    ``bboxes_ignore float32 (K, 4)``, ``masks``: per instance COCO polygons or an RLE dict).
+    ``bboxes_ignore float32 (K, 4)``, ``masks``: per instance COCO polygons or an RLE dict,
+    compressed or not; crowd regions are ignore boxes and have no mask, as in mmdet).
 
     Adds: ``gt_bboxes``, ``gt_bboxes_ignore``, ``gt_labels``, ``gt_masks``, ``bbox_fields``, ``mask_fields``.
 
@@ -154,20 +174,24 @@ class LoadAnnotations:
     def _load_masks(self, results: dict[str, Any], ann: dict[str, Any]) -> BitmapMasks | PolygonMasks:
         info = results["img_info"]
         h, w = int(info["height"]), int(info["width"])
+        name = f"{info.get('filename', '?')}{_where(results)}"
         segs = ann.get("masks")
         if segs is None:
-            raise DatasetError(f"with_mask=True but {info.get('filename', '?')}{_where(results)} has no segmentation")
+            raise DatasetError(f"with_mask=True but {name} has no segmentation")
+        if len(segs) != len(ann["bboxes"]):
+            raise DatasetError(f"{name}: {len(ann['bboxes'])} boxes but {len(segs)} masks")
+        for i, s in enumerate(segs):
+            _check_segmentation(s, i, name, h, w)
         if self.poly2mask:
             return BitmapMasks([polygons_to_bitmap(s, h, w) for s in segs], h, w)
         polys = []
         for i, s in enumerate(segs):
             if isinstance(s, dict):
                 raise DatasetError(
-                    f"{info.get('filename', '?')}{_where(results)}: instance {i} has an RLE mask; "
+                    f"{name}: instance {i} has an RLE mask, which PolygonMasks cannot hold; "
                     "use LoadAnnotations(poly2mask=True)"
                 )
-            # keep valid polygons only: at least 3 points
-            polys.append([np.asarray(p, dtype=np.float64) for p in s if len(p) >= 6 and len(p) % 2 == 0])
+            polys.append([np.asarray(p, dtype=np.float64) for p in s if len(p) >= 6])
         return PolygonMasks(polys, h, w)
 
     def __repr__(self) -> str:

@@ -3,9 +3,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from detcli.data.masks import BitmapMasks, PolygonMasks
 from detcli.data.transforms import Pad, RandomFlip, Resize, bbox_flip, rescale_size
 from detcli.registry import TRANSFORMS, build
+from detcli.structures.masks import BitmapMasks, PolygonMasks
 
 
 def results_for(h: int, w: int, boxes: list[list[float]] | None = None, seed: int = 0) -> dict:

@@ -7,7 +7,6 @@ import pytest
 import torch
 
 from detcli.data import Sample
-from detcli.data.masks import BitmapMasks
 from detcli.data.transforms import (
     Collect,
     Compose,
@@ -20,9 +19,10 @@ from detcli.data.transforms import (
     PhotoMetricDistortion,
     RandomFlip,
     Resize,
+    formatting,
 )
-from detcli.data.transforms import formatting
 from detcli.errors import DatasetError
+from detcli.structures.masks import BitmapMasks
 
 
 def test_normalize_values_and_rgb_swap() -> None:
