@@ -40,9 +40,8 @@ from detcli.structures import Detections, convert
 
 logger = logging.getLogger(__name__)
 
-#: Metrics det can evaluate today. ``segm`` arrives with the two-stage models; the dispatch in
-#: :func:`evaluate_coco` keys on :data:`IOU_TYPES`, so adding it is one entry plus mask encoding.
-SUPPORTED_METRICS: tuple[str, ...] = ("bbox", "proposal")
+#: Metrics det evaluates (``segm`` needs a model that predicts masks, or masks in a results file).
+SUPPORTED_METRICS: tuple[str, ...] = ("bbox", "segm", "proposal")
 
 #: pycocotools ``iouType`` of each metric.
 IOU_TYPES: dict[str, str] = {"bbox": "bbox", "segm": "segm", "proposal": "bbox"}
@@ -52,7 +51,7 @@ FILE_METRICS: tuple[str, ...] = ("bbox", "segm", "proposal")
 
 #: Evaluation engines: pycocotools itself (the reference), or faster-coco-eval's C++ port (same
 #: matching; precision values may differ from pycocotools in the last bit, see :func:`evaluate_coco`).
-ENGINES: tuple[str, ...] = ("pycocotools", "faster-coco-eval")
+ENGINES: tuple[str, ...] = ("det", "pycocotools", "faster-coco-eval")
 
 #: Names of ``COCOeval.stats`` entries, per metric, in mmdet 2.x spelling (``{n}`` = proposal_nums).
 BBOX_ITEMS: tuple[tuple[str, int], ...] = (
@@ -91,6 +90,7 @@ class CocoEvaluation:
         num_detections: result entries evaluated.
         precision: per metric, ``COCOeval.eval['precision']`` ``(T, R, K, A, M)`` when asked for.
         plots: per metric, precision-recall PNGs written (``det eval --plot-dir``).
+        stats: per metric, the 12 numbers of ``COCOeval.stats`` (AP x6, AR x6) as floats.
     """
 
     metrics: dict[str, float] = field(default_factory=dict)
@@ -100,6 +100,7 @@ class CocoEvaluation:
     num_detections: int = 0
     precision: dict[str, np.ndarray] = field(default_factory=dict)
     plots: dict[str, list[str]] = field(default_factory=dict)
+    stats: dict[str, list[float]] = field(default_factory=dict)
 
 
 def check_metrics(metrics: str | Sequence[str], supported: Sequence[str] = SUPPORTED_METRICS) -> list[str]:
@@ -115,9 +116,8 @@ def check_metrics(metrics: str | Sequence[str], supported: Sequence[str] = SUPPO
     for name in names:
         if name not in supported:
             hint = did_you_mean(name, supported)
-            later = " ('segm' arrives with the two-stage models)" if name == "segm" else ""
             raise ConfigError(
-                f"metric '{name}' is not supported{hint}{later} (supported: {', '.join(supported)})"
+                f"metric '{name}' is not supported{hint} (supported: {', '.join(supported)})"
             )
     return names
 
@@ -256,6 +256,10 @@ def evaluate_coco(
     names = check_metrics(metrics, supported)
     if engine not in ENGINES:
         raise ConfigError(f"evaluation engine '{engine}' is unknown{did_you_mean(engine, ENGINES)} (choose: {', '.join(ENGINES)})")
+    if engine == "det":
+        return _evaluate_det(coco_gt, results, names, classwise=classwise, proposal_nums=proposal_nums,
+                             iou_thrs=iou_thrs, cat_ids=cat_ids, img_ids=img_ids, classes=classes,
+                             keep_precision=keep_precision, workers=workers)
     if engine == "faster-coco-eval":
         from faster_coco_eval import COCO as FasterCOCO
         from faster_coco_eval import COCOeval_faster as COCOeval
@@ -268,12 +272,7 @@ def evaluate_coco(
     else:
         from pycocotools.cocoeval import COCOeval
 
-    cat_ids = list(coco_gt.getCatIds()) if cat_ids is None else list(cat_ids)
-    img_ids = list(coco_gt.getImgIds()) if img_ids is None else list(img_ids)
-    if classes is None:
-        classes = [coco_gt.loadCats(c)[0]["name"] for c in cat_ids]
-    if len(classes) != len(cat_ids):
-        raise ValueError(f"{len(classes)} class names but {len(cat_ids)} category ids")
+    cat_ids, img_ids, classes = _ids_and_classes(coco_gt, cat_ids, img_ids, classes)
     coco_dt = load_results(coco_gt, results, owned=results_owned)
     out = CocoEvaluation(num_images=len(img_ids), num_detections=len(results))
     if not results:
@@ -295,25 +294,110 @@ def evaluate_coco(
             with contextlib.redirect_stdout(io.StringIO()):
                 cocoeval.evaluate()
                 cocoeval.accumulate()
-        summary = io.StringIO()
-        with contextlib.redirect_stdout(summary):
-            cocoeval.summarize()
-        out.summaries[name] = summary.getvalue().rstrip("\n")
-        stats = cocoeval.stats
-        if name == "proposal":
-            nums = [int(n) for n in proposal_nums]
-            largest = nums[-1]
-            keys = [f"AR@{n}" for n in nums] + [f"AR_s@{largest}", f"AR_m@{largest}", f"AR_l@{largest}"]
-            for key, index in zip(keys, range(6, 12)):
-                out.metrics[key] = float(stats[index])
-        else:
-            for item, index in BBOX_ITEMS:
-                out.metrics[f"{name}_{item}"] = float(stats[index])
-            if classwise:
-                out.classwise[name] = _classwise(cocoeval.eval["precision"], cat_ids, classes)
-            if keep_precision:
-                out.precision[name] = np.asarray(cocoeval.eval["precision"])
+        _summarize(out, name, cocoeval, proposal_nums, cat_ids, classes, classwise, keep_precision)
     return out
+
+
+def _ids_and_classes(coco_gt: Any, cat_ids: Sequence[int] | None, img_ids: Sequence[int] | None,
+                     classes: Sequence[str] | None) -> tuple[list[int], list[int], Sequence[str]]:
+    cat_ids = list(coco_gt.getCatIds()) if cat_ids is None else list(cat_ids)
+    img_ids = list(coco_gt.getImgIds()) if img_ids is None else list(img_ids)
+    if classes is None:
+        classes = [coco_gt.loadCats(c)[0]["name"] for c in cat_ids]
+    if len(classes) != len(cat_ids):
+        raise ValueError(f"{len(classes)} class names but {len(cat_ids)} category ids")
+    return cat_ids, img_ids, classes
+
+
+def _summarize(out: CocoEvaluation, name: str, cocoeval: Any, proposal_nums: Sequence[int], cat_ids: Sequence[int],
+               classes: Sequence[str], classwise: bool, keep_precision: bool) -> None:
+    """Run ``cocoeval.summarize()`` (stdout captured) and put its numbers in ``out`` with mmdet names."""
+    summary = io.StringIO()
+    with contextlib.redirect_stdout(summary):
+        cocoeval.summarize()
+    out.summaries[name] = summary.getvalue().rstrip("\n")
+    stats = cocoeval.stats
+    out.stats[name] = [float(v) for v in stats]
+    if name == "proposal":
+        nums = [int(n) for n in proposal_nums]
+        largest = nums[-1]
+        keys = [f"AR@{n}" for n in nums] + [f"AR_s@{largest}", f"AR_m@{largest}", f"AR_l@{largest}"]
+        for key, index in zip(keys, range(6, 12)):
+            out.metrics[key] = float(stats[index])
+        return
+    for item, index in BBOX_ITEMS:
+        out.metrics[f"{name}_{item}"] = float(stats[index])
+    if classwise:
+        out.classwise[name] = _classwise(cocoeval.eval["precision"], cat_ids, classes)
+    if keep_precision:
+        out.precision[name] = np.asarray(cocoeval.eval["precision"])
+
+
+def _evaluate_det(
+    coco_gt: Any,
+    results: list[dict[str, Any]],
+    names: Sequence[str],
+    *,
+    classwise: bool,
+    proposal_nums: Sequence[int],
+    iou_thrs: Sequence[float] | None,
+    cat_ids: Sequence[int] | None,
+    img_ids: Sequence[int] | None,
+    classes: Sequence[str] | None,
+    keep_precision: bool,
+    workers: int,
+) -> CocoEvaluation:
+    """:func:`evaluate_coco` with det's array engine (:mod:`detcli.evaluation.fast_coco`); pycocotools
+    only summarizes, so the 12 numbers come out of the same ``summarize()``."""
+    from pycocotools.cocoeval import COCOeval
+
+    from detcli.evaluation.fast_coco import EvalParams, evaluate_arrays, ground_truth_side, results_side
+
+    cat_ids, img_ids, classes = _ids_and_classes(coco_gt, cat_ids, img_ids, classes)
+    _check_result_images(coco_gt, results)
+    out = CocoEvaluation(num_images=len(img_ids), num_detections=len(results))
+    if not results:
+        logger.warning("the results hold no detection at all: every AP is 0 for classes with ground truth")
+    for name in names:
+        cocoeval = COCOeval(iouType=IOU_TYPES[name])
+        p = cocoeval.params
+        p.imgIds = [int(i) for i in np.unique(np.asarray(img_ids, np.int64))]
+        p.catIds = [int(c) for c in np.unique(np.asarray(cat_ids, np.int64))]
+        if iou_thrs is not None:
+            p.iouThrs = np.asarray(iou_thrs, dtype=np.float64)
+        if name == "proposal":
+            p.useCats = 0
+            p.maxDets = [int(n) for n in proposal_nums]
+        p.maxDets = sorted(p.maxDets)
+        params = EvalParams(img_ids=p.imgIds, cat_ids=p.catIds, iou_thrs=np.asarray(p.iouThrs), rec_thrs=np.asarray(p.recThrs),
+                            max_dets=list(p.maxDets), area_rngs=[list(a) for a in p.areaRng], use_cats=bool(p.useCats),
+                            iou_type=IOU_TYPES[name])
+        arrays = evaluate_arrays(coco_gt, results_side(coco_gt, results, params), ground_truth_side(coco_gt, params),
+                                 params, workers=workers)
+        n_k = len(p.catIds) if p.useCats else 1
+        cocoeval.eval = {"params": p, "counts": [len(p.iouThrs), len(p.recThrs), n_k, len(p.areaRng), len(p.maxDets)],
+                         **arrays}
+        _summarize(out, name, cocoeval, proposal_nums, cat_ids, classes, classwise, keep_precision)
+    return out
+
+
+def _check_result_images(coco_gt: Any, results: Sequence[dict[str, Any]]) -> None:
+    """Raise :class:`DatasetError` naming the first result whose image is not in the ground truth."""
+    if not results:
+        return
+    known = np.asarray(sorted(coco_gt.getImgIds()), np.int64)
+    try:
+        ids = np.fromiter((r["image_id"] for r in results), np.int64, len(results))
+        ok = np.isin(ids, known)
+        bad = None if ok.all() else int(np.flatnonzero(~ok)[0])
+    except (KeyError, TypeError, ValueError, OverflowError):
+        image_ids = set(coco_gt.getImgIds())
+        bad = next(i for i, r in enumerate(results) if r.get("image_id") not in image_ids)
+    if bad is not None:
+        raise DatasetError(
+            f"result {bad}: image_id {results[bad].get('image_id')!r} is not an image of the ground truth "
+            "(were the results made on another dataset or split?)"
+        )
 
 
 _FORKED: dict[str, Any] = {}

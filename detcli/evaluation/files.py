@@ -85,6 +85,39 @@ def check_results(results: Any, coco_gt: Any, metrics: Sequence[str], source: st
         raise DatasetError(f"--dt {source}: expected a JSON list of results, got an object with keys {sorted(results)[:5]}")
     if not isinstance(results, list):
         raise DatasetError(f"--dt {source}: expected a JSON list of results, got {type(results).__name__}")
+    if not _results_look_valid(results, coco_gt, metrics):
+        _find_bad_result(results, coco_gt, metrics, source)
+    if "segm" in metrics:
+        results = [_polygons_to_rle(r, coco_gt) for r in results]
+    return results
+
+
+def _results_look_valid(results: list[Any], coco_gt: Any, metrics: Sequence[str]) -> bool:
+    """Fast whole-list check (arrays, no per-entry Python set work); False sends the caller to
+    :func:`_find_bad_result` for the message."""
+    if not results:
+        return True
+    keys = ["image_id", "category_id", "score"]
+    if "bbox" in metrics or "proposal" in metrics:
+        keys.append("bbox")
+    if "segm" in metrics:
+        keys.append("segmentation")
+    try:
+        for key in keys:
+            if not all(key in r for r in results):
+                return False
+        n = len(results)
+        img = np.fromiter((r["image_id"] for r in results), np.int64, n)
+        cat = np.fromiter((r["category_id"] for r in results), np.int64, n)
+    except (TypeError, ValueError, OverflowError):
+        return False
+    known_imgs = np.asarray(sorted(coco_gt.getImgIds()), np.int64)
+    known_cats = np.asarray(sorted(coco_gt.getCatIds()), np.int64)
+    return bool(np.isin(img, known_imgs).all() and np.isin(cat, known_cats).all())
+
+
+def _find_bad_result(results: list[Any], coco_gt: Any, metrics: Sequence[str], source: str) -> None:
+    """Raise :class:`DatasetError` naming the first bad entry of ``results`` and the fix."""
     image_ids = set(coco_gt.getImgIds())
     cat_ids = set(coco_gt.getCatIds())
     need = {"image_id", "category_id", "score"}
@@ -108,9 +141,6 @@ def check_results(results: Any, coco_gt: Any, metrics: Sequence[str], source: st
                 f"--dt {source}: entry {i}: category_id {r['category_id']!r} is not a category of the ground truth "
                 f"(it has {sorted(cat_ids)}; were the results made with another class list?)"
             )
-    if "segm" in metrics:
-        results = [_polygons_to_rle(r, coco_gt) for r in results]
-    return results
 
 
 def _polygons_to_rle(result: dict[str, Any], coco_gt: Any) -> dict[str, Any]:
@@ -137,7 +167,7 @@ def evaluate_files(
     metrics: Sequence[str] = ("bbox",),
     *,
     classwise: bool = False,
-    engine: str = "pycocotools",
+    engine: str = "det",
     plot_dir: str | os.PathLike[str] | None = None,
     workers: int = 1,
 ) -> CocoEvaluation:
