@@ -95,3 +95,8 @@ def fcos_cfg():
 @pytest.fixture
 def faster_rcnn_cfg():
     return lambda **kw: tiny_two_stage("faster_rcnn_r50_fpn_1x_coco.yaml", **kw)
+
+
+@pytest.fixture
+def mask_rcnn_cfg():
+    return lambda **kw: tiny_two_stage("mask_rcnn_r50_fpn_1x_coco.yaml", **kw)

@@ -2,6 +2,7 @@
 
 import dataclasses
 
+import numpy as np
 import pytest
 import torch
 
@@ -13,6 +14,7 @@ from detcli.models.rpn import ProposalConfig, RPNHead, RPNTrainConfig
 from detcli.models.samplers import RandomSampler
 from detcli.registry import DETECTORS, build
 from detcli.structures import Boxes, GroundTruth, ImageBatch
+from detcli.structures.masks import BitmapMasks
 
 
 def _rpn(strides=(16,)):
@@ -177,3 +179,76 @@ def test_config_errors(faster_rcnn_cfg):
     with pytest.raises(ConfigError, match="sigmoid"):
         RPNHead(4, loss_cls=build({"type": "CrossEntropyLoss"}, detcli.registry.LOSSES))
     assert RCNNTrainConfig.parse({}, "x").sampler.num == 512
+
+
+def _masked(gt):
+    h, w = gt.image_size
+    masks = np.zeros((len(gt), h, w), dtype=np.uint8)
+    for k, (x1, y1, x2, y2) in enumerate(gt.boxes.tensor.int().tolist()):
+        masks[k, y1:y2, x1:x2] = 1
+    return GroundTruth(gt.image_size, gt.boxes, gt.labels, masks=BitmapMasks(masks, h, w))
+
+
+def test_mask_rcnn_trains_and_predicts_masks(mask_rcnn_cfg):
+    torch.manual_seed(0)
+    model = build(mask_rcnn_cfg(), DETECTORS, path="model")
+    images, targets = _batch()
+    targets = [_masked(t) for t in targets]
+    model.train()
+    losses = model(images, targets)
+    assert set(losses) == {"loss_rpn_cls", "loss_rpn_bbox", "loss_cls", "loss_bbox", "acc", "loss_mask"}
+    assert losses["loss_mask"].item() > 0
+    sum(v for k, v in losses.items() if "loss" in k).backward()
+    assert model.roi_head.mask_head.conv_logits.weight.grad.abs().sum() > 0
+    model.eval()
+    model.rcnn_test = dataclasses.replace(model.rcnn_test, score_thr=0.0, max_per_img=5)
+    dets = model(images)
+    for d, (h, w) in zip(dets, images.image_sizes):
+        assert len(d) == 5 and d.masks.shape == (5, h, w) and d.masks.dtype == torch.bool
+        # masks are pasted inside their (slightly enlarged) boxes only
+        ys, xs = torch.nonzero(d.masks.any(0), as_tuple=True)
+        if len(xs):
+            assert int(xs.min()) >= int(d.boxes.tensor[:, 0].min()) - 1
+
+
+def test_mask_rcnn_empty_cases(mask_rcnn_cfg):
+    torch.manual_seed(0)
+    model = build(mask_rcnn_cfg(), DETECTORS, path="model")
+    images, targets = _batch()
+    model.train()
+    # images without GT (so without positives): zero mask loss, still part of the graph
+    losses = model(images, [_gt((96, 128)), _gt((64, 80))])
+    assert losses["loss_mask"].item() == 0 and losses["loss_mask"].requires_grad
+    sum(v for k, v in losses.items() if "loss" in k).backward()
+    model.eval()
+    model.rpn_test = dataclasses.replace(model.rpn_test, min_bbox_size=1e5)  # no proposal at all
+    for d, (h, w) in zip(model(images), images.image_sizes):
+        assert d.boxes.tensor.shape == (0, 4) and d.scores.shape == (0,) and d.labels.shape == (0,)
+        assert d.masks.shape == (0, h, w) and d.masks.dtype == torch.bool
+    # zero proposals for one image only: image 1 is 2x2 px, so its clipped proposals are all <= 3 px
+    tiny_second = ImageBatch(images.tensor, [(96, 128), (2, 2)])
+    model.rpn_test = dataclasses.replace(model.rpn_test, min_bbox_size=3)
+    model.rcnn_test = dataclasses.replace(model.rcnn_test, score_thr=0.0, max_per_img=3)
+    first, second = model(tiny_second)
+    assert len(first) == 3 and first.masks.shape == (3, 96, 128)
+    assert len(second) == 0 and second.masks.shape == (0, 2, 2)
+    model.train()
+    model.rpn_proposal = dataclasses.replace(model.rpn_proposal, min_bbox_size=3)
+    losses = model(tiny_second, [_masked(targets[0]), _gt((2, 2))])
+    assert all(bool(torch.isfinite(v)) for v in losses.values())
+    sum(v for k, v in losses.items() if "loss" in k).backward()
+
+
+def test_mask_rcnn_needs_masks_and_faster_rcnn_refuses_them(mask_rcnn_cfg, faster_rcnn_cfg):
+    model = build(mask_rcnn_cfg(), DETECTORS, path="model")
+    images, targets = _batch()
+    with pytest.raises(ConfigError, match="with_mask"):
+        model(images, targets)
+    cfg = mask_rcnn_cfg()
+    cfg["type"] = "FasterRCNN"
+    with pytest.raises(ConfigError, match="MaskRCNN"):
+        build(cfg, DETECTORS, path="model")
+    cfg = faster_rcnn_cfg()
+    cfg["type"] = "MaskRCNN"
+    with pytest.raises(ConfigError, match="mask_head"):
+        build(cfg, DETECTORS, path="model")
