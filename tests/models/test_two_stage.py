@@ -252,3 +252,11 @@ def test_mask_rcnn_needs_masks_and_faster_rcnn_refuses_them(mask_rcnn_cfg, faste
     cfg["type"] = "MaskRCNN"
     with pytest.raises(ConfigError, match="mask_head"):
         build(cfg, DETECTORS, path="model")
+
+
+def test_onnx_export_refuses_two_stage(faster_rcnn_cfg):
+    from detcli.models.deploy import check_exportable
+
+    with pytest.raises(ConfigError, match="ONNX export supports RetinaNet, FCOS; got FasterRCNN"):
+        check_exportable(build(faster_rcnn_cfg(), DETECTORS, path="model"))
+
