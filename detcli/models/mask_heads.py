@@ -245,14 +245,16 @@ def paste_masks(masks: Tensor, boxes: Tensor, image_size: tuple[int, int], thres
     tops, lefts = top.tolist(), left.tolist()
     chunks: list[tuple[list[int], int, int]] = []
     cur: list[int] = []
-    ch = cw = 0
+    ch = cw = used = 0
     for i in sorted(range(n), key=lambda k: hs[k] * ws[k]):  # similar windows share a chunk
         nh, nw = max(ch, hs[i]), max(cw, ws[i])
-        if cur and (len(cur) + 1) * nh * nw > PASTE_CHUNK_ELEMENTS:
+        padded = (len(cur) + 1) * nh * nw
+        # a new chunk when memory would exceed the bound or padding would exceed half the work
+        if cur and (padded > PASTE_CHUNK_ELEMENTS or padded > 1.5 * (used + hs[i] * ws[i])):
             chunks.append((cur, ch, cw))
-            cur, nh, nw = [], hs[i], ws[i]
+            cur, nh, nw, used = [], hs[i], ws[i], 0
         cur.append(i)
-        ch, cw = nh, nw
+        ch, cw, used = nh, nw, used + hs[i] * ws[i]
     chunks.append((cur, ch, cw))
     for members, ch, cw in chunks:
         if ch == 0 or cw == 0:

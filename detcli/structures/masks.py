@@ -129,16 +129,20 @@ def _clip_polygon(poly: Polygon, x1: float, y1: float, x2: float, y2: float) -> 
     return pts.reshape(-1)
 
 
-def _as_boxes(bboxes: np.ndarray | Tensor) -> np.ndarray:
-    arr = bboxes.detach().cpu().numpy() if isinstance(bboxes, Tensor) else np.asarray(bboxes)
-    return arr.astype(np.float64, copy=False).reshape(-1, 4)
-
-
-def _as_inds(inds: np.ndarray | Tensor | None, num: int) -> np.ndarray:
+def _crop_and_resize_inputs(bboxes: np.ndarray | Tensor, inds: np.ndarray | Tensor | None,
+                            binarize: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Checked ``float64 (K, 4)`` boxes and ``int64 (K,)`` mask indices of ``crop_and_resize``."""
+    if not binarize:
+        raise ValueError("crop_and_resize: soft targets (binarize=False) are not supported")
+    boxes = bboxes.detach().cpu().numpy() if isinstance(bboxes, Tensor) else np.asarray(bboxes)
+    boxes = boxes.astype(np.float64, copy=False).reshape(-1, 4)
     if inds is None:
-        return np.arange(num, dtype=np.int64)
-    arr = inds.detach().cpu().numpy() if isinstance(inds, Tensor) else np.asarray(inds)
-    return arr.astype(np.int64, copy=False).reshape(-1)
+        return boxes, np.arange(len(boxes), dtype=np.int64)
+    idx = inds.detach().cpu().numpy() if isinstance(inds, Tensor) else np.asarray(inds)
+    idx = idx.astype(np.int64, copy=False).reshape(-1)
+    if idx.shape[0] != boxes.shape[0]:
+        raise ValueError(f"crop_and_resize: {boxes.shape[0]} boxes but {idx.shape[0]} inds")
+    return boxes, idx
 
 
 def _crop_window(bbox: np.ndarray | Sequence[float], height: int, width: int) -> tuple[int, int, int, int]:
@@ -252,15 +256,10 @@ class BitmapMasks:
         """
         if interpolation != "bilinear":
             raise ValueError(f"crop_and_resize: only interpolation='bilinear' is supported, got {interpolation!r}")
-        if not binarize:
-            raise ValueError("crop_and_resize: soft targets (binarize=False) are not supported")
         oh, ow = int(out_shape[0]), int(out_shape[1])
-        boxes = _as_boxes(bboxes)
-        idx = _as_inds(inds, len(boxes))
+        boxes, idx = _crop_and_resize_inputs(bboxes, inds, binarize)
         if len(boxes) == 0 or len(self) == 0:
             return BitmapMasks(np.zeros((0, oh, ow), dtype=np.uint8), oh, ow)
-        if idx.shape[0] != boxes.shape[0]:
-            raise ValueError(f"crop_and_resize: {boxes.shape[0]} boxes but {idx.shape[0]} inds")
         used, local = np.unique(idx, return_inverse=True)
         src = torch.from_numpy(self.masks[used]).to(device=device, dtype=torch.float32)[:, None]
         rois = torch.from_numpy(np.concatenate([local[:, None].astype(np.float64), boxes], axis=1)).to(
@@ -417,15 +416,10 @@ class PolygonMasks:
         rasterised directly at the output size (exact, no intermediate bitmap). ``device`` and
         ``interpolation`` are accepted for parity with :class:`BitmapMasks`.
         """
-        if not binarize:
-            raise ValueError("crop_and_resize: soft targets (binarize=False) are not supported")
         oh, ow = int(out_shape[0]), int(out_shape[1])
-        boxes = _as_boxes(bboxes)
-        idx = _as_inds(inds, len(boxes))
+        boxes, idx = _crop_and_resize_inputs(bboxes, inds, binarize)
         if len(boxes) == 0 or len(self) == 0:
             return BitmapMasks(np.zeros((0, oh, ow), dtype=np.uint8), oh, ow)
-        if idx.shape[0] != boxes.shape[0]:
-            raise ValueError(f"crop_and_resize: {boxes.shape[0]} boxes but {idx.shape[0]} inds")
         instances = []
         for (x1, y1, x2, y2), i in zip(boxes, idx):
             sx, sy = ow / max(x2 - x1, 1.0), oh / max(y2 - y1, 1.0)

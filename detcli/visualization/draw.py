@@ -54,11 +54,14 @@ def _draw_label(img: np.ndarray, text: str, x: int, y: int, color: tuple[int, in
 
 
 def _blend_masks(img: np.ndarray, masks: np.ndarray, colors: Sequence[tuple[int, int, int]]) -> None:
+    """Tint ``img`` in place; masks share its top-left corner (a padded canvas is cut to the image)."""
+    h, w = img.shape[:2]
     for mask, color in zip(masks, colors):
-        m = mask.astype(bool)
-        if m.shape != img.shape[:2] or not m.any():
+        m = mask[:h, :w].astype(bool)
+        if not m.any():
             continue
-        img[m] = (img[m] * (1 - _MASK_ALPHA) + np.asarray(color, dtype=np.float32) * _MASK_ALPHA).astype(np.uint8)
+        region = img[: m.shape[0], : m.shape[1]]
+        region[m] = (region[m] * (1 - _MASK_ALPHA) + np.asarray(color, dtype=np.float32) * _MASK_ALPHA).astype(np.uint8)
 
 
 def _style(img: np.ndarray) -> tuple[int, float]:
@@ -100,7 +103,7 @@ def draw_ground_truth(image: np.ndarray, gt: GroundTruth, class_names: Sequence[
 
     Args:
         image: BGR ``uint8 (H, W, 3)`` in the coordinates of ``gt``; not modified.
-        gt: the annotations.
+        gt: the annotations; its masks (Bitmap or Polygon) may live on a padded canvas.
         class_names: name of each label.
     """
     img = _check_image(image)
@@ -108,8 +111,7 @@ def draw_ground_truth(image: np.ndarray, gt: GroundTruth, class_names: Sequence[
     labels = gt.labels.tolist()
     colors = [class_color(int(lab)) for lab in labels]
     if gt.masks is not None and len(gt):
-        masks = gt.masks.to_ndarray() if hasattr(gt.masks, "to_ndarray") else np.asarray(gt.masks)
-        _blend_masks(img, masks, colors)
+        _blend_masks(img, gt.masks.to_ndarray(), colors)
     for x1, y1, x2, y2 in gt.ignore_boxes.tensor.round().to(torch.int64).tolist():
         cv2.rectangle(img, (x1, y1), (x2, y2), _IGNORE_COLOR, thickness, cv2.LINE_4)
     for (x1, y1, x2, y2), lab, color in zip(gt.boxes.tensor.round().to(torch.int64).tolist(), labels, colors):

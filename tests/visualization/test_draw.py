@@ -4,7 +4,7 @@ import numpy as np
 import torch
 
 from detcli.structures import Detections, GroundTruth
-from detcli.structures.masks import BitmapMasks
+from detcli.structures.masks import BitmapMasks, PolygonMasks
 from detcli.visualization import class_color, draw_detections, draw_ground_truth
 
 
@@ -40,3 +40,11 @@ def test_draw_ground_truth() -> None:
     assert tuple(out[30, 10]) == class_color(2)
     assert out[59, 59].any()  # mask tint everywhere
     assert out[0, 0].any()  # ignore box drawn
+
+
+def test_draw_ground_truth_masks_on_a_padded_canvas() -> None:
+    img = np.zeros((30, 40, 3), np.uint8)
+    square = PolygonMasks([[np.array([5.0, 5, 15, 5, 15, 15, 5, 15])]], 32, 64)  # padded canvas
+    gt = GroundTruth((30, 40), torch.tensor([[5., 5., 15., 15.]]), torch.tensor([0]), masks=square)
+    out = draw_ground_truth(img, gt, ["a"])
+    assert out[10, 10].any() and not out[25, 30].any()  # tinted inside the mask only
