@@ -27,12 +27,12 @@ def parse_eval_options(options: list[str] | None) -> dict[str, object]:
 @handle_errors
 def test(
     args: Annotated[Optional[list[str]], typer.Argument(help="[PRESET] CHECKPOINT: the preset is optional, a checkpoint carries its config. Not used with --gt/--dt.", metavar="[PRESET] CHECKPOINT", show_default=False)] = None,
-    metric: Annotated[Optional[list[str]], typer.Option("--metric", "--eval", help="Metrics: bbox, proposal; with --gt/--dt also segm (several allowed).")] = None,
+    metric: Annotated[Optional[list[str]], typer.Option("--metric", "--eval", help="Metrics: bbox, segm (models with masks, or masks in --dt), proposal (several allowed).")] = None,
     gt: Annotated[Optional[str], typer.Option("--gt", help="COCO annotation file: evaluate --dt against it, no preset or model.")] = None,
     dt: Annotated[Optional[str], typer.Option("--dt", help="COCO results file (as `det test --out` writes; - reads stdin), with --gt.")] = None,
     classwise: Annotated[bool, typer.Option("--classwise", help="Also print the per-class AP table.")] = False,
     plot_dir: Annotated[Optional[str], typer.Option("--plot-dir", help="With --gt/--dt: write per-class precision-recall PNGs here.")] = None,
-    engine: Annotated[str, typer.Option("--engine", help="With --gt/--dt: pycocotools (reference numbers) or faster-coco-eval (~10x faster, APs may differ by ~1e-16).")] = "pycocotools",
+    engine: Annotated[str, typer.Option("--engine", help="With --gt/--dt: det (default: pycocotools' numbers bit for bit, several times faster than faster-coco-eval), pycocotools (the reference itself) or faster-coco-eval (APs may differ by ~1e-16).")] = "det",
     out: Annotated[Optional[str], typer.Option("--out", help="Write detections as a COCO results JSON file.")] = None,
     format_only: Annotated[bool, typer.Option("--format-only", help="Only write --out; do not evaluate.")] = False,
     show_dir: Annotated[Optional[str], typer.Option("--show-dir", help="Write images with drawn detections here.")] = None,
@@ -41,13 +41,14 @@ def test(
     cfg_options: Annotated[Optional[list[str]], typer.Option("--cfg-options", help="Override config keys: a.b.c=V.")] = None,
     device: Annotated[str, typer.Option("--device", help="cpu, cuda or cuda:N.")] = "cpu",
     ops: Annotated[Optional[str], typer.Option("--ops", help="Ops backend: auto, cupy, torch or torchvision (default: $DET_OPS, else auto).")] = None,
-    workers: Annotated[int, typer.Option("--workers", min=0, help="With --gt/--dt: processes evaluating disjoint classes (0: one per core); same numbers.")] = 1,
+    workers: Annotated[int, typer.Option("--workers", min=0, help="With --gt/--dt: processes sharing the work (JSON parsing, disjoint classes); 0: one per available core, at most 2 used; same numbers.")] = 0,
     json_out: Annotated[bool, typer.Option("--json", help="Print the metrics as one JSON object on stdout.")] = False,
     launcher: Annotated[str, typer.Option("--launcher", help=LAUNCHER_HELP)] = "auto",
     nproc: Annotated[Optional[int], typer.Option("--nproc", help=NPROC_HELP, min=1)] = None,
     backend: Annotated[str, typer.Option("--backend", help="pytorch (a checkpoint) or onnxruntime (a model from det export-onnx).")] = "pytorch",
 ) -> None:
-    """Evaluate a checkpoint with COCO metrics (pycocotools), optionally writing results and drawings."""
+    """Evaluate a checkpoint with COCO metrics (bbox, segm, proposal; pycocotools' numbers), optionally writing
+    results (boxes and RLE masks) and drawings; or evaluate a results file with --gt/--dt."""
     if nproc is not None and nproc > 1:
         from detcli.engine.dist import launch_local, strip_option
 
@@ -61,7 +62,7 @@ def test(
                     mixed={"--out": out, "--format-only": format_only, "--show-dir": show_dir, "--eval-options": eval_options,
                            "--cfg-options": cfg_options})
         return
-    if plot_dir is not None or engine != "pycocotools":
+    if plot_dir is not None or engine != "det":
         raise fail("--plot-dir and --engine work with --gt ANN.json --dt RESULTS.json only")
     set_ops_backend(ops)
     if len(args) not in (1, 2):

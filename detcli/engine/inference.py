@@ -41,7 +41,8 @@ class InferenceRecord:
     output: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        """A JSON-ready dict: boxes as xyxy lists, scores, labels and class names."""
+        """A JSON-ready dict: boxes as xyxy lists, scores, labels and class names; for a model with
+        masks also ``segmentations``, one COCO RLE ``{"size": [H, W], "counts": str}`` per box."""
         dets = self.detections
         record: dict[str, Any] = {"file": self.file}
         if self.frame is not None:
@@ -56,6 +57,10 @@ class InferenceRecord:
                 "class_names": [self.class_names[int(label)] for label in dets.labels.tolist()],
             }
         )
+        if dets.masks is not None:
+            from detcli.evaluation.rle import encode_masks
+
+            record["segmentations"] = encode_masks(dets.masks)  # COCO RLE {size: [H, W], counts}, one per box
         if self.output is not None:
             record["output"] = self.output
         return record

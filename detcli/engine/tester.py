@@ -39,6 +39,7 @@ from detcli.evaluation import (
     format_classwise_table,
     write_results_json,
 )
+from detcli.evaluation.rle import EncodedDetections, compact
 from detcli.ops import batched_nms
 from detcli.structures import Detections
 
@@ -74,8 +75,10 @@ class TestResult:
             ``bbox_mAP_l`` (and ``AR@100``... with ``proposal``); empty with ``format_only``.
         summary: pycocotools' 12-line summary (one block per metric, blank line between).
         summaries: the same per metric.
-        classwise: per-class AP rows (``ap`` None = no ground truth, shown ``n/a``); empty unless asked.
-        classwise_table: ``classwise`` as a plain text table.
+        classwise: per-class AP rows of the first bbox/segm metric (``ap`` None = no ground truth,
+            shown ``n/a``); empty unless asked.
+        classwise_table: the per-class rows as a plain text table (one per metric, titled, when
+            several metrics were evaluated).
         num_images: images tested.
         num_detections: detections written/evaluated.
         out: the results json written, or None.
@@ -96,6 +99,7 @@ class TestResult:
     checkpoint: Path
     rank: int = 0
     world_size: int = 1
+    classwise_by_metric: dict[str, list[ClasswiseAP]] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------- building
@@ -228,7 +232,8 @@ def run_inference(
     progress: ProgressCallback | None = None,
     phase: str = "test",
     epoch: int = 0,
-) -> list[Detections]:
+    encode_masks: bool = False,
+) -> list[Detections | EncodedDetections]:
     """Predict every image of a test-mode dataset, in dataset order, in original image coordinates.
 
     Args:
@@ -239,9 +244,12 @@ def run_inference(
         device: where the model runs.
         cfg: the config (its ``model.test_cfg`` merges test-time-augmented views).
         progress: receives a ``phase`` event per batch.
+        encode_masks: hold each image's masks as COCO RLE (:class:`EncodedDetections`) as soon as
+            the image is done, so a dataset's worth of full-size masks never sits in memory.
 
     Returns:
-        One :class:`Detections` per dataset index (boxes ``(N, 4)`` xyxy in original pixels).
+        One :class:`Detections` per dataset index (boxes ``(N, 4)`` xyxy in original pixels), or with
+        ``encode_masks`` an :class:`EncodedDetections` for images whose detections have masks.
     """
     from detcli.data import build_dataloader, map_to_original
 
@@ -250,14 +258,15 @@ def run_inference(
     rank, world_size = get_dist_info()
     loader = build_dataloader(dataset, samples_per_gpu, workers_per_gpu, shuffle=False,
                               num_replicas=world_size, rank=rank)
-    results: list[Detections] = []
+    results: list[Detections | EncodedDetections] = []
     total = len(loader.sampler)  # type: ignore[arg-type]
     start = time.perf_counter()
     for batch in loader:  # test mode: every image contributes batch.num_augs[k] views
         preds = model.predict(batch.images.to(dev, non_blocking=True))
         mapped = [map_to_original(p.to("cpu"), meta) for p, meta in zip(preds, batch.metas)]
         for group in batch.groups():
-            results.append(merge_views(mapped[group], iou_threshold, max_per_img))
+            merged = merge_views(mapped[group], iou_threshold, max_per_img)
+            results.append(compact(merged) if encode_masks else merged)
         if progress is not None:
             done = min(len(results), total)
             elapsed = time.perf_counter() - start
@@ -266,9 +275,35 @@ def run_inference(
     return gather_results(results, len(dataset))
 
 
+def predicts_masks(model: nn.Module) -> bool:
+    """Whether ``model`` predicts instance masks (``with_mask`` on the detector or its ``roi_head``)."""
+    model = getattr(model, "module", model)  # DistributedDataParallel
+    if bool(getattr(model, "with_mask", False)):
+        return True
+    return bool(getattr(getattr(model, "roi_head", None), "with_mask", False))
+
+
+def check_mask_metrics(model: nn.Module, metrics: Sequence[str]) -> None:
+    """Raise :class:`ConfigError` when ``segm`` is asked of a model without a mask branch."""
+    if "segm" in metrics and not predicts_masks(model):
+        raise ConfigError(
+            f"metric 'segm' needs instance masks, but the model ({type(model).__name__}) predicts boxes only; "
+            "use a model with a mask branch (e.g. MaskRCNN) or drop segm from the metrics"
+        )
+
+
+def _check_segm_results(detections: Sequence[Detections | EncodedDetections], metrics: Sequence[str],
+                        model_type: str) -> None:
+    if "segm" not in metrics:
+        return
+    for item in detections:
+        if isinstance(item, Detections) and len(item) and item.masks is None:
+            raise ConfigError(f"metric 'segm' needs instance masks, but the model ({model_type}) returned detections without masks")
+
+
 def evaluate_detections(
     dataset: Any,
-    detections: Sequence[Detections],
+    detections: Sequence[Detections | EncodedDetections],
     metrics: Sequence[str] = ("bbox",),
     *,
     classwise: bool = False,
@@ -276,6 +311,7 @@ def evaluate_detections(
     proposal_nums: Sequence[int] = (100, 300, 1000),
 ) -> CocoEvaluation:
     """COCO-evaluate detections (original coordinates, dataset order) against ``dataset.coco``."""
+    _check_segm_results(detections, metrics, "the model")
     results = detections_to_coco(detections, dataset.image_ids, dataset.cat_ids)
     return evaluate_coco(
         dataset.coco, results, metrics, classwise=classwise, iou_thrs=iou_thrs, proposal_nums=proposal_nums,
@@ -312,7 +348,7 @@ def test(
         cfg: the resolved config; None uses the config stored in the checkpoint.
         checkpoint: a det checkpoint, or with ``backend="onnxruntime"`` a model written by
             ``det export-onnx`` (run by ONNX Runtime on the CPU).
-        metrics: ``bbox`` and/or ``proposal``.
+        metrics: ``bbox``, ``segm`` (a model with masks) and/or ``proposal``.
         out: write the COCO results json here (atomically).
         format_only: only write ``out``; no evaluation (``out`` required).
         show_dir: write images with detections drawn above ``show_score_thr`` here.
@@ -323,7 +359,8 @@ def test(
         backend: ``pytorch`` or ``onnxruntime``.
 
     Raises:
-        ConfigError: unsupported metric or backend, ``format_only`` without ``out``, no ``data.test``.
+        ConfigError: unsupported metric or backend, ``format_only`` without ``out``, no ``data.test``,
+            ``segm`` asked of a model without masks.
         CheckpointError: not a det checkpoint / weights that do not fit.
     """
     dist_params = dict((cfg or {}).get("dist_params") or {})
@@ -358,6 +395,8 @@ def _test(
     config = loaded.cfg
     dataset, samples, workers = build_split(config, "test", test_mode=True)
     check_num_classes(loaded.model, {"test": dataset})
+    if not format_only:
+        check_mask_metrics(loaded.model, metric_names)
     if loaded.classes and tuple(loaded.classes) != tuple(dataset.classes):
         logger.warning(
             "the checkpoint was trained on classes %s but data.test has %s: labels are mapped by index",
@@ -365,8 +404,10 @@ def _test(
         )
     detections = run_inference(
         loaded.model, dataset, samples_per_gpu=samples, workers_per_gpu=workers,
-        device=next(loaded.model.parameters()).device, cfg=config, progress=progress,
+        device=next(loaded.model.parameters()).device, cfg=config, progress=progress, encode_masks=True,
     )
+    if not format_only:
+        _check_segm_results(detections, metric_names, type(loaded.model).__name__)
     results = detections_to_coco(detections, dataset.image_ids, dataset.cat_ids)
     eval_cfg = dict(config.get("evaluation") or {})
 
@@ -389,13 +430,19 @@ def _test(
     if evaluation is None:
         return TestResult({}, "", {}, [], "", len(dataset), len(results), out_path, shown, Path(checkpoint),
                           rank, world_size)
-    rows = evaluation.classwise.get("bbox", [])
+    rows = next(iter(evaluation.classwise.values()), [])
+    tables = {name: format_classwise_table(r) for name, r in evaluation.classwise.items() if r}
+    if len(tables) > 1:
+        table = "\n\n".join(f"{name} per class:\n{text}" for name, text in tables.items())
+    else:
+        table = next(iter(tables.values()), "")
     return TestResult(
         metrics=evaluation.metrics,
         summary="\n\n".join(evaluation.summaries.values()),
         summaries=evaluation.summaries,
         classwise=rows,
-        classwise_table=format_classwise_table(rows) if rows else "",
+        classwise_table=table,
+        classwise_by_metric=dict(evaluation.classwise),
         num_images=len(dataset),
         num_detections=len(results),
         out=out_path,
@@ -425,7 +472,7 @@ def original_image(dataset: Any, index: int) -> Any:
     return image
 
 
-def _draw(dataset: Any, detections: Sequence[Detections], show_dir: str, score_thr: float) -> Path:
+def _draw(dataset: Any, detections: Sequence[Detections | EncodedDetections], show_dir: str, score_thr: float) -> Path:
     """Write one image per test image with its detections above ``score_thr`` drawn."""
     import cv2
 
@@ -433,7 +480,8 @@ def _draw(dataset: Any, detections: Sequence[Detections], show_dir: str, score_t
 
     folder = Path(show_dir)
     folder.mkdir(parents=True, exist_ok=True)
-    for index, dets in enumerate(detections):
+    for index, item in enumerate(detections):
+        dets = item.decode() if isinstance(item, EncodedDetections) else item  # one image's masks at a time
         drawn = draw_detections(original_image(dataset, index), dets, dataset.classes, score_thr=score_thr)
         name = Path(str(dataset.get_img_info(index).get("filename", f"{dataset.image_ids[index]}.jpg"))).name
         if not name.lower().endswith((".jpg", ".jpeg", ".png", ".bmp")):

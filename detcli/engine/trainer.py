@@ -47,7 +47,7 @@ from detcli.engine.optim import auto_scale_lr as scale_lr_in_cfg
 from detcli.engine.optim import build_optimizer
 from detcli.engine.progress import ProgressCallback
 from detcli.engine.runner import Runner
-from detcli.engine.tester import build_model, build_split, evaluate_detections, run_inference
+from detcli.engine.tester import build_model, build_split, check_mask_metrics, evaluate_detections, run_inference
 from detcli.engine.validate import runner_settings, validate_config
 from detcli.errors import CheckpointError, ConfigError
 from detcli.fileio import write_json_atomic, write_text_atomic
@@ -333,6 +333,7 @@ def _train(
         if val_set is not None:
             metric = eval_cfg.get("metric", "bbox")
             metric_names = check_metrics(metric)
+            check_mask_metrics(model, metric_names)
             classwise = bool(eval_cfg.get("classwise", False))
             iou_thrs = eval_cfg.get("iou_thrs")
             proposal_nums = tuple(eval_cfg.get("proposal_nums") or (100, 300, 1000))
@@ -340,7 +341,7 @@ def _train(
             def evaluate_fn(model_: torch.nn.Module, progress_: ProgressCallback | None) -> Any:
                 dets = run_inference(
                     model_, val_set, samples_per_gpu=val_samples, workers_per_gpu=val_workers, device=dev,
-                    cfg=cfg, progress=progress_, phase="val", epoch=runner.epoch,
+                    cfg=cfg, progress=progress_, phase="val", epoch=runner.epoch, encode_masks=True,
                 )
                 return run_on_main(lambda: evaluate_detections(  # once, on rank 0; result broadcast
                     val_set, dets, metric_names, classwise=classwise, iou_thrs=iou_thrs, proposal_nums=proposal_nums

@@ -1,10 +1,12 @@
-"""COCO-style evaluation with pycocotools, and the COCO results-json format.
+"""COCO-style evaluation (pycocotools' rules), and the COCO results-json format.
 
 Detections enter as :class:`~detcli.structures.Detections` in *original* image coordinates (the
 data layer's ``map_to_original`` already ran). :func:`detections_to_coco` turns them into the
 COCO results format (``image_id``, ``category_id``, ``bbox`` as xywh, ``score``), the one place
-where det's xyxy boxes become xywh on the way out. :func:`evaluate_coco` runs
-``pycocotools.cocoeval.COCOeval`` and returns the metrics with MMDetection 2.x names.
+where det's xyxy boxes become xywh (and masks RLE) on the way out. :func:`evaluate_coco` evaluates
+with det's array engine (:mod:`detcli.evaluation.fast_coco`, the same numbers as pycocotools,
+bit for bit) or, on request, ``pycocotools.cocoeval.COCOeval`` itself or faster-coco-eval, and
+returns the metrics with MMDetection 2.x names.
 
 pycocotools prints while it works; everything it prints is captured, nothing reaches stdout.
 The 12-line summary of ``COCOeval.summarize()`` is returned as text.
@@ -13,6 +15,8 @@ Metrics (``metrics`` argument):
 
 - ``bbox``: ``bbox_mAP``, ``bbox_mAP_50``, ``bbox_mAP_75``, ``bbox_mAP_s``, ``bbox_mAP_m``,
   ``bbox_mAP_l`` (``COCOeval.stats[0:6]``).
+- ``segm``: ``segm_mAP``, ``segm_mAP_50``, ... the same six on the masks (results entries carry
+  ``segmentation`` as COCO RLE, see :mod:`detcli.evaluation.rle`).
 - ``proposal``: class-agnostic recall of the boxes (``useCats = 0``, ``maxDets = proposal_nums``):
   ``AR@100``, ``AR@300``, ``AR@1000``, ``AR_s@1000``, ``AR_m@1000``, ``AR_l@1000``
   (``COCOeval.stats[6:12]``).
@@ -35,6 +39,8 @@ from typing import Any
 import numpy as np
 
 from detcli.errors import ConfigError, DatasetError, did_you_mean
+from detcli.evaluation.fast_coco import ResultColumns
+from detcli.evaluation.rle import EncodedDetections, encode_masks
 from detcli.fileio import write_json_atomic
 from detcli.structures import Detections, convert
 
@@ -49,8 +55,9 @@ IOU_TYPES: dict[str, str] = {"bbox": "bbox", "segm": "segm", "proposal": "bbox"}
 #: Metrics of results files evaluated without a model (``det eval --gt --dt``): masks come from the file.
 FILE_METRICS: tuple[str, ...] = ("bbox", "segm", "proposal")
 
-#: Evaluation engines: pycocotools itself (the reference), or faster-coco-eval's C++ port (same
-#: matching; precision values may differ from pycocotools in the last bit, see :func:`evaluate_coco`).
+#: Evaluation engines: det's array engine (default; pycocotools' numbers bit for bit, several times
+#: faster than faster-coco-eval), pycocotools itself (the reference), or faster-coco-eval's C++ port
+#: (same matching; precision values may differ from pycocotools in the last bit, see :func:`evaluate_coco`).
 ENGINES: tuple[str, ...] = ("det", "pycocotools", "faster-coco-eval")
 
 #: Names of ``COCOeval.stats`` entries, per metric, in mmdet 2.x spelling (``{n}`` = proposal_nums).
@@ -123,21 +130,23 @@ def check_metrics(metrics: str | Sequence[str], supported: Sequence[str] = SUPPO
 
 
 def detections_to_coco(
-    detections: Sequence[Detections],
+    detections: Sequence[Detections | EncodedDetections],
     image_ids: Sequence[int],
     cat_ids: Sequence[int],
 ) -> list[dict[str, Any]]:
     """Turn per-image detections into COCO results entries.
 
     Args:
-        detections: one :class:`Detections` per image, boxes ``(N, 4)`` xyxy in original image pixels,
-            labels in ``[0, len(cat_ids))``.
+        detections: one :class:`Detections` (or :class:`~detcli.evaluation.rle.EncodedDetections`) per
+            image, boxes ``(N, 4)`` xyxy in original image pixels, labels in ``[0, len(cat_ids))``,
+            masks (if any) ``bool (N, H, W)`` at the original image size.
         image_ids: COCO image id of each entry of ``detections``.
         cat_ids: COCO category id of each label (``dataset.cat_ids``).
 
     Returns:
         ``[{"image_id", "category_id", "bbox": [x, y, w, h], "score"}, ...]`` in image order, each
         image's detections in their given (score) order; boxes rounded to 2 decimals, scores to 5.
+        Detections with masks also carry ``"segmentation": {"size": [H, W], "counts": str}`` (COCO RLE).
 
     Raises:
         ValueError: lengths differ, or a label has no category id (names the image and label).
@@ -151,26 +160,41 @@ def detections_to_coco(
     if len(detections) != len(image_ids):
         raise ValueError(f"{len(detections)} detection sets but {len(image_ids)} image ids")
     results: list[dict[str, Any]] = []
-    num_cats = len(cat_ids)
-    for dets, image_id in zip(detections, image_ids):
-        if len(dets) == 0:
-            continue
-        xywh = convert(dets.boxes.tensor.detach().float().cpu(), "xyxy", "xywh").numpy()  # (N, 4)
-        scores = dets.scores.detach().float().cpu().numpy()  # (N,)
-        labels = dets.labels.detach().cpu().numpy()  # (N,)
-        if labels.min() < 0 or labels.max() >= num_cats:
-            bad = int(labels[(labels < 0) | (labels >= num_cats)][0])
-            raise ValueError(f"image {image_id}: label {bad} has no category id (the dataset has {num_cats} classes)")
-        for box, score, label in zip(xywh.tolist(), scores.tolist(), labels.tolist()):
-            results.append(
-                {
-                    "image_id": int(image_id),
-                    "category_id": int(cat_ids[label]),
-                    "bbox": [round(v, BBOX_DECIMALS) for v in box],
-                    "score": round(score, SCORE_DECIMALS),
-                }
-            )
+    for item, image_id in zip(detections, image_ids):
+        results.extend(image_results(item, int(image_id), cat_ids))
     return results
+
+
+def image_results(item: Detections | EncodedDetections, image_id: int, cat_ids: Sequence[int]) -> list[dict[str, Any]]:
+    """The COCO results entries of one image (see :func:`detections_to_coco`); masks are encoded here
+    when ``item`` still holds dense ones."""
+    if isinstance(item, EncodedDetections):
+        dets, segms = item.detections, item.segmentations
+    else:
+        dets, segms = item, None
+    if len(dets) == 0:
+        return []
+    if segms is None and dets.masks is not None:
+        segms = encode_masks(dets.masks)
+    num_cats = len(cat_ids)
+    xywh = convert(dets.boxes.tensor.detach().float().cpu(), "xyxy", "xywh").numpy()  # (N, 4)
+    scores = dets.scores.detach().float().cpu().numpy()  # (N,)
+    labels = dets.labels.detach().cpu().numpy()  # (N,)
+    if labels.min() < 0 or labels.max() >= num_cats:
+        bad = int(labels[(labels < 0) | (labels >= num_cats)][0])
+        raise ValueError(f"image {image_id}: label {bad} has no category id (the dataset has {num_cats} classes)")
+    out = []
+    for i, (box, score, label) in enumerate(zip(xywh.tolist(), scores.tolist(), labels.tolist())):
+        entry: dict[str, Any] = {
+            "image_id": image_id,
+            "category_id": int(cat_ids[label]),
+            "bbox": [round(v, BBOX_DECIMALS) for v in box],
+            "score": round(score, SCORE_DECIMALS),
+        }
+        if segms is not None:
+            entry["segmentation"] = segms[i]
+        out.append(entry)
+    return out
 
 
 def write_results_json(results: list[dict[str, Any]], path: str | os.PathLike[str]) -> Path:
@@ -208,7 +232,7 @@ def load_results(coco_gt: Any, results: list[dict[str, Any]], *, owned: bool = F
 
 def evaluate_coco(
     coco_gt: Any,
-    results: list[dict[str, Any]],
+    results: list[dict[str, Any]] | ResultColumns,
     metrics: str | Sequence[str] = ("bbox",),
     *,
     classwise: bool = False,
@@ -217,17 +241,18 @@ def evaluate_coco(
     cat_ids: Sequence[int] | None = None,
     img_ids: Sequence[int] | None = None,
     classes: Sequence[str] | None = None,
-    engine: str = "pycocotools",
+    engine: str = "det",
     supported: Sequence[str] = SUPPORTED_METRICS,
     keep_precision: bool = False,
     workers: int = 1,
     results_owned: bool = False,
 ) -> CocoEvaluation:
-    """Evaluate COCO results with pycocotools.
+    """Evaluate COCO results: the numbers of ``pycocotools.cocoeval.COCOeval``.
 
     Args:
         coco_gt: ``pycocotools.coco.COCO`` ground truth in original image coordinates.
-        results: COCO results entries (:func:`detections_to_coco`); may be empty.
+        results: COCO results entries (:func:`detections_to_coco`), or their columns (det engine,
+            :class:`~detcli.evaluation.fast_coco.ResultColumns`); may be empty.
         metrics: names from :data:`SUPPORTED_METRICS`.
         classwise: also compute the per-class AP table (``bbox``).
         proposal_nums: ``maxDets`` of the ``proposal`` metric.
@@ -235,7 +260,8 @@ def evaluate_coco(
         cat_ids: categories to evaluate, in label order (``dataset.cat_ids``); default all of ``coco_gt``.
         img_ids: images to evaluate (``dataset.image_ids``); default all of ``coco_gt``.
         classes: class names aligned with ``cat_ids`` for the classwise table; default the names in ``coco_gt``.
-        engine: ``pycocotools`` (default, the reference numbers) or ``faster-coco-eval`` (its C++
+        engine: ``det`` (default: :mod:`detcli.evaluation.fast_coco`, pycocotools' numbers bit for
+            bit), ``pycocotools`` (the reference itself) or ``faster-coco-eval`` (its C++
             ``COCOeval_faster``: the same matching about 10x faster; a precision of a class whose
             first detection is its only leading true positive is 1.0 there but ``1 - 2**-52`` in
             pycocotools, so APs can differ by ~1e-16).
@@ -243,7 +269,8 @@ def evaluate_coco(
         keep_precision: keep ``COCOeval.eval['precision']`` per metric in ``CocoEvaluation.precision``.
         workers: processes (fork) that evaluate disjoint sets of categories; the per-category
             arrays are exactly what one process computes (COCOeval's matching and accumulation are
-            per category), merged before ``summarize()``. ``proposal`` (class-agnostic) runs in one.
+            per category), merged before ``summarize()``. ``proposal`` (class-agnostic) runs in one;
+            the ``det`` engine stays in one process for small inputs.
         results_owned: ``results`` may be modified (``loadRes`` adds keys); saves a copy of each entry.
 
     Returns:
@@ -256,6 +283,8 @@ def evaluate_coco(
     names = check_metrics(metrics, supported)
     if engine not in ENGINES:
         raise ConfigError(f"evaluation engine '{engine}' is unknown{did_you_mean(engine, ENGINES)} (choose: {', '.join(ENGINES)})")
+    if isinstance(results, ResultColumns) and engine != "det":
+        raise ValueError("results as columns are read by the det engine only")
     if engine == "det":
         return _evaluate_det(coco_gt, results, names, classwise=classwise, proposal_nums=proposal_nums,
                              iou_thrs=iou_thrs, cat_ids=cat_ids, img_ids=img_ids, classes=classes,
@@ -335,7 +364,7 @@ def _summarize(out: CocoEvaluation, name: str, cocoeval: Any, proposal_nums: Seq
 
 def _evaluate_det(
     coco_gt: Any,
-    results: list[dict[str, Any]],
+    results: list[dict[str, Any]] | ResultColumns,
     names: Sequence[str],
     *,
     classwise: bool,
@@ -381,21 +410,25 @@ def _evaluate_det(
     return out
 
 
-def _check_result_images(coco_gt: Any, results: Sequence[dict[str, Any]]) -> None:
+def _check_result_images(coco_gt: Any, results: Sequence[dict[str, Any]] | ResultColumns) -> None:
     """Raise :class:`DatasetError` naming the first result whose image is not in the ground truth."""
-    if not results:
+    if not len(results):
         return
     known = np.asarray(sorted(coco_gt.getImgIds()), np.int64)
     try:
-        ids = np.fromiter((r["image_id"] for r in results), np.int64, len(results))
+        if isinstance(results, ResultColumns):
+            ids = results.image_id
+        else:
+            ids = np.fromiter((r["image_id"] for r in results), np.int64, len(results))
         ok = np.isin(ids, known)
         bad = None if ok.all() else int(np.flatnonzero(~ok)[0])
     except (KeyError, TypeError, ValueError, OverflowError):
         image_ids = set(coco_gt.getImgIds())
         bad = next(i for i, r in enumerate(results) if r.get("image_id") not in image_ids)
     if bad is not None:
+        bad_id = int(results.image_id[bad]) if isinstance(results, ResultColumns) else results[bad].get("image_id")
         raise DatasetError(
-            f"result {bad}: image_id {results[bad].get('image_id')!r} is not an image of the ground truth "
+            f"result {bad}: image_id {bad_id!r} is not an image of the ground truth "
             "(were the results made on another dataset or split?)"
         )
 
@@ -450,10 +483,14 @@ def _evaluate_by_category(cocoeval: Any, workers: int) -> None:
 
 
 def _classwise(precision: np.ndarray, cat_ids: Sequence[int], classes: Sequence[str]) -> list[ClasswiseAP]:
-    """Per-class AP from ``precision (T, R, K, A, M)``: area 'all' (index 0), the largest maxDets (-1)."""
+    """Per-class AP from ``precision (T, R, K, A, M)``: area 'all' (index 0), the largest maxDets (-1).
+
+    COCOeval orders ``K`` by sorted category id; rows come out in the order of ``cat_ids``.
+    """
+    position = {int(c): k for k, c in enumerate(sorted(set(int(c) for c in cat_ids)))}
     rows = []
-    for k, (cat_id, name) in enumerate(zip(cat_ids, classes)):
-        p = precision[:, :, k, 0, -1]  # (T, R)
+    for cat_id, name in zip(cat_ids, classes):
+        p = precision[:, :, position[int(cat_id)], 0, -1]  # (T, R)
         p = p[p > -1]
         rows.append(ClasswiseAP(str(name), int(cat_id), float(np.mean(p)) if p.size else None))
     return rows

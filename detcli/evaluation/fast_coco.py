@@ -24,9 +24,8 @@ merge the per-category slices of ``precision``, ``recall`` and ``scores`` exactl
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -84,7 +83,6 @@ class EvalParams:
     area_rngs: list[list[float]]
     use_cats: bool = True
     iou_type: str = "bbox"
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def ground_truth_side(coco_gt: Any, params: EvalParams) -> Side:
@@ -112,6 +110,9 @@ def ground_truth_side(coco_gt: Any, params: EvalParams) -> Side:
     crowd = np.fromiter((bool(a.get("iscrowd", 0)) for a in anns), bool, n)
     ann_id = np.fromiter((a.get("id", 0) for a in anns), np.int64, n)
     if params.iou_type == "segm":
+        bad = next((a for a in anns if "segmentation" not in a), None)
+        if bad is not None:
+            raise DatasetError(f"ground truth annotation id {bad.get('id')} has no segmentation; the segm metric needs masks")
         box = np.zeros((n, 4))
         rles: list[Any] | None = anns  # converted to RLE lazily, only where detections meet them
     else:
@@ -120,30 +121,99 @@ def ground_truth_side(coco_gt: Any, params: EvalParams) -> Side:
     return Side(img, cat, area, box, np.zeros(n), crowd, ann_id, rles)
 
 
-def results_side(coco_gt: Any, results: Sequence[dict[str, Any]], params: EvalParams) -> Side:
+@dataclass
+class ResultColumns:
+    """A COCO results list as columns (what the det engine reads; built without keeping the dicts).
+
+    Attributes:
+        image_id, category_id: int64 ``(N,)``.
+        score: float64 ``(N,)``.
+        bbox: float64 ``(N, 4)`` xywh, or None when the entries have no boxes.
+        segmentation: per entry, its ``segmentation`` (RLE dict, polygons), or None.
+        first_has_bbox: the first entry has a non-empty ``bbox`` (``COCO.loadRes`` then takes every
+            area as ``w * h``).
+    """
+
+    image_id: np.ndarray
+    category_id: np.ndarray
+    score: np.ndarray
+    bbox: np.ndarray | None
+    segmentation: list[Any] | None
+    first_has_bbox: bool
+
+    def __len__(self) -> int:
+        return len(self.image_id)
+
+    @staticmethod
+    def cat(parts: Sequence["ResultColumns"]) -> "ResultColumns":
+        """Concatenate in order (the first part decides ``first_has_bbox``)."""
+        boxes = [p.bbox for p in parts]
+        segms = [p.segmentation for p in parts]
+        return ResultColumns(
+            np.concatenate([p.image_id for p in parts]), np.concatenate([p.category_id for p in parts]),
+            np.concatenate([p.score for p in parts]),
+            None if any(b is None for b in boxes) else np.concatenate(boxes),  # type: ignore[arg-type]
+            None if any(sg is None for sg in segms) else [x for sg in segms for x in sg],  # type: ignore[union-attr]
+            parts[0].first_has_bbox,
+        )
+
+
+def result_columns(results: Sequence[dict[str, Any]], with_bbox: bool = True, with_segm: bool = False) -> ResultColumns:
+    """Columns of a results list. Raises ``KeyError``/``TypeError``/``ValueError`` on a malformed entry
+    (callers with a file to blame re-check the dicts for a precise message).
+
+    Args:
+        with_bbox: read ``bbox`` of every entry (always done when the first entry has one).
+        with_segm: read ``segmentation`` of every entry.
+    """
+    n = len(results)
+    first_has_bbox = bool(n) and "bbox" in results[0] and not results[0]["bbox"] == []
+    bbox = None
+    if (with_bbox or first_has_bbox) and n:
+        bbox = np.asarray([r["bbox"] for r in results], np.float64).reshape(n, 4)
+    elif with_bbox:
+        bbox = np.zeros((0, 4))
+    return ResultColumns(
+        np.fromiter((r["image_id"] for r in results), np.int64, n),
+        np.fromiter((r["category_id"] for r in results), np.int64, n),
+        np.fromiter((r["score"] for r in results), np.float64, n),
+        bbox,
+        [r["segmentation"] for r in results] if with_segm else None,
+        first_has_bbox,
+    )
+
+
+def results_side(coco_gt: Any, results: Sequence[dict[str, Any]] | ResultColumns, params: EvalParams) -> Side:
     """Flat arrays of the results entries on ``params``' images and categories, in results order.
 
     The area follows ``COCO.loadRes``: when the first entry has a non-empty ``bbox`` every area is
     ``w * h`` (also for segm), otherwise the area of the mask.
     """
+    segm = params.iou_type == "segm"
+    if not isinstance(results, ResultColumns):
+        by_box = bool(results) and "bbox" in results[0] and not results[0]["bbox"] == []
+        results = result_columns(results, with_bbox=by_box, with_segm=segm or not by_box)
     n = len(results)
     if n == 0:
         return Side(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0), np.zeros((0, 4)), np.zeros(0),
-                    np.zeros(0, bool), np.zeros(0, np.int64), [] if params.iou_type == "segm" else None)
-    img_ids = np.fromiter((r["image_id"] for r in results), np.int64, n)
-    cat_ids = np.fromiter((r["category_id"] for r in results), np.int64, n)
-    score = np.fromiter((r["score"] for r in results), np.float64, n)
-    first = results[0]
-    by_box = "bbox" in first and not first["bbox"] == []
-    if by_box:
-        box = np.asarray([r["bbox"] for r in results], np.float64).reshape(n, 4)
-        area = box[:, 2] * box[:, 3]
-    else:
+                    np.zeros(0, bool), np.zeros(0, np.int64), [] if segm else None)
+    rles = None
+    if segm or not results.first_has_bbox:
         from pycocotools import mask as mask_utils
 
-        rles_all = [_result_rle(coco_gt, r) for r in results]
-        area = mask_utils.area(rles_all).astype(np.float64)
-        box = mask_utils.toBbox(rles_all).astype(np.float64).reshape(n, 4)
+        if results.segmentation is None:
+            raise ValueError("results without boxes need a segmentation per entry")
+        rles = [seg if isinstance(seg, dict) and isinstance(seg.get("counts"), (str, bytes))
+                else _result_rle(coco_gt, {"image_id": int(i), "segmentation": seg})
+                for seg, i in zip(results.segmentation, results.image_id.tolist())]
+    if results.first_has_bbox:
+        assert results.bbox is not None
+        box = results.bbox
+        area = box[:, 2] * box[:, 3]
+    else:
+        area = mask_utils.area(rles).astype(np.float64)
+        box = mask_utils.toBbox(rles).astype(np.float64).reshape(n, 4)
+    img_ids, cat_ids = results.image_id, results.category_id
     sorted_imgs = np.asarray(params.img_ids, np.int64)
     img = np.searchsorted(sorted_imgs, img_ids)
     keep = (img < len(sorted_imgs)) & (sorted_imgs[np.minimum(img, len(sorted_imgs) - 1)] == img_ids)
@@ -153,12 +223,7 @@ def results_side(coco_gt: Any, results: Sequence[dict[str, Any]], params: EvalPa
         keep &= (cat < len(sorted_cats)) & (sorted_cats[np.minimum(cat, len(sorted_cats) - 1)] == cat_ids)
     else:
         cat = np.zeros(n, np.int64)
-    rles = None
-    if params.iou_type == "segm":
-        rles = rles_all if not by_box else None
-    side = Side(img, cat, area, box, score, np.zeros(n, bool), np.arange(1, n + 1), rles)
-    if params.iou_type == "segm" and side.rles is None:
-        side.rles = list(results)  # converted lazily (only entries that meet ground truth)
+    side = Side(img, cat, area, box, results.score, np.zeros(n, bool), np.arange(1, n + 1), rles if segm else None)
     if not keep.all():
         side = side.take(np.flatnonzero(keep))
     return side
@@ -414,7 +479,3 @@ def evaluate_arrays(coco_gt: Any, dt: Side, gt: Side, params: EvalParams, worker
         merged["scores"][:, :, job] = part["scores"][:, :, job]
     return merged
 
-
-def default_workers() -> int:
-    """One process per available core (at most 2 are used well by the category split)."""
-    return max(1, len(os.sched_getaffinity(0)))

@@ -14,6 +14,7 @@ import io
 import json
 import logging
 import os
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,6 +24,7 @@ import numpy as np
 
 from detcli.errors import DatasetError
 from detcli.evaluation.coco import FILE_METRICS, CocoEvaluation, evaluate_coco
+from detcli.evaluation.fast_coco import ResultColumns, result_columns
 
 logger = logging.getLogger(__name__)
 
@@ -34,22 +36,96 @@ def read_json_file(path: str | os.PathLike[str], what: str) -> Any:
         path: file path or ``-``.
         what: the option it came from, used in messages (``--gt``, ``--dt``, ``LOG``).
     """
+    return parse_json_text(read_text_file(path, what), path, what)
+
+
+def read_text_file(path: str | os.PathLike[str], what: str) -> str:
+    """The text of a file, or of stdin when ``path`` is ``-``; :class:`DatasetError` naming it."""
     name = "stdin" if str(path) == "-" else str(path)
     try:
         if str(path) == "-":
-            text = sys.stdin.read()
-        else:
-            text = Path(path).read_text()
+            return sys.stdin.read()
+        return Path(path).read_text()
     except FileNotFoundError:
         raise DatasetError(f"{what} {name}: no such file") from None
     except (IsADirectoryError, UnicodeDecodeError) as e:
         raise DatasetError(f"{what} {name}: not a JSON text file ({e.__class__.__name__}); pass a .json file") from None
+
+
+def parse_json_text(text: str, path: str | os.PathLike[str], what: str) -> Any:
+    """``json.loads(text)``; a syntax error becomes a :class:`DatasetError` naming the file and position."""
+    name = "stdin" if str(path) == "-" else str(path)
     try:
         return json.loads(text)
     except json.JSONDecodeError as e:
         raise DatasetError(
             f"{what} {name}: not valid JSON ({e.msg} at line {e.lineno} column {e.colno}); pass a COCO .json file"
         ) from None
+
+
+#: Results texts at least this long are parsed in two halves by two processes (det engine, workers > 1).
+PARALLEL_JSON_CHARS = 4_000_000
+
+_SPLIT = re.compile(r"\}\s*,\s*\{")
+_FORKED_TEXT: dict[str, Any] = {}
+
+
+def split_json_list(text: str) -> tuple[str, str] | None:
+    """Two JSON list texts holding the first and second half of the list ``text`` (split between two
+    objects near the middle), or None when ``text`` is not a list. A cut inside a string makes one
+    half invalid JSON, which the caller detects when parsing."""
+    head = text.lstrip()[:1]
+    if head != "[":
+        return None
+    match = _SPLIT.search(text, len(text) // 2)
+    if match is None:
+        return None
+    return text[: match.start() + 1] + "]", "[" + text[match.end() - 1:]
+
+
+def _columns_of_text(text: str, with_bbox: bool, with_segm: bool) -> ResultColumns:
+    data = json.loads(text)
+    if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
+        raise TypeError("not a list of objects")
+    return result_columns(data, with_bbox=with_bbox, with_segm=with_segm)
+
+
+def _forked_columns(flags: tuple[bool, bool]) -> ResultColumns:
+    return _columns_of_text(_FORKED_TEXT["text"], *flags)
+
+
+def results_columns_of_text(text: str, coco_gt: Any, metrics: Sequence[str], workers: int) -> ResultColumns | None:
+    """Parse a results text straight into columns, in two processes when ``workers > 1`` and the text is
+    long; None when anything is off (not a list, a missing key, unknown ids...): the caller then
+    checks the entries one by one for a precise message."""
+    flags = ("bbox" in metrics or "proposal" in metrics, "segm" in metrics)
+    halves = split_json_list(text) if workers > 1 and len(text) >= PARALLEL_JSON_CHARS else None
+    try:
+        if halves is None:
+            columns = _columns_of_text(text, *flags)
+        else:
+            import multiprocessing
+
+            _FORKED_TEXT["text"] = halves[1]
+            try:
+                with multiprocessing.get_context("fork").Pool(1) as pool:
+                    second = pool.apply_async(_forked_columns, (flags,))
+                    first = _columns_of_text(halves[0], *flags)
+                    columns = ResultColumns.cat([first, second.get()])
+            finally:
+                _FORKED_TEXT.clear()
+    except (ValueError, TypeError, KeyError, OverflowError, AttributeError):
+        return None
+    known_imgs = np.asarray(sorted(coco_gt.getImgIds()), np.int64)
+    known_cats = np.asarray(sorted(coco_gt.getCatIds()), np.int64)
+    if not (np.isin(columns.image_id, known_imgs).all() and np.isin(columns.category_id, known_cats).all()):
+        return None
+    if columns.segmentation is not None:
+        columns.segmentation = [
+            _polygons_to_rle({"image_id": int(i), "segmentation": seg}, coco_gt)["segmentation"]
+            for i, seg in zip(columns.image_id.tolist(), columns.segmentation)
+        ]
+    return columns
 
 
 def load_ground_truth(path: str | os.PathLike[str]) -> Any:
@@ -169,14 +245,15 @@ def evaluate_files(
     classwise: bool = False,
     engine: str = "det",
     plot_dir: str | os.PathLike[str] | None = None,
-    workers: int = 1,
+    workers: int = 0,
 ) -> CocoEvaluation:
     """Evaluate the results file ``dt`` (``-``: stdin) against the annotation file ``gt``.
 
     With ``plot_dir``, per-class precision-recall PNGs of each bbox/segm metric are written there
-    (their paths in ``CocoEvaluation.plots``). ``workers`` processes evaluate disjoint category
-    sets (0: one per available core); the numbers do not depend on it. On a loaded machine more
-    workers can be slower (fork and merge overhead), hence the default of 1.
+    (their paths in ``CocoEvaluation.plots``). ``workers`` processes share the work (0: one per
+    available core, at most 2): with the ``det`` engine a long results file is parsed in two halves
+    at once, and categories are split between the processes for matching and accumulation; the
+    numbers do not depend on it.
 
     Raises:
         DatasetError: a file is missing, not JSON, of the wrong kind, or refers to unknown images/categories.
@@ -187,7 +264,14 @@ def evaluate_files(
     names = check_metrics(metrics, FILE_METRICS)
     coco_gt = load_ground_truth(gt)
     source = "stdin" if str(dt) == "-" else str(dt)
-    results = check_results(read_json_file(dt, "--dt"), coco_gt, names, source)
+    workers = workers if workers > 0 else min(2, len(os.sched_getaffinity(0)))
+    text = read_text_file(dt, "--dt")
+    results: list[dict[str, Any]] | ResultColumns | None = None
+    if engine == "det":  # straight to columns (two processes parse halves of a long file)
+        results = results_columns_of_text(text, coco_gt, names, workers)
+    if results is None:
+        results = check_results(parse_json_text(text, dt, "--dt"), coco_gt, names, source)
+    del text
     if "segm" in names:
         for ann in coco_gt.dataset["annotations"]:
             if "segmentation" not in ann:
@@ -196,7 +280,7 @@ def evaluate_files(
     cat_ids = sorted(coco_gt.getCatIds())  # COCOeval orders classes by sorted category id
     evaluation = evaluate_coco(coco_gt, results, names, classwise=classwise, engine=engine, supported=FILE_METRICS,
                                cat_ids=cat_ids, keep_precision=plot_dir is not None,
-                               workers=workers if workers > 0 else len(os.sched_getaffinity(0)), results_owned=True)
+                               workers=workers, results_owned=True)
     if plot_dir is not None:
         classes = [coco_gt.loadCats(c)[0]["name"] for c in cat_ids]
         for name, precision in evaluation.precision.items():

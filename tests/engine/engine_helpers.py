@@ -180,3 +180,35 @@ def tiny_cfg(**overrides: Any) -> dict[str, Any]:
     for key, value in overrides.items():
         cfg[key] = value
     return cfg
+
+
+@DETECTORS.register()
+class TinyMaskTestDetector(TinyTestDetector):
+    """:class:`TinyTestDetector` with a "mask branch": each box comes with the mask of its top-left
+    three quarters (``bool (N, H, W)`` at the input size, as two-stage models return them)."""
+
+    with_mask = True
+
+    def predict(self, images: ImageBatch) -> list[Detections]:
+        out = []
+        for dets in super().predict(images):
+            h, w = dets.image_size
+            masks = torch.zeros(len(dets), h, w, dtype=torch.bool)
+            for i, (x1, y1, x2, y2) in enumerate(dets.boxes.tensor.round().long().tolist()):
+                masks[i, y1:y1 + max(1, (y2 - y1) * 3 // 4), x1:x1 + max(1, (x2 - x1) * 3 // 4)] = True
+            out.append(Detections(dets.image_size, dets.boxes, dets.scores, dets.labels, masks))
+        return out
+
+
+@DATASETS.register()
+class TinyMaskTestDataset(TinyTestDataset):
+    """:class:`TinyTestDataset` whose ground truth has polygon masks (a triangle in each box)."""
+
+    @property
+    def coco(self) -> Any:
+        coco = super().coco
+        for ann in coco.dataset["annotations"]:
+            x, y, w, h = ann["bbox"]
+            if "segmentation" not in ann:
+                ann["segmentation"] = [[x, y, x + w, y, x, y + h]]
+        return coco

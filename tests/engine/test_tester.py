@@ -75,8 +75,13 @@ def test_format_only_needs_out(checkpoint: Path) -> None:
 
 
 def test_unsupported_metric_fails_before_loading(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match=r"metric 'segm' is not supported.*supported: bbox, proposal"):
-        engine.tester.test(None, str(tmp_path / "missing.pth"), metrics=["segm"])
+    with pytest.raises(ConfigError, match=r"metric 'segmm' is not supported.*supported: bbox, segm, proposal"):
+        engine.tester.test(None, str(tmp_path / "missing.pth"), metrics=["segmm"])
+
+
+def test_segm_on_a_box_only_model_names_metric_and_model(checkpoint: Path) -> None:
+    with pytest.raises(ConfigError, match=r"metric 'segm' needs instance masks, but the model \(TinyTestDetector\) predicts boxes only"):
+        engine.tester.test(None, str(checkpoint), metrics=["bbox", "segm"])
 
 
 def test_not_a_checkpoint(tmp_path: Path) -> None:
@@ -131,3 +136,65 @@ def test_merge_views_nms_per_class_and_max_per_img() -> None:
     empty = Detections.empty((20, 20))
     assert len(merge_views([empty, empty], 0.5, 100)) == 0
     assert merge_views([v1], 0.5, 1) is v1
+
+
+SEGM_KEYS = [k.replace("bbox", "segm") for k in BBOX_KEYS]
+
+
+def mask_cfg() -> dict:
+    cfg = tiny_cfg(evaluation={"interval": 1, "metric": ["bbox", "segm"]})
+    cfg["model"]["type"] = "TinyMaskTestDetector"
+    for split in ("train", "val", "test"):
+        cfg["data"][split]["type"] = "TinyMaskTestDataset"
+    return cfg
+
+
+def test_mask_model_segm_metrics_rle_results_and_drawings(tmp_path: Path) -> None:
+    import contextlib
+    import io
+
+    import cv2
+    from pycocotools import mask as mask_utils
+    from pycocotools.cocoeval import COCOeval
+
+    run = tmp_path / "run"
+    trained = engine.train(mask_cfg(), work_dir=run, cfg_source="tiny.yaml")  # validation evaluates segm too
+    assert trained.last_checkpoint is not None
+    out = tmp_path / "results.json"
+    result = engine.tester.test(None, str(trained.last_checkpoint), metrics=["bbox", "segm", "proposal"], out=str(out),
+                                classwise=True, show_dir=str(tmp_path / "show"), show_score_thr=0.0)
+    assert set(SEGM_KEYS) <= set(result.metrics) and set(BBOX_KEYS) <= set(result.metrics) and "AR@100" in result.metrics
+    assert set(result.classwise_by_metric) == {"bbox", "segm"} and "segm per class:" in result.classwise_table
+    entries = json.loads(out.read_text())
+    assert len(entries) == 16
+    for e in entries:
+        seg = e["segmentation"]
+        assert seg["size"] == [32, 32] and isinstance(seg["counts"], str)
+        mask = mask_utils.decode({"size": seg["size"], "counts": seg["counts"].encode()})
+        assert mask.shape == (32, 32) and mask.any()
+    dataset = engine.tester.build_split(load_model(str(trained.last_checkpoint)).cfg, "test", test_mode=True)[0]
+    with contextlib.redirect_stdout(io.StringIO()):
+        ev = COCOeval(dataset.coco, dataset.coco.loadRes(json.loads(out.read_text())), "segm")
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    assert [result.metrics[k] for k in SEGM_KEYS] == [float(s) for s in ev.stats[:6]]
+    drawn = cv2.imread(str(tmp_path / "show" / "000.png"))
+    assert drawn is not None and drawn.shape == (32, 32, 3)
+    # format-only writes the masks too, without evaluating
+    only = engine.tester.test(None, str(trained.last_checkpoint), out=str(tmp_path / "only.json"), format_only=True)
+    assert only.metrics == {} and all("segmentation" in e for e in json.loads((tmp_path / "only.json").read_text()))
+
+
+def test_run_inference_can_hold_masks_as_rle(tmp_path: Path) -> None:
+    from detcli.evaluation.rle import EncodedDetections
+
+    cfg = mask_cfg()
+    model = engine.tester.build_model(cfg).eval()
+    dataset = engine.tester.build_split(cfg, "test", test_mode=True)[0]
+    dense = run_inference(model, dataset, cfg=cfg)
+    compact = run_inference(model, dataset, cfg=cfg, encode_masks=True)
+    assert all(isinstance(d, Detections) and d.masks is not None for d in dense)
+    assert all(isinstance(c, EncodedDetections) and c.detections.masks is None for c in compact)
+    for d, c in zip(dense, compact):
+        assert torch.equal(c.decode().masks, d.masks)

@@ -45,7 +45,7 @@ def mutate(path: str, value: Any) -> dict[str, Any]:
         ("runner", {"type": "IterBasedRunner", "max_epochs": 3}, r"runner.max_epochs: a IterBasedRunner counts in iters"),
         ("checkpoint_config.intreval", 1, r"checkpoint_config.intreval.*did you mean 'interval'"),
         ("log_config.interval", 0, r"log_config.interval: expected a positive integer"),
-        ("evaluation.metric", "segm", r"evaluation.metric: metric 'segm' is not supported .*supported: bbox, proposal"),
+        ("evaluation.metric", "segmm", r"evaluation.metric: metric 'segmm' is not supported .*did you mean 'segm'.*supported: bbox, segm, proposal"),
         ("evaluation.rule", "bigger", r"evaluation.rule: must be 'greater' or 'less'"),
         ("custom_hooks", [{"type": "NumClassCheckHok"}], r"custom_hooks.0.type: unknown hook .*did you mean 'NumClassCheckHook'"),
         ("auto_scale_lr", {"base_batch_size": 0}, r"auto_scale_lr.base_batch_size: expected a positive integer"),

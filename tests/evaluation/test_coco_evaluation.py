@@ -219,9 +219,9 @@ def test_result_on_unknown_image_is_a_dataset_error(tmp_path: Path) -> None:
         evaluate_coco(coco, [{"image_id": 999, "category_id": 3, "bbox": [0, 0, 1, 1], "score": 0.5}])
 
 
-@pytest.mark.parametrize("bad", ["segm", "bbbox", "mAP"])
+@pytest.mark.parametrize("bad", ["segmm", "bbbox", "mAP"])
 def test_unsupported_metric_lists_supported(bad: str) -> None:
-    with pytest.raises(ConfigError, match=rf"metric '{bad}' is not supported.*supported: bbox, proposal"):
+    with pytest.raises(ConfigError, match=rf"metric '{bad}' is not supported.*supported: bbox, segm, proposal"):
         check_metrics([bad])
 
 
