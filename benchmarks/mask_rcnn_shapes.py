@@ -48,7 +48,8 @@ def main() -> None:
                    check=True, env=env)
     trained = time.perf_counter()
     ckpt = str(Path(args.work_dir) / "latest.pth")
-    out = subprocess.run([*det, "test", args.preset, ckpt, "--metric", "bbox", "--metric", "segm", "--json", *overrides],
+    metrics_args = ["--metric", "bbox", "--metric", "segm"]
+    out = subprocess.run([*det, "test", args.preset, ckpt, *metrics_args, "--json", *overrides],
                          check=True, env=env, capture_output=True, text=True)
     end = time.perf_counter()
     metrics = json.loads(out.stdout)

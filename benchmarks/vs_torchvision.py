@@ -41,7 +41,6 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
-
 from pathlib import Path
 
 import numpy as np

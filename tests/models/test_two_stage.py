@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-import detcli.models  # noqa: F401  (registers the components)
+import detcli.models
 from detcli.errors import ConfigError
 from detcli.models.priors import AnchorGenerator
 from detcli.models.roi_head import RCNNTrainConfig, boxes_to_rois
@@ -206,7 +206,7 @@ def test_mask_rcnn_trains_and_predicts_masks(mask_rcnn_cfg):
     for d, (h, w) in zip(dets, images.image_sizes):
         assert len(d) == 5 and d.masks.shape == (5, h, w) and d.masks.dtype == torch.bool
         # masks are pasted inside their (slightly enlarged) boxes only
-        ys, xs = torch.nonzero(d.masks.any(0), as_tuple=True)
+        _, xs = torch.nonzero(d.masks.any(0), as_tuple=True)
         if len(xs):
             assert int(xs.min()) >= int(d.boxes.tensor[:, 0].min()) - 1
 
