@@ -5,11 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from engine_helpers import tiny_cfg
 
 from detcli.engine import validate_config
 from detcli.errors import ConfigError
 from detcli.resources import list_presets
+
+from engine_helpers import tiny_cfg
 
 
 def test_valid_config_passes() -> None:
