@@ -1,4 +1,5 @@
-"""det RetinaNet / FCOS (ResNet-50 FPN) against torchvision's, timed interleaved in one process.
+"""det RetinaNet / FCOS / Faster R-CNN / Mask R-CNN (ResNet-50 FPN) against torchvision's, timed
+interleaved in one process.
 
 Both sides: random init, 80 classes, batch of 2 images of 512x512, the same ImageNet normalisation,
 the same 5-10 random GT boxes per image, ``torch.set_num_threads(2)``. Phases:
@@ -7,7 +8,13 @@ the same 5-10 random GT boxes per image, ``torch.set_num_threads(2)``. Phases:
 - infer: eval mode under ``torch.inference_mode`` (median seconds per image), on the freshly
   initialised models (no score passes 0.05, so this is the network alone);
 - infer-busy: the same with the score threshold at 0 on both sides, so every level sends its top
-  1000 candidates through decoding and NMS (post-processing under load).
+  1000 candidates through decoding and NMS (post-processing under load; for the two-stage models
+  every image keeps 100 detections, and Mask R-CNN pastes 100 masks per image).
+
+Two-stage models: det builds presets/{faster,mask}_rcnn_r50_fpn_1x_coco.yaml's model; torchvision's
+FasterRCNN / MaskRCNN get the same settings (RPN 2000/1000 pre-NMS and 1000 post-NMS proposals in
+training/testing, 256 anchors and 512 RoIs sampled, 81 classes with background). Mask R-CNN trains
+on elliptic masks inscribed in the random GT boxes.
 
 The phases run in the order infer, infer-busy, train (inference on untrained weights for both).
 
@@ -21,6 +28,7 @@ gives a fully trainable backbone with batch-statistics BatchNorm (slower, not li
 Usage:
     python benchmarks/vs_torchvision.py [--repeats 5] [--warmup 2] [--models retinanet,fcos]
         [--phases infer,infer-busy,train] [--tv-backbone recipe|builder] [--json]
+    python benchmarks/vs_torchvision.py --models faster_rcnn,mask_rcnn
 """
 
 from __future__ import annotations
@@ -33,12 +41,19 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
+import numpy as np
 import torch
 
 import detcli.models  # noqa: F401  (registers the components)
+from detcli.config import load_config
 from detcli.registry import DETECTORS, build
 from detcli.structures import GroundTruth, ImageBatch
+from detcli.structures.masks import BitmapMasks
+
+PRESETS = Path(__file__).resolve().parents[1] / "presets"
+TWO_STAGE = {"faster_rcnn": "faster_rcnn_r50_fpn_1x_coco.yaml", "mask_rcnn": "mask_rcnn_r50_fpn_1x_coco.yaml"}
 
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
@@ -85,8 +100,42 @@ DET_CONFIGS = {
 }
 
 
+def build_det(name: str) -> torch.nn.Module:
+    """det's model: the inline configs above or a two-stage preset's model."""
+    cfg = load_config(str(PRESETS / TWO_STAGE[name]))["model"] if name in TWO_STAGE else DET_CONFIGS[name]
+    return build(cfg, DETECTORS, path="model")
+
+
+def build_torchvision_two_stage(name: str, backbone_mode: str) -> torch.nn.Module:
+    """torchvision's fasterrcnn_resnet50_fpn / maskrcnn_resnet50_fpn with det's preset settings."""
+    from torchvision.models import resnet50
+    from torchvision.models.detection import (
+        FasterRCNN,
+        MaskRCNN,
+        fasterrcnn_resnet50_fpn,
+        maskrcnn_resnet50_fpn,
+    )
+    from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
+    from torchvision.ops import misc as misc_nn_ops
+
+    kwargs = {"min_size": SIZE, "max_size": SIZE, "image_mean": list(MEAN), "image_std": list(STD),
+              "rpn_pre_nms_top_n_train": 2000, "rpn_pre_nms_top_n_test": 1000, "rpn_post_nms_top_n_train": 1000,
+              "rpn_post_nms_top_n_test": 1000, "rpn_nms_thresh": 0.7, "rpn_batch_size_per_image": 256,
+              "box_batch_size_per_image": 512, "box_score_thresh": 0.05, "box_nms_thresh": 0.5,
+              "box_detections_per_img": 100}
+    if backbone_mode == "builder":
+        builder = fasterrcnn_resnet50_fpn if name == "faster_rcnn" else maskrcnn_resnet50_fpn
+        return builder(weights=None, weights_backbone=None, num_classes=NUM_CLASSES + 1, **kwargs)
+    body = resnet50(weights=None, norm_layer=misc_nn_ops.FrozenBatchNorm2d)
+    backbone = _resnet_fpn_extractor(body, 3)
+    cls = FasterRCNN if name == "faster_rcnn" else MaskRCNN
+    return cls(backbone, NUM_CLASSES + 1, **kwargs)
+
+
 def build_torchvision(name: str, backbone_mode: str) -> torch.nn.Module:
     """torchvision's retinanet_resnet50_fpn / fcos_resnet50_fpn, random init, 512x512 transform."""
+    if name in TWO_STAGE:
+        return build_torchvision_two_stage(name, backbone_mode)
     from torchvision.models import resnet50
     from torchvision.models.detection import (
         FCOS,
@@ -124,25 +173,44 @@ def make_inputs(seed: int = 0) -> tuple[torch.Tensor, list[torch.Tensor], list[t
     return images, boxes, labels
 
 
+def make_masks(boxes: list[torch.Tensor]) -> list[np.ndarray]:
+    """Per image ``uint8 (n, SIZE, SIZE)`` ellipses inscribed in the boxes."""
+    ys, xs = np.mgrid[0:SIZE, 0:SIZE] + 0.5
+    out = []
+    for b in boxes:
+        masks = np.zeros((len(b), SIZE, SIZE), dtype=np.uint8)
+        for k, (x1, y1, x2, y2) in enumerate(b.tolist()):
+            cx, cy, rx, ry = (x1 + x2) / 2, (y1 + y2) / 2, max((x2 - x1) / 2, 1), max((y2 - y1) / 2, 1)
+            masks[k] = ((xs - cx) / rx) ** 2 + ((ys - cy) / ry) ** 2 <= 1
+        out.append(masks)
+    return out
+
+
 def set_score_thr(model: torch.nn.Module, score_thr: float) -> None:
     """Set the test score threshold of a det or a torchvision detector."""
     if hasattr(model, "test_settings"):
         model.test_settings = dataclasses.replace(model.test_settings, score_thr=score_thr)
+    elif hasattr(model, "rcnn_test"):
+        model.rcnn_test = dataclasses.replace(model.rcnn_test, score_thr=score_thr)
+    elif hasattr(model, "roi_heads"):
+        model.roi_heads.score_thresh = score_thr
     else:
         model.score_thresh = score_thr
 
 
-def det_runner(model: torch.nn.Module, images, boxes, labels) -> tuple[Callable[[], None], Callable[[], None]]:
+def det_runner(model: torch.nn.Module, images, boxes, labels,
+               masks: list[np.ndarray] | None = None) -> tuple[Callable[[], None], Callable[[], None]]:
     mean = torch.tensor(MEAN).view(1, 3, 1, 1)
     std = torch.tensor(STD).view(1, 3, 1, 1)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.SGD(params, lr=1e-4, momentum=0.9, weight_decay=1e-4)
     sizes = [(SIZE, SIZE)] * BATCH
+    gt_masks = [None] * BATCH if masks is None else [BitmapMasks(m, SIZE, SIZE) for m in masks]
 
     def train_step() -> None:
         model.train()
         batch = ImageBatch((images - mean) / std, sizes)
-        targets = [GroundTruth((SIZE, SIZE), b, l) for b, l in zip(boxes, labels)]
+        targets = [GroundTruth((SIZE, SIZE), b, l, masks=m) for b, l, m in zip(boxes, labels, gt_masks)]
         losses = model(batch, targets)
         opt.zero_grad(set_to_none=True)
         sum(v for k, v in losses.items() if "loss" in k).backward()
@@ -156,13 +224,19 @@ def det_runner(model: torch.nn.Module, images, boxes, labels) -> tuple[Callable[
     return train_step, infer
 
 
-def tv_runner(model: torch.nn.Module, images, boxes, labels) -> tuple[Callable[[], None], Callable[[], None]]:
+def tv_runner(model: torch.nn.Module, images, boxes, labels,
+              masks: list[np.ndarray] | None = None) -> tuple[Callable[[], None], Callable[[], None]]:
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.SGD(params, lr=1e-4, momentum=0.9, weight_decay=1e-4)
+    # torchvision's two-stage models reserve label 0 for the background
+    offset = 1 if hasattr(model, "roi_heads") else 0
 
     def train_step() -> None:
         model.train()
-        targets = [{"boxes": b, "labels": l} for b, l in zip(boxes, labels)]
+        targets = [{"boxes": b, "labels": l + offset} for b, l in zip(boxes, labels)]
+        if masks is not None:
+            for t, m in zip(targets, masks):
+                t["masks"] = torch.from_numpy(m)
         losses = model(list(images), targets)
         opt.zero_grad(set_to_none=True)
         sum(losses.values()).backward()
@@ -186,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--models", default="retinanet,fcos")
+    parser.add_argument("--models", default="retinanet,fcos,faster_rcnn,mask_rcnn")
     parser.add_argument("--phases", default="infer,infer-busy,train")
     parser.add_argument("--tv-backbone", choices=("recipe", "builder"), default="recipe")
     parser.add_argument("--threads", type=int, default=2)
@@ -197,9 +271,11 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for name in args.models.split(","):
         torch.manual_seed(0)
-        det = build(DET_CONFIGS[name], DETECTORS, path="model")
+        det = build_det(name)
         tv = build_torchvision(name, args.tv_backbone)
-        runners = {"det": det_runner(det, images, boxes, labels), "torchvision": tv_runner(tv, images, boxes, labels)}
+        masks = make_masks(boxes) if name == "mask_rcnn" else None
+        runners = {"det": det_runner(det, images, boxes, labels, masks),
+                   "torchvision": tv_runner(tv, images, boxes, labels, masks)}
         for phase in args.phases.split(","):
             index = 0 if phase == "train" else 1
             per = 1 if phase == "train" else BATCH
@@ -225,9 +301,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     print(f"det vs torchvision, batch {BATCH} x {SIZE}x{SIZE}, {args.threads} threads, median of {args.repeats} "
           f"interleaved repeats (tv backbone: {args.tv_backbone})")
-    print(f"{'model':<10} {'phase':<11} {'unit':<8} {'det':>9} {'torchvision':>12} {'tv/det':>7}")
+    print(f"{'model':<12} {'phase':<11} {'unit':<8} {'det':>9} {'torchvision':>12} {'tv/det':>7}")
     for r in results:
-        print(f"{r['model']:<10} {r['phase']:<11} {r['unit']:<8} {r['det']:>9.3f} {r['torchvision']:>12.3f} {r['ratio']:>6.2f}x")
+        print(f"{r['model']:<12} {r['phase']:<11} {r['unit']:<8} {r['det']:>9.3f} {r['torchvision']:>12.3f} {r['ratio']:>6.2f}x")
     return 0
 
 

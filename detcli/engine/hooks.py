@@ -140,6 +140,17 @@ class CheckInvalidLossHook(Hook):
         )
 
 
+def _num_classes_keys(model: nn.Module, n: int) -> str:
+    """The config keys holding the class count of ``model`` (one head, or the RoI heads)."""
+    roi_head = getattr(model, "roi_head", None)
+    if roi_head is None:
+        return f"model.bbox_head.num_classes={n}"
+    keys = f"model.roi_head.bbox_head.num_classes={n}"
+    if getattr(roi_head, "mask_head", None) is not None:
+        keys += f" and model.roi_head.mask_head.num_classes={n}"
+    return keys
+
+
 def check_num_classes(model: nn.Module, datasets: Mapping[str, Any]) -> None:
     """Raise :class:`ConfigError` when ``model.num_classes`` differs from a dataset's class count."""
     num_classes = getattr(model, "num_classes", None)
@@ -153,7 +164,7 @@ def check_num_classes(model: nn.Module, datasets: Mapping[str, Any]) -> None:
             raise ConfigError(
                 f"the model predicts {num_classes} classes but data.{split} has {len(classes)} "
                 f"({', '.join(map(str, classes[:6]))}{', ...' if len(classes) > 6 else ''}): set "
-                f"model.bbox_head.num_classes={len(classes)} (or data.{split}.classes to {num_classes} names)"
+                f"{_num_classes_keys(model, len(classes))} (or data.{split}.classes to {num_classes} names)"
             )
 
 

@@ -1,8 +1,9 @@
 """Models: backbones, necks, priors, coders, assigners, losses and detectors (all registered)."""
 
-from detcli.models import assigners, coders, losses, mask_heads, priors
+from detcli.models import assigners, coders, losses, mask_heads, priors, samplers
 from detcli.models.assigners import AssignResult, MaxIoUAssigner
 from detcli.models.backbones import ResNet
+from detcli.models.bbox_heads import ConvFCBBoxHead, Shared2FCBBoxHead
 from detcli.models.coders import DeltaXYWHBBoxCoder, DistancePointBBoxCoder
 from detcli.models.detector import (
     DenseTestConfig,
@@ -22,10 +23,17 @@ from detcli.models.mask_heads import FCNMaskHead, paste_masks
 from detcli.models.necks import FPN
 from detcli.models.priors import AnchorGenerator, MlvlPointGenerator
 from detcli.models.retinanet import RetinaHead, RetinaNet
+from detcli.models.roi_extractors import SingleRoIExtractor
+from detcli.models.roi_head import StandardRoIHead
+from detcli.models.rpn import RPNHead
+from detcli.models.samplers import RandomSampler, SamplingResult
+from detcli.models.two_stage import FasterRCNN, MaskRCNN, TwoStageDetector
 
 __all__ = [
-    "FCOS", "FPN", "AnchorGenerator", "AssignResult", "CrossEntropyLoss", "DeltaXYWHBBoxCoder", "DenseTestConfig",
-    "DenseTrainConfig", "DistancePointBBoxCoder", "FCNMaskHead", "FCOSHead", "FocalLoss", "GIoULoss", "IoULoss", "L1Loss",
+    "FCOS", "FPN", "AnchorGenerator", "AssignResult", "ConvFCBBoxHead", "CrossEntropyLoss", "DeltaXYWHBBoxCoder",
+    "DenseTestConfig", "DenseTrainConfig", "DistancePointBBoxCoder", "FCNMaskHead", "FCOSHead", "FasterRCNN",
+    "FocalLoss", "GIoULoss", "IoULoss", "L1Loss", "MaskRCNN", "RPNHead", "RandomSampler", "SamplingResult",
+    "Shared2FCBBoxHead", "SingleRoIExtractor", "StandardRoIHead", "TwoStageDetector",
     "MaxIoUAssigner", "MlvlPointGenerator", "ResNet", "RetinaHead", "RetinaNet", "SingleStageDetector",
-    "SmoothL1Loss", "assigners", "coders", "losses", "mask_heads", "paste_masks", "priors",
+    "SmoothL1Loss", "assigners", "coders", "losses", "mask_heads", "paste_masks", "priors", "samplers",
 ]

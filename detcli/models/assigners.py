@@ -146,7 +146,8 @@ class MaxIoUAssigner:
         """Assign priors shared by ``B`` images to their padded ground truth in one pass.
 
         Args:
-            priors (Tensor[N, 4]): priors (x1, y1, x2, y2), the same for every image.
+            priors (Tensor[N, 4] or Tensor[B, N, 4]): priors (x1, y1, x2, y2), the same for every
+                image, or per image (proposals padded to ``N``; mark the padding in ``prior_valid``).
             gt_bboxes (Tensor[B, G, 4]): ground truth, padded to ``G`` per image.
             gt_valid (Tensor[B, G]): bool, False on padding.
             gt_bboxes_ignore (Tensor[B, K, 4]): ignore regions padded to ``K``, or None.
@@ -157,25 +158,25 @@ class MaxIoUAssigner:
             gt_inds (Tensor[B, N]) int64 codes as in :class:`AssignResult`, and max_overlaps (Tensor[B, N]).
         """
         b, g = gt_bboxes.shape[:2]
-        n = priors.shape[0]
+        n = priors.shape[-2]
         device = priors.device
         if g == 0 or n == 0 or not bool(gt_valid.any()):
-            gt_inds = priors.new_zeros((b, n), dtype=torch.long)
+            gt_inds = torch.zeros((b, n), dtype=torch.long, device=device)
             if prior_valid is not None:
                 gt_inds[~prior_valid] = IGNORE
-            return gt_inds, priors.new_zeros((b, n))
+            return gt_inds, torch.zeros((b, n), dtype=priors.dtype, device=device)
         on_cpu = self.gpu_assign_thr > 0 and g > self.gpu_assign_thr
         if on_cpu:
             priors, gt_bboxes, gt_valid = priors.cpu(), gt_bboxes.cpu(), gt_valid.cpu()
             gt_bboxes_ignore = None if gt_bboxes_ignore is None else gt_bboxes_ignore.cpu()
             ignore_valid = None if ignore_valid is None else ignore_valid.cpu()
             prior_valid = None if prior_valid is None else prior_valid.cpu()
-        overlaps = box_overlaps(gt_bboxes, priors[None].expand(b, n, 4))  # (B, G, N)
+        pri = priors if priors.dim() == 3 else priors[None].expand(b, n, 4)  # (B, N, 4)
+        overlaps = box_overlaps(gt_bboxes, pri)  # (B, G, N)
         overlaps.masked_fill_(~gt_valid[:, :, None], -1.0)
         # priors outside the image and priors inside ignore regions: IoU -1 with every GT
         excluded = None if prior_valid is None else ~prior_valid  # (B, N)
         if self.ignore_iof_thr > 0 and gt_bboxes_ignore is not None and gt_bboxes_ignore.shape[1] > 0:
-            pri = priors[None].expand(b, n, 4)
             if self.ignore_wrt_candidates:
                 iof = box_overlaps(pri, gt_bboxes_ignore, mode="iof")  # (B, N, K)
             else:

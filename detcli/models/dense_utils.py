@@ -69,6 +69,29 @@ def pad_ignore_boxes(targets: Sequence[GroundTruth], device: torch.device) -> tu
     return boxes, valid
 
 
+def valid_anchors(anchor_generator: Any, anchors: Tensor, featmap_sizes: Sequence[tuple[int, int]],
+                  image_sizes: Sequence[tuple[int, int]], pad_shape: tuple[int, int],
+                  allowed_border: float) -> Tensor | None:
+    """Bool (B, N) of anchors on valid feature-map locations of each image (and inside the image
+    plus ``allowed_border`` when it is >= 0); None when every anchor is valid.
+
+    Args:
+        anchor_generator: the :class:`AnchorGenerator` of ``anchors`` (its ``valid_flags``).
+        anchors (Tensor[N, 4]): all levels' anchors.
+        image_sizes: per image ``(h, w)`` before padding; pad_shape: the batch's padded ``(H, W)``.
+    """
+    if all(tuple(s) == tuple(pad_shape) for s in image_sizes) and allowed_border < 0:
+        return None
+    rows = []
+    for h, w in image_sizes:
+        flags = torch.cat(anchor_generator.valid_flags(featmap_sizes, (h, w), anchors.device))
+        if allowed_border >= 0:
+            flags &= ((anchors[:, 0] >= -allowed_border) & (anchors[:, 1] >= -allowed_border)
+                      & (anchors[:, 2] < w + allowed_border) & (anchors[:, 3] < h + allowed_border))
+        rows.append(flags)
+    return torch.stack(rows)
+
+
 class PriorCache:
     """Memo of priors keyed by feature-map sizes, device, dtype and inference mode (last 8 kept)."""
 

@@ -42,7 +42,7 @@ class DenseTrainConfig:
     @classmethod
     def parse(cls, cfg: Mapping[str, Any] | None, default_assigner: MaxIoUAssigner | None) -> DenseTrainConfig:
         cfg = dict(cfg or {})
-        _check_keys(cfg, ("assigner", "allowed_border", "pos_weight", "debug"), "model.train_cfg")
+        check_keys(cfg, ("assigner", "allowed_border", "pos_weight", "debug"), "model.train_cfg")
         assigner = cfg.get("assigner", default_assigner)
         if isinstance(assigner, Mapping):
             raise ConfigError("model.train_cfg.assigner: expected a {type: ...} assigner node")
@@ -77,10 +77,10 @@ class DenseTestConfig:
     @classmethod
     def parse(cls, cfg: Mapping[str, Any] | None) -> DenseTestConfig:
         cfg = dict(cfg or {})
-        _check_keys(cfg, ("nms_pre", "min_bbox_size", "score_thr", "nms", "max_per_img", "deploy_nms_pre",
+        check_keys(cfg, ("nms_pre", "min_bbox_size", "score_thr", "nms", "max_per_img", "deploy_nms_pre",
                           "max_output_boxes_per_class"), "model.test_cfg")
         nms = dict(cfg.get("nms") or {"type": "nms", "iou_threshold": 0.5})
-        _check_keys(nms, ("type", "iou_threshold", "iou_thr", "class_agnostic"), "model.test_cfg.nms")
+        check_keys(nms, ("type", "iou_threshold", "iou_thr", "class_agnostic"), "model.test_cfg.nms")
         if nms.get("type", "nms") != "nms":
             raise ConfigError(f"model.test_cfg.nms.type: only 'nms' is supported, got {nms.get('type')!r}")
         return cls(int(cfg.get("nms_pre", 1000)), float(cfg.get("min_bbox_size", 0)),
@@ -89,7 +89,8 @@ class DenseTestConfig:
                    int(cfg.get("deploy_nms_pre", -1)), int(cfg.get("max_output_boxes_per_class", 200)))
 
 
-def _check_keys(cfg: Mapping[str, Any], allowed: tuple[str, ...], path: str) -> None:
+def check_keys(cfg: Mapping[str, Any], allowed: tuple[str, ...], path: str) -> None:
+    """Raise :class:`ConfigError` (with a did-you-mean hint) for a key of ``cfg`` not in ``allowed``."""
     for key in cfg:
         if key not in allowed:
             raise ConfigError(f"{path}.{key}: unknown key '{key}'{did_you_mean(key, allowed)} "
@@ -108,7 +109,48 @@ class DenseHead(Protocol):
                 test_cfg: DenseTestConfig) -> list[Detections]: ...
 
 
-class SingleStageDetector(nn.Module):
+class BaseDetector(nn.Module):
+    """What every detector shares: pretrained loading, the backbone + neck pass on channels-last
+    maps, and ``forward`` dispatching to :meth:`loss` / :meth:`predict` (see docs/architecture.md)."""
+
+    backbone: nn.Module
+    neck: nn.Module | None
+    checkpoint: str | None
+
+    def init_weights(self) -> None:
+        """Load pretrained weights: the backbone's ``init_cfg``, then the detector's own if given."""
+        init = getattr(self.backbone, "init_weights", None)
+        if callable(init):
+            init()
+        if self.checkpoint is not None:
+            load_pretrained(self, self.checkpoint, "model", backbone=False)
+
+    def extract_feat(self, images: Tensor) -> tuple[Tensor, ...]:
+        """images (Tensor[B, 3, H, W]) -> pyramid maps (B, C, H_l, W_l).
+
+        On the CPU the network runs in channels-last memory format (oneDNN convolutions and
+        GroupNorm are faster in it, and the heads' per-prior flattening needs no copy); values
+        and shapes are unchanged.
+        """
+        if images.device.type == "cpu":
+            images = images.contiguous(memory_format=torch.channels_last)
+        feats = self.backbone(images)
+        return tuple(self.neck(feats)) if self.neck is not None else tuple(feats)
+
+    def forward(self, images: ImageBatch, targets: list[GroundTruth] | None = None) -> dict[str, Tensor] | list[Detections]:
+        """Losses when ``targets`` are given, otherwise detections."""
+        if targets is not None:
+            return self.loss(images, targets)
+        return self.predict(images)
+
+    def loss(self, images: ImageBatch, targets: list[GroundTruth]) -> dict[str, Tensor]:
+        raise NotImplementedError
+
+    def predict(self, images: ImageBatch) -> list[Detections]:
+        raise NotImplementedError
+
+
+class SingleStageDetector(BaseDetector):
     """Backbone, optional neck and a dense head, with the det model contract.
 
     ``model(images, targets)`` returns the loss dict, ``model(images)`` a list of
@@ -148,32 +190,6 @@ class SingleStageDetector(nn.Module):
     @property
     def num_classes(self) -> int:
         return int(self.bbox_head.num_classes)
-
-    def init_weights(self) -> None:
-        """Load pretrained weights: the backbone's ``init_cfg``, then the detector's own if given."""
-        init = getattr(self.backbone, "init_weights", None)
-        if callable(init):
-            init()
-        if self.checkpoint is not None:
-            load_pretrained(self, self.checkpoint, "model", backbone=False)
-
-    def extract_feat(self, images: Tensor) -> tuple[Tensor, ...]:
-        """images (Tensor[B, 3, H, W]) -> pyramid maps (B, C, H_l, W_l).
-
-        On the CPU the network runs in channels-last memory format (oneDNN convolutions and
-        GroupNorm are faster in it, and the heads' per-prior flattening needs no copy); values
-        and shapes are unchanged.
-        """
-        if images.device.type == "cpu":
-            images = images.contiguous(memory_format=torch.channels_last)
-        feats = self.backbone(images)
-        return tuple(self.neck(feats)) if self.neck is not None else tuple(feats)
-
-    def forward(self, images: ImageBatch, targets: list[GroundTruth] | None = None) -> dict[str, Tensor] | list[Detections]:
-        """Losses when ``targets`` are given, otherwise detections."""
-        if targets is not None:
-            return self.loss(images, targets)
-        return self.predict(images)
 
     def loss(self, images: ImageBatch, targets: list[GroundTruth]) -> dict[str, Tensor]:
         """Loss dict (``loss_cls``, ``loss_bbox``, ...) for a batch and its ground truth."""

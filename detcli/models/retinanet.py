@@ -27,6 +27,7 @@ from detcli.models.dense_utils import (
     pad_ground_truth,
     pad_ignore_boxes,
     select_candidates,
+    valid_anchors,
 )
 from detcli.models.detector import (
     DenseTestConfig,
@@ -148,7 +149,8 @@ class RetinaHead(nn.Module):
         b, n = len(targets), anchors.shape[0]
         gt_boxes, gt_labels, gt_valid = pad_ground_truth(targets, device)
         ignore = pad_ignore_boxes(targets, device)
-        prior_valid = self._valid_anchors(anchors, featmap_sizes, images, train_cfg.allowed_border)
+        prior_valid = valid_anchors(self.anchor_generator, anchors, featmap_sizes, images.image_sizes,
+                                    tuple(images.tensor.shape[-2:]), train_cfg.allowed_border)
         gt_inds, _ = train_cfg.assigner.assign_batch(
             anchors, gt_boxes, gt_valid, None if ignore is None else ignore[0],
             None if ignore is None else ignore[1], prior_valid)  # (B, N)
@@ -166,23 +168,6 @@ class RetinaHead(nn.Module):
         num_pos_per_image = pos.sum(dim=1).clamp(min=1)
         avg_factor = reduce_mean(float(num_pos_per_image.sum().item()), device)  # global mean over ranks
         return labels, label_weights, pos_b, pos_n, gt_boxes[pos_b, matched], avg_factor
-
-    def _valid_anchors(self, anchors: Tensor, featmap_sizes: list[tuple[int, int]], images: ImageBatch,
-                       allowed_border: float) -> Tensor | None:
-        """Bool (B, N) of anchors on valid feature-map locations (and inside the image plus
-        ``allowed_border`` when it is >= 0); None when every anchor is valid."""
-        pad_h, pad_w = images.tensor.shape[-2:]
-        needs_flags = any(tuple(s) != (pad_h, pad_w) for s in images.image_sizes)
-        if not needs_flags and allowed_border < 0:
-            return None
-        rows = []
-        for h, w in images.image_sizes:
-            flags = torch.cat(self.anchor_generator.valid_flags(featmap_sizes, (h, w), anchors.device))
-            if allowed_border >= 0:
-                flags &= ((anchors[:, 0] >= -allowed_border) & (anchors[:, 1] >= -allowed_border)
-                          & (anchors[:, 2] < w + allowed_border) & (anchors[:, 3] < h + allowed_border))
-            rows.append(flags)
-        return torch.stack(rows)
 
     def predict(self, feats: tuple[Tensor, ...], images: ImageBatch, test_cfg: DenseTestConfig) -> list[Detections]:
         """Per level top ``nms_pre`` candidates above ``score_thr``, decoded, then class-aware NMS."""

@@ -178,6 +178,11 @@ def test_num_class_check() -> None:
     model.num_classes = 80
     with pytest.raises(ConfigError, match=r"predicts 80 classes but data.val has 3 \(a, b, c\).*num_classes=3"):
         check_num_classes(model, {"val": DS()})
+    # two-stage models: the fix names the RoI heads' keys
+    model.roi_head = torch.nn.Module()
+    model.roi_head.mask_head = torch.nn.Identity()
+    with pytest.raises(ConfigError, match=r"model.roi_head.bbox_head.num_classes=3 and model.roi_head.mask_head"):
+        check_num_classes(model, {"val": DS()})
 
 
 def test_empty_loader_is_an_error(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ import pytest
 
 from detcli.engine import validate_config
 from detcli.errors import ConfigError
+from detcli.resources import list_presets
 
 from engine_helpers import tiny_cfg
 
@@ -66,3 +67,21 @@ def test_unsupported_logger_hook_is_a_warning(caplog: pytest.LogCaptureFixture) 
     cfg = tiny_cfg(log_config={"interval": 5, "hooks": [{"type": "TextLoggerHook"}, {"type": "TensorboardLoggerHook"}]})
     validate_config(cfg, "x.yaml")
     assert "TensorboardLoggerHook is not supported yet" in caplog.text
+
+
+SHIPPED = sorted(p.name for p in list_presets())
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_every_shipped_preset_validates(name: str) -> None:
+    from detcli.config import load_config
+    from detcli.resources import find_preset
+
+    path = find_preset(name)
+    assert path is not None
+    validate_config(load_config(str(path)), f"presets/{name}")
+
+
+def test_two_stage_presets_are_shipped() -> None:
+    assert {"faster_rcnn_r50_fpn_1x_coco.yaml", "mask_rcnn_r50_fpn_1x_coco.yaml",
+            "mask_rcnn_r18_fpn_shapes.yaml"} <= set(SHIPPED)

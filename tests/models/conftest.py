@@ -43,6 +43,32 @@ FCOS_R50 = {
 }
 
 
+def _load_preset_model(name: str) -> dict:
+    from pathlib import Path
+
+    from detcli.config import load_config
+
+    return load_config(str(Path(__file__).resolve().parents[2] / "presets" / name))["model"]
+
+
+def tiny_two_stage(preset: str, num_classes: int = 4, channels: int = 32) -> dict:
+    """ResNet-18 + ``channels``-wide version of a two-stage preset's model, with small RoI budgets."""
+    cfg = copy.deepcopy(_load_preset_model(preset))
+    cfg["backbone"].update(depth=18)
+    cfg["neck"].update(in_channels=[64, 128, 256, 512], out_channels=channels)
+    cfg["rpn_head"].update(in_channels=channels, feat_channels=channels)
+    roi = cfg["roi_head"]
+    roi["bbox_roi_extractor"]["out_channels"] = channels
+    roi["bbox_head"].update(in_channels=channels, fc_out_channels=64, num_classes=num_classes)
+    if "mask_head" in roi:
+        roi["mask_roi_extractor"]["out_channels"] = channels
+        roi["mask_head"].update(num_convs=1, in_channels=channels, conv_out_channels=channels, num_classes=num_classes)
+    cfg["train_cfg"]["rpn_proposal"].update(nms_pre=200, max_per_img=100)
+    cfg["train_cfg"]["rcnn"]["sampler"]["num"] = 64
+    cfg["test_cfg"]["rpn"].update(nms_pre=200, max_per_img=100)
+    return cfg
+
+
 def tiny(cfg: dict, num_classes: int = 4, channels: int = 32) -> dict:
     """ResNet-18 + ``channels``-wide FPN/head version of a config."""
     cfg = copy.deepcopy(cfg)
@@ -64,3 +90,13 @@ def retinanet_cfg():
 @pytest.fixture
 def fcos_cfg():
     return lambda **kw: tiny(FCOS_R50, **kw)
+
+
+@pytest.fixture
+def faster_rcnn_cfg():
+    return lambda **kw: tiny_two_stage("faster_rcnn_r50_fpn_1x_coco.yaml", **kw)
+
+
+@pytest.fixture
+def mask_rcnn_cfg():
+    return lambda **kw: tiny_two_stage("mask_rcnn_r50_fpn_1x_coco.yaml", **kw)

@@ -1,0 +1,100 @@
+"""RoI feature extraction from a feature pyramid (mmdet 2.x ``SingleRoIExtractor``).
+
+Each RoI is pooled from one level, chosen by its scale ``s = sqrt(w * h)``:
+``level = floor(log2(s / finest_scale + 1e-6))`` clamped to ``[0, L - 1]``, so with
+``finest_scale = 56``: ``s < 112`` -> 0, ``[112, 224)`` -> 1, ``[224, 448)`` -> 2, ``>= 448`` -> 3.
+Pooling is :func:`detcli.ops.roi_align` with ``spatial_scale = 1 / stride`` of that level.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from detcli.errors import ConfigError
+from detcli.models.detector import check_keys
+from detcli.ops import roi_align
+from detcli.registry import ROI_EXTRACTORS
+
+
+@ROI_EXTRACTORS.register()
+class SingleRoIExtractor(nn.Module):
+    """Pool each RoI from the pyramid level that matches its scale.
+
+    Args:
+        roi_layer: ``{type: RoIAlign, output_size: 7, sampling_ratio: 0, aligned: true}``
+            (``sampling_ratio`` 0: adaptive, ``ceil(roi_size / output_size)`` samples per bin).
+        out_channels: channels of the feature maps (and of the output).
+        featmap_strides: strides of the levels used (the first ``len(featmap_strides)`` maps).
+        finest_scale: RoI scale mapped to level 0 (below ``2 * finest_scale``).
+        init_cfg: accepted for mmdet compatibility (there are no weights).
+
+    Example:
+        >>> ext = SingleRoIExtractor({"type": "RoIAlign", "output_size": 7}, 256, [4, 8, 16, 32])
+        >>> ext.map_roi_levels(torch.tensor([[0, 0, 0, 32, 32], [0, 0, 0, 112, 112], [0, 0, 0, 448, 448.]]), 4)
+        tensor([0, 1, 3])
+    """
+
+    def __init__(
+        self,
+        roi_layer: Mapping[str, Any],
+        out_channels: int,
+        featmap_strides: Sequence[int],
+        finest_scale: int = 56,
+        init_cfg: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        layer = dict(roi_layer)
+        check_keys(layer, ("type", "output_size", "sampling_ratio", "aligned", "pool_mode", "use_torchvision"),
+                   "roi_layer")
+        if layer.get("type", "RoIAlign") != "RoIAlign":
+            raise ConfigError(f"roi_layer.type: only 'RoIAlign' is supported, got {layer.get('type')!r}")
+        if layer.get("pool_mode", "avg") != "avg":
+            raise ConfigError(f"roi_layer.pool_mode: only 'avg' is supported, got {layer.get('pool_mode')!r}")
+        size = layer.get("output_size", 7)
+        self.output_size = (int(size), int(size)) if isinstance(size, (int, float)) else (int(size[0]), int(size[1]))
+        self.sampling_ratio = int(layer.get("sampling_ratio", 0))
+        self.aligned = bool(layer.get("aligned", True))
+        self.out_channels = int(out_channels)
+        self.featmap_strides = [int(s) for s in featmap_strides]
+        if not self.featmap_strides:
+            raise ConfigError("featmap_strides: give at least one stride")
+        self.finest_scale = finest_scale
+
+    @property
+    def num_inputs(self) -> int:
+        return len(self.featmap_strides)
+
+    def map_roi_levels(self, rois: Tensor, num_levels: int) -> Tensor:
+        """Level index ``(K,)`` int64 of each RoI ``(K, 5)`` (batch index, x1, y1, x2, y2)."""
+        scale = torch.sqrt((rois[:, 3] - rois[:, 1]) * (rois[:, 4] - rois[:, 2]))
+        levels = torch.floor(torch.log2(scale / self.finest_scale + 1e-6))
+        return levels.clamp(min=0, max=num_levels - 1).long()
+
+    def forward(self, feats: Sequence[Tensor], rois: Tensor) -> Tensor:
+        """feats: pyramid maps ``(B, C, H_l, W_l)``; rois ``(K, 5)`` -> ``(K, C, out_h, out_w)``."""
+        num_levels = self.num_inputs
+        if len(feats) < num_levels:
+            raise ValueError(f"SingleRoIExtractor needs {num_levels} feature maps, got {len(feats)}")
+        k = rois.shape[0]
+        if num_levels == 1 or k == 0:
+            return roi_align(feats[0], rois, self.output_size, 1.0 / self.featmap_strides[0],
+                             self.sampling_ratio, self.aligned)
+        levels = self.map_roi_levels(rois, num_levels)
+        order = levels.argsort(stable=True)
+        counts = torch.bincount(levels, minlength=num_levels).tolist()
+        parts = []
+        start = 0
+        for level, count in enumerate(counts):
+            if count:
+                idx = order[start:start + count]
+                parts.append(roi_align(feats[level], rois[idx], self.output_size, 1.0 / self.featmap_strides[level],
+                                       self.sampling_ratio, self.aligned))
+            start += count
+        pooled = torch.cat(parts)  # RoIs in level order
+        inverse = torch.empty_like(order)
+        inverse[order] = torch.arange(k, device=order.device)
+        return pooled[inverse]
