@@ -5,10 +5,11 @@ Backends:
 - ``torchvision``: ``torchvision.ops.nms`` / ``roi_align`` (any device; traceable, used by ONNX export).
 - ``cupy``: the RawKernels of ``kernels/*.cu`` (CUDA tensors, CuPy installed).
 - ``torch``: NMS in plain PyTorch (:mod:`detcli.ops.reference`), faster than torchvision's CPU kernel
-  for large inputs; RoIAlign stays torchvision's.
+  for large inputs; RoIAlign is torchvision's kernel with the RoIs split over the CPU threads (the
+  kernel itself uses one core).
 - ``auto`` (default): CUDA tensors use ``cupy`` when it can run (otherwise torchvision, with one
-  warning); CPU tensors use torchvision, except NMS over at least :data:`TORCH_NMS_MIN_BOXES` boxes,
-  which uses the ``torch`` path.
+  warning); CPU tensors use torchvision for NMS under :data:`TORCH_NMS_MIN_BOXES` boxes and the
+  ``torch`` path for larger NMS and for RoIAlign.
 
 Precedence: :func:`use_backend` (a context, e.g. ONNX export forcing ``torchvision``) over
 :func:`set_backend` (the ``--ops`` option) over ``$DET_OPS``. Forcing ``cupy`` where it cannot work
@@ -20,9 +21,10 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor
@@ -34,6 +36,7 @@ logger = logging.getLogger(__name__)
 BACKEND_NAMES = ("auto", "cupy", "torch", "torchvision")
 TORCH_NMS_MIN_BOXES = 2000  # auto mode: CPU NMS from this many boxes uses the plain-PyTorch path
 TORCH_NMS_MAX_ROUNDS = 64  # auto mode: longer suppression chains fall back to torchvision
+ROI_ALIGN_SPLIT_MIN_ROIS = 32  # CPU RoIAlign is split over threads only with this many RoIs per thread
 
 _forced: str | None = None
 _context = threading.local()
@@ -71,8 +74,11 @@ class TorchvisionBackend:
 
 
 class TorchBackend(TorchvisionBackend):
-    """Plain-PyTorch NMS; inputs it does not cover (negative threshold, non-finite boxes) and RoIAlign
-    go to torchvision."""
+    """Plain-PyTorch NMS; inputs it does not cover (negative threshold, non-finite boxes) go to
+    torchvision. RoIAlign is torchvision's CPU kernel, which runs on one core: with
+    ``torch.get_num_threads() > 1`` and at least ``2 * ROI_ALIGN_SPLIT_MIN_ROIS`` RoIs, the RoIs are
+    dealt out to that many threads (:func:`_split_roi_align`); every RoI is pooled by the same kernel,
+    so the values are identical."""
 
     name = "torch"
 
@@ -89,6 +95,87 @@ class TorchBackend(TorchvisionBackend):
         except NotConvergedError:
             logger.debug("plain-PyTorch NMS hit %s rounds; using torchvision", self.max_rounds)
             return super().nms(boxes, scores, iou_threshold)
+
+
+    def roi_align(
+        self, input: Tensor, rois: Tensor, output_size: tuple[int, int], spatial_scale: float,
+        sampling_ratio: int, aligned: bool,
+    ) -> Tensor:
+        workers = min(torch.get_num_threads(), rois.shape[0] // ROI_ALIGN_SPLIT_MIN_ROIS)
+        if input.device.type != "cpu" or workers < 2 or torch.jit.is_tracing() or torch.jit.is_scripting():
+            return super().roi_align(input, rois, output_size, spatial_scale, sampling_ratio, aligned)
+        return _split_roi_align(input, rois, output_size, spatial_scale, sampling_ratio, aligned, workers)
+
+
+_pool: tuple[int, ThreadPoolExecutor] | None = None
+
+
+def _thread_pool() -> ThreadPoolExecutor:
+    """A process-wide pool (re-created in a forked child, whose copy has no threads)."""
+    global _pool
+    if _pool is None or _pool[0] != os.getpid():
+        _pool = (os.getpid(), ThreadPoolExecutor(max_workers=max(1, (os.cpu_count() or 2) - 1),
+                                                 thread_name_prefix="det-roi-align"))
+    return _pool[1]
+
+
+def _run_parts(fn: Callable[[int], Tensor], count: int) -> list[Tensor]:
+    """``[fn(0), ..., fn(count - 1)]``, ``fn(0)`` in this thread and the others in the pool, each
+    thread in the caller's grad and inference modes (both are thread-local)."""
+    grad, inference = torch.is_grad_enabled(), torch.is_inference_mode_enabled()
+
+    def call(j: int) -> Tensor:
+        with torch.inference_mode(inference), torch.set_grad_enabled(grad):
+            return fn(j)
+
+    futures = [_thread_pool().submit(call, j) for j in range(1, count)]
+    return [call(0)] + [f.result() for f in futures]
+
+
+class _SplitRoIAlign(torch.autograd.Function):
+    """torchvision's RoIAlign kernels (forward and backward) over threads, RoIs dealt round-robin
+    (so each thread gets RoIs of all sizes). The kernels release the GIL, so the threads run in
+    parallel; the backward sums the per-thread input gradients."""
+
+    @staticmethod
+    def forward(ctx: Any, input: Tensor, rois: Tensor, output_size: tuple[int, int], spatial_scale: float,
+                sampling_ratio: int, aligned: bool, workers: int) -> Tensor:
+        kernel = torch.ops.torchvision.roi_align
+        parts = [rois[j::workers] for j in range(workers)]
+        pooled = _run_parts(lambda j: kernel(input, parts[j], spatial_scale, output_size[0], output_size[1],
+                                             sampling_ratio, aligned), workers)
+        k = rois.shape[0]
+        order = torch.cat([torch.arange(j, k, workers, device=rois.device) for j in range(workers)])
+        inverse = torch.empty_like(order)
+        inverse[order] = torch.arange(k, device=rois.device)
+        ctx.save_for_backward(rois)
+        ctx.settings = (tuple(input.shape), output_size, spatial_scale, sampling_ratio, aligned, workers)
+        return torch.cat(pooled)[inverse]
+
+    @staticmethod
+    def backward(ctx: Any, grad_output: Tensor) -> tuple[Tensor | None, ...]:
+        (rois,) = ctx.saved_tensors
+        (b, c, h, w), (oh, ow), spatial_scale, sampling_ratio, aligned, workers = ctx.settings
+        kernel = torch.ops.torchvision._roi_align_backward
+        grad_output = grad_output.contiguous()
+        grads = _run_parts(lambda j: kernel(grad_output[j::workers].contiguous(), rois[j::workers], spatial_scale,
+                                            oh, ow, b, c, h, w, sampling_ratio, aligned), workers)
+        grad_input = grads[0]
+        for g in grads[1:]:
+            grad_input = grad_input + g
+        return grad_input, None, None, None, None, None, None
+
+
+def _split_roi_align(
+    input: Tensor, rois: Tensor, output_size: tuple[int, int], spatial_scale: float, sampling_ratio: int,
+    aligned: bool, workers: int,
+) -> Tensor:
+    """RoIAlign of torchvision's CPU kernel with the RoIs (forward and backward) split over ``workers`` threads."""
+    import torchvision  # noqa: F401  (registers torch.ops.torchvision)
+
+    input = input.contiguous()  # the kernel's layout, converted once rather than per thread
+    return _SplitRoIAlign.apply(input, rois.to(input.dtype).contiguous(), tuple(output_size), float(spatial_scale),
+                                int(sampling_ratio), bool(aligned), int(workers))
 
 
 _TORCHVISION = TorchvisionBackend()
@@ -185,7 +272,9 @@ def backend_for(tensor: Tensor, num_boxes: int | None = None) -> Backend:
             _warned_fallback = True
             logger.warning("CuPy kernels unavailable (%s); using torchvision.ops", reason)
         return _TORCHVISION
-    if num_boxes is not None and num_boxes >= TORCH_NMS_MIN_BOXES:
+    if num_boxes is None:  # RoIAlign: torchvision's kernel, split over the CPU threads
+        return _TORCH_AUTO
+    if num_boxes >= TORCH_NMS_MIN_BOXES:
         return _TORCH_AUTO
     return _TORCHVISION
 
@@ -197,7 +286,7 @@ def active_backend_name(device: str = "cpu") -> str:
         return name
     if torch.device(device).type == "cuda":
         return "cupy" if _cupy_reason() is None else "torchvision"
-    return f"torchvision (nms with >= {TORCH_NMS_MIN_BOXES} boxes: torch)"
+    return f"torchvision (nms with >= {TORCH_NMS_MIN_BOXES} boxes and roi_align: torch)"
 
 
 def available_backends(device: str = "cpu") -> list[str]:

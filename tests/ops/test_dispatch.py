@@ -46,7 +46,7 @@ def test_auto_on_cpu_picks_by_size() -> None:
     small, large = torch.zeros(10, 4), torch.zeros(TORCH_NMS_MIN_BOXES, 4)
     assert backend_for(small, num_boxes=10).name == "torchvision"
     assert backend_for(large, num_boxes=TORCH_NMS_MIN_BOXES).name == "torch"
-    assert backend_for(torch.zeros(1, 3, 4, 4)).name == "torchvision"  # roi_align
+    assert backend_for(torch.zeros(1, 3, 4, 4)).name == "torch"  # roi_align: torchvision's kernel over threads
     assert active_backend_name("cpu").startswith("torchvision")
 
 

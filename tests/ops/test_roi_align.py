@@ -79,3 +79,38 @@ def test_module_repr_and_forward() -> None:
     feats = torch.randn(2, 3, 16, 16)
     rois = torch.tensor([[1, 4.0, 4.0, 40.0, 30.0]])
     torch.testing.assert_close(layer(feats, rois), torchvision.ops.roi_align(feats, rois, 7, 0.25, 0, True))
+
+
+@pytest.mark.parametrize("num_rois", [0, 1, 63, 64, 65, 301])
+def test_cpu_thread_split_is_exact(num_rois: int) -> None:
+    """The auto/torch CPU path deals RoIs out to threads: same values and gradients as one call,
+    in grad mode, under inference_mode, and on channels-last maps (gradients up to summation order)."""
+    from detcli.ops.dispatch import ROI_ALIGN_SPLIT_MIN_ROIS
+
+    assert 2 * ROI_ALIGN_SPLIT_MIN_ROIS <= 64  # 64 and more RoIs really are split here
+    g = torch.Generator().manual_seed(num_rois)
+    feats = torch.randn(2, 8, 24, 30, generator=g)
+    xy = torch.rand(num_rois, 2, generator=g) * 100
+    wh = torch.rand(num_rois, 2, generator=g) * 60 + 1
+    rois = torch.cat([torch.randint(0, 2, (num_rois, 1), generator=g).float(), xy, xy + wh], 1)
+    x_ref = feats.clone().requires_grad_(True)
+    expected = torchvision.ops.roi_align(x_ref, rois, (7, 7), 0.25, 0, True)
+    grad = torch.randn(expected.shape, generator=g)
+    expected.backward(grad)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        for backend in ("auto", "torch"):
+            x = feats.clone().contiguous(memory_format=torch.channels_last).requires_grad_(True)
+            with use_backend(backend):
+                out = roi_align(x, rois, 7, 0.25, 0, True)
+                if num_rois:  # no RoI: a constant empty tensor
+                    out.backward(grad)
+                with torch.inference_mode():
+                    inferred = roi_align(feats, rois, 7, 0.25, 0, True)
+            assert torch.equal(out.detach(), expected.detach())
+            assert torch.equal(inferred, expected.detach())
+            if num_rois:
+                torch.testing.assert_close(x.grad, x_ref.grad, rtol=1e-5, atol=1e-5)  # summation order
+    finally:
+        torch.set_num_threads(previous)
