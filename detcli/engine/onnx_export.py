@@ -408,6 +408,8 @@ class OnnxPredictor:
         model = self.cfg["model"]
         head = model["roi_head"]["bbox_head"] if "roi_head" in model else model["bbox_head"]
         self.num_classes = int(head["num_classes"])
+        #: the graph has a ``masks`` output (Mask R-CNN), so ``det test --metric segm`` works
+        self.with_mask = any(o.name == "masks" for o in proto.graph.output)
 
     def predict(self, images: ImageBatch) -> list[Detections]:
         x = images.tensor.contiguous()
