@@ -289,9 +289,8 @@ def _match(ref: Detections, got: Detections, max_per_img: int) -> tuple[int, flo
     label, IoU >= 0.9).
 
     Returns:
-        (matched, max box diff, max score diff, serious unmatched, max mask diff). The mask diff of a
-        pair is the number of pixels where the two masks differ over the pixels of their union (0
-        without masks or for two empty masks). An unmatched detection is not
+        (matched, max box diff, max score diff, serious unmatched, max mask diff; see
+        :func:`_mask_diff`, 0 without masks). An unmatched detection is not
         serious when it is a zero-area box (ONNX Runtime's NonMaxSuppression drops those), when the
         other side holds ``max_per_img`` detections all scoring above it (the cut-off moved), or
         when it is within the lowest-score 1% (near-ties at the score threshold).
@@ -313,9 +312,7 @@ def _match(ref: Detections, got: Detections, max_per_img: int) -> tuple[int, flo
             box_diff = max(box_diff, float((ref.boxes.tensor[i] - got.boxes.tensor[j]).abs().max()))
             score_diff = max(score_diff, float((ref.scores[i] - got.scores[j]).abs()))
             if ref.masks is not None and got.masks is not None:
-                a, b = ref.masks[i].bool(), got.masks[j].bool()
-                union = int((a | b).sum())
-                mask_diff = max(mask_diff, int((a ^ b).sum()) / union if union else 0.0)
+                mask_diff = max(mask_diff, _mask_diff(ref.masks[i], got.masks[j]))
         else:
             missing.append(i)
     floor = float(torch.cat([ref.scores, got.scores]).quantile(0.01)) + 1e-3
@@ -325,6 +322,15 @@ def _match(ref: Detections, got: Detections, max_per_img: int) -> tuple[int, flo
     serious = sum(1 for i in missing if ref_area[i] > 0 and float(ref.scores[i]) > max(floor, got_cut))
     serious += sum(1 for s in got.scores[~used].tolist() if s > max(floor, ref_cut))
     return matched, box_diff, score_diff, serious, mask_diff
+
+
+def _mask_diff(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Pixels where bool masks differ over the pixels of their union (0 for two empty masks); for float
+    probability masks the largest absolute difference."""
+    if a.dtype != torch.bool or b.dtype != torch.bool:
+        return float((a.float() - b.float()).abs().max()) if a.numel() else 0.0
+    union = int((a | b).sum())
+    return int((a ^ b).sum()) / union if union else 0.0
 
 
 def onnx_detections(dets: np.ndarray, labels: np.ndarray, image_sizes: Sequence[tuple[int, int]],

@@ -139,3 +139,23 @@ def test_cli_export_and_test_backend_bbox_segm(mask_ckpt: Path, tmp_path: Path) 
     assert torch_res.exit_code == 0, torch_res.output
     a, b = json.loads(onnx_res.stdout), json.loads(torch_res.stdout)
     assert abs(a["bbox_mAP"] - b["bbox_mAP"]) <= 0.002 and abs(a["segm_mAP"] - b["segm_mAP"]) <= 0.002
+
+
+def test_float_mask_export_and_mask_diff(tmp_path: Path) -> None:
+    from detcli.engine.onnx_export import _mask_diff
+
+    a = torch.zeros(4, 4, dtype=torch.bool)
+    b = a.clone()
+    assert _mask_diff(a, b) == 0.0  # two empty masks
+    a[:2, :2] = True
+    b[:2, :3] = True
+    assert _mask_diff(a, b) == 2 / 6
+    assert _mask_diff(torch.full((2, 2), 0.25), torch.full((2, 2), 0.5)) == 0.25
+    ckpt = _checkpoint(tmp_path, "mask", ["model.test_cfg.rcnn.mask_thr_binary=-1"])  # pasted probabilities
+    out = tmp_path / "prob.onnx"
+    result = export_onnx(None, ckpt, output_file=out)
+    assert result.verify.passed and result.verify.rows[0].onnx_dets > 0
+    assert result.verify.rows[0].max_mask_diff < 1e-4
+    dets = OnnxPredictor(out).predict(ImageBatch(torch.randn(1, 3, 96, 96), [(90, 80)]))
+    assert dets[0].masks.dtype == torch.float32 and dets[0].masks.shape[1:] == (90, 80)
+    assert 0 <= float(dets[0].masks.min()) and float(dets[0].masks.max()) <= 1
