@@ -12,7 +12,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-import detcli.engine as engine
+from detcli import engine
 from detcli.cli import app
 from detcli.config import load_config
 from detcli.engine.checkpoint import atomic_save, make_checkpoint
