@@ -13,6 +13,9 @@ Post-processing follows the PyTorch path of the heads (``predict``): per level t
 box decoding, then ``NonMaxSuppression`` per class (``max_output_boxes_per_class``) and the top
 ``max_per_img``. Priors are computed inside the graph from the feature-map shapes, so a graph
 exported with dynamic axes accepts other batch sizes and image sizes.
+
+Faster / Mask R-CNN are exported by :class:`detcli.models.deploy_two_stage.DeployTwoStage` (built
+on the helpers here); :func:`deploy_model` picks the wrapper and :func:`min_opset` its opset.
 """
 
 from __future__ import annotations
