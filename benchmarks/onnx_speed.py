@@ -4,8 +4,8 @@ torchvision's model of the same architecture in PyTorch eager.
 Models: RetinaNet, FCOS, Faster R-CNN and Mask R-CNN R50-FPN, 80 classes, random init (the models
 of ``benchmarks/vs_torchvision.py``: its inline dense configs and presets/{faster,mask}_rcnn_r50_fpn_1x_coco.yaml,
 against torchvision's retinanet/fcos/fasterrcnn/maskrcnn_resnet50_fpn with the same settings), batch 1,
-``torch.set_num_threads(2)`` and 2 ONNX Runtime intra-op threads. On untrained weights no score
-passes 0.05, so this times the network plus the cheap part of post-processing (the graph still runs
+``torch.set_num_threads(2)`` and 2 ONNX Runtime intra-op threads, the three timed round-robin. On
+untrained weights no score passes 0.05, so this times the network plus the cheap part of post-processing (the graph still runs
 top-k, decoding and NonMaxSuppression; the two-stage graphs also run RPN NMS over 1000 proposals
 and the box head on them). ``--busy`` sets the second-stage score threshold to 0 on every side for
 the two-stage models, so each image keeps 100 detections and Mask R-CNN pastes 100 masks. The ONNX
@@ -40,15 +40,19 @@ from detcli.structures import ImageBatch  # noqa: E402
 SIZE = 512
 
 
-def _median(fn, repeats: int, warmup: int) -> float:  # noqa: ANN001
+def _medians(fns, repeats: int, warmup: int) -> list[float]:  # noqa: ANN001
+    """Median seconds of each callable, run round-robin (interleaved, so a change of machine load
+    hits every side alike)."""
     for _ in range(warmup):
-        fn()
-    times = []
+        for fn in fns:
+            fn()
+    times: list[list[float]] = [[] for _ in fns]
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for fn, acc in zip(fns, times):
+            start = time.perf_counter()
+            fn()
+            acc.append(time.perf_counter() - start)
+    return [statistics.median(t) for t in times]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -79,16 +83,15 @@ def main(argv: list[str] | None = None) -> int:
             options.log_severity_level = 3
             sess = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
             feed = {"input": x.numpy()}
-            t_onnx = _median(lambda: sess.run(None, feed), args.repeats, args.warmup)
-        batch = ImageBatch(x, [(SIZE, SIZE)])
-        t_det = _median(lambda: det.predict(batch), args.repeats, args.warmup)
-        image = [torch.rand(3, SIZE, SIZE)]
+            batch = ImageBatch(x, [(SIZE, SIZE)])
+            image = [torch.rand(3, SIZE, SIZE)]
 
-        def tv_infer() -> None:
-            with torch.inference_mode():
-                tv(image)
+            def tv_infer() -> None:
+                with torch.inference_mode():
+                    tv(image)
 
-        t_tv = _median(tv_infer, args.repeats, args.warmup)
+            t_onnx, t_det, t_tv = _medians([lambda: sess.run(None, feed), lambda: det.predict(batch), tv_infer],
+                                           args.repeats, args.warmup)
         rows.append({"model": name, "onnxruntime_s": t_onnx, "det_eager_s": t_det, "torchvision_eager_s": t_tv,
                      "speedup_vs_det": t_det / t_onnx, "speedup_vs_torchvision": t_tv / t_onnx})
     if args.json:
