@@ -26,7 +26,8 @@ The graph follows the PyTorch path (``TwoStageDetector.predict``):
    ``class_agnostic`` runs one NMS over every (box, class) pair), capped at
    ``max_output_boxes_per_class`` (default ``max_per_img``, which changes nothing), and the top
    ``max_per_img``.
-4. Mask R-CNN: the mask head on the final boxes, each detection's class channel, sigmoid, and a
+4. Mask R-CNN: the mask head on the final boxes (``NonZero`` picks the used rows; ``ScatterND``
+   puts their masks back), each detection's class channel, sigmoid, and a
    grid-sample-free paste: bilinear weights are separable, so the image-sized mask is
    ``Wy @ mask @ Wx^T`` (``MatMul``), the same sampling as :func:`detcli.models.mask_heads.paste_masks`.
 
@@ -205,20 +206,22 @@ class DeployTwoStage(nn.Module):
     def _masks(self, feats: tuple[Tensor, ...], dets: Tensor, labels: Tensor, images: Tensor) -> Tensor:
         head = self.detector.roi_head
         b, n = labels.shape
-        boxes = dets[..., :4].reshape(-1, 4)
-        batch = (_arange_like(dets[:, 0, 0])[:, None] + torch.zeros_like(dets[:, :, 0])).reshape(-1)
-        logits = head.mask_head(_roi_features(head.mask_roi_extractor, feats, batch, boxes))  # (K, C or 1, M, M)
+        flat_labels = labels.reshape(-1)
+        used = (flat_labels >= 0).nonzero()[:, 0]  # the mask head runs on the detections only
+        boxes = dets[..., :4].reshape(-1, 4)[used]
+        batch = (_arange_like(dets[:, 0, 0])[:, None] + torch.zeros_like(dets[:, :, 0])).reshape(-1)[used]
+        logits = head.mask_head(_roi_features(head.mask_roi_extractor, feats, batch, boxes))  # (D, C or 1, M, M)
         m = logits.shape[-1]
-        channel = labels.reshape(-1).clamp(min=0) if logits.shape[1] > 1 else torch.zeros_like(labels.reshape(-1))
-        probs = logits.gather(1, channel[:, None, None, None].expand(-1, 1, m, m))[:, 0].sigmoid()  # (K, M, M)
+        channel = flat_labels[used] if logits.shape[1] > 1 else torch.zeros_like(flat_labels[used])
+        probs = logits.gather(1, channel[:, None, None, None].expand(-1, 1, m, m))[:, 0].sigmoid()  # (D, M, M)
         ys = _arange_like(images[0, 0, :, 0])
         xs = _arange_like(images[0, 0, 0, :])
-        wy = _paste_weights(boxes[:, 1], boxes[:, 3], ys, m)  # (K, H, M)
-        wx = _paste_weights(boxes[:, 0], boxes[:, 2], xs, m)  # (K, W, M)
-        pasted = torch.matmul(torch.matmul(wy, probs), wx.transpose(1, 2))  # (K, H, W)
-        pasted = pasted.reshape(b, n, pasted.shape[1], pasted.shape[2])
-        used = (labels >= 0)[:, :, None, None]
+        wy = _paste_weights(boxes[:, 1], boxes[:, 3], ys, m)  # (D, H, M)
+        wx = _paste_weights(boxes[:, 0], boxes[:, 2], xs, m)  # (D, W, M)
+        pasted = torch.matmul(torch.matmul(wy, probs), wx.transpose(1, 2))  # (D, H, W)
         thr = self.rcnn_cfg.mask_thr_binary
-        if thr < 0:
-            return pasted * used.to(pasted.dtype)
-        return (pasted >= thr) & used
+        if thr >= 0:
+            pasted = pasted >= thr
+        blank = torch.zeros_like(images[0, :1]).to(pasted.dtype).expand(b * n, -1, -1)  # unused rows: 0 / False
+        out = blank.index_put((used,), pasted)
+        return out.reshape(b, n, out.shape[1], out.shape[2])
