@@ -1,7 +1,9 @@
-"""ONNX export of RetinaNet / FCOS with post-processing in the graph, the parity gate, and an
-ONNX Runtime predictor for ``det test MODEL.onnx --backend onnxruntime``.
+"""ONNX export of RetinaNet / FCOS / Faster R-CNN / Mask R-CNN with post-processing in the graph,
+the parity gate, and an ONNX Runtime predictor for ``det test MODEL.onnx --backend onnxruntime``.
 
-:func:`export_onnx` traces :class:`detcli.models.deploy.DeployDetector` with the TorchScript
+:func:`export_onnx` traces the wrapper of :func:`detcli.models.deploy.deploy_model`
+(:class:`~detcli.models.deploy.DeployDetector` for the dense detectors,
+:class:`~detcli.models.deploy_two_stage.DeployTwoStage` for the two-stage ones) with the TorchScript
 exporter (``torch.onnx.export(dynamo=False)``: it exports ``NonMaxSuppression`` from a symbolic and
 keeps shapes dynamic through tracing), checks the file with ``onnx.checker``, stores the resolved
 config and class names in the model's metadata, and (``verify``) compares ONNX Runtime with PyTorch
@@ -56,6 +58,7 @@ class ParityRow:
     max_box_diff: float
     max_score_diff: float
     ok: bool
+    max_mask_diff: float | None = None
 
 
 @dataclass
@@ -65,18 +68,23 @@ class ParityReport:
     rows: list[ParityRow]
     box_tol: float
     score_tol: float
+    mask_tol: float | None = None
 
     @property
     def passed(self) -> bool:
         return all(r.ok for r in self.rows)
 
     def table(self) -> str:
-        head = f"{'image':<28} {'shape':>9} {'torch':>6} {'onnx':>6} {'matched':>8} {'box diff':>9} {'score diff':>10}  ok"
-        lines = [head]
+        masks = self.mask_tol is not None
+        head = f"{'image':<28} {'shape':>9} {'torch':>6} {'onnx':>6} {'matched':>8} {'box diff':>9} {'score diff':>10}"
+        lines = [head + (f" {'mask diff':>9}" if masks else "") + "  ok"]
         for r in self.rows:
+            mask = f" {r.max_mask_diff or 0.0:>9.2e}" if masks else ""
             lines.append(f"{r.image[-28:]:<28} {r.shape[0]:>4}x{r.shape[1]:<4} {r.torch_dets:>6} {r.onnx_dets:>6} "
-                         f"{r.matched:>8} {r.max_box_diff:>9.2e} {r.max_score_diff:>10.2e}  {'yes' if r.ok else 'NO'}")
-        lines.append(f"tolerance: box {self.box_tol:g} px, score {self.score_tol:g}; every detection above "
+                         f"{r.matched:>8} {r.max_box_diff:>9.2e} {r.max_score_diff:>10.2e}{mask}  {'yes' if r.ok else 'NO'}")
+        mask_text = (f", mask {self.mask_tol:g} (pixels that differ / union of the two masks, per matched "
+                     "detection)") if masks else ""
+        lines.append(f"tolerance: box {self.box_tol:g} px, score {self.score_tol:g}{mask_text}; every detection above "
                      "the lowest-score 1% and the max_per_img cut-off must be matched (same label, IoU >= 0.9); "
                      "zero-area boxes are exempt (ONNX Runtime's NonMaxSuppression drops them)")
         return "\n".join(lines)
@@ -155,22 +163,25 @@ def export_onnx(
     simplify: bool = False,
     box_tol: float = 0.05,
     score_tol: float = 1e-3,
+    mask_tol: float = 0.01,
 ) -> ExportResult:
-    """Export a RetinaNet / FCOS checkpoint to ONNX.
+    """Export a RetinaNet / FCOS / Faster R-CNN / Mask R-CNN checkpoint to ONNX.
 
     Args:
         cfg: the resolved config (None: the checkpoint's).
         checkpoint: a det checkpoint.
         output_file: where to write (default ``<checkpoint stem>.onnx`` next to the checkpoint).
         shape: ``(H, W)`` of the traced input (default: the preprocessed ``input_img``'s padded size).
-        opset_version: ONNX opset (default and minimum :data:`MIN_OPSET`).
+        opset_version: ONNX opset (default and minimum: the model's
+            :func:`~detcli.models.deploy.min_opset`, 11 dense, 16 two-stage).
         dynamic_export: batch, height and width are dynamic axes.
-        skip_postprocess: export the raw head outputs instead of ``dets`` / ``labels``.
+        skip_postprocess: export the raw head outputs instead of ``dets`` / ``labels`` (dense
+            detectors only).
         input_img: image to trace with and verify on (default: the first image of ``data.test``).
         test_img: another image to verify on (at its own size when ``dynamic_export``).
         verify: compare ONNX Runtime with PyTorch; raise :class:`ParityError` past the tolerance.
         simplify: run onnxslim on the graph (needs the ``onnxslim`` package).
-        box_tol, score_tol: parity tolerances (pixels, score).
+        box_tol, score_tol, mask_tol: parity tolerances (pixels, score, fraction of mask pixels).
 
     Raises:
         ConfigError: unsupported model or opset; CheckpointError: bad checkpoint; ParityError.
@@ -178,18 +189,20 @@ def export_onnx(
     import onnx
 
     from detcli.engine.tester import load_model
-    from detcli.models.deploy import MIN_OPSET, DeployDetector, check_exportable
+    from detcli.models.deploy import check_exportable, deploy_model, min_opset
     from detcli.ops import use_backend
 
     start = time.perf_counter()
-    opset = MIN_OPSET if opset_version is None else int(opset_version)
-    if not MIN_OPSET <= opset <= MAX_OPSET:
-        raise ConfigError(f"--opset-version {opset}: the graph needs opset >= {MIN_OPSET} (NonMaxSuppression, "
-                          f"TopK, ScatterND) and this exporter writes at most {MAX_OPSET}; pick {MIN_OPSET}..{MAX_OPSET}")
     loaded = load_model(checkpoint, cfg, "cpu")
     check_exportable(loaded.model)
     model_type = type(loaded.model).__name__
-    wrapper = DeployDetector(loaded.model, postprocess=not skip_postprocess).eval()
+    lowest = min_opset(loaded.model)
+    opset = lowest if opset_version is None else int(opset_version)
+    if not lowest <= opset <= MAX_OPSET:
+        ops = "NonMaxSuppression, TopK, ScatterND" + (", RoiAlign with half_pixel" if lowest > 11 else "")
+        raise ConfigError(f"--opset-version {opset}: the {model_type} graph needs opset >= {lowest} ({ops}) and "
+                          f"this exporter writes at most {MAX_OPSET}; pick {lowest}..{MAX_OPSET}")
+    wrapper = deploy_model(loaded.model, postprocess=not skip_postprocess)
     inputs = _load_inputs(loaded.cfg, [input_img])
     export_batch = inputs[0][1]
     if shape is not None:
@@ -227,7 +240,8 @@ def export_onnx(
                 if test_img is not None:
                     name, batch = _load_inputs(loaded.cfg, [test_img])[0]
                     checks.append((name, batch if dynamic_export else _resize(batch, tuple(tensor.shape[-2:]))))
-                report = verify_parity(wrapper, str(tmp), checks, box_tol=box_tol, score_tol=score_tol)
+                report = verify_parity(wrapper, str(tmp), checks, box_tol=box_tol, score_tol=score_tol,
+                                       mask_tol=mask_tol)
                 if not report.passed:
                     bad = sum(not r.ok for r in report.rows)
                     raise ParityError(f"{out}: ONNX Runtime and PyTorch disagree past the tolerance on {bad} of "
@@ -270,22 +284,23 @@ def _session(path: str) -> Any:
     return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
 
 
-def _match(ref: Detections, got: Detections, max_per_img: int) -> tuple[int, float, float, int]:
+def _match(ref: Detections, got: Detections, max_per_img: int) -> tuple[int, float, float, int, float]:
     """Greedy score-order matching of PyTorch (``ref``) and ONNX Runtime (``got``) detections (same
     label, IoU >= 0.9).
 
     Returns:
-        (matched, max box diff, max score diff, serious unmatched). An unmatched detection is not
+        (matched, max box diff, max score diff, serious unmatched, max mask diff; see
+        :func:`_mask_diff`, 0 without masks). An unmatched detection is not
         serious when it is a zero-area box (ONNX Runtime's NonMaxSuppression drops those), when the
         other side holds ``max_per_img`` detections all scoring above it (the cut-off moved), or
         when it is within the lowest-score 1% (near-ties at the score threshold).
     """
     if len(ref) == 0 or len(got) == 0:
-        return 0, 0.0, 0.0, max(len(ref), len(got))
+        return 0, 0.0, 0.0, max(len(ref), len(got)), 0.0
     iou = box_overlaps(ref.boxes.tensor, got.boxes.tensor)  # (R, G)
     iou[ref.labels[:, None] != got.labels[None, :]] = -1
     used = torch.zeros(len(got), dtype=torch.bool)
-    box_diff = score_diff = 0.0
+    box_diff = score_diff = mask_diff = 0.0
     matched = 0
     missing = []
     for i in range(len(ref)):
@@ -296,6 +311,8 @@ def _match(ref: Detections, got: Detections, max_per_img: int) -> tuple[int, flo
             matched += 1
             box_diff = max(box_diff, float((ref.boxes.tensor[i] - got.boxes.tensor[j]).abs().max()))
             score_diff = max(score_diff, float((ref.scores[i] - got.scores[j]).abs()))
+            if ref.masks is not None and got.masks is not None:
+                mask_diff = max(mask_diff, _mask_diff(ref.masks[i], got.masks[j]))
         else:
             missing.append(i)
     floor = float(torch.cat([ref.scores, got.scores]).quantile(0.01)) + 1e-3
@@ -304,12 +321,23 @@ def _match(ref: Detections, got: Detections, max_per_img: int) -> tuple[int, flo
     ref_area = ref.boxes.tensor[:, 2:].sub(ref.boxes.tensor[:, :2]).prod(dim=1)
     serious = sum(1 for i in missing if ref_area[i] > 0 and float(ref.scores[i]) > max(floor, got_cut))
     serious += sum(1 for s in got.scores[~used].tolist() if s > max(floor, ref_cut))
-    return matched, box_diff, score_diff, serious
+    return matched, box_diff, score_diff, serious, mask_diff
 
 
-def onnx_detections(dets: np.ndarray, labels: np.ndarray, image_sizes: Sequence[tuple[int, int]]) -> list[Detections]:
-    """``dets (B, N, 5)`` / ``labels (B, N)`` of the graph -> one :class:`Detections` per image, clipped
-    to its valid region."""
+def _mask_diff(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Pixels where bool masks differ over the pixels of their union (0 for two empty masks); for float
+    probability masks the largest absolute difference."""
+    if a.dtype != torch.bool or b.dtype != torch.bool:
+        return float((a.float() - b.float()).abs().max()) if a.numel() else 0.0
+    union = int((a | b).sum())
+    return int((a ^ b).sum()) / union if union else 0.0
+
+
+def onnx_detections(dets: np.ndarray, labels: np.ndarray, image_sizes: Sequence[tuple[int, int]],
+                    masks: np.ndarray | None = None) -> list[Detections]:
+    """``dets (B, N, 5)`` / ``labels (B, N)`` (/ ``masks (B, N, H, W)``) of the graph -> one
+    :class:`Detections` per image, boxes clipped to its valid region and masks cropped to it (bool, or
+    float probabilities when the graph outputs them)."""
     out = []
     for i, size in enumerate(image_sizes):
         keep = labels[i] >= 0
@@ -317,16 +345,20 @@ def onnx_detections(dets: np.ndarray, labels: np.ndarray, image_sizes: Sequence[
         h, w = size
         boxes[:, 0::2] = boxes[:, 0::2].clamp(0, w)
         boxes[:, 1::2] = boxes[:, 1::2].clamp(0, h)
+        inst_masks = None
+        if masks is not None:
+            inst_masks = torch.from_numpy(np.ascontiguousarray(masks[i, keep, :h, :w]))
         out.append(Detections(tuple(size), Boxes(boxes), torch.from_numpy(np.ascontiguousarray(dets[i, keep, 4])).float(),
-                              torch.from_numpy(np.ascontiguousarray(labels[i, keep])).long()))
+                              torch.from_numpy(np.ascontiguousarray(labels[i, keep])).long(), inst_masks))
     return out
 
 
 def verify_parity(wrapper: torch.nn.Module, onnx_path: str, checks: Sequence[tuple[str, ImageBatch]],
-                  box_tol: float = 0.05, score_tol: float = 1e-3) -> ParityReport:
+                  box_tol: float = 0.05, score_tol: float = 1e-3, mask_tol: float = 0.01) -> ParityReport:
     """Run ONNX Runtime and PyTorch (``wrapper.detector.predict``, or the raw head outputs with
-    ``postprocess`` off) on each ``(name, batch)`` and compare."""
+    ``postprocess`` off) on each ``(name, batch)`` and compare (masks too when the graph has them)."""
     sess = _session(onnx_path)
+    with_masks = "masks" in getattr(wrapper, "output_names", [])
     rows = []
     for name, batch in checks:
         x = batch.tensor.contiguous()
@@ -340,12 +372,13 @@ def verify_parity(wrapper: torch.nn.Module, onnx_path: str, checks: Sequence[tup
             continue
         full = ImageBatch(x, [shape] * x.shape[0])  # the graph clips to the input, not to the valid region
         refs = wrapper.detector.predict(full)
-        gots = onnx_detections(outs[0], outs[1], full.image_sizes)
+        gots = onnx_detections(outs[0], outs[1], full.image_sizes, outs[2] if with_masks else None)
         for ref, got in zip(refs, gots):
-            matched, box_diff, score_diff, serious = _match(ref, got, wrapper.cfg.max_per_img)
-            ok = box_diff <= box_tol and score_diff <= score_tol and serious == 0
-            rows.append(ParityRow(name, shape, len(ref), len(got), matched, box_diff, score_diff, ok))
-    return ParityReport(rows, box_tol, score_tol)
+            matched, box_diff, score_diff, serious, mask_diff = _match(ref, got, wrapper.max_per_img)
+            ok = box_diff <= box_tol and score_diff <= score_tol and serious == 0 and mask_diff <= mask_tol
+            rows.append(ParityRow(name, shape, len(ref), len(got), matched, box_diff, score_diff, ok,
+                                  mask_diff if with_masks else None))
+    return ParityReport(rows, box_tol, score_tol, mask_tol if with_masks else None)
 
 
 # --------------------------------------------------------------------------- ONNX Runtime predictor
@@ -378,7 +411,11 @@ class OnnxPredictor:
         self.static_shape = None if any(d.dim_param or not d.dim_value for d in dims[2:]) else (dims[2].dim_value, dims[3].dim_value)
         self.static_batch = dims[0].dim_value if dims[0].dim_value and not dims[0].dim_param else None
         self.session = _session(str(path))
-        self.num_classes = int(self.cfg["model"]["bbox_head"]["num_classes"])
+        model = self.cfg["model"]
+        head = model["roi_head"]["bbox_head"] if "roi_head" in model else model["bbox_head"]
+        self.num_classes = int(head["num_classes"])
+        #: the graph has a ``masks`` output (Mask R-CNN), so ``det test --metric segm`` works
+        self.with_mask = any(o.name == "masks" for o in proto.graph.output)
 
     def predict(self, images: ImageBatch) -> list[Detections]:
         x = images.tensor.contiguous()
@@ -388,8 +425,8 @@ class OnnxPredictor:
                               "or --shape matching the pipeline")
         if self.static_batch is not None and x.shape[0] != self.static_batch:
             return [d for i in range(x.shape[0]) for d in self.predict(ImageBatch(x[i:i + 1], [images.image_sizes[i]]))]
-        dets, labels = self.session.run(None, {"input": x.cpu().numpy()})
-        return onnx_detections(dets, labels, images.image_sizes)
+        outs = self.session.run(None, {"input": x.cpu().numpy()})
+        return onnx_detections(outs[0], outs[1], images.image_sizes, outs[2] if len(outs) > 2 else None)
 
     def parameters(self):  # noqa: ANN201  (run_inference asks for the device)
         yield torch.zeros(())

@@ -13,6 +13,9 @@ Post-processing follows the PyTorch path of the heads (``predict``): per level t
 box decoding, then ``NonMaxSuppression`` per class (``max_output_boxes_per_class``) and the top
 ``max_per_img``. Priors are computed inside the graph from the feature-map shapes, so a graph
 exported with dynamic axes accepts other batch sizes and image sizes.
+
+Faster / Mask R-CNN are exported by :class:`detcli.models.deploy_two_stage.DeployTwoStage` (built
+on the helpers here); :func:`deploy_model` picks the wrapper and :func:`min_opset` its opset.
 """
 
 from __future__ import annotations
@@ -26,12 +29,16 @@ from detcli.errors import ConfigError
 from detcli.models.detector import SingleStageDetector
 from detcli.models.fcos import FCOS, FCOSHead
 from detcli.models.retinanet import RetinaHead, RetinaNet
+from detcli.models.two_stage import FasterRCNN, MaskRCNN, TwoStageDetector
 
-#: detectors :class:`DeployDetector` can export, by config ``type``
-SUPPORTED_DETECTORS = {"RetinaNet": RetinaNet, "FCOS": FCOS}
-#: lowest ONNX opset of every op the graph uses (NonMaxSuppression 10, TopK with a K input 10,
-#: ScatterND 11)
+#: detectors ONNX export supports, by config ``type`` (two-stage ones by
+#: :class:`detcli.models.deploy_two_stage.DeployTwoStage`)
+SUPPORTED_DETECTORS = {"RetinaNet": RetinaNet, "FCOS": FCOS, "FasterRCNN": FasterRCNN, "MaskRCNN": MaskRCNN}
+#: lowest ONNX opset of every op the dense graph uses (NonMaxSuppression 10, TopK with a K input
+#: 10, ScatterND 11)
 MIN_OPSET = 11
+#: lowest opset of the two-stage graph: RoiAlign with ``coordinate_transformation_mode`` (aligned) is 16
+MIN_OPSET_TWO_STAGE = 16
 
 
 class NonMaxSuppressionOp(torch.autograd.Function):
@@ -91,6 +98,60 @@ def _per_prior(maps: Tensor, channels: int) -> Tensor:
     return maps.permute(0, 2, 3, 1).reshape(maps.shape[0], -1, channels)
 
 
+def topk_padded(logits: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """Top ``k`` of ``logits (B, N)``: values and indices ``(B, k)`` (``k <= 0``: all, in order).
+
+    The scores are padded with ``k`` entries of ``-inf`` (whose index is ``N`` and beyond: gather
+    with :func:`gather_padded`), so the output has ``k`` columns whatever the image size.
+    """
+    if k <= 0:
+        idx = _arange_like(logits[0]).long()[None, :].expand_as(logits)
+        return logits, idx
+    pad = torch.full_like(logits[:, :1], -math.inf).expand(-1, k)
+    return torch.cat([logits, pad], dim=1).topk(k, dim=1)
+
+
+def gather_padded(x: Tensor, idx: Tensor, k: int) -> Tensor:
+    """Rows ``idx (B, m)`` of ``x (B, N, d)``, ``x`` padded with ``k`` zero rows when ``k > 0``
+    (the indices :func:`topk_padded` gives)."""
+    if k > 0:
+        x = torch.cat([x, torch.zeros_like(x[:, :1]).expand(-1, k, -1)], dim=1)
+    return x.gather(1, idx[:, :, None].expand(-1, -1, x.shape[2]))
+
+
+def clip_to_input(boxes: Tensor, images: Tensor) -> Tensor:
+    """Clamp ``boxes (..., 4)`` to the ``(H, W)`` of ``images (B, 3, H, W)`` (traced, dynamic)."""
+    h = torch.ones_like(images[0, 0, :, 0]).sum()
+    w = torch.ones_like(images[0, 0, 0, :]).sum()
+    zero = torch.zeros_like(w)
+    x1, y1, x2, y2 = boxes.unbind(-1)
+    return torch.stack([torch.minimum(torch.maximum(x1, zero), w), torch.minimum(torch.maximum(y1, zero), h),
+                        torch.minimum(torch.maximum(x2, zero), w), torch.minimum(torch.maximum(y2, zero), h)], dim=-1)
+
+
+def nms_keep(boxes: Tensor, scores: Tensor, max_output: int, iou_threshold: float,
+             score_threshold: float) -> Tensor:
+    """``NonMaxSuppression`` of ``boxes (B, K, 4)`` per class of ``scores (B, C, K)`` (each class
+    its own NMS; scores must be ``> score_threshold``) -> bool ``(B, K)``: kept for some class."""
+    selected = NonMaxSuppressionOp.apply(boxes, scores, max_output, iou_threshold, score_threshold)  # (M, 3)
+    keep = torch.zeros_like(scores[:, 0]).index_put((selected[:, 0], selected[:, 2]),
+                                                    torch.ones_like(selected[:, 0], dtype=scores.dtype))
+    return keep > 0
+
+
+def top_detections(boxes: Tensor, scores: Tensor, labels: Tensor, n: int) -> tuple[Tensor, Tensor]:
+    """The best ``n`` candidates per image: ``dets (B, n, 5)`` and ``labels (B, n)``; candidates
+    with a negative score are unused (zero rows, label ``-1``)."""
+    scores = torch.cat([scores, torch.full_like(scores[:, :1], -1.0).expand(-1, n)], dim=1)
+    boxes = torch.cat([boxes, torch.zeros_like(boxes[:, :1]).expand(-1, n, -1)], dim=1)
+    labels = torch.cat([labels, torch.full_like(labels[:, :1], -1).expand(-1, n)], dim=1)
+    top, order = scores.topk(n, dim=1)  # (B, n)
+    valid = top >= 0
+    out_boxes = boxes.gather(1, order[:, :, None].expand(-1, -1, 4))
+    dets = torch.cat([out_boxes, top[:, :, None]], dim=2) * valid[:, :, None].to(boxes.dtype)
+    return dets, torch.where(valid, labels.gather(1, order), -1)
+
+
 class DeployDetector(nn.Module):
     """A RetinaNet / FCOS detector with ONNX-exportable post-processing (see the module doc).
 
@@ -110,7 +171,8 @@ class DeployDetector(nn.Module):
                  max_output_boxes_per_class: int | None = None) -> None:
         super().__init__()
         check_exportable(detector)
-        assert isinstance(detector, SingleStageDetector)
+        if not isinstance(detector, SingleStageDetector):
+            raise ConfigError(f"model.type: {type(detector).__name__} is exported by deploy_model(), not DeployDetector")
         self.detector = detector
         self.postprocess = postprocess
         cfg = detector.test_settings
@@ -121,6 +183,10 @@ class DeployDetector(nn.Module):
             raise ConfigError("model.test_cfg.max_per_img must be > 0 to export (the graph has a fixed number of output rows)")
         if self.max_output <= 0:
             raise ConfigError(f"max_output_boxes_per_class must be > 0, got {self.max_output}")
+
+    @property
+    def max_per_img(self) -> int:
+        return self.cfg.max_per_img
 
     @property
     def output_names(self) -> list[str]:
@@ -147,23 +213,11 @@ class DeployDetector(nn.Module):
     # ------------------------------------------------------------------ candidates per level
 
     def _topk(self, logits: Tensor, num_classes: int) -> tuple[Tensor, Tensor, Tensor]:
-        """Top ``nms_pre`` of ``logits (B, N * C)``: values, prior indices and labels ``(B, k)``.
-
-        The scores are padded with ``nms_pre`` entries of ``-inf`` (whose prior index is ``N`` and
-        beyond: the gathered tensors are padded to match), so ``k = nms_pre`` whatever the image size.
-        """
-        if self.nms_pre <= 0:
-            idx = _arange_like(logits[0]).long()[None, :].expand_as(logits)
-            return logits, idx // num_classes, idx % num_classes
-        pad = torch.full_like(logits[:, :1], -math.inf).expand(-1, self.nms_pre)
-        vals, idx = torch.cat([logits, pad], dim=1).topk(self.nms_pre, dim=1)
+        vals, idx = topk_padded(logits, self.nms_pre)
         return vals, idx // num_classes, idx % num_classes
 
     def _gather(self, x: Tensor, prior: Tensor) -> Tensor:
-        """Rows ``prior (B, k)`` of ``x (B, N, d)``, padded with zero rows when ``nms_pre > 0``."""
-        if self.nms_pre > 0:
-            x = torch.cat([x, torch.zeros_like(x[:, :1]).expand(-1, self.nms_pre, -1)], dim=1)
-        return x.gather(1, prior[:, :, None].expand(-1, -1, x.shape[2]))
+        return gather_padded(x, prior, self.nms_pre)
 
     def _valid(self, vals: Tensor) -> Tensor:
         thr = _logit_threshold(self.cfg.score_thr)
@@ -206,12 +260,7 @@ class DeployDetector(nn.Module):
     def _nms(self, boxes: Tensor, scores: Tensor, labels: Tensor, images: Tensor,
              num_classes: int) -> tuple[Tensor, Tensor]:
         cfg = self.cfg
-        h = torch.ones_like(images[0, 0, :, 0]).sum()
-        w = torch.ones_like(images[0, 0, 0, :]).sum()
-        zero = torch.zeros_like(w)
-        x1, y1, x2, y2 = boxes.unbind(-1)
-        boxes = torch.stack([torch.minimum(torch.maximum(x1, zero), w), torch.minimum(torch.maximum(y1, zero), h),
-                             torch.minimum(torch.maximum(x2, zero), w), torch.minimum(torch.maximum(y2, zero), h)], dim=-1)
+        boxes = clip_to_input(boxes, images)
         if cfg.min_bbox_size > 0:
             big = ((boxes[..., 2] - boxes[..., 0]) > cfg.min_bbox_size) & ((boxes[..., 3] - boxes[..., 1]) > cfg.min_bbox_size)
             scores = torch.where(big, scores, -1.0)
@@ -220,20 +269,8 @@ class DeployDetector(nn.Module):
         else:
             classes = torch.arange(num_classes, device=labels.device)
             class_scores = torch.where(labels[:, None, :] == classes[None, :, None], scores[:, None, :], -1.0)  # (B, C, K)
-        selected = NonMaxSuppressionOp.apply(boxes, class_scores, self.max_output, cfg.iou_threshold, 0.0)  # (M, 3)
-        keep = torch.zeros_like(scores).index_put((selected[:, 0], selected[:, 2]),
-                                                  torch.ones_like(selected[:, 0], dtype=scores.dtype))
-        scores = torch.where(keep > 0, scores, -1.0)
-        n = cfg.max_per_img
-        scores = torch.cat([scores, torch.full_like(scores[:, :1], -1.0).expand(-1, n)], dim=1)
-        boxes = torch.cat([boxes, torch.zeros_like(boxes[:, :1]).expand(-1, n, -1)], dim=1)
-        labels = torch.cat([labels, torch.full_like(labels[:, :1], -1).expand(-1, n)], dim=1)
-        top, order = scores.topk(n, dim=1)  # (B, n)
-        valid = top >= 0
-        out_boxes = boxes.gather(1, order[:, :, None].expand(-1, -1, 4))
-        dets = torch.cat([out_boxes, top[:, :, None]], dim=2) * valid[:, :, None].to(boxes.dtype)
-        out_labels = torch.where(valid, labels.gather(1, order), -1)
-        return dets, out_labels
+        keep = nms_keep(boxes, class_scores, self.max_output, cfg.iou_threshold, 0.0)
+        return top_detections(boxes, torch.where(keep, scores, -1.0), labels, cfg.max_per_img)
 
 
 def _logit_threshold(score_thr: float) -> float:
@@ -249,3 +286,27 @@ def check_exportable(detector: nn.Module) -> None:
     if not isinstance(detector, tuple(SUPPORTED_DETECTORS.values())):
         raise ConfigError(
             f"model.type: ONNX export supports {', '.join(SUPPORTED_DETECTORS)}; got {type(detector).__name__}")
+
+
+def min_opset(detector: nn.Module) -> int:
+    """The lowest ONNX opset the export graph of ``detector`` needs."""
+    return MIN_OPSET_TWO_STAGE if isinstance(detector, TwoStageDetector) else MIN_OPSET
+
+
+def deploy_model(detector: nn.Module, postprocess: bool = True) -> nn.Module:
+    """The export wrapper of ``detector``: :class:`DeployDetector` (RetinaNet, FCOS) or
+    :class:`~detcli.models.deploy_two_stage.DeployTwoStage` (Faster / Mask R-CNN), in eval mode.
+
+    Raises:
+        ConfigError: an unsupported detector, or ``postprocess=False`` for a two-stage detector.
+    """
+    check_exportable(detector)
+    if isinstance(detector, TwoStageDetector):
+        from detcli.models.deploy_two_stage import DeployTwoStage
+
+        if not postprocess:
+            raise ConfigError(f"--skip-postprocess: {type(detector).__name__} has no raw-head-output graph (its "
+                              "second stage runs on the proposals the RPN post-processing selects); export "
+                              "without it")
+        return DeployTwoStage(detector).eval()
+    return DeployDetector(detector, postprocess=postprocess).eval()

@@ -254,9 +254,13 @@ def test_mask_rcnn_needs_masks_and_faster_rcnn_refuses_them(mask_rcnn_cfg, faste
         build(cfg, DETECTORS, path="model")
 
 
-def test_onnx_export_refuses_two_stage(faster_rcnn_cfg):
-    from detcli.models.deploy import check_exportable
+def test_onnx_export_accepts_two_stage_at_opset_16(faster_rcnn_cfg):
+    from detcli.models.deploy import check_exportable, deploy_model, min_opset
+    from detcli.models.deploy_two_stage import DeployTwoStage
 
-    with pytest.raises(ConfigError, match="ONNX export supports RetinaNet, FCOS; got FasterRCNN"):
-        check_exportable(build(faster_rcnn_cfg(), DETECTORS, path="model"))
+    model = build(faster_rcnn_cfg(), DETECTORS, path="model")
+    check_exportable(model)
+    assert min_opset(model) == 16 and isinstance(deploy_model(model), DeployTwoStage)
+    with pytest.raises(ConfigError, match="--skip-postprocess: FasterRCNN"):
+        deploy_model(model, postprocess=False)
 

@@ -1,0 +1,227 @@
+"""Export graphs of the two-stage detectors (Faster R-CNN, Mask R-CNN) with every post-processing
+step in standard ONNX ops.
+
+:class:`DeployTwoStage` wraps a trained :class:`~detcli.models.two_stage.TwoStageDetector` for
+``torch.onnx.export`` (TorchScript tracing). Input: ``images (B, 3, H, W)`` float32, the
+preprocessed (normalised, padded) tensor. Outputs:
+
+- ``dets (B, N, 5)``: ``(x1, y1, x2, y2, score)`` in input pixels, clipped to ``(H, W)``, sorted by
+  score; ``N = test_cfg.rcnn.max_per_img``; unused rows are zeros.
+- ``labels (B, N)`` int64: class index ``0..C-1``; ``-1`` on unused rows.
+- Mask R-CNN only, ``masks (B, N, H, W)`` bool at the input size: each detection's mask
+  probability pasted into the image and thresholded at ``test_cfg.rcnn.mask_thr_binary`` (``>=``;
+  a negative threshold gives the float32 probabilities instead); all False on unused rows.
+
+The graph follows the PyTorch path (``TwoStageDetector.predict``):
+
+1. RPN, per level: the top ``test_cfg.rpn.nms_pre`` anchors by objectness (``TopK``), decoded and
+   clipped, sides ``<= min_bbox_size`` dropped; ``NonMaxSuppression`` with one "class" per level
+   (so NMS stays within a level) and the best ``max_per_img`` proposals over all levels. The
+   proposal count is fixed (``max_per_img``); missing proposals are flagged and never scored.
+2. RoI features: each RoI's level by ``finest_scale`` (``floor(log2(sqrt(area) / finest_scale +
+   1e-6))``), then per level ``NonZero`` + ``RoiAlign`` (opset 16, ``half_pixel`` for
+   ``aligned=True``) on that level's RoIs and ``ScatterND`` back into RoI order.
+3. Box head, softmax, class-specific decoding, clipping, then ``NonMaxSuppression`` with score
+   threshold ``score_thr`` run on a ``(B * C)`` batch of one class each (class-specific boxes;
+   ``class_agnostic`` runs one NMS over every (box, class) pair), capped at
+   ``max_output_boxes_per_class`` (default ``max_per_img``, which changes nothing), and the top
+   ``max_per_img``.
+4. Mask R-CNN: the mask head on the final boxes (``NonZero`` picks the used rows; ``ScatterND``
+   puts their masks back), each detection's class channel, sigmoid, and a
+   grid-sample-free paste: bilinear weights are separable, so the image-sized mask is
+   ``Wy @ mask @ Wx^T`` (``MatMul``), the same sampling as :func:`detcli.models.mask_heads.paste_masks`.
+
+Priors are computed inside the graph from the feature-map shapes, so a graph exported with dynamic
+axes accepts other batch sizes and image sizes.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from detcli.errors import ConfigError
+from detcli.models.deploy import (
+    _arange_like,
+    _grid,
+    _per_prior,
+    check_exportable,
+    clip_to_input,
+    gather_padded,
+    nms_keep,
+    top_detections,
+    topk_padded,
+)
+from detcli.models.roi_extractors import SingleRoIExtractor
+from detcli.models.two_stage import TwoStageDetector
+
+
+def _roi_features(extractor: SingleRoIExtractor, feats: tuple[Tensor, ...], batch: Tensor, boxes: Tensor) -> Tensor:
+    """``(K, C, s, s)`` RoIAlign features of ``boxes (K, 4)`` of images ``batch (K,)`` (float), each
+    from its ``finest_scale`` level; shapes stay dynamic (no Python branch on data)."""
+    import torchvision
+
+    rois = torch.cat([batch[:, None], boxes], dim=1)
+    size = extractor.output_size
+
+    def pool(level: int, sel: Tensor) -> Tensor:
+        return torchvision.ops.roi_align(feats[level], sel, size, 1.0 / extractor.featmap_strides[level],
+                                         extractor.sampling_ratio, extractor.aligned)
+
+    levels = extractor.num_inputs
+    if levels == 1:
+        return pool(0, rois)
+    scale = torch.sqrt((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]))
+    level = torch.floor(torch.log2(scale / extractor.finest_scale + 1e-6)).clamp(min=0, max=levels - 1)
+    out = torch.zeros_like(rois[:, :1, None, None]).expand(-1, extractor.out_channels, size[0], size[1])
+    for lvl in range(levels):
+        idx = (level == lvl).nonzero()[:, 0]
+        out = out.index_put((idx,), pool(lvl, rois[idx]))
+    return out
+
+
+def _paste_weights(lo: Tensor, hi: Tensor, pixels: Tensor, size: int) -> Tensor:
+    """Bilinear weights ``(K, P, size)`` of pixel centres ``pixels (P,) + 0.5`` over ``size`` mask cells
+    stretched over ``[lo, hi]`` (``K`` boxes; zero outside the mask), as ``paste_masks`` samples."""
+    pos = (pixels[None, :] + 0.5 - lo[:, None]) / (hi - lo).clamp(min=1e-6)[:, None] * size - 0.5  # (K, P)
+    cells = torch.arange(size, dtype=lo.dtype, device=lo.device)
+    return (1 - (pos[:, :, None] - cells).abs()).clamp(min=0)
+
+
+class DeployTwoStage(nn.Module):
+    """A Faster / Mask R-CNN with ONNX-exportable post-processing (see the module doc).
+
+    Args:
+        detector: a trained :class:`FasterRCNN` or :class:`MaskRCNN` (eval mode).
+        max_output_boxes_per_class: the second stage's ``NonMaxSuppression`` cap per class and
+            image (None: ``test_cfg.rcnn.max_per_img``).
+
+    Raises:
+        ConfigError: another detector type, or a ``max_per_img`` that is not positive.
+    """
+
+    def __init__(self, detector: nn.Module, max_output_boxes_per_class: int | None = None) -> None:
+        super().__init__()
+        check_exportable(detector)
+        if not isinstance(detector, TwoStageDetector):
+            raise ConfigError(f"model.type: DeployTwoStage exports Faster / Mask R-CNN, got {type(detector).__name__}")
+        self.detector = detector
+        self.postprocess = True
+        self.rpn_cfg = detector.rpn_test
+        self.rcnn_cfg = detector.rcnn_test
+        if self.rpn_cfg.max_per_img <= 0:
+            raise ConfigError("model.test_cfg.rpn.max_per_img must be > 0 to export (the graph has a fixed "
+                              "number of proposals)")
+        if self.rcnn_cfg.max_per_img <= 0:
+            raise ConfigError("model.test_cfg.rcnn.max_per_img must be > 0 to export (the graph has a fixed "
+                              "number of output rows)")
+        self.max_output = int(max_output_boxes_per_class or self.rcnn_cfg.max_per_img)
+        if self.max_output <= 0:
+            raise ConfigError(f"max_output_boxes_per_class must be > 0, got {self.max_output}")
+        for name in ("bbox_roi_extractor", "mask_roi_extractor"):
+            if not isinstance(getattr(detector.roi_head, name), SingleRoIExtractor):
+                raise ConfigError(f"model.roi_head.{name}: ONNX export needs a SingleRoIExtractor")
+
+    @property
+    def max_per_img(self) -> int:
+        return self.rcnn_cfg.max_per_img
+
+    @property
+    def with_mask(self) -> bool:
+        return self.detector.roi_head.with_mask
+
+    @property
+    def output_names(self) -> list[str]:
+        return ["dets", "labels", "masks"] if self.with_mask else ["dets", "labels"]
+
+    def forward(self, images: Tensor) -> tuple[Tensor, ...]:
+        feats = self.detector.extract_feat(images)
+        proposals, valid = self._proposals(feats, images)  # (B, n, 4), (B, n)
+        dets, labels = self._detections(feats, proposals, valid, images)
+        if not self.with_mask:
+            return dets, labels
+        return dets, labels, self._masks(feats, dets, labels, images)
+
+    # ------------------------------------------------------------------ RPN
+
+    def _proposals(self, feats: tuple[Tensor, ...], images: Tensor) -> tuple[Tensor, Tensor]:
+        rpn = self.detector.rpn_head
+        cfg = self.rpn_cfg
+        gen = rpn.anchor_generator
+        cls_scores, bbox_preds = rpn(feats)
+        boxes_l, scores_l, level_l = [], [], []
+        for level, (cls, reg) in enumerate(zip(cls_scores, bbox_preds)):
+            xs, ys = _grid(cls, gen.strides[level], 0.0)
+            base = gen.base_anchors[level].to(cls)  # (A, 4)
+            anchors = (torch.stack([xs, ys, xs, ys], dim=-1)[:, None, :] + base[None]).reshape(-1, 4)  # (HWA, 4)
+            vals, idx = topk_padded(_per_prior(cls, 1)[..., 0], cfg.nms_pre)  # (B, k)
+            deltas = gather_padded(_per_prior(reg, 4), idx, cfg.nms_pre)
+            priors = gather_padded(anchors[None].expand(cls.shape[0], -1, -1), idx, cfg.nms_pre)
+            boxes_l.append(rpn.bbox_coder.decode(priors, deltas))
+            scores_l.append(vals.sigmoid())
+            level_l.append(torch.full_like(vals, float(level)))
+        boxes = clip_to_input(torch.cat(boxes_l, dim=1), images)  # (B, K, 4)
+        scores = torch.cat(scores_l, dim=1)  # (B, K); the -inf padding has score 0
+        levels = torch.cat(level_l, dim=1)
+        if cfg.min_bbox_size >= 0:
+            wh = boxes[..., 2:] - boxes[..., :2]
+            scores = torch.where((wh[..., 0] > cfg.min_bbox_size) & (wh[..., 1] > cfg.min_bbox_size), scores, -1.0)
+        ids = torch.arange(len(cls_scores), dtype=levels.dtype, device=levels.device)
+        per_level = torch.where(levels[:, None, :] == ids[None, :, None], scores[:, None, :], -1.0)  # (B, L, K)
+        keep = nms_keep(boxes, per_level, cfg.max_per_img, cfg.iou_threshold, 0.0)
+        dets, labels = top_detections(boxes, torch.where(keep, scores, -1.0), torch.zeros_like(levels).long(),
+                                      cfg.max_per_img)
+        return dets[..., :4], labels >= 0
+
+    # ------------------------------------------------------------------ box branch
+
+    def _detections(self, feats: tuple[Tensor, ...], proposals: Tensor, valid: Tensor,
+                    images: Tensor) -> tuple[Tensor, Tensor]:
+        head = self.detector.roi_head
+        cfg = self.rcnn_cfg
+        b, n = proposals.shape[:2]
+        c = head.num_classes
+        flat = proposals.reshape(-1, 4)
+        batch = (_arange_like(proposals[:, 0, 0])[:, None] + torch.zeros_like(proposals[:, :, 0])).reshape(-1)
+        cls_score, bbox_pred = head.bbox_head(_roi_features(head.bbox_roi_extractor, feats, batch, flat))
+        scores = cls_score.softmax(dim=1)[:, :c].reshape(b, n, c)
+        scores = torch.where(valid[:, :, None], scores, -1.0)
+        if bbox_pred.shape[1] == 4:
+            bbox_pred = bbox_pred.repeat(1, c)
+        boxes = head.bbox_head.bbox_coder.decode(flat, bbox_pred).reshape(b, n, c, 4)
+        boxes = clip_to_input(boxes, images).permute(0, 2, 1, 3).reshape(b, c * n, 4)  # class-major
+        scores = scores.permute(0, 2, 1).reshape(b, c * n)
+        nms_cfg = cfg.nms or {}
+        if nms_cfg.get("class_agnostic", False):
+            keep = nms_keep(boxes, scores[:, None, :], self.max_output, float(nms_cfg.get("iou_threshold", 0.5)),
+                            cfg.score_thr)
+        else:  # a batch of B * C single-class problems: class-specific boxes, no C-fold score matrix
+            keep = nms_keep(boxes.reshape(b * c, n, 4), scores.reshape(b * c, 1, n), self.max_output,
+                            float(nms_cfg.get("iou_threshold", 0.5)), cfg.score_thr).reshape(b, c * n)
+        labels = (_arange_like(scores[0]) // n).long()[None, :].expand(b, -1)
+        return top_detections(boxes, torch.where(keep, scores, -1.0), labels, cfg.max_per_img)
+
+    # ------------------------------------------------------------------ mask branch
+
+    def _masks(self, feats: tuple[Tensor, ...], dets: Tensor, labels: Tensor, images: Tensor) -> Tensor:
+        head = self.detector.roi_head
+        b, n = labels.shape
+        flat_labels = labels.reshape(-1)
+        used = (flat_labels >= 0).nonzero()[:, 0]  # the mask head runs on the detections only
+        boxes = dets[..., :4].reshape(-1, 4)[used]
+        batch = (_arange_like(dets[:, 0, 0])[:, None] + torch.zeros_like(dets[:, :, 0])).reshape(-1)[used]
+        logits = head.mask_head(_roi_features(head.mask_roi_extractor, feats, batch, boxes))  # (D, C or 1, M, M)
+        m = logits.shape[-1]
+        channel = flat_labels[used] if logits.shape[1] > 1 else torch.zeros_like(flat_labels[used])
+        probs = logits.gather(1, channel[:, None, None, None].expand(-1, 1, m, m))[:, 0].sigmoid()  # (D, M, M)
+        ys = _arange_like(images[0, 0, :, 0])
+        xs = _arange_like(images[0, 0, 0, :])
+        wy = _paste_weights(boxes[:, 1], boxes[:, 3], ys, m)  # (D, H, M)
+        wx = _paste_weights(boxes[:, 0], boxes[:, 2], xs, m)  # (D, W, M)
+        pasted = torch.matmul(torch.matmul(wy, probs), wx.transpose(1, 2))  # (D, H, W)
+        thr = self.rcnn_cfg.mask_thr_binary
+        if thr >= 0:
+            pasted = pasted >= thr
+        blank = torch.zeros_like(images[0, :1]).to(pasted.dtype).expand(b * n, -1, -1)  # unused rows: 0 / False
+        out = blank.index_put((used,), pasted)
+        return out.reshape(b, n, out.shape[1], out.shape[2])
