@@ -100,7 +100,7 @@ def test_det_test_map_and_recall(setup: tuple[Path, Path, Path]) -> None:
     coco = json.loads(run("test", str(path), ckpt, "--metric", "bbox", "--json").stdout)
     assert "bbox_mAP" in coco
     bad = runner.invoke(app, normalize_argv(["test", str(path), ckpt, "--metric", "segm"]))
-    assert bad.exit_code == 1 and "supported: bbox, proposal, mAP, recall" in bad.output
+    assert bad.exit_code == 1 and "valid for VOCDataset: mAP, recall, bbox, proposal" in bad.output
 
 
 def test_det_test_on_a_concat_of_two_years(setup: tuple[Path, Path, Path], tmp_path: Path) -> None:
