@@ -17,6 +17,10 @@ training/testing, 256 anchors and 512 RoIs sampled, 81 classes with background).
 on elliptic masks inscribed in the random GT boxes.
 
 The phases run in the order infer, infer-busy, train (inference on untrained weights for both).
+Two-stage inference: untrained RPNs keep a seed-dependent number of proposals after their NMS
+(torchvision 242-1000 and det 668-849 over three seeds), so by default both skip the RPN NMS at test
+time and both second stages get 1000 RoIs per image, as a trained RPN gives on a real image
+(``--no-equal-proposals`` keeps the NMS).
 
 Backbones: both use torchvision's ResNet-50 definition with stem + stage 1 frozen and frozen BN
 statistics. torchvision's own recipe (``trainable_backbone_layers=3`` with ``FrozenBatchNorm2d``,
@@ -186,6 +190,14 @@ def make_masks(boxes: list[torch.Tensor]) -> list[np.ndarray]:
     return out
 
 
+def set_rpn_nms(model: torch.nn.Module, iou_threshold: float) -> None:
+    """Set the test-time RPN NMS IoU of a det or torchvision two-stage detector (no-op otherwise)."""
+    if hasattr(model, "rpn_test"):
+        model.rpn_test = dataclasses.replace(model.rpn_test, iou_threshold=iou_threshold)
+    elif hasattr(model, "rpn"):
+        model.rpn.nms_thresh = iou_threshold
+
+
 def set_score_thr(model: torch.nn.Module, score_thr: float) -> None:
     """Set the test score threshold of a det or a torchvision detector."""
     if hasattr(model, "test_settings"):
@@ -262,6 +274,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--models", default="retinanet,fcos,faster_rcnn,mask_rcnn")
     parser.add_argument("--phases", default="infer,infer-busy,train")
+    parser.add_argument("--equal-proposals", action=argparse.BooleanOptionalAction, default=True,
+                        help="two-stage inference: no RPN NMS on either side, so both get 1000 proposals per "
+                             "image (default; --no-equal-proposals keeps the NMS and its seed-dependent counts)")
     parser.add_argument("--tv-backbone", choices=("recipe", "builder"), default="recipe")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", action="store_true", help="print the results as one JSON object")
@@ -281,6 +296,10 @@ def main(argv: list[str] | None = None) -> int:
             per = 1 if phase == "train" else BATCH
             for model in (det, tv):
                 set_score_thr(model, 0.0 if phase == "infer-busy" else 0.05)
+                # untrained RPNs keep a seed-dependent number of proposals after NMS (3 seeds: torchvision
+                # 242-1000, det 668-849); a trained RPN keeps max_per_img = 1000 on a real image. For equal
+                # work both skip the RPN NMS at test time, so both second stages get 1000 RoIs per image.
+                set_rpn_nms(model, 1.0 if args.equal_proposals else 0.7)
             for side in runners.values():
                 for _ in range(args.warmup):
                     side[index]()

@@ -84,17 +84,14 @@ class SingleRoIExtractor(nn.Module):
             return roi_align(feats[0], rois, self.output_size, 1.0 / self.featmap_strides[0],
                              self.sampling_ratio, self.aligned)
         levels = self.map_roi_levels(rois, num_levels)
-        order = levels.argsort(stable=True)
-        counts = torch.bincount(levels, minlength=num_levels).tolist()
-        parts = []
-        start = 0
-        for level, count in enumerate(counts):
-            if count:
-                idx = order[start:start + count]
-                parts.append(roi_align(feats[level], rois[idx], self.output_size, 1.0 / self.featmap_strides[level],
-                                       self.sampling_ratio, self.aligned))
-            start += count
-        pooled = torch.cat(parts)  # RoIs in level order
-        inverse = torch.empty_like(order)
-        inverse[order] = torch.arange(k, device=order.device)
-        return pooled[inverse]
+        out = None
+        for level in range(num_levels):
+            idx = torch.nonzero(levels == level).flatten()
+            if idx.numel() == 0:
+                continue
+            pooled = roi_align(feats[level], rois[idx], self.output_size, 1.0 / self.featmap_strides[level],
+                               self.sampling_ratio, self.aligned)
+            if out is None:
+                out = pooled.new_zeros((k, *pooled.shape[1:]))
+            out[idx] = pooled  # one copy into RoI order (autograd-tracked when pooled needs grad)
+        return out

@@ -133,33 +133,30 @@ def _run_parts(fn: Callable[[int], Tensor], count: int) -> list[Tensor]:
 
 
 class _SplitRoIAlign(torch.autograd.Function):
-    """torchvision's RoIAlign kernels (forward and backward) over threads, RoIs dealt round-robin
-    (so each thread gets RoIs of all sizes). The kernels release the GIL, so the threads run in
-    parallel; the backward sums the per-thread input gradients."""
+    """torchvision's RoIAlign kernels (forward and backward) over threads, each on a contiguous
+    share of the RoIs (so the outputs concatenate in order). The kernels release the GIL, so the
+    threads run in parallel; the backward sums the per-thread input gradients."""
 
     @staticmethod
     def forward(ctx: Any, input: Tensor, rois: Tensor, output_size: tuple[int, int], spatial_scale: float,
                 sampling_ratio: int, aligned: bool, workers: int) -> Tensor:
         kernel = torch.ops.torchvision.roi_align
-        parts = [rois[j::workers] for j in range(workers)]
-        pooled = _run_parts(lambda j: kernel(input, parts[j], spatial_scale, output_size[0], output_size[1],
-                                             sampling_ratio, aligned), workers)
-        k = rois.shape[0]
-        order = torch.cat([torch.arange(j, k, workers, device=rois.device) for j in range(workers)])
-        inverse = torch.empty_like(order)
-        inverse[order] = torch.arange(k, device=rois.device)
+        bounds = [rois.shape[0] * j // workers for j in range(workers + 1)]
+        pooled = _run_parts(lambda j: kernel(input, rois[bounds[j]:bounds[j + 1]], spatial_scale, output_size[0],
+                                             output_size[1], sampling_ratio, aligned), workers)
         ctx.save_for_backward(rois)
-        ctx.settings = (tuple(input.shape), output_size, spatial_scale, sampling_ratio, aligned, workers)
-        return torch.cat(pooled)[inverse]
+        ctx.settings = (tuple(input.shape), output_size, spatial_scale, sampling_ratio, aligned, bounds)
+        return torch.cat(pooled)
 
     @staticmethod
     def backward(ctx: Any, grad_output: Tensor) -> tuple[Tensor | None, ...]:
         (rois,) = ctx.saved_tensors
-        (b, c, h, w), (oh, ow), spatial_scale, sampling_ratio, aligned, workers = ctx.settings
+        (b, c, h, w), (oh, ow), spatial_scale, sampling_ratio, aligned, bounds = ctx.settings
         kernel = torch.ops.torchvision._roi_align_backward
         grad_output = grad_output.contiguous()
-        grads = _run_parts(lambda j: kernel(grad_output[j::workers].contiguous(), rois[j::workers], spatial_scale,
-                                            oh, ow, b, c, h, w, sampling_ratio, aligned), workers)
+        grads = _run_parts(lambda j: kernel(grad_output[bounds[j]:bounds[j + 1]], rois[bounds[j]:bounds[j + 1]],
+                                            spatial_scale, oh, ow, b, c, h, w, sampling_ratio, aligned),
+                           len(bounds) - 1)
         grad_input = grads[0]
         for g in grads[1:]:
             grad_input = grad_input + g

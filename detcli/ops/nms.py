@@ -44,16 +44,27 @@ def nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
     return backend_for(boxes, num_boxes=boxes.shape[0]).nms(boxes, scores, float(iou_threshold))
 
 
+#: CPU batched NMS with at least this many boxes runs one NMS per category (torchvision does the same).
+PER_CLASS_NMS_MIN_BOXES = 4000
+
+
 def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: float) -> Tensor:
     """NMS within each category ``idxs``: boxes of different categories never suppress each other.
 
-    Boxes are offset by ``idx * (max_coordinate + 1)`` so that one NMS call handles all categories.
+    Boxes are offset by ``idx * (max_coordinate + 1)`` so that one NMS call handles all categories;
+    on the CPU, from :data:`PER_CLASS_NMS_MIN_BOXES` boxes, each category runs its own NMS instead
+    (same result: greedy NMS work grows with boxes x kept boxes, which the split keeps per category).
 
     Returns:
         Tensor[K] int64: kept indices sorted by decreasing score.
     """
     if boxes.numel() == 0:
         return torch.empty(0, dtype=torch.int64, device=boxes.device)
+    if boxes.device.type == "cpu" and boxes.shape[0] >= PER_CLASS_NMS_MIN_BOXES and not torch.jit.is_tracing():
+        kept = [members[nms(boxes[members], scores[members], iou_threshold)]
+                for members in (torch.nonzero(idxs == c).flatten() for c in torch.unique(idxs))]
+        keep = torch.cat(kept)
+        return keep[torch.sort(scores[keep], descending=True, stable=True).indices]
     max_coordinate = boxes.max()
     offsets = idxs.to(boxes) * (max_coordinate + torch.tensor(1, dtype=boxes.dtype, device=boxes.device))
     return nms(boxes + offsets[:, None], scores, iou_threshold)

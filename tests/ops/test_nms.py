@@ -121,6 +121,23 @@ def test_batched_nms_large_matches_torchvision_on_auto() -> None:
     assert torch.equal(batched_nms(boxes, scores, idxs, 0.5), torchvision.ops.batched_nms(boxes, scores, idxs, 0.5))
 
 
+
+def test_batched_nms_per_class_split_equals_one_offset_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    """From PER_CLASS_NMS_MIN_BOXES boxes the CPU runs one NMS per class; the kept set and order do not change."""
+    import importlib
+    nms_module = importlib.import_module("detcli.ops.nms")
+    g = torch.Generator().manual_seed(3)
+    xy = torch.rand(500, 2, generator=g) * 100
+    boxes = torch.cat([xy, xy + torch.rand(500, 2, generator=g) * 30 + 1], dim=1)
+    scores, idxs = torch.rand(500, generator=g), torch.randint(0, 7, (500,), generator=g)
+    offset_call = batched_nms(boxes, scores, idxs, 0.6)
+    monkeypatch.setattr(nms_module, "PER_CLASS_NMS_MIN_BOXES", 1)
+    split = batched_nms(boxes, scores, idxs, 0.6)
+    assert torch.equal(split, offset_call)
+    assert torch.equal(split, torchvision.ops.batched_nms(boxes, scores, idxs, 0.6))
+    one = batched_nms(boxes[:1], scores[:1], idxs[:1], 0.6)
+    assert one.tolist() == [0]
+
 class TestMulticlassNMS:
     boxes = torch.tensor([[0.0, 0, 10, 10], [1, 1, 11, 11], [20, 20, 30, 30]])
 
