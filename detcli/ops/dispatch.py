@@ -115,11 +115,11 @@ def _thread_pool() -> ThreadPoolExecutor:
     global _pool
     if _pool is None or _pool[0] != os.getpid():
         _pool = (os.getpid(), ThreadPoolExecutor(max_workers=max(1, (os.cpu_count() or 2) - 1),
-                                                 thread_name_prefix="det-roi-align"))
+                                                 thread_name_prefix="det-ops"))
     return _pool[1]
 
 
-def _run_parts(fn: Callable[[int], Tensor], count: int) -> list[Tensor]:
+def run_parts(fn: Callable[[int], Any], count: int) -> list[Any]:
     """``[fn(0), ..., fn(count - 1)]``, ``fn(0)`` in this thread and the others in the pool, each
     thread in the caller's grad and inference modes (both are thread-local)."""
     grad, inference = torch.is_grad_enabled(), torch.is_inference_mode_enabled()
@@ -142,7 +142,7 @@ class _SplitRoIAlign(torch.autograd.Function):
                 sampling_ratio: int, aligned: bool, workers: int) -> Tensor:
         kernel = torch.ops.torchvision.roi_align
         bounds = [rois.shape[0] * j // workers for j in range(workers + 1)]
-        pooled = _run_parts(lambda j: kernel(input, rois[bounds[j]:bounds[j + 1]], spatial_scale, output_size[0],
+        pooled = run_parts(lambda j: kernel(input, rois[bounds[j]:bounds[j + 1]], spatial_scale, output_size[0],
                                              output_size[1], sampling_ratio, aligned), workers)
         ctx.save_for_backward(rois)
         ctx.settings = (tuple(input.shape), output_size, spatial_scale, sampling_ratio, aligned, bounds)
@@ -154,7 +154,7 @@ class _SplitRoIAlign(torch.autograd.Function):
         (b, c, h, w), (oh, ow), spatial_scale, sampling_ratio, aligned, bounds = ctx.settings
         kernel = torch.ops.torchvision._roi_align_backward
         grad_output = grad_output.contiguous()
-        grads = _run_parts(lambda j: kernel(grad_output[bounds[j]:bounds[j + 1]], rois[bounds[j]:bounds[j + 1]],
+        grads = run_parts(lambda j: kernel(grad_output[bounds[j]:bounds[j + 1]], rois[bounds[j]:bounds[j + 1]],
                                             spatial_scale, oh, ow, b, c, h, w, sampling_ratio, aligned),
                            len(bounds) - 1)
         grad_input = grads[0]

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from detcli.ops.dispatch import backend_for
+from detcli.ops.dispatch import backend_for, run_parts
 
 
 def nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
@@ -52,7 +52,7 @@ def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: floa
     """NMS within each category ``idxs``: boxes of different categories never suppress each other.
 
     Boxes are offset by ``idx * (max_coordinate + 1)`` so that one NMS call handles all categories;
-    on the CPU, from :data:`PER_CLASS_NMS_MIN_BOXES` boxes, each category runs its own NMS instead
+    on the CPU, from :data:`PER_CLASS_NMS_MIN_BOXES` boxes, each category runs its own NMS instead, over the threads
     (same result: greedy NMS work grows with boxes x kept boxes, which the split keeps per category).
 
     Returns:
@@ -61,14 +61,31 @@ def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: floa
     if boxes.numel() == 0:
         return torch.empty(0, dtype=torch.int64, device=boxes.device)
     if boxes.device.type == "cpu" and boxes.shape[0] >= PER_CLASS_NMS_MIN_BOXES and not torch.jit.is_tracing():
-        kept = [members[nms(boxes[members], scores[members], iou_threshold)]
-                for members in (torch.nonzero(idxs == c).flatten() for c in torch.unique(idxs))]
-        keep = torch.cat(kept)
-        return keep[torch.sort(scores[keep], descending=True, stable=True).indices]
+        return _per_class_nms(boxes, scores, idxs, float(iou_threshold))
     max_coordinate = boxes.max()
     offsets = idxs.to(boxes) * (max_coordinate + torch.tensor(1, dtype=boxes.dtype, device=boxes.device))
     return nms(boxes + offsets[:, None], scores, iou_threshold)
 
+
+def _per_class_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: float) -> Tensor:
+    """One NMS per category, the categories dealt out to the torch threads (largest first, each to
+    the least loaded thread); the NMS kernels release the GIL. Backends are chosen in this thread,
+    where a :func:`~detcli.ops.dispatch.use_backend` context applies."""
+    groups = [torch.nonzero(idxs == c).flatten() for c in torch.unique(idxs)]
+    jobs = sorted(((m, backend_for(boxes, num_boxes=m.numel())) for m in groups), key=lambda job: -job[0].numel())
+    workers = max(1, min(torch.get_num_threads(), len(jobs)))
+    shares: list[list[tuple[Tensor, Any]]] = [[] for _ in range(workers)]
+    loads = [0] * workers
+    for job in jobs:
+        j = loads.index(min(loads))
+        shares[j].append(job)
+        loads[j] += job[0].numel()
+
+    def run(j: int) -> list[Tensor]:
+        return [m[backend.nms(boxes[m], scores[m], iou_threshold)] for m, backend in shares[j]]
+
+    keep = torch.cat([kept for part in run_parts(run, workers) for kept in part])
+    return keep[torch.sort(scores[keep], descending=True, stable=True).indices]
 
 def multiclass_nms(
     multi_bboxes: Tensor,
