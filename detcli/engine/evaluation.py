@@ -130,6 +130,9 @@ def resolve_evaluation(dataset: Any, metrics: str | Sequence[str] | None, eval_c
             hint = f" — did you mean '{same_letters[0]}'?" if same_letters else did_you_mean(name, supported)
             raise ConfigError(f"metric '{name}' is not available for {kind}{hint}{why} "
                               f"(valid for {kind}: {', '.join(supported)})")
+    if "recall" in names and "proposal" in names:
+        raise ConfigError(f"metrics 'recall' and 'proposal' both report AR@N for {kind}, so one would overwrite the "
+                          "other; ask for one of them per run")
     merged = {k: v for k, v in cfg.items() if k not in HOOK_KEYS}
     merged.update(options or {})
     check_eval_options(merged)

@@ -406,6 +406,8 @@ def _test(
     if not format_only:  # fail before inference on a metric the dataset cannot give
         metric_names, options = resolve_evaluation(dataset, metrics, eval_cfg, options)
     check_num_classes(loaded.model, {"test": dataset})
+    if out:
+        check_unique_image_ids(dataset)
     if not format_only:
         check_mask_metrics(loaded.model, metric_names)
     if loaded.classes and tuple(loaded.classes) != tuple(dataset.classes):
@@ -458,6 +460,19 @@ def _test(
         map_tables=evaluation.map_tables,
     )
 
+
+
+def check_unique_image_ids(dataset: Any) -> None:
+    """A results file names images by id: refuse (before inference) a dataset whose images share ids,
+    as the sub-datasets of a ConcatDataset often do (each numbered from 1)."""
+    ids = list(dataset.image_ids)
+    if len(set(ids)) == len(ids):
+        return
+    seen: set[int] = set()
+    repeated = next(i for i in ids if i in seen or seen.add(i))
+    raise ConfigError(f"--out: image id {repeated} occurs more than once in data.test ({type(dataset).__name__}), "
+                      "so one results file cannot tell the images apart; write results per dataset "
+                      "(set data.test to one of the concatenated datasets per run)")
 
 def original_image(dataset: Any, index: int) -> Any:
     """The stored image of ``dataset[index]`` as BGR ``uint8 (H, W, 3)``.

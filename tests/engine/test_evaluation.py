@@ -69,6 +69,9 @@ def test_mismatched_metrics_and_options_are_clear_errors(voc: VOCDataset) -> Non
         resolve_evaluation(ConcatDataset([shapes, shapes], separate_eval=False), ["bbox"], None)
     with pytest.raises(ConfigError, match=r"evaluation option 'iou_thresh' is unknown.*did you mean 'iou_thrs'"):
         resolve_evaluation(voc, None, {"iou_thresh": 0.5})
+    with pytest.raises(ConfigError, match=r"'recall' and 'proposal' both report AR@N for VOCDataset"):
+        resolve_evaluation(voc, ["recall", "proposal"], None)
+    assert resolve_evaluation(voc, ["mAP", "recall"], None)[0] == ["mAP", "recall"]
 
 
 def test_voc_metrics_on_voc(voc: VOCDataset) -> None:
@@ -114,3 +117,12 @@ def test_concat_separate_and_whole(voc: VOCDataset) -> None:
     assert ev.metrics["1_mAP"] <= whole.metrics["mAP"] <= 1.0
     with pytest.raises(ValueError, match="2 detection sets for a dataset of 5"):
         evaluate_dataset(both, dets[:2], ["mAP"])
+
+
+def test_results_file_refuses_repeated_image_ids() -> None:
+    from detcli.engine.tester import check_unique_image_ids
+
+    shapes = ShapesDataset(pipeline=TTA, num_images=2, img_size=64, test_mode=True)
+    check_unique_image_ids(shapes)  # one dataset: ids are unique
+    with pytest.raises(ConfigError, match=r"--out: image id \d+ occurs more than once in data.test \(ConcatDataset\)"):
+        check_unique_image_ids(ConcatDataset([shapes, shapes]))
