@@ -461,18 +461,17 @@ def _test(
     )
 
 
-
 def check_unique_image_ids(dataset: Any) -> None:
     """A results file names images by id: refuse (before inference) a dataset whose images share ids,
     as the sub-datasets of a ConcatDataset often do (each numbered from 1)."""
-    ids = list(dataset.image_ids)
-    if len(set(ids)) == len(ids):
-        return
     seen: set[int] = set()
-    repeated = next(i for i in ids if i in seen or seen.add(i))
-    raise ConfigError(f"--out: image id {repeated} occurs more than once in data.test ({type(dataset).__name__}), "
-                      "so one results file cannot tell the images apart; write results per dataset "
-                      "(set data.test to one of the concatenated datasets per run)")
+    for image_id in dataset.image_ids:
+        if image_id in seen:
+            raise ConfigError(f"--out: image id {image_id} occurs more than once in data.test "
+                              f"({type(dataset).__name__}), so one results file cannot tell the images apart; "
+                              "write results per dataset (set data.test to one of the concatenated datasets per run)")
+        seen.add(image_id)
+
 
 def original_image(dataset: Any, index: int) -> Any:
     """The stored image of ``dataset[index]`` as BGR ``uint8 (H, W, 3)``.

@@ -87,6 +87,7 @@ def _per_class_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: f
     keep = torch.cat([kept for part in run_parts(run, workers) for kept in part])
     return keep[torch.sort(scores[keep], descending=True, stable=True).indices]
 
+
 def multiclass_nms(
     multi_bboxes: Tensor,
     multi_scores: Tensor,
