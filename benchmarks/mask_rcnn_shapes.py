@@ -18,6 +18,9 @@ import sys
 import time
 from pathlib import Path
 
+from detcli.errors import DatasetError
+from detcli.evaluation.log_analysis import load_log
+
 LIMIT_SECONDS = 20 * 60
 
 
@@ -26,11 +29,11 @@ def _seconds_per_iter(work_dir: Path) -> float | None:
     logs = sorted(work_dir.glob("*.log.json"))
     if not logs:
         return None
-    times = []
-    for line in logs[-1].read_text().splitlines():
-        record = json.loads(line)
-        if record.get("mode") == "train" and "time" in record:
-            times.append(float(record["time"]))
+    try:
+        log = load_log(logs[-1])
+    except DatasetError:  # no train record
+        return None
+    times = [float(r["time"]) for r in log.train if "time" in r]
     return statistics.median(times) if times else None
 
 

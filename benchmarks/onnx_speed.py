@@ -19,7 +19,6 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import statistics
 import sys
@@ -30,7 +29,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from vs_torchvision import TWO_STAGE, build_det, build_torchvision  # noqa: E402
+from vs_torchvision import TWO_STAGE, build_det, build_torchvision, set_score_thr  # noqa: E402
 
 import detcli.models  # noqa: E402,F401
 from detcli.engine.onnx_export import trace_to_onnx  # noqa: E402
@@ -71,8 +70,8 @@ def main(argv: list[str] | None = None) -> int:
         det = build_det(name).eval()
         tv = build_torchvision(name, "recipe").eval()
         if args.busy and name in TWO_STAGE:
-            det.rcnn_test = dataclasses.replace(det.rcnn_test, score_thr=0.0)
-            tv.roi_heads.score_thresh = 0.0
+            set_score_thr(det, 0.0)
+            set_score_thr(tv, 0.0)
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / f"{name}.onnx"
             trace_to_onnx(deploy_model(det), x, path, min_opset(det))

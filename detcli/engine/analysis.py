@@ -110,14 +110,13 @@ def analyze_results(
     import numpy as np
     import torch
 
-    from detcli.engine.browse import output_name
     from detcli.engine.tester import build_split, original_image
     from detcli.errors import ConfigError
     from detcli.evaluation.confusion import group_results
     from detcli.evaluation.files import read_json_file
     from detcli.evaluation.per_image import image_map
     from detcli.structures import Detections, GroundTruth
-    from detcli.visualization import draw_detections, draw_ground_truth, save_image
+    from detcli.visualization import draw_detections, draw_ground_truth, output_name, save_image
 
     if metric != "bbox":
         raise ConfigError(f"--metric {metric!r}: analyze-results ranks images by bbox mAP; use --metric bbox")

@@ -144,18 +144,16 @@ def _stats(values: list[float]) -> dict[str, float]:
 def prepare_model(cfg: Mapping[str, Any], checkpoint: str | os.PathLike[str] | None, device: torch.device,
                   fuse: bool) -> tuple[torch.nn.Module, str, int]:
     """``(model in eval mode on device, weights description, number of conv+BN pairs fused)``."""
-    from detcli.engine.checkpoint import load_checkpoint, load_state_dict
-    from detcli.engine.tester import build_model
+    from detcli.engine.tester import build_model, load_model
     from detcli.models.fuse import fuse_conv_bn
 
-    model = build_model(cfg)
     if checkpoint is not None:
-        load_state_dict(model, load_checkpoint(checkpoint)["state_dict"], checkpoint)
+        model = load_model(checkpoint, cfg=cfg, device=str(device)).model
         weights = f"checkpoint {checkpoint}"
     else:
         weights = "random init (no checkpoint)"
         logger.info("no checkpoint given: the model has random weights (speed is the same, detections are not)")
-    model.to(device).eval()
+        model = build_model(cfg).to(device).eval()
     fused = fuse_conv_bn(model) if fuse else 0
     if fuse:
         logger.info("fused %d conv + BN pairs", fused)
@@ -235,10 +233,8 @@ def _time_loader(loader: Any, batch_size: int, max_iter: int, num_warmup: int, l
 def _time_inference(model: torch.nn.Module, loader: Any, cfg: Mapping[str, Any], max_iter: int, num_warmup: int,
                     log_interval: int, emit: Callable[[str], None], dev: torch.device, weights: str,
                     fused: int) -> BenchmarkResult:
-    from detcli.data import map_to_original
-    from detcli.engine.tester import _test_nms, merge_views
+    from detcli.engine.tester import postprocess_batch
 
-    iou_threshold, max_per_img = _test_nms(cfg)
     head = getattr(model, "bbox_head", None)
     marks: dict[str, float] = {}
 
@@ -260,10 +256,7 @@ def _time_inference(model: torch.nn.Module, loader: Any, cfg: Mapping[str, Any],
             _sync(dev)
             t1 = time.perf_counter()
             marks.clear()
-            preds = model.predict(inputs)
-            mapped = [map_to_original(p.to("cpu"), meta) for p, meta in zip(preds, batch.metas)]
-            for group in batch.groups():
-                merge_views(mapped[group], iou_threshold, max_per_img)
+            postprocess_batch(model.predict(inputs), batch, cfg)
             _sync(dev)
             t3 = time.perf_counter()
             t2 = marks.get("forward_end", t3)

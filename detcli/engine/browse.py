@@ -25,7 +25,6 @@ logger = logging.getLogger(__name__)
 DEFAULT_SKIP_TYPES = ("DefaultFormatBundle", "Normalize", "Collect")
 #: steps that always run (they produce the Sample); Normalize is undone instead of skipped
 _KEPT = ("DefaultFormatBundle", "Collect", "Normalize")
-_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 
 
 @dataclass
@@ -82,12 +81,6 @@ def _find_normalize(node: Any) -> dict[str, Any] | None:
             if found is not None:
                 return found
     return None
-
-
-def output_name(filename: str, fallback: str) -> str:
-    """The base name of ``filename`` with an image extension (``.jpg`` added when it has none)."""
-    name = Path(str(filename)).name or fallback
-    return name if name.lower().endswith(_IMAGE_SUFFIXES) else f"{name}.jpg"
 
 
 class Viewer:
@@ -149,7 +142,7 @@ def browse_dataset(
     import detcli.data  # noqa: F401  (registers the transforms)
     from detcli.engine.tester import build_split
     from detcli.registry import TRANSFORMS
-    from detcli.visualization import denormalize, draw_ground_truth, save_image
+    from detcli.visualization import denormalize, draw_ground_truth, output_name, save_image
 
     for name in skip_types:
         if name not in TRANSFORMS:

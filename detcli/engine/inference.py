@@ -19,7 +19,6 @@ import numpy as np
 import torch
 
 from detcli.errors import DatasetError, DetError
-from detcli.fileio import atomic_output
 from detcli.structures import Detections
 
 logger = logging.getLogger(__name__)
@@ -115,14 +114,6 @@ def _read_image(path: Path) -> np.ndarray:
     return img
 
 
-def _atomic_imwrite(path: Path, image: np.ndarray) -> None:
-    import cv2
-
-    with atomic_output(path) as tmp:
-        if not cv2.imwrite(str(tmp), image):
-            raise DetError(f"{path}: could not write the annotated image")
-
-
 class Predictor:
     """A loaded model plus its test pipeline: image (BGR ndarray) in, :class:`Detections` out."""
 
@@ -190,7 +181,7 @@ def infer(
     Yields:
         One record per image or frame.
     """
-    from detcli.visualization import draw_detections
+    from detcli.visualization import draw_detections, save_image
 
     summary = summary if summary is not None else InferenceSummary(None)
     paths = [] if webcam is not None else expand_inputs(inputs)
@@ -215,7 +206,10 @@ def infer(
         written = None
         if out is not None:
             target = out / path.name
-            _atomic_imwrite(target, draw_detections(image, dets, predictor.class_names, score_thr=score_thr))
+            try:
+                save_image(draw_detections(image, dets, predictor.class_names, score_thr=score_thr), target)
+            except (ValueError, OSError) as e:
+                raise DetError(f"{target}: could not write the annotated image") from e
             written = str(target)
         summary.images += 1
         yield InferenceRecord(str(path), image.shape[1], image.shape[0], dets, predictor.class_names, output=written)

@@ -221,6 +221,19 @@ def merge_views(views: Sequence[Detections], iou_threshold: float, max_per_img: 
     return merged[keep]
 
 
+def postprocess_batch(preds: Sequence[Detections], batch: Any, cfg: Mapping[str, Any] | None) -> list[Detections]:
+    """One :class:`Detections` per source image of a test-mode ``batch`` (:class:`detcli.data.Batch`).
+
+    Each view's predictions are mapped back to the original image's pixels (on the CPU), then the
+    test-time views of an image are merged by :func:`merge_views` with ``cfg``'s ``model.test_cfg``.
+    """
+    from detcli.data import map_to_original
+
+    iou_threshold, max_per_img = _test_nms(cfg)
+    mapped = [map_to_original(p.to("cpu"), meta) for p, meta in zip(preds, batch.metas)]
+    return [merge_views(mapped[group], iou_threshold, max_per_img) for group in batch.groups()]
+
+
 @torch.inference_mode()
 def run_inference(
     model: nn.Module,
@@ -252,10 +265,9 @@ def run_inference(
         One :class:`Detections` per dataset index (boxes ``(N, 4)`` xyxy in original pixels), or with
         ``encode_masks`` an :class:`EncodedDetections` for images whose detections have masks.
     """
-    from detcli.data import build_dataloader, map_to_original
+    from detcli.data import build_dataloader
 
     dev = torch.device(device)
-    iou_threshold, max_per_img = _test_nms(cfg)
     rank, world_size = get_dist_info()
     loader = build_dataloader(dataset, samples_per_gpu, workers_per_gpu, shuffle=False,
                               num_replicas=world_size, rank=rank)
@@ -264,9 +276,7 @@ def run_inference(
     start = time.perf_counter()
     for batch in loader:  # test mode: every image contributes batch.num_augs[k] views
         preds = model.predict(batch.images.to(dev, non_blocking=True))
-        mapped = [map_to_original(p.to("cpu"), meta) for p, meta in zip(preds, batch.metas)]
-        for group in batch.groups():
-            merged = merge_views(mapped[group], iou_threshold, max_per_img)
+        for merged in postprocess_batch(preds, batch, cfg):
             results.append(compact(merged) if encode_masks else merged)
         if progress is not None:
             done = min(len(results), total)
@@ -494,18 +504,17 @@ def original_image(dataset: Any, index: int) -> Any:
 
 def _draw(dataset: Any, detections: Sequence[Detections | EncodedDetections], show_dir: str, score_thr: float) -> Path:
     """Write one image per test image with its detections above ``score_thr`` drawn."""
-    import cv2
-
-    from detcli.visualization import draw_detections
+    from detcli.visualization import draw_detections, output_name, save_image
 
     folder = Path(show_dir)
     folder.mkdir(parents=True, exist_ok=True)
     for index, item in enumerate(detections):
         dets = item.decode() if isinstance(item, EncodedDetections) else item  # one image's masks at a time
         drawn = draw_detections(original_image(dataset, index), dets, dataset.classes, score_thr=score_thr)
-        name = Path(str(dataset.get_img_info(index).get("filename", f"{dataset.image_ids[index]}.jpg"))).name
-        if not name.lower().endswith((".jpg", ".jpeg", ".png", ".bmp")):
-            name = f"{name}.jpg"
-        if not cv2.imwrite(str(folder / name), drawn):
-            raise DetError(f"--show-dir: could not write {folder / name}")
+        fallback = f"{dataset.image_ids[index]}.jpg"
+        name = output_name(dataset.get_img_info(index).get("filename", fallback), fallback)
+        try:
+            save_image(drawn, folder / name)
+        except (ValueError, OSError) as e:
+            raise DetError(f"--show-dir: could not write {folder / name}") from e
     return folder

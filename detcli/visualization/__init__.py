@@ -1,5 +1,6 @@
 """Drawing detections and ground truth (headless, OpenCV)."""
 
-from detcli.visualization.draw import class_color, denormalize, draw_detections, draw_ground_truth, save_image
+from detcli.visualization.draw import (class_color, denormalize, draw_detections, draw_ground_truth, output_name,
+                                     save_image)
 
-__all__ = ["class_color", "denormalize", "draw_detections", "draw_ground_truth", "save_image"]
+__all__ = ["class_color", "denormalize", "draw_detections", "draw_ground_truth", "output_name", "save_image"]

@@ -16,6 +16,7 @@ from detcli.structures import Detections, GroundTruth
 
 _MASK_ALPHA = 0.45
 _IGNORE_COLOR = (160, 160, 160)
+_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 
 
 def class_color(label: int) -> tuple[int, int, int]:
@@ -136,6 +137,12 @@ def save_image(image: np.ndarray, path: str | os.PathLike[str]) -> Path:
     with atomic_output(out) as tmp:
         tmp.write_bytes(data.tobytes())
     return out
+
+
+def output_name(filename: str, fallback: str) -> str:
+    """The base name of ``filename`` with an image extension (``.jpg`` added when it has none)."""
+    name = Path(str(filename)).name or fallback
+    return name if name.lower().endswith(_IMAGE_SUFFIXES) else f"{name}.jpg"
 
 
 def denormalize(image: torch.Tensor, mean: Sequence[float] | None, std: Sequence[float] | None,
