@@ -1,6 +1,7 @@
 """Atomic file output: write to a temporary file beside the target, then rename it into place.
 
-A crash or an error never leaves a half-written checkpoint, results file or image behind.
+A crash or an error never leaves a half-written checkpoint, results file or image behind. Also the
+file suffixes det reads as images (:data:`IMAGE_EXTENSIONS`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,9 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+#: File suffixes (lower case) treated as images when a folder is scanned (converters, ``det infer``).
+IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
 def _umask() -> int:

@@ -14,10 +14,12 @@ index uses the dataset's own ``seed`` and ``epoch`` (see :meth:`DetDataset.set_e
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import cv2
 import numpy as np
 from torch.utils.data import Dataset
 
@@ -29,6 +31,9 @@ from detcli.errors import DatasetError
 logger = logging.getLogger(__name__)
 
 _MAX_RETRIES = 10
+
+#: Training drops images whose shorter side is below this (mmdet ``_filter_imgs(min_size=32)``).
+MIN_IMAGE_SIZE = 32
 
 
 class SampleKey(NamedTuple):
@@ -172,3 +177,82 @@ class DetDataset(Dataset):
                                    f"(got {type(out).__name__})")
             cur = int(retry_rng.integers(len(self)))
         raise DatasetError(f"dataset index {idx}: the pipeline rejected {_MAX_RETRIES} samples in a row")
+
+
+class AnnotationFileDataset(DetDataset):
+    """What CocoDataset and VOCDataset share: images listed in annotation files, parsed once.
+
+    Subclasses parse ``ann_file`` into per-image infos (``{filename, height, width, id}``) and
+    annotation dicts (``bboxes``, ``labels``, ``bboxes_ignore``, ``masks``, ...) and hand them to
+    :meth:`_store`, which drops, in training, images smaller than :data:`MIN_IMAGE_SIZE` and (with
+    ``filter_empty_gt``) images without a box or ignore box. ``get_ann_info`` returns the stored
+    dict itself: transforms and callers read it, never modify it.
+    """
+
+    ann_file: str
+    seg_prefix: str | None = None
+    data_infos: list[dict[str, Any]]
+    _anns: list[dict[str, Any]]
+
+    def _store(self, infos: list[dict[str, Any]], anns: list[dict[str, Any]]) -> None:
+        keep = list(range(len(infos))) if self.test_mode else self._filter(infos, anns)
+        self.data_infos = [infos[i] for i in keep]
+        self._anns = [anns[i] for i in keep]
+
+    def _filter(self, infos: list[dict[str, Any]], anns: list[dict[str, Any]]) -> list[int]:
+        keep, small, empty = [], 0, 0
+        for i, (info, ann) in enumerate(zip(infos, anns)):
+            if min(info["height"], info["width"]) < MIN_IMAGE_SIZE:
+                small += 1
+            elif self.filter_empty_gt and len(ann["bboxes"]) + len(ann["bboxes_ignore"]) == 0:
+                empty += 1
+            else:
+                keep.append(i)
+        if small or empty:
+            logger.info("%s: training skips %d images without ground truth of the selected classes and %d "
+                        "images smaller than %d px", os.path.basename(self.ann_file), empty, small, MIN_IMAGE_SIZE)
+        if not keep:
+            reasons = []
+            if empty:
+                reasons.append(f"{empty} images have no ground truth of the selected classes "
+                               "(filter_empty_gt=True; set it to false or check classes)")
+            if small:
+                reasons.append(f"{small} images are smaller than {MIN_IMAGE_SIZE} px")
+            raise DatasetError(f"{self.ann_file}: no training image left after filtering: {'; '.join(reasons)}")
+        return keep
+
+    def __len__(self) -> int:
+        return len(self.data_infos)
+
+    def get_img_info(self, idx: int) -> dict[str, Any]:
+        return self.data_infos[idx]
+
+    def get_ann_info(self, idx: int) -> dict[str, Any]:
+        return self._anns[idx]
+
+    @property
+    def image_ids(self) -> list[int]:
+        return [int(info["id"]) for info in self.data_infos]
+
+    def _prepare_results(self, idx: int, rng: np.random.Generator) -> dict[str, Any]:
+        results = super()._prepare_results(idx, rng)
+        results["seg_prefix"] = self.seg_prefix
+        return results
+
+    def check_images(self, decode: bool = False) -> None:
+        """Raise :class:`DatasetError` if an image file is missing (or, with ``decode``, unreadable).
+
+        Lets the engine fail before training starts rather than at the first bad batch.
+        """
+        missing = []
+        for idx, info in enumerate(self.data_infos):
+            path = os.path.join(self.img_prefix, info["filename"]) if self.img_prefix else info["filename"]
+            if not os.path.isfile(path):
+                missing.append((idx, path))
+            elif decode and cv2.imread(path, cv2.IMREAD_UNCHANGED) is None:
+                raise DatasetError(f"cannot decode image {path} (dataset index {idx}): corrupted or not an image")
+        if missing:
+            shown = "; ".join(f"{p} (index {i})" for i, p in missing[:5])
+            more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+            raise DatasetError(f"{len(missing)} image files of {self.ann_file} are missing: {shown}{more}; "
+                               "check img_prefix/data_root")

@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from detcli.data.base import DetDataset
+from detcli.data.wrappers import ConcatDataset
 from detcli.errors import ConfigError
 from detcli.registry import DATASETS, build
 
@@ -54,50 +55,57 @@ def build_dataset(cfg: Mapping[str, Any] | Sequence[Mapping[str, Any]], test_mod
         ConfigError: unknown type or keys (naming ``path``).
         DatasetError: the data itself is invalid.
     """
-    from detcli.data.wrappers import ConcatDataset
-
-    if isinstance(cfg, (list, tuple)):
-        if not cfg:
-            raise ConfigError(f"{path}: an empty list of datasets")
-        return ConcatDataset([build_dataset(c, test_mode, f"{path}.{i}") for i, c in enumerate(cfg)])  # type: ignore[return-value]
-    if not isinstance(cfg, Mapping):
-        raise ConfigError(f"{path}: expected a dataset node {{type: ...}} or a list of them, got {cfg!r}")
-    kind = cfg.get("type")
-    if kind in WRAPPERS:
-        key = WRAPPERS[kind]
-        node = dict(cfg)
-        if key not in node:
-            raise ConfigError(f"{path}: {kind} needs the key '{key}'")
-        inner = node[key]
-        if key == "datasets":
-            if not isinstance(inner, (list, tuple)):
-                raise ConfigError(f"{path}.datasets: expected a list of dataset nodes, got {inner!r}")
-            node[key] = [build_dataset(c, test_mode, f"{path}.datasets.{i}") for i, c in enumerate(inner)]
-        else:
-            node[key] = build_dataset(inner, test_mode, f"{path}.dataset")
-        return build(node, DATASETS, path=path)
-    if isinstance(cfg.get("ann_file"), (list, tuple)):
-        nodes, separate_eval = _split_ann_files(cfg, path)
-        parts = [build_dataset(n, test_mode, f"{path}.ann_file.{i}") for i, n in enumerate(nodes)]
-        return ConcatDataset(parts, separate_eval=separate_eval)  # type: ignore[return-value]
-    return build(cfg, DATASETS, path=path, test_mode=test_mode)
+    return _walk(cfg, test_mode, path, dry_run=False)
 
 
 def dry_run_dataset(cfg: Any, test_mode: bool, path: str) -> None:
-    """Validate a dataset node (types, keys, value types) without building it; same forms as :func:`build_dataset`."""
+    """Validate a dataset node (types, keys, value types) without building it; same forms as :func:`build_dataset`.
+
+    A dry run is more lenient than a build about the shape of the tree: it accepts an empty list
+    of datasets and a wrapper whose ``dataset(s)`` key is missing or not of the expected kind.
+    """
+    _walk(cfg, test_mode, path, dry_run=True)
+
+
+def _walk(cfg: Any, test_mode: bool, path: str, dry_run: bool) -> Any:
+    """One node of :func:`build_dataset` (the dataset) or :func:`dry_run_dataset` (None)."""
     if isinstance(cfg, (list, tuple)):
-        for i, c in enumerate(cfg):
-            dry_run_dataset(c, test_mode, f"{path}.{i}")
-        return
-    if isinstance(cfg, Mapping) and cfg.get("type") in WRAPPERS:
-        key = WRAPPERS[cfg["type"]]
-        inner = cfg.get(key)
-        for i, c in enumerate(inner if isinstance(inner, (list, tuple)) else [inner] if inner is not None else []):
-            dry_run_dataset(c, test_mode, f"{path}.{key}.{i}" if key == "datasets" else f"{path}.{key}")
-        build({k: v for k, v in cfg.items() if k != key}, DATASETS, path=path, dry_run=True, **{key: None})
-        return
-    if isinstance(cfg, Mapping) and isinstance(cfg.get("ann_file"), (list, tuple)):
-        for i, n in enumerate(_split_ann_files(cfg, path)[0]):
-            dry_run_dataset(n, test_mode, f"{path}.ann_file.{i}")
-        return
-    build(cfg, DATASETS, path=path, dry_run=True, test_mode=test_mode)
+        if not cfg and not dry_run:
+            raise ConfigError(f"{path}: an empty list of datasets")
+        parts = [_walk(c, test_mode, f"{path}.{i}", dry_run) for i, c in enumerate(cfg)]
+        return None if dry_run else ConcatDataset(parts)
+    if not isinstance(cfg, Mapping):
+        if dry_run:
+            return build(cfg, DATASETS, path=path, dry_run=True)  # raises: not a {type: ...} node
+        raise ConfigError(f"{path}: expected a dataset node {{type: ...}} or a list of them, got {cfg!r}")
+    if cfg.get("type") in WRAPPERS:
+        return _dry_run_wrapper(cfg, test_mode, path) if dry_run else _build_wrapper(cfg, test_mode, path)
+    if isinstance(cfg.get("ann_file"), (list, tuple)):
+        nodes, separate_eval = _split_ann_files(cfg, path)
+        parts = [_walk(n, test_mode, f"{path}.ann_file.{i}", dry_run) for i, n in enumerate(nodes)]
+        return None if dry_run else ConcatDataset(parts, separate_eval=separate_eval)
+    return build(cfg, DATASETS, path=path, dry_run=dry_run, test_mode=test_mode)
+
+
+def _build_wrapper(cfg: Mapping[str, Any], test_mode: bool, path: str) -> DetDataset:
+    kind = cfg["type"]
+    key = WRAPPERS[kind]
+    node = dict(cfg)
+    if key not in node:
+        raise ConfigError(f"{path}: {kind} needs the key '{key}'")
+    inner = node[key]
+    if key == "datasets":
+        if not isinstance(inner, (list, tuple)):
+            raise ConfigError(f"{path}.datasets: expected a list of dataset nodes, got {inner!r}")
+        node[key] = [_walk(c, test_mode, f"{path}.datasets.{i}", dry_run=False) for i, c in enumerate(inner)]
+    else:
+        node[key] = _walk(inner, test_mode, f"{path}.dataset", dry_run=False)
+    return build(node, DATASETS, path=path)
+
+
+def _dry_run_wrapper(cfg: Mapping[str, Any], test_mode: bool, path: str) -> None:
+    key = WRAPPERS[cfg["type"]]
+    inner = cfg.get(key)
+    for i, c in enumerate(inner if isinstance(inner, (list, tuple)) else [inner] if inner is not None else []):
+        _walk(c, test_mode, f"{path}.{key}.{i}" if key == "datasets" else f"{path}.{key}", dry_run=True)
+    build({k: v for k, v in cfg.items() if k != key}, DATASETS, path=path, dry_run=True, **{key: None})

@@ -20,20 +20,16 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 from pycocotools.coco import COCO
 
-from detcli.data.base import DetDataset, load_class_names
+from detcli.data.base import AnnotationFileDataset, load_class_names
 from detcli.errors import DatasetError, did_you_mean
 from detcli.registry import DATASETS
 from detcli.structures import BoxFormat, convert
 
 logger = logging.getLogger(__name__)
-
-#: Training drops images whose shorter side is below this (mmdet ``_filter_imgs(min_size=32)``).
-MIN_IMAGE_SIZE = 32
 
 _DROP_REASONS = {
     "outside": "entirely outside the image",
@@ -58,7 +54,7 @@ def _join_root(data_root: str | None, path: str | None) -> str | None:
 
 
 @DATASETS.register()
-class CocoDataset(DetDataset):
+class CocoDataset(AnnotationFileDataset):
     """A COCO-format detection dataset.
 
     Args:
@@ -103,9 +99,7 @@ class CocoDataset(DetDataset):
         self.classes, self.cat_ids = self._resolve_classes(raw, classes)
         self.cat2label = {cat_id: i for i, cat_id in enumerate(self.cat_ids)}
         infos, anns = self._parse(raw)
-        keep = list(range(len(infos))) if test_mode else self._filter(infos, anns)
-        self.data_infos = [infos[i] for i in keep]
-        self._anns = [anns[i] for i in keep]
+        self._store(infos, anns)
 
     # --- loading -------------------------------------------------------------------------------
     def _read_json(self) -> dict[str, Any]:
@@ -224,51 +218,11 @@ class CocoDataset(DetDataset):
             raise DatasetError(f"{self.ann_file}: the annotation file has no images")
         return infos, parsed
 
-    def _filter(self, infos: list[dict[str, Any]], anns: list[dict[str, Any]]) -> list[int]:
-        keep, small, empty = [], 0, 0
-        for i, (info, ann) in enumerate(zip(infos, anns)):
-            if min(info["height"], info["width"]) < MIN_IMAGE_SIZE:
-                small += 1
-            elif self.filter_empty_gt and len(ann["bboxes"]) + len(ann["bboxes_ignore"]) == 0:
-                empty += 1
-            else:
-                keep.append(i)
-        if small or empty:
-            logger.info("%s: training skips %d images without ground truth of the selected classes and %d "
-                        "images smaller than %d px", os.path.basename(self.ann_file), empty, small, MIN_IMAGE_SIZE)
-        if not keep:
-            reasons = []
-            if empty:
-                reasons.append(f"{empty} images have no ground truth of the selected classes "
-                               "(filter_empty_gt=True; set it to false or check classes)")
-            if small:
-                reasons.append(f"{small} images are smaller than {MIN_IMAGE_SIZE} px")
-            raise DatasetError(f"{self.ann_file}: no training image left after filtering: {'; '.join(reasons)}")
-        return keep
-
     # --- DetDataset ----------------------------------------------------------------------------
-    def __len__(self) -> int:
-        return len(self.data_infos)
-
-    def get_img_info(self, idx: int) -> dict[str, Any]:
-        return self.data_infos[idx]
-
-    def get_ann_info(self, idx: int) -> dict[str, Any]:
-        return self._anns[idx]
-
-    @property
-    def image_ids(self) -> list[int]:
-        return [int(info["id"]) for info in self.data_infos]
-
     @property
     def coco(self) -> COCO:
         """The pycocotools ``COCO`` of the whole file (original coordinates, all categories)."""
         return self._coco
-
-    def _prepare_results(self, idx: int, rng: np.random.Generator) -> dict[str, Any]:
-        results = super()._prepare_results(idx, rng)
-        results["seg_prefix"] = self.seg_prefix
-        return results
 
     def fingerprint(self) -> dict[str, Any]:
         return {
@@ -278,25 +232,6 @@ class CocoDataset(DetDataset):
             "num_images": len(self),
             "classes": list(self.classes),
         }
-
-    def check_images(self, decode: bool = False) -> None:
-        """Raise :class:`DatasetError` if an image file is missing (or, with ``decode``, unreadable).
-
-        Lets the engine fail before training starts rather than at the first bad batch.
-        """
-        missing = []
-        for idx, info in enumerate(self.data_infos):
-            path = os.path.join(self.img_prefix, info["filename"]) if self.img_prefix else info["filename"]
-            if not os.path.isfile(path):
-                missing.append((idx, path))
-            elif decode:
-                if cv2.imread(path, cv2.IMREAD_UNCHANGED) is None:
-                    raise DatasetError(f"cannot decode image {path} (dataset index {idx}): corrupted or not an image")
-        if missing:
-            shown = "; ".join(f"{p} (index {i})" for i, p in missing[:5])
-            more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
-            raise DatasetError(f"{len(missing)} image files of {self.ann_file} are missing: {shown}{more}; "
-                               "check img_prefix/data_root")
 
     def __repr__(self) -> str:
         return f"CocoDataset(ann_file={self.ann_file!r}, num_images={len(self)}, classes={self.classes})"

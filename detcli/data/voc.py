@@ -18,7 +18,6 @@ Every XML file is parsed once, when the dataset is built.
 from __future__ import annotations
 
 import hashlib
-import logging
 import os
 import xml.etree.ElementTree as ET
 from collections import Counter
@@ -30,12 +29,10 @@ import cv2
 import numpy as np
 from pycocotools.coco import COCO
 
-from detcli.data.base import DetDataset, load_class_names
-from detcli.data.coco import MIN_IMAGE_SIZE, _join_root, coco_from_dict
+from detcli.data.base import AnnotationFileDataset, load_class_names
+from detcli.data.coco import _join_root, coco_from_dict
 from detcli.errors import DatasetError
 from detcli.registry import DATASETS
-
-logger = logging.getLogger(__name__)
 
 #: The 20 PASCAL VOC classes, in mmdet's label order.
 VOC_CLASSES: tuple[str, ...] = (
@@ -60,7 +57,7 @@ def _text(node: ET.Element, tag: str, where: str) -> str:
 
 
 @DATASETS.register()
-class VOCDataset(DetDataset):
+class VOCDataset(AnnotationFileDataset):
     """PASCAL VOC from its XML annotations.
 
     Args:
@@ -76,6 +73,10 @@ class VOCDataset(DetDataset):
         min_size: objects narrower or lower than this become ignore boxes (training only, as in mmdet).
         img_subdir: folder of the images inside ``img_prefix``.
         ann_subdir: folder of the XML files inside ``img_prefix``.
+
+    ``get_ann_info`` gives ``bboxes (N, 4)``, ``labels (N,)``, ``bboxes_ignore (K, 4)``,
+    ``labels_ignore (K,)`` in 0-based pixels. ``image_ids`` are the VOC ids themselves when every id
+    is a number (``000005`` → 5), else the 1-based line of the image-set file.
 
     Attributes:
         year: 2007, 2012 or None (from ``img_prefix``).
@@ -134,9 +135,7 @@ class VOCDataset(DetDataset):
             infos.append(info)
             anns.append(ann)
         self._xml_sha256 = digest.hexdigest()
-        keep = list(range(len(infos))) if test_mode else self._filter(infos, anns)
-        self.data_infos = [infos[i] for i in keep]
-        self._anns = [anns[i] for i in keep]
+        self._store(infos, anns)
         self._coco: COCO | None = None
 
     # --- loading -------------------------------------------------------------------------------
@@ -181,11 +180,10 @@ class VOCDataset(DetDataset):
                 raise DatasetError(f"{xml_path} has no <size> and the image {os.path.join(self.img_prefix, filename)} "
                                    "cannot be read")
             height, width = img.shape[:2]
-        bboxes, labels, ignore, ignore_labels, names = [], [], [], [], []
+        bboxes, labels, ignore, ignore_labels = [], [], [], []
         for k, obj in enumerate(root.findall("object")):
             where = f"{xml_path}: object {k}"
             name = _text(obj, "name", where)
-            names.append(name)
             if name not in self.cat2label:
                 continue
             label = self.cat2label[name]
@@ -218,50 +216,14 @@ class VOCDataset(DetDataset):
             "bboxes_ignore": shifted(ignore),
             "labels_ignore": np.asarray(ignore_labels, dtype=np.int64),
             "masks": [],
-            "names": names,
         }
         return info, ann
 
-    def _filter(self, infos: list[dict[str, Any]], anns: list[dict[str, Any]]) -> list[int]:
-        keep, small, empty = [], 0, 0
-        for i, (info, ann) in enumerate(zip(infos, anns)):
-            if min(info["height"], info["width"]) < MIN_IMAGE_SIZE:
-                small += 1
-            elif self.filter_empty_gt and not any(n in self.cat2label for n in ann["names"]):
-                empty += 1
-            else:
-                keep.append(i)
-        if small or empty:
-            logger.info("%s: training skips %d images without an object of the selected classes and %d images "
-                        "smaller than %d px", os.path.basename(self.ann_file), empty, small, MIN_IMAGE_SIZE)
-        if not keep:
-            raise DatasetError(f"{self.ann_file}: no training image left after filtering ({empty} without an object "
-                               f"of the classes, {small} smaller than {MIN_IMAGE_SIZE} px); check classes or set "
-                               "filter_empty_gt: false")
-        return keep
-
     # --- DetDataset ----------------------------------------------------------------------------
-    def __len__(self) -> int:
-        return len(self.data_infos)
-
-    def get_img_info(self, idx: int) -> dict[str, Any]:
-        return self.data_infos[idx]
-
-    def get_ann_info(self, idx: int) -> dict[str, Any]:
-        """``bboxes (N, 4)``, ``labels (N,)``, ``bboxes_ignore (K, 4)``, ``labels_ignore (K,)``, 0-based pixels."""
-        ann = self._anns[idx]
-        return {k: ann[k] for k in ("bboxes", "labels", "bboxes_ignore", "labels_ignore", "masks")}
-
     def get_cat_ids(self, idx: int) -> list[int]:
         """Labels of every object of ``classes`` in image ``idx``, difficult ones included (mmdet)."""
         ann = self._anns[idx]
         return [int(v) for v in np.concatenate((ann["labels"], ann["labels_ignore"]))]
-
-    @property
-    def image_ids(self) -> list[int]:
-        """Integer image ids: the VOC id itself when every id is a number (``000005`` → 5), else the
-        1-based line of the image-set file."""
-        return [int(info["id"]) for info in self.data_infos]
 
     @property
     def coco(self) -> COCO:
@@ -281,11 +243,6 @@ class VOCDataset(DetDataset):
             self._coco = coco_from_dict({"images": images, "annotations": annotations, "categories": categories})
         return self._coco
 
-    def _prepare_results(self, idx: int, rng: np.random.Generator) -> dict[str, Any]:
-        results = super()._prepare_results(idx, rng)
-        results["seg_prefix"] = self.seg_prefix
-        return results
-
     def fingerprint(self) -> dict[str, Any]:
         return {
             "type": type(self).__name__,
@@ -296,19 +253,6 @@ class VOCDataset(DetDataset):
             "num_images": len(self),
             "classes": list(self.classes),
         }
-
-    def check_images(self, decode: bool = False) -> None:
-        """Raise :class:`DatasetError` if an image file is missing (or, with ``decode``, unreadable)."""
-        missing = []
-        for idx, info in enumerate(self.data_infos):
-            path = os.path.join(self.img_prefix, info["filename"])
-            if not os.path.isfile(path):
-                missing.append((idx, path))
-            elif decode and cv2.imread(path, cv2.IMREAD_UNCHANGED) is None:
-                raise DatasetError(f"cannot decode image {path} (dataset index {idx}): corrupted or not an image")
-        if missing:
-            shown = "; ".join(f"{p} (index {i})" for i, p in missing[:5])
-            raise DatasetError(f"{len(missing)} images of {self.ann_file} are missing: {shown}; check img_prefix")
 
     def __repr__(self) -> str:
         return f"VOCDataset(ann_file={self.ann_file!r}, year={self.year}, num_images={len(self)}, classes={len(self.classes)})"

@@ -19,11 +19,11 @@ import numpy as np
 import torch
 
 from detcli.errors import DatasetError, DetError
+from detcli.fileio import IMAGE_EXTENSIONS
 from detcli.structures import Detections
 
 logger = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
 
 

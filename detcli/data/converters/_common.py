@@ -14,12 +14,9 @@ from typing import Any
 from detcli.data.base import load_class_names
 from detcli.data.converters.check import CheckReport, check_coco
 from detcli.errors import DatasetError, did_you_mean
-from detcli.fileio import write_json_atomic
+from detcli.fileio import IMAGE_EXTENSIONS, write_json_atomic
 
 logger = logging.getLogger(__name__)
-
-#: File suffixes (lower case) treated as images when a folder is scanned.
-IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 _EXIF_ORIENTATION = 0x0112
 
@@ -190,6 +187,3 @@ def polygon_area(polygons: Sequence[Sequence[float]]) -> float:
     shapes = [s if s.is_valid else s.buffer(0) for s in shapes]
     return float(unary_union(shapes).area) if shapes else 0.0
 
-
-def relative_name(path: Path, root: Path) -> str:
-    return path.relative_to(root).as_posix()

@@ -26,14 +26,11 @@ from detcli.data.converters._common import (
     require_dir,
     write_split,
 )
+from detcli.data.voc import VOC_CLASSES
 from detcli.errors import DatasetError
 
 logger = logging.getLogger(__name__)
 
-VOC_CLASSES: tuple[str, ...] = (
-    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable", "dog",
-    "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
-)
 VOC_SPLITS: tuple[str, ...] = ("train", "val", "trainval", "test")
 
 
