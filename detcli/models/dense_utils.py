@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -67,6 +68,34 @@ def pad_ignore_boxes(targets: Sequence[GroundTruth], device: torch.device) -> tu
             boxes[i, :n] = t.ignore_boxes.tensor.to(device)
             valid[i, :n] = True
     return boxes, valid
+
+
+@dataclass(frozen=True)
+class PaddedGroundTruth:
+    """A batch's ground truth as padded tensors (:func:`pad_ground_truth`, :func:`pad_ignore_boxes`),
+    built once per training step and shared by the heads that assign priors.
+
+    Attributes:
+        boxes (Tensor[B, G, 4]), labels (Tensor[B, G]) int64, valid (Tensor[B, G]) bool;
+        ignore: ``(Tensor[B, K, 4], Tensor[B, K] bool)`` ignore regions, or None when there are none.
+    """
+
+    boxes: Tensor
+    labels: Tensor
+    valid: Tensor
+    ignore: tuple[Tensor, Tensor] | None
+
+    @classmethod
+    def of(cls, targets: Sequence[GroundTruth], device: torch.device) -> PaddedGroundTruth:
+        return cls(*pad_ground_truth(targets, device), pad_ignore_boxes(targets, device))
+
+    @property
+    def ignore_boxes(self) -> Tensor | None:
+        return None if self.ignore is None else self.ignore[0]
+
+    @property
+    def ignore_valid(self) -> Tensor | None:
+        return None if self.ignore is None else self.ignore[1]
 
 
 def valid_anchors(anchor_generator: Any, anchors: Tensor, featmap_sizes: Sequence[tuple[int, int]],

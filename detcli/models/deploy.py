@@ -28,6 +28,7 @@ from torch import Tensor, nn
 from detcli.errors import ConfigError
 from detcli.models.detector import SingleStageDetector
 from detcli.models.fcos import FCOS, FCOSHead
+from detcli.models.priors import AnchorGenerator
 from detcli.models.retinanet import RetinaHead, RetinaNet
 from detcli.models.two_stage import FasterRCNN, MaskRCNN, TwoStageDetector
 
@@ -91,6 +92,13 @@ def _grid(feat: Tensor, stride: tuple[float, float], offset: float) -> tuple[Ten
     xx = xs[None, :] + torch.zeros_like(ys)[:, None]  # (H, W)
     yy = ys[:, None] + torch.zeros_like(xs)[None, :]
     return xx.reshape(-1), yy.reshape(-1)
+
+
+def _grid_anchors(feat: Tensor, generator: AnchorGenerator, level: int) -> Tensor:
+    """The ``(H * W * A, 4)`` anchors of ``level`` for ``feat (B, C, H, W)``, in prior order (traced)."""
+    xs, ys = _grid(feat, generator.strides[level], 0.0)
+    base = generator.base_anchors[level].to(feat)  # (A, 4)
+    return (torch.stack([xs, ys, xs, ys], dim=-1)[:, None, :] + base[None]).reshape(-1, 4)
 
 
 def _per_prior(maps: Tensor, channels: int) -> Tensor:
@@ -228,9 +236,7 @@ class DeployDetector(nn.Module):
         out = []
         gen = head.anchor_generator
         for level, (cls, reg) in enumerate(zip(cls_scores, bbox_preds)):
-            xs, ys = _grid(cls, gen.strides[level], 0.0)
-            base = gen.base_anchors[level].to(cls)  # (A, 4)
-            anchors = (torch.stack([xs, ys, xs, ys], dim=-1)[:, None, :] + base[None]).reshape(-1, 4)  # (HWA, 4)
+            anchors = _grid_anchors(cls, gen, level)
             vals, prior, labels = self._topk(_per_prior(cls, head.num_classes).flatten(1), head.num_classes)
             deltas = self._gather(_per_prior(reg, 4), prior)  # (B, k, 4)
             priors = self._gather(anchors[None].expand(cls.shape[0], -1, -1), prior)

@@ -43,7 +43,7 @@ from torch import Tensor, nn
 from detcli.errors import ConfigError
 from detcli.models.deploy import (
     _arange_like,
-    _grid,
+    _grid_anchors,
     _per_prior,
     check_exportable,
     clip_to_input,
@@ -52,6 +52,7 @@ from detcli.models.deploy import (
     top_detections,
     topk_padded,
 )
+from detcli.models.mask_heads import _axis_weights
 from detcli.models.roi_extractors import SingleRoIExtractor
 from detcli.models.two_stage import TwoStageDetector
 
@@ -71,21 +72,12 @@ def _roi_features(extractor: SingleRoIExtractor, feats: tuple[Tensor, ...], batc
     levels = extractor.num_inputs
     if levels == 1:
         return pool(0, rois)
-    scale = torch.sqrt((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]))
-    level = torch.floor(torch.log2(scale / extractor.finest_scale + 1e-6)).clamp(min=0, max=levels - 1)
+    level = extractor.map_roi_levels(rois, levels)
     out = torch.zeros_like(rois[:, :1, None, None]).expand(-1, extractor.out_channels, size[0], size[1])
     for lvl in range(levels):
         idx = (level == lvl).nonzero()[:, 0]
         out = out.index_put((idx,), pool(lvl, rois[idx]))
     return out
-
-
-def _paste_weights(lo: Tensor, hi: Tensor, pixels: Tensor, size: int) -> Tensor:
-    """Bilinear weights ``(K, P, size)`` of pixel centres ``pixels (P,) + 0.5`` over ``size`` mask cells
-    stretched over ``[lo, hi]`` (``K`` boxes; zero outside the mask), as ``paste_masks`` samples."""
-    pos = (pixels[None, :] + 0.5 - lo[:, None]) / (hi - lo).clamp(min=1e-6)[:, None] * size - 0.5  # (K, P)
-    cells = torch.arange(size, dtype=lo.dtype, device=lo.device)
-    return (1 - (pos[:, :, None] - cells).abs()).clamp(min=0)
 
 
 class DeployTwoStage(nn.Module):
@@ -151,9 +143,7 @@ class DeployTwoStage(nn.Module):
         cls_scores, bbox_preds = rpn(feats)
         boxes_l, scores_l, level_l = [], [], []
         for level, (cls, reg) in enumerate(zip(cls_scores, bbox_preds)):
-            xs, ys = _grid(cls, gen.strides[level], 0.0)
-            base = gen.base_anchors[level].to(cls)  # (A, 4)
-            anchors = (torch.stack([xs, ys, xs, ys], dim=-1)[:, None, :] + base[None]).reshape(-1, 4)  # (HWA, 4)
+            anchors = _grid_anchors(cls, gen, level)
             vals, idx = topk_padded(_per_prior(cls, 1)[..., 0], cfg.nms_pre)  # (B, k)
             deltas = gather_padded(_per_prior(reg, 4), idx, cfg.nms_pre)
             priors = gather_padded(anchors[None].expand(cls.shape[0], -1, -1), idx, cfg.nms_pre)
@@ -216,8 +206,8 @@ class DeployTwoStage(nn.Module):
         probs = logits.gather(1, channel[:, None, None, None].expand(-1, 1, m, m))[:, 0].sigmoid()  # (D, M, M)
         ys = _arange_like(images[0, 0, :, 0])
         xs = _arange_like(images[0, 0, 0, :])
-        wy = _paste_weights(boxes[:, 1], boxes[:, 3], ys, m)  # (D, H, M)
-        wx = _paste_weights(boxes[:, 0], boxes[:, 2], xs, m)  # (D, W, M)
+        wy = _axis_weights(boxes[:, 1], boxes[:, 3], ys, m)  # (D, H, M)
+        wx = _axis_weights(boxes[:, 0], boxes[:, 2], xs, m)  # (D, W, M)
         pasted = torch.matmul(torch.matmul(wy, probs), wx.transpose(1, 2))  # (D, H, W)
         thr = self.rcnn_cfg.mask_thr_binary
         if thr >= 0:

@@ -197,11 +197,12 @@ class FCNMaskHead(nn.Module):
         return paste_masks(probs.sigmoid(), boxes, image_size, mask_thr_binary)
 
 
-def _axis_weights(lo: Tensor, hi: Tensor, start: Tensor, length: int, size: int) -> Tensor:
-    """Bilinear weights ``(n, length, size)`` of output pixels ``start + [0, length)`` over a mask of
-    ``size`` cells stretched over ``[lo, hi]`` (grid_sample, align_corners=False, zero padding)."""
-    centres = start[:, None] + torch.arange(length, device=lo.device, dtype=lo.dtype) + 0.5  # (n, L)
-    pos = (centres - lo[:, None]) / (hi - lo).clamp(min=1e-6)[:, None] * size - 0.5  # in mask cells
+def _axis_weights(lo: Tensor, hi: Tensor, pixels: Tensor, size: int) -> Tensor:
+    """Bilinear weights ``(n, L, size)`` of the output pixels ``pixels`` (``(L,)`` shared or ``(n, L)``
+    per box; centres at ``pixels + 0.5``) over a mask of ``size`` cells stretched over ``[lo, hi]``
+    (grid_sample, align_corners=False, zero padding). Torch ops on tensors only, so the export graph
+    (:mod:`detcli.models.deploy_two_stage`) traces it with dynamic image sizes."""
+    pos = (pixels + 0.5 - lo[:, None]) / (hi - lo).clamp(min=1e-6)[:, None] * size - 0.5  # (n, L) in mask cells
     cells = torch.arange(size, device=lo.device, dtype=lo.dtype)
     return (1 - (pos[:, :, None] - cells).abs()).clamp(min=0)
 
@@ -260,8 +261,10 @@ def paste_masks(masks: Tensor, boxes: Tensor, image_size: tuple[int, int], thres
         if ch == 0 or cw == 0:
             continue
         idx = torch.tensor(members, device=masks.device)
-        wy = _axis_weights(y0[idx], y1[idx], top[idx].to(masks.dtype), ch, mh)  # (c, ch, M)
-        wx = _axis_weights(x0[idx], x1[idx], left[idx].to(masks.dtype), cw, mw)  # (c, cw, M)
+        rows = top[idx].to(masks.dtype)[:, None] + torch.arange(ch, device=masks.device, dtype=masks.dtype)
+        cols = left[idx].to(masks.dtype)[:, None] + torch.arange(cw, device=masks.device, dtype=masks.dtype)
+        wy = _axis_weights(y0[idx], y1[idx], rows, mh)  # (c, ch, M)
+        wx = _axis_weights(x0[idx], x1[idx], cols, mw)  # (c, cw, M)
         local = torch.bmm(torch.bmm(wy, masks[idx]), wx.transpose(1, 2))  # (c, ch, cw)
         values = local >= threshold if binary else local
         for j, i in enumerate(members):

@@ -16,6 +16,7 @@ from detcli.errors import ConfigError
 from detcli.models.assigners import IGNORE, MaxIoUAssigner
 from detcli.models.coders import DeltaXYWHBBoxCoder
 from detcli.models.dense_utils import (
+    PaddedGroundTruth,
     reduce_mean,
     PriorCache,
     conv_tower,
@@ -24,8 +25,6 @@ from detcli.models.dense_utils import (
     level_of_image,
     logit_threshold,
     nms_detections,
-    pad_ground_truth,
-    pad_ignore_boxes,
     select_candidates,
     valid_anchors,
 )
@@ -147,13 +146,12 @@ class RetinaHead(nn.Module):
             raise ConfigError("model.train_cfg.assigner: RetinaNet needs an assigner (e.g. {type: MaxIoUAssigner, ...})")
         device = anchors.device
         b, n = len(targets), anchors.shape[0]
-        gt_boxes, gt_labels, gt_valid = pad_ground_truth(targets, device)
-        ignore = pad_ignore_boxes(targets, device)
+        gt = PaddedGroundTruth.of(targets, device)
+        gt_boxes, gt_labels = gt.boxes, gt.labels
         prior_valid = valid_anchors(self.anchor_generator, anchors, featmap_sizes, images.image_sizes,
                                     tuple(images.tensor.shape[-2:]), train_cfg.allowed_border)
-        gt_inds, _ = train_cfg.assigner.assign_batch(
-            anchors, gt_boxes, gt_valid, None if ignore is None else ignore[0],
-            None if ignore is None else ignore[1], prior_valid)  # (B, N)
+        gt_inds, _ = train_cfg.assigner.assign_batch(anchors, gt_boxes, gt.valid, gt.ignore_boxes, gt.ignore_valid,
+                                                     prior_valid)  # (B, N)
         pos = gt_inds > 0  # (B, N)
         pos_b, pos_n = pos.nonzero(as_tuple=True)  # (P,)
         matched = gt_inds[pos_b, pos_n] - 1  # (P,)

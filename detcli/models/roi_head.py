@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from detcli.errors import ConfigError
 from detcli.models.assigners import IGNORE, MaxIoUAssigner
-from detcli.models.dense_utils import pad_ground_truth, pad_ignore_boxes
+from detcli.models.dense_utils import PaddedGroundTruth
 from detcli.models.detector import check_keys
 from detcli.models.samplers import RandomSampler
 from detcli.registry import HEADS
@@ -153,11 +153,14 @@ class StandardRoIHead(nn.Module):
         return self.mask_head is not None
 
     @torch.no_grad()
-    def sample(self, proposals: Sequence[Tensor], targets: Sequence[GroundTruth], cfg: RCNNTrainConfig) -> SampledRoIs:
-        """Assign and sample the RoIs of a batch (GT boxes prepended as proposals when the sampler asks)."""
+    def sample(self, proposals: Sequence[Tensor], targets: Sequence[GroundTruth], cfg: RCNNTrainConfig,
+               padded: PaddedGroundTruth | None = None) -> SampledRoIs:
+        """Assign and sample the RoIs of a batch (GT boxes prepended as proposals when the sampler asks).
+        ``padded``: ``targets`` already padded on the proposals' device (padded here when None)."""
         device = proposals[0].device if proposals else torch.device("cpu")
         b = len(targets)
-        gt_boxes, gt_labels, gt_valid = pad_ground_truth(targets, device)  # (B, G, 4)
+        gt = PaddedGroundTruth.of(targets, device) if padded is None else padded
+        gt_boxes, gt_labels, gt_valid = gt.boxes, gt.labels, gt.valid  # (B, G, 4), (B, G), (B, G)
         g = gt_boxes.shape[1]
         n = max((p.shape[0] for p in proposals), default=0)
         cand = gt_boxes.new_zeros((b, n, 4))
@@ -165,9 +168,8 @@ class StandardRoIHead(nn.Module):
         for i, p in enumerate(proposals):
             cand[i, :p.shape[0]] = p[:, :4]
             cand_valid[i, :p.shape[0]] = True
-        ignore = pad_ignore_boxes(targets, device)
-        gt_inds, _ = cfg.assigner.assign_batch(cand, gt_boxes, gt_valid, None if ignore is None else ignore[0],
-                                               None if ignore is None else ignore[1], cand_valid)  # (B, N)
+        gt_inds, _ = cfg.assigner.assign_batch(cand, gt_boxes, gt_valid, gt.ignore_boxes, gt.ignore_valid,
+                                               cand_valid)  # (B, N)
         gt_inds[~cand_valid] = IGNORE
         if cfg.sampler.add_gt_as_proposals and g > 0:
             self_inds = torch.arange(1, g + 1, device=device).expand(b, g)
@@ -186,9 +188,11 @@ class StandardRoIHead(nn.Module):
         return SampledRoIs(rois, labels, matched_boxes, torch.where(is_pos, matched, torch.full_like(matched, -1)))
 
     def loss(self, feats: tuple[Tensor, ...], proposals: Sequence[Tensor], images: ImageBatch,
-             targets: Sequence[GroundTruth], cfg: RCNNTrainConfig) -> dict[str, Tensor]:
-        """``loss_cls``, ``loss_bbox``, ``acc`` (logged only) and, with a mask head, ``loss_mask``."""
-        sampled = self.sample(proposals, targets, cfg)
+             targets: Sequence[GroundTruth], cfg: RCNNTrainConfig,
+             padded: PaddedGroundTruth | None = None) -> dict[str, Tensor]:
+        """``loss_cls``, ``loss_bbox``, ``acc`` (logged only) and, with a mask head, ``loss_mask``;
+        ``padded`` as in :meth:`sample`."""
+        sampled = self.sample(proposals, targets, cfg, padded)
         bbox_feats = self.bbox_roi_extractor(feats, sampled.rois)
         cls_score, bbox_pred = self.bbox_head(bbox_feats)
         losses = self.bbox_head.loss(cls_score, bbox_pred, sampled.rois, sampled.labels, sampled.gt_boxes,

@@ -21,17 +21,16 @@ from detcli.errors import ConfigError
 from detcli.models.assigners import MaxIoUAssigner
 from detcli.models.coders import DeltaXYWHBBoxCoder
 from detcli.models.dense_utils import (
+    PaddedGroundTruth,
     PriorCache,
     flatten_levels,
-    pad_ground_truth,
-    pad_ignore_boxes,
     valid_anchors,
 )
 from detcli.models.detector import check_keys
 from detcli.models.losses import CrossEntropyLoss, L1Loss
 from detcli.models.priors import AnchorGenerator
 from detcli.models.samplers import RandomSampler
-from detcli.ops import nms
+from detcli.ops import batched_nms
 from detcli.registry import HEADS
 from detcli.structures import GroundTruth, ImageBatch
 
@@ -180,26 +179,25 @@ class RPNHead(nn.Module):
         return cls_scores, bbox_preds
 
     def loss(self, cls_scores: list[Tensor], bbox_preds: list[Tensor], images: ImageBatch,
-             targets: list[GroundTruth], train_cfg: RPNTrainConfig) -> dict[str, Tensor]:
+             targets: list[GroundTruth], train_cfg: RPNTrainConfig,
+             padded: PaddedGroundTruth | None = None) -> dict[str, Tensor]:
         """``loss_rpn_cls`` over the sampled anchors and ``loss_rpn_bbox`` over the sampled
-        positives, both divided by ``sum_i max(P_i, 1) + max(Q_i, 1)`` (P positives, Q negatives)."""
+        positives, both divided by ``sum_i max(P_i, 1) + max(Q_i, 1)`` (P positives, Q negatives).
+        ``padded``: ``targets`` already padded on the features' device (padded here when None)."""
         sizes = [tuple(c.shape[-2:]) for c in cls_scores]
         anchors = self.anchors(sizes, cls_scores[0])[0]  # (N, 4)
-        device = anchors.device
         with torch.no_grad():
-            gt_boxes, _, gt_valid = pad_ground_truth(targets, device)
-            ignore = pad_ignore_boxes(targets, device)
+            gt = PaddedGroundTruth.of(targets, anchors.device) if padded is None else padded
             prior_valid = valid_anchors(self.anchor_generator, anchors, sizes, images.image_sizes,
                                         tuple(images.tensor.shape[-2:]), train_cfg.allowed_border)
-            gt_inds, _ = train_cfg.assigner.assign_batch(
-                anchors, gt_boxes, gt_valid, None if ignore is None else ignore[0],
-                None if ignore is None else ignore[1], prior_valid)  # (B, N)
+            gt_inds, _ = train_cfg.assigner.assign_batch(anchors, gt.boxes, gt.valid, gt.ignore_boxes,
+                                                         gt.ignore_valid, prior_valid)  # (B, N)
             pos, neg = train_cfg.sampler.sample_batch(gt_inds)
             pos_b, pos_n = pos.nonzero(as_tuple=True)
             smp_b, smp_n = (pos | neg).nonzero(as_tuple=True)
             avg_factor = float((pos.sum(1).clamp(min=1) + neg.sum(1).clamp(min=1)).sum().item())
             targets_cls = pos[smp_b, smp_n].to(cls_scores[0].dtype)
-            pos_gt = gt_boxes[pos_b, gt_inds[pos_b, pos_n] - 1]  # (P, 4)
+            pos_gt = gt.boxes[pos_b, gt_inds[pos_b, pos_n] - 1]  # (P, 4)
             weight = None
             if train_cfg.pos_weight > 0:
                 weight = torch.where(targets_cls > 0, train_cfg.pos_weight, 1.0)
@@ -242,19 +240,12 @@ class RPNHead(nn.Module):
             valid = (wh[..., 0] > cfg.min_bbox_size) & (wh[..., 1] > cfg.min_bbox_size)  # (B, K)
         else:
             valid = torch.ones_like(scores, dtype=torch.bool)
-        starts = [sum(counts[:i]) for i in range(len(counts))]
+        levels = torch.cat([torch.full((count,), level, dtype=torch.long, device=boxes.device)
+                            for level, count in enumerate(counts)])  # (K,) NMS category: the level
         results = []
         for i in range(b):
-            keep_all = []
-            for start, count in zip(starts, counts):
-                inds = valid[i, start:start + count].nonzero(as_tuple=True)[0] + start
-                if inds.numel():
-                    keep_all.append(inds[nms(boxes[i, inds], scores[i, inds], cfg.iou_threshold)])
-            if not keep_all:
-                results.append((boxes.new_zeros((0, 4)), scores.new_zeros((0,))))
-                continue
-            keep = torch.cat(keep_all)
-            top = scores[i, keep].argsort(descending=True, stable=True)[:cfg.max_per_img]
-            keep = keep[top]
+            inds = valid[i].nonzero(as_tuple=True)[0]
+            keep = inds[batched_nms(boxes[i, inds], scores[i, inds], levels[inds], cfg.iou_threshold)]
+            keep = keep[:cfg.max_per_img]  # batched_nms sorts by decreasing score
             results.append((boxes[i, keep], scores[i, keep]))
         return results

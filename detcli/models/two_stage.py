@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from detcli.errors import ConfigError
 from detcli.models.backbones.resnet import parse_init_cfg
+from detcli.models.dense_utils import PaddedGroundTruth
 from detcli.models.detector import BaseDetector, check_keys
 from detcli.models.roi_head import RCNNTestConfig, RCNNTrainConfig, StandardRoIHead
 from detcli.models.rpn import ProposalConfig, RPNHead, RPNTrainConfig
@@ -89,10 +90,11 @@ class TwoStageDetector(BaseDetector):
         if len(targets) != len(images):
             raise ValueError(f"got {len(targets)} targets for {len(images)} images")
         feats = self.extract_feat(images.tensor)
+        padded = PaddedGroundTruth.of(targets, feats[0].device)  # once for both stages
         cls_scores, bbox_preds = self.rpn_head(feats)
-        losses = self.rpn_head.loss(cls_scores, bbox_preds, images, targets, self.rpn_train)
+        losses = self.rpn_head.loss(cls_scores, bbox_preds, images, targets, self.rpn_train, padded)
         proposals = [p for p, _ in self.rpn_head.get_proposals(cls_scores, bbox_preds, images, self.rpn_proposal)]
-        losses.update(self.roi_head.loss(feats, proposals, images, targets, self.rcnn_train))
+        losses.update(self.roi_head.loss(feats, proposals, images, targets, self.rcnn_train, padded))
         return losses
 
     def predict(self, images: ImageBatch) -> list[Detections]:
