@@ -22,13 +22,13 @@ from typing import Any
 import numpy as np
 
 from detcli.errors import ConfigError, did_you_mean
-from detcli.evaluation import ClasswiseAP, detections_to_coco, evaluate_coco
+from detcli.evaluation import SUPPORTED_METRICS, ClasswiseAP, detections_to_coco, evaluate_coco
 from detcli.evaluation.rle import EncodedDetections
 from detcli.evaluation.voc import VOC_METRICS, MapTable, evaluate_voc
 from detcli.structures import Detections
 
-#: COCO metrics of a model's detections.
-COCO_METRICS: tuple[str, ...] = ("bbox", "segm", "proposal")
+#: COCO metrics of a model's detections (:data:`detcli.evaluation.coco.SUPPORTED_METRICS`).
+COCO_METRICS: tuple[str, ...] = SUPPORTED_METRICS
 
 #: Every metric ``det test``/validation knows (which ones a dataset supports: :func:`dataset_metrics`).
 ALL_METRICS: tuple[str, ...] = COCO_METRICS + VOC_METRICS
@@ -167,7 +167,8 @@ def _evaluate_voc(dataset: Any, annotations_of: Any, detections: Sequence[Detect
 
 
 def evaluate_dataset(dataset: Any, detections: Sequence[Detections | EncodedDetections], metrics: Sequence[str],
-                     options: Mapping[str, Any] | None = None) -> Evaluation:
+                     options: Mapping[str, Any] | None = None,
+                     results: list[dict[str, Any]] | None = None) -> Evaluation:
     """Evaluate detections (original coordinates, dataset order) on ``dataset``.
 
     Args:
@@ -175,6 +176,9 @@ def evaluate_dataset(dataset: Any, detections: Sequence[Detections | EncodedDete
         detections: one :class:`Detections` per dataset index.
         metrics: checked names (:func:`resolve_evaluation`).
         options: evaluation options (:data:`EVAL_OPTIONS`).
+        results: ``detections_to_coco(detections, dataset.image_ids, dataset.cat_ids)`` when the caller
+            already made them (not modified); None: made here when a COCO metric needs them. A
+            ConcatDataset ignores them (each sub-dataset converts its own share).
     """
     opts = dict(options or {})
     if len(detections) != len(dataset):
@@ -182,7 +186,7 @@ def evaluate_dataset(dataset: Any, detections: Sequence[Detections | EncodedDete
     out = Evaluation()
     if _is_concat(dataset) and dataset.separate_eval:
         for k, (start, end) in enumerate(dataset.ranges()):
-            sub = evaluate_dataset(dataset.datasets[k], detections[start:end], metrics, opts)
+            sub = evaluate_dataset(dataset.datasets[k], detections[start:end], metrics, opts)  # its own results
             out.metrics.update({f"{k}_{name}": v for name, v in sub.metrics.items()})
             out.summaries.update({f"{k}_{name}": v for name, v in sub.summaries.items()})
             out.classwise.update({f"{k}_{name}": v for name, v in sub.classwise.items()})
@@ -193,7 +197,8 @@ def evaluate_dataset(dataset: Any, detections: Sequence[Detections | EncodedDete
     coco_names = [m for m in metrics if m in COCO_METRICS]
     voc_names = [m for m in metrics if m in VOC_METRICS]
     if coco_names:
-        results = detections_to_coco(detections, dataset.image_ids, dataset.cat_ids)
+        if results is None or _is_concat(dataset):
+            results = detections_to_coco(detections, dataset.image_ids, dataset.cat_ids)
         iou_thrs = opts.get("iou_thrs")
         coco = evaluate_coco(
             dataset.coco, results, coco_names, classwise=bool(opts.get("classwise", False)),

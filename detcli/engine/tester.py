@@ -441,7 +441,7 @@ def _test(
         shown = _draw(dataset, detections, show_dir, show_score_thr) if show_dir else None
         if format_only:
             return out_path, shown, None
-        return out_path, shown, evaluate_dataset(dataset, detections, metric_names, options)
+        return out_path, shown, evaluate_dataset(dataset, detections, metric_names, options, results=results)
 
     out_path, shown, evaluation = run_on_main(write_and_evaluate)
     if evaluation is None:

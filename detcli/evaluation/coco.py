@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from detcli.errors import ConfigError, DatasetError, did_you_mean
-from detcli.evaluation.fast_coco import ResultColumns, auto_workers
+from detcli.evaluation.fast_coco import ResultColumns, auto_workers, engine_columns
 from detcli.evaluation.rle import EncodedDetections, encode_masks
 from detcli.fileio import write_json_atomic
 from detcli.structures import Detections, convert
@@ -53,7 +53,7 @@ SUPPORTED_METRICS: tuple[str, ...] = ("bbox", "segm", "proposal")
 IOU_TYPES: dict[str, str] = {"bbox": "bbox", "segm": "segm", "proposal": "bbox"}
 
 #: Metrics of results files evaluated without a model (``det eval --gt --dt``): masks come from the file.
-FILE_METRICS: tuple[str, ...] = ("bbox", "segm", "proposal")
+FILE_METRICS: tuple[str, ...] = SUPPORTED_METRICS
 
 #: Evaluation engines: det's array engine (default; pycocotools' numbers bit for bit, several times
 #: faster than faster-coco-eval), pycocotools itself (the reference), or faster-coco-eval's C++ port
@@ -210,13 +210,9 @@ def load_results(coco_gt: Any, results: list[dict[str, Any]], *, owned: bool = F
     has ground truth. ``results`` is not modified (``loadRes`` would add keys to its entries) unless
     ``owned`` (the caller parsed them and does not reuse them: no copy is made).
     """
-    image_ids = set(coco_gt.getImgIds())
-    for i, r in enumerate(results):
-        if r.get("image_id") not in image_ids:
-            raise DatasetError(
-                f"result {i}: image_id {r.get('image_id')!r} is not an image of the ground truth "
-                "(were the results made on another dataset or split?)"
-            )
+    bad = _first_unknown_image(coco_gt, results)
+    if bad is not None:
+        raise _unknown_image_error(bad, results[bad].get("image_id"))
     with contextlib.redirect_stdout(io.StringIO()):
         if results:
             return coco_gt.loadRes(results if owned else [dict(r) for r in results])  # loadRes only adds or replaces top-level keys
@@ -387,7 +383,7 @@ def _evaluate_det(
     from detcli.evaluation.fast_coco import EvalParams, evaluate_arrays, ground_truth_side, results_side
 
     cat_ids, img_ids, classes = _ids_and_classes(coco_gt, cat_ids, img_ids, classes)
-    _check_result_images(coco_gt, results)
+    columns = _checked_columns(coco_gt, results, names)
     out = CocoEvaluation(num_images=len(img_ids), num_detections=len(results))
     if not results:
         logger.warning("the results hold no detection at all: every AP is 0 for classes with ground truth")
@@ -406,7 +402,7 @@ def _evaluate_det(
                             max_dets=list(p.maxDets), area_rngs=[list(a) for a in p.areaRng], use_cats=bool(p.useCats),
                             iou_type=IOU_TYPES[name])
         processes = workers if workers > 0 else (1 if name == "segm" else auto_workers())
-        arrays = evaluate_arrays(coco_gt, results_side(coco_gt, results, params), ground_truth_side(coco_gt, params),
+        arrays = evaluate_arrays(coco_gt, results_side(coco_gt, columns, params), ground_truth_side(coco_gt, params),
                                  params, workers=processes)
         n_k = len(p.catIds) if p.useCats else 1
         cocoeval.eval = {"params": p, "counts": [len(p.iouThrs), len(p.recThrs), n_k, len(p.areaRng), len(p.maxDets)],
@@ -415,27 +411,61 @@ def _evaluate_det(
     return out
 
 
+def _checked_columns(coco_gt: Any, results: Sequence[dict[str, Any]] | ResultColumns, names: Sequence[str]) -> ResultColumns:
+    """``results`` as columns, read once for every metric in ``names``, after checking that their
+    images are in the ground truth (an unknown image is reported before a malformed entry)."""
+    if isinstance(results, ResultColumns):
+        _check_result_images(coco_gt, results)
+        return results
+    try:
+        columns = engine_columns(results, "segm" in names)
+    except Exception:
+        _check_result_images(coco_gt, results)
+        raise
+    _check_result_images(coco_gt, columns)
+    return columns
+
+
+def ids_known(coco_gt: Any, image_ids: np.ndarray, category_ids: np.ndarray | None = None) -> np.ndarray:
+    """Bool ``(N,)``: whether each result's image id (and category id, when given) is one of the
+    ground truth's (int64 ids; the check every results reader makes before evaluating)."""
+    known = np.isin(image_ids, np.asarray(sorted(coco_gt.getImgIds()), np.int64))
+    if category_ids is not None:
+        known &= np.isin(category_ids, np.asarray(sorted(coco_gt.getCatIds()), np.int64))
+    return known
+
+
+def _first_unknown_image(coco_gt: Any, results: Sequence[dict[str, Any]]) -> int | None:
+    """Index of the first results entry whose ``image_id`` (compared as a Python value) is not an
+    image of the ground truth, or None."""
+    image_ids = set(coco_gt.getImgIds())
+    return next((i for i, r in enumerate(results) if r.get("image_id") not in image_ids), None)
+
+
+def _unknown_image_error(index: int, image_id: Any) -> DatasetError:
+    return DatasetError(
+        f"result {index}: image_id {image_id!r} is not an image of the ground truth "
+        "(were the results made on another dataset or split?)"
+    )
+
+
 def _check_result_images(coco_gt: Any, results: Sequence[dict[str, Any]] | ResultColumns) -> None:
     """Raise :class:`DatasetError` naming the first result whose image is not in the ground truth."""
     if not len(results):
         return
-    known = np.asarray(sorted(coco_gt.getImgIds()), np.int64)
     try:
         if isinstance(results, ResultColumns):
             ids = results.image_id
         else:
             ids = np.fromiter((r["image_id"] for r in results), np.int64, len(results))
-        ok = np.isin(ids, known)
-        bad = None if ok.all() else int(np.flatnonzero(~ok)[0])
     except (KeyError, TypeError, ValueError, OverflowError):
-        image_ids = set(coco_gt.getImgIds())
-        bad = next(i for i, r in enumerate(results) if r.get("image_id") not in image_ids)
+        bad = _first_unknown_image(coco_gt, results)  # type: ignore[arg-type]
+    else:
+        ok = ids_known(coco_gt, ids)
+        bad = None if ok.all() else int(np.flatnonzero(~ok)[0])
     if bad is not None:
         bad_id = int(results.image_id[bad]) if isinstance(results, ResultColumns) else results[bad].get("image_id")
-        raise DatasetError(
-            f"result {bad}: image_id {bad_id!r} is not an image of the ground truth "
-            "(were the results made on another dataset or split?)"
-        )
+        raise _unknown_image_error(bad, bad_id)
 
 
 _FORKED: dict[str, Any] = {}

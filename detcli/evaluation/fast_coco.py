@@ -195,6 +195,13 @@ def result_columns(results: Sequence[dict[str, Any]], with_bbox: bool = True, wi
     )
 
 
+def engine_columns(results: Sequence[dict[str, Any]], with_segm: bool) -> ResultColumns:
+    """Columns of a results list as the det engine reads them: boxes when the first entry has a
+    non-empty ``bbox``, else (and with ``with_segm``) the segmentations too."""
+    by_box = bool(results) and "bbox" in results[0] and not results[0]["bbox"] == []
+    return result_columns(results, with_bbox=by_box, with_segm=with_segm or not by_box)
+
+
 def results_side(coco_gt: Any, results: Sequence[dict[str, Any]] | ResultColumns, params: EvalParams) -> Side:
     """Flat arrays of the results entries on ``params``' images and categories, in results order.
 
@@ -203,8 +210,7 @@ def results_side(coco_gt: Any, results: Sequence[dict[str, Any]] | ResultColumns
     """
     segm = params.iou_type == "segm"
     if not isinstance(results, ResultColumns):
-        by_box = bool(results) and "bbox" in results[0] and not results[0]["bbox"] == []
-        results = result_columns(results, with_bbox=by_box, with_segm=segm or not by_box)
+        results = engine_columns(results, segm)
     n = len(results)
     if n == 0:
         return Side(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0), np.zeros((0, 4)), np.zeros(0),

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from detcli.errors import DatasetError
-from detcli.evaluation.coco import FILE_METRICS, CocoEvaluation, evaluate_coco
+from detcli.evaluation.coco import FILE_METRICS, CocoEvaluation, evaluate_coco, ids_known
 from detcli.evaluation.fast_coco import ResultColumns, auto_workers, result_columns
 
 logger = logging.getLogger(__name__)
@@ -117,9 +117,7 @@ def results_columns_of_text(text: str, coco_gt: Any, metrics: Sequence[str], wor
                 _FORKED_TEXT.clear()
     except (ValueError, TypeError, KeyError, OverflowError, AttributeError):
         return None
-    known_imgs = np.asarray(sorted(coco_gt.getImgIds()), np.int64)
-    known_cats = np.asarray(sorted(coco_gt.getCatIds()), np.int64)
-    if not (np.isin(columns.image_id, known_imgs).all() and np.isin(columns.category_id, known_cats).all()):
+    if not ids_known(coco_gt, columns.image_id, columns.category_id).all():
         return None
     if columns.segmentation is not None:
         columns.segmentation = [
@@ -189,9 +187,7 @@ def _results_look_valid(results: list[Any], coco_gt: Any, metrics: Sequence[str]
         cat = np.fromiter((r["category_id"] for r in results), np.int64, n)
     except (TypeError, ValueError, OverflowError):
         return False
-    known_imgs = np.asarray(sorted(coco_gt.getImgIds()), np.int64)
-    known_cats = np.asarray(sorted(coco_gt.getCatIds()), np.int64)
-    return bool(np.isin(img, known_imgs).all() and np.isin(cat, known_cats).all())
+    return bool(ids_known(coco_gt, img, cat).all())
 
 
 def _find_bad_result(results: list[Any], coco_gt: Any, metrics: Sequence[str], source: str) -> None:

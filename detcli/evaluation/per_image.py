@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from detcli.evaluation.voc import eval_map
+from detcli.evaluation.voc import _eval_images, _image
 
 IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)
 
@@ -42,6 +42,8 @@ def image_map(ann: Mapping[str, Any], det_boxes: np.ndarray, det_scores: np.ndar
     if len(gt_labels) == 0:
         return 1.0 if len(boxes) == 0 else 0.0
     num_classes = int(max(gt_labels.max(), labels.max() if len(labels) else 0)) + 1
-    dets = np.hstack([boxes, scores[:, None]])
-    per_class = [dets[labels == c] for c in range(num_classes)]
-    return float(np.mean([eval_map([per_class], [dict(ann)], iou_thr=float(t))[0] for t in iou_thrs]))
+    # detections grouped by class (stable), negative labels dropped: eval_map's per-class input, made once
+    keep = np.flatnonzero(labels >= 0)
+    keep = keep[np.argsort(labels[keep], kind="stable")]
+    image = _image(boxes[keep], scores[keep], labels[keep], dict(ann), 0)
+    return float(np.mean([_eval_images([image], num_classes, None, float(t), "area", None, False)[0] for t in iou_thrs]))

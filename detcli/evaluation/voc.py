@@ -253,6 +253,12 @@ def _gt_arrays(ann: dict[str, Any], index: int) -> tuple[np.ndarray, np.ndarray,
             np.concatenate((np.zeros(len(boxes), bool), np.ones(len(ign), bool))))
 
 
+def _image(boxes: Any, scores: Any, labels: Any, ann: dict[str, Any], index: int) -> _Image:
+    """One image's record from its detections and its ground truth (``annotations[index]``)."""
+    return _Image(np.asarray(boxes, np.float32).reshape(-1, 4), np.asarray(scores, np.float32).reshape(-1),
+                  np.asarray(labels, np.int64).reshape(-1), *_gt_arrays(ann, index))
+
+
 def _images_from_mmdet(det_results: Sequence[Sequence[np.ndarray]], annotations: Sequence[dict[str, Any]]
                        ) -> tuple[list[_Image], int]:
     if len(det_results) != len(annotations):
@@ -556,9 +562,7 @@ def evaluate_voc(
         raise ConfigError("iou_thr: give at least one IoU threshold")
     out = VocEvaluation()
     if "mAP" in names:
-        images = [_Image(np.asarray(b, np.float32).reshape(-1, 4), np.asarray(s, np.float32).reshape(-1),
-                         np.asarray(lb, np.int64).reshape(-1), *_gt_arrays(ann, i))
-                  for i, ((b, s, lb), ann) in enumerate(zip(detections, annotations))]
+        images = [_image(b, s, lb, ann, i) for i, ((b, s, lb), ann) in enumerate(zip(detections, annotations))]
         ranges: list[tuple[float, float] | None] = [None]
         if scale_ranges:
             ranges += [(float(a), float(b)) for a, b in scale_ranges]
