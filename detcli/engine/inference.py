@@ -134,24 +134,12 @@ class Predictor:
 
     @torch.inference_mode()
     def __call__(self, image: np.ndarray, filename: str = "") -> Detections:
-        from detcli.data import collate, map_to_original, prepare_image
+        from detcli.data import collate, prepare_image
+        from detcli.engine.tester import postprocess_batch
 
-        samples = prepare_image(image, self.pipeline, filename=filename)
-        batch = collate(samples)
+        batch = collate(prepare_image(image, self.pipeline, filename=filename))
         preds = self.model(batch.images.to(self.device))
-        mapped = [map_to_original(d.to("cpu"), m) for d, m in zip(preds, batch.metas)]
-        if len(mapped) == 1:
-            return mapped[0]
-        return _merge_views(mapped, self.cfg)
-
-
-def _merge_views(views: list[Detections], cfg: dict) -> Detections:
-    """Merge test-time-augmentation views with the model's own NMS settings."""
-    from detcli.engine.tester import merge_views
-
-    test_cfg = cfg.get("model", {}).get("test_cfg", {}) or {}
-    iou = float((test_cfg.get("nms") or {}).get("iou_threshold", 0.5))
-    return merge_views(views, iou, int(test_cfg.get("max_per_img", 100)))
+        return postprocess_batch(preds, batch, self.cfg)[0]  # test-time views merged as in det test
 
 
 def infer(
