@@ -55,6 +55,7 @@ TOP_LEVEL_KEYS: frozenset[str] = frozenset(
         "device",
         "fp16",
         "deterministic",
+        "zoo",
     }
 )
 
@@ -72,6 +73,8 @@ SECTION_KEYS: dict[str, frozenset[str] | None] = {
     "evaluation": frozenset({"interval", "metric", "save_best", "rule", "classwise", "start", "by_epoch",
                              "iou_thrs", "proposal_nums", "iou_thr", "scale_ranges", "eval_mode"}),
     "auto_scale_lr": frozenset({"enable", "base_batch_size"}),
+    # the published counterpart of a preset: its weights file and published COCO val numbers
+    "zoo": frozenset({"url", "box_ap", "mask_ap", "source"}),
     "dist_params": None,
     "fp16": None,
     "optimizer": None,  # {type: <torch.optim class>, ...}: checked by the engine against the optimizer
