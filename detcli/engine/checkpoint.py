@@ -14,18 +14,17 @@ A checkpoint is a plain dict loadable with ``torch.load(path, weights_only=True)
 
 ``epoch`` counts finished epochs, ``iter`` finished iterations. Files are written to a temporary
 file in the same folder and moved into place with ``os.replace``, so a crash never leaves a torn
-checkpoint. Loading anything else (random bytes, JSON, a bare ``state_dict``, a pickle that needs
-arbitrary globals) raises :class:`~detcli.errors.CheckpointError` naming the file and the problem.
+checkpoint. Files are read with :func:`detcli.weights.read_checkpoint` (weights-only unpickler, foreign
+objects inert, pickle payloads refused); loading anything but a det checkpoint here raises
+:class:`~detcli.errors.CheckpointError` naming the file, what it is and how to use it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import pickle
 import random
 import time
-import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -36,6 +35,7 @@ from torch import nn
 
 from detcli.errors import CheckpointError
 from detcli.fileio import atomic_output
+from detcli.weights import CheckpointFile, read_checkpoint
 
 FORMAT = "det-checkpoint"
 FORMAT_VERSION = 1
@@ -131,37 +131,37 @@ def make_checkpoint(
 
 
 def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load and check a det checkpoint with ``torch.load(weights_only=True)``.
+    """Load and check a det checkpoint (read safely: no code from the file runs).
 
     Raises:
-        CheckpointError: the file is missing, unreadable, not a torch file, needs unsafe globals,
-            or is not a det checkpoint (no ``meta``/``state_dict``); the message names the file.
+        CheckpointError: the file is missing, unreadable, not a torch file, a pickle payload, or not a det
+            checkpoint (an MMDetection or torchvision file gets the commands that use it); the message names the file.
     """
     p = Path(path)
-    if not p.exists():
-        raise CheckpointError(f"{p}: no such checkpoint file")
-    if p.is_dir():
-        raise CheckpointError(f"{p}: is a folder, not a checkpoint file (pass e.g. {p / 'latest.pth'})")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # torch's pickle-protocol notes on foreign files
-            obj = torch.load(p, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as e:
-        text = str(e)
-        if "Unsupported global" in text:
-            name = text.split("Unsupported global:", 1)[1].split(" was not", 1)[0].replace("GLOBAL", "").strip()
-            raise CheckpointError(
-                f"{p}: not a det checkpoint: loading it would need the Python object '{name}', and det only "
-                "loads plain tensors and containers (weights_only) for safety"
-            ) from e
-        detail = text.split("WeightsUnpickler error:", 1)[1].strip().splitlines()[0] if "WeightsUnpickler error:" in text else ""
-        raise CheckpointError(f"{p}: not a torch checkpoint file (corrupted or another format{': ' + detail if detail else ''})") from e
-    except Exception as e:  # random bytes make the unpickler fail in many ways (IndexError, KeyError, ...)
-        raise CheckpointError(
-            f"{p}: not a torch checkpoint file (truncated or another format: {type(e).__name__}: {str(e)[:160]})"
-        ) from e
-    check_checkpoint(obj, p)
+    ckpt = read_checkpoint(p)
+    if ckpt.source != "det":
+        raise not_det_error(ckpt)
+    check_checkpoint(ckpt.raw, p)
+    obj = ckpt.raw
+    if str(map_location) != "cpu":
+        obj = dict(obj, state_dict={k: v.to(map_location) for k, v in obj["state_dict"].items()})
     return obj
+
+
+def not_det_error(ckpt: CheckpointFile) -> CheckpointError:
+    """The error for a foreign file where a det checkpoint (with its config) is needed, with the ways to use it."""
+    p = ckpt.path
+    if ckpt.source in ("mmdet", "torchvision"):
+        return CheckpointError(
+            f"{p}: {ckpt.version}, not a det checkpoint, so it carries no det config: use it with a preset "
+            f"(`det test PRESET {p}`, `det infer {p} IMG --config PRESET`, `--load-from {p}`) or convert it once "
+            f"(`det convert-checkpoint {ckpt.source} {p} OUT.pth --preset PRESET`)"
+        )
+    return CheckpointError(
+        f"{p}: not a det checkpoint: {ckpt.version} ({len(ckpt.state_dict)} tensors, no det meta with config and "
+        f"classes). For backbone weights use model.backbone.init_cfg={{type: Pretrained, checkpoint: {p}}}; for "
+        "a whole detector's weights use --load-from with a preset"
+    )
 
 
 def check_checkpoint(obj: Any, path: Path) -> None:
@@ -169,16 +169,8 @@ def check_checkpoint(obj: Any, path: Path) -> None:
     if not isinstance(obj, Mapping):
         raise CheckpointError(f"{path}: not a det checkpoint: the file holds a {type(obj).__name__}, not a dict")
     meta = obj.get("meta")
-    if "state_dict" not in obj or not isinstance(meta, Mapping) or meta.get("format") != FORMAT:
-        if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
-            raise CheckpointError(
-                f"{path}: not a det checkpoint: a bare state_dict without det's meta (config, classes). "
-                "For backbone weights use model.backbone.init_cfg={type: Pretrained, checkpoint: PATH}"
-            )
-        keys = ", ".join(sorted(map(str, obj))[:8]) or "none"
-        raise CheckpointError(f"{path}: not a det checkpoint: expected the keys meta and state_dict, found {keys}")
-    if not isinstance(obj["state_dict"], Mapping):
-        raise CheckpointError(f"{path}: not a det checkpoint: 'state_dict' is not a mapping")
+    if not isinstance(meta, Mapping) or meta.get("format") != FORMAT or not isinstance(obj.get("state_dict"), Mapping):
+        raise CheckpointError(f"{path}: not a det checkpoint: meta.format is not '{FORMAT}'")
     for key in ("epoch", "iter", "config", "classes"):
         if key not in meta:
             raise CheckpointError(f"{path}: damaged det checkpoint: meta has no '{key}'")
@@ -207,22 +199,6 @@ def load_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], pa
             "(omit --config/PRESET to use the config stored in the checkpoint)?"
         )
     model.load_state_dict(state_dict, strict=True)
-
-
-def load_matching_weights(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> tuple[list[str], list[str], list[str]]:
-    """Load the weights whose names and shapes match (``--load-from``); return what was left out.
-
-    Returns:
-        ``(skipped, missing, unexpected)``: keys skipped for a shape mismatch (e.g. a classifier
-        with another ``num_classes``), model keys absent from ``state_dict``, and extra keys.
-    """
-    own = model.state_dict()
-    skipped = [k for k in state_dict if k in own and tuple(state_dict[k].shape) != tuple(own[k].shape)]
-    missing = [k for k in own if k not in state_dict]
-    unexpected = [k for k in state_dict if k not in own]
-    usable = {k: v for k, v in state_dict.items() if k in own and k not in skipped}
-    model.load_state_dict(usable, strict=False)
-    return skipped, missing, unexpected
 
 
 @contextlib.contextmanager

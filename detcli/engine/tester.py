@@ -24,12 +24,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from detcli.engine.checkpoint import load_checkpoint, load_state_dict
+from detcli.engine.checkpoint import check_checkpoint, load_checkpoint, load_state_dict, not_det_error
 from detcli.engine.dist import distributed, gather_results, get_dist_info, run_on_main
 from detcli.engine.environment import resolve_device
 from detcli.engine.hooks import check_num_classes
 from detcli.engine.progress import ProgressCallback, ProgressEvent
-from detcli.errors import ConfigError, DetError
+from detcli.errors import CheckpointError, ConfigError, DetError
 from detcli.engine.evaluation import ALL_METRICS, Evaluation, evaluate_dataset, resolve_evaluation
 from detcli.evaluation import ClasswiseAP, check_metrics, detections_to_coco, format_classwise_table, write_results_json
 from detcli.evaluation.rle import EncodedDetections, compact
@@ -148,29 +148,106 @@ def build_split(cfg: Mapping[str, Any], split: str, test_mode: bool) -> tuple[An
 
 def load_checkpoint_config(checkpoint: str | os.PathLike[str]) -> dict[str, Any]:
     """Return the resolved config stored in a det checkpoint."""
-    return copy.deepcopy(dict(load_checkpoint(checkpoint)["meta"]["config"]))
+    return copy.deepcopy(dict(load_checkpoint(resolve_checkpoint(checkpoint))["meta"]["config"]))
+
+
+def resolve_checkpoint(spec: str | os.PathLike[str], cfg: Mapping[str, Any] | None = None) -> Path:
+    """A local checkpoint file for ``spec``: a path, a weights URI (``http(s)://``, ...: downloaded once into
+    torch's cache), or ``zoo`` (the published weights named by ``cfg``'s ``zoo.url``).
+
+    Raises:
+        ConfigError: ``zoo`` without a preset, or a preset without a ``zoo`` entry.
+        CheckpointError: missing file, failed download.
+    """
+    from detcli.weights import resolve_uri
+
+    text = os.fspath(spec)
+    if text == "zoo":
+        if cfg is None:
+            raise ConfigError("checkpoint 'zoo' needs a preset: det test PRESET zoo (or det infer zoo:PRESET IMG)")
+        url = (cfg.get("zoo") or {}).get("url")
+        if not url:
+            raise ConfigError("this preset names no published weights (no zoo.url); `det config list` shows the "
+                              "presets that have them")
+        return resolve_uri(str(url))
+    return resolve_uri(text)
+
+
+def split_zoo_spec(spec: str, cfg: Mapping[str, Any] | None) -> tuple[str, dict[str, Any] | None]:
+    """``zoo:PRESET`` -> ``("zoo", PRESET's config)`` (``cfg`` when one is given); anything else unchanged."""
+    if not str(spec).startswith("zoo:"):
+        return spec, None if cfg is None else dict(cfg)
+    if cfg is not None:
+        return "zoo", dict(cfg)
+    from detcli.config import load_config, resolve_preset_path
+
+    return "zoo", load_config(resolve_preset_path(str(spec)[len("zoo:"):]))
 
 
 def load_model(checkpoint: str | os.PathLike[str], cfg: Mapping[str, Any] | None = None, device: str = "cpu") -> LoadedModel:
     """Build the model of a checkpoint and load its weights.
 
     Args:
-        checkpoint: a det checkpoint file.
-        cfg: a config to build the model from; None uses the one stored in the checkpoint.
+        checkpoint: a det checkpoint; or, with ``cfg``, an MMDetection 2.x/3.x or torchvision checkpoint (keys
+            renamed onto det's modules); a weights URI, ``zoo`` (``cfg``'s published weights) or ``zoo:PRESET``.
+        cfg: a config to build the model from; None uses the one stored in a det checkpoint.
         device: ``cpu``, ``cuda`` or ``cuda:N``.
 
     Raises:
-        CheckpointError: not a det checkpoint, or weights that do not fit the model built from ``cfg``.
+        CheckpointError: unreadable, a foreign file without ``cfg``, another model family, a class count that
+            differs from the model's, or weights that do not fill the model built from ``cfg`` exactly.
         DetError: CUDA requested but not available.
     """
+    from detcli.models.pretrained import detector_state_dict
+    from detcli.models.weight_maps import describe_checkpoint
+    from detcli.weights import load_weights, read_checkpoint
+
     dev = resolve_device(device)
-    ckpt = load_checkpoint(checkpoint)
-    meta = dict(ckpt["meta"])
-    config = copy.deepcopy(dict(cfg)) if cfg is not None else copy.deepcopy(dict(meta["config"]))
+    spec, cfg = split_zoo_spec(os.fspath(checkpoint), cfg)
+    path = resolve_checkpoint(spec, cfg)
+    ckpt = read_checkpoint(path)
+    if ckpt.source == "det":
+        check_checkpoint(ckpt.raw, path)
+        meta = dict(ckpt.meta)
+        config = copy.deepcopy(dict(cfg)) if cfg is not None else copy.deepcopy(dict(meta["config"]))
+        model = build_model(config)
+        load_state_dict(model, ckpt.state_dict, path)
+        model.to(dev).eval()
+        return LoadedModel(model=model, cfg=config, classes=tuple(meta.get("classes") or ()), meta=meta)
+    if cfg is None:
+        raise not_det_error(ckpt)
+    config = copy.deepcopy(dict(cfg))
     model = build_model(config)
-    load_state_dict(model, ckpt["state_dict"], checkpoint)
+    num_classes = int(getattr(model, "num_classes", 0))
+    if ckpt.classes is not None and num_classes and len(ckpt.classes) != num_classes:
+        raise CheckpointError(
+            f"{path}: class count mismatch: the file has {len(ckpt.classes)} classes ({', '.join(ckpt.classes[:4])}"
+            f"{', ...' if len(ckpt.classes) > 4 else ''}), the preset's model {num_classes}; use a preset with "
+            f"{len(ckpt.classes)} classes, or fine-tune from it with --load-from"
+        )
+    load_weights(model, detector_state_dict(ckpt, model), source=str(path), target=type(model).__name__,
+                 hint=describe_checkpoint(ckpt.state_dict))
     model.to(dev).eval()
-    return LoadedModel(model=model, cfg=config, classes=tuple(meta.get("classes") or ()), meta=meta)
+    classes = ckpt.classes or config_classes(config, num_classes)
+    meta = {"source": ckpt.source, "format": ckpt.version, "file": str(path), "classes": list(classes)}
+    return LoadedModel(model=model, cfg=config, classes=tuple(classes), meta=meta)
+
+
+def config_classes(cfg: Mapping[str, Any], num_classes: int) -> tuple[str, ...]:
+    """Class names a config declares (``data.test|val|train.classes``); COCO's 80 names for an 80-class COCO
+    preset; else ``class_0``, ``class_1``, ..."""
+    data = cfg.get("data") or {}
+    for split in ("test", "val", "train"):
+        node = data.get(split)
+        node = node[0] if isinstance(node, list) and node else node
+        if isinstance(node, Mapping) and isinstance(node.get("classes"), (list, tuple)):
+            return tuple(str(c) for c in node["classes"])
+    node = data.get("test") if isinstance(data.get("test"), Mapping) else {}
+    if num_classes == 80 and "Coco" in str(node.get("type", "")):
+        from detcli.weights import coco_classes
+
+        return coco_classes()
+    return tuple(f"class_{i}" for i in range(num_classes))
 
 
 def load_predictor(checkpoint: str | os.PathLike[str], cfg: Mapping[str, Any] | None = None, device: str = "cpu",

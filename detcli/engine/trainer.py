@@ -29,7 +29,8 @@ from typing import Any
 import torch
 
 from detcli.config import dump_config
-from detcli.engine.checkpoint import load_checkpoint, load_matching_weights, load_state_dict
+from detcli.engine.checkpoint import load_checkpoint, load_state_dict
+from detcli.models.pretrained import load_detector_weights
 from detcli.engine.dist import distributed, get_dist_info, run_on_main
 from detcli.engine.environment import collect_env, configure_threads, resolve_device, set_random_seed
 from detcli.engine.hooks import (
@@ -183,6 +184,7 @@ def _train(
     argv: Sequence[str] | None = None,
     progress: ProgressCallback | None = None,
     sync_bn: bool = False,
+    allow_partial: bool = False,
 ) -> TrainResult:
     """Train the detector described by ``cfg`` into ``work_dir``.
 
@@ -191,7 +193,10 @@ def _train(
         work_dir: the run directory (created).
         cfg_source: the preset file (names the saved config ``<stem>.yaml``; used in errors).
         resume: a checkpoint to resume from, True for ``work_dir/latest.pth``, None for ``cfg.resume_from``.
-        load_from: weights to start from (epoch 0, fresh optimizer); default ``cfg.load_from``.
+        load_from: weights to start from (epoch 0, fresh optimizer); default ``cfg.load_from``. A det,
+            MMDetection 2.x/3.x or torchvision checkpoint, or a weights URI; the classification layers may
+            stay random (another number of classes).
+        allow_partial: let ``init_cfg`` / ``load_from`` loads leave more than the classification layers random.
         device: ``cpu``, ``cuda`` or ``cuda:N``.
         seed: random seed; default ``cfg.seed``, else 0.
         deterministic: use deterministic algorithms (also ``cfg.deterministic``).
@@ -253,8 +258,9 @@ def _train(
         datasets = {"train": train_set} | ({"val": val_set} if val_set is not None else {})
         model = build_model(cfg)
         check_num_classes(model, datasets)
+        load_reports = []
         if resume_path is None:
-            model.init_weights()
+            load_reports += model.init_weights(allow_partial=allow_partial) or []
         train_module = _wrap_distributed(model, cfg, dev, sync_bn=bool(sync_bn or cfg.get("sync_bn", False)),
                                          seed=seed, cfg_source=cfg_source)
         optimizer = build_optimizer(model, cfg["optimizer"])
@@ -311,15 +317,9 @@ def _train(
             )
             logger.info("resumed from %s at epoch %d, iteration %d", resume_path, meta["epoch"], meta["iter"])
         elif load_from:
-            weights = load_checkpoint(load_from)
-            skipped, missing, unexpected = load_matching_weights(model, weights["state_dict"])
-            logger.info("loaded weights from %s", load_from)
-            if skipped:
-                logger.warning("load-from: skipped %d weights with another shape (%s)", len(skipped), ", ".join(skipped))
-            if missing:
-                logger.warning("load-from: %d model weights not in the checkpoint (e.g. %s)", len(missing), ", ".join(missing[:5]))
-            if unexpected:
-                logger.warning("load-from: %d checkpoint weights unused (e.g. %s)", len(unexpected), ", ".join(unexpected[:5]))
+            report = load_detector_weights(model, str(load_from), allow_partial=allow_partial, what="model (load_from)")
+            load_reports.append(report)
+            skipped = [m.split(":", 1)[0] for m in report.mismatched]
 
         # hooks
         runner.register_hook(lr_hook)
@@ -372,6 +372,7 @@ def _train(
             "resume_from": str(resume_path) if resume_path else None,
             "load_from": str(load_from) if load_from else None,
             "skipped_weights": skipped,
+            "weights_loaded": [r.to_dict() for r in load_reports],
             "timestamp": timestamp,
             "start_time": time.strftime("%Y-%m-%d %H:%M:%S"),
             "end_time": None,

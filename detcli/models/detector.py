@@ -16,8 +16,9 @@ from torch import Tensor, nn
 
 from detcli.errors import ConfigError, did_you_mean
 from detcli.models.assigners import MaxIoUAssigner
-from detcli.models.backbones.resnet import load_pretrained, parse_init_cfg
+from detcli.models.pretrained import PretrainedCfg, load_detector_weights, parse_init_cfg
 from detcli.structures import Detections, GroundTruth, ImageBatch
+from detcli.weights import LoadReport
 
 logger = logging.getLogger(__name__)
 
@@ -115,15 +116,25 @@ class BaseDetector(nn.Module):
 
     backbone: nn.Module
     neck: nn.Module | None
-    checkpoint: str | None
+    pretrained: PretrainedCfg | None
 
-    def init_weights(self) -> None:
-        """Load pretrained weights: the backbone's ``init_cfg``, then the detector's own if given."""
+    def init_weights(self, allow_partial: bool = False) -> list[LoadReport]:
+        """Load pretrained weights: the backbone's ``init_cfg``, then the detector's own if given.
+
+        Returns one :class:`~detcli.weights.LoadReport` per load (also logged as a table).
+
+        Raises:
+            CheckpointError: a load leaving more than the classification layers random, unless
+                ``allow_partial`` (or ``init_cfg.strict: false``).
+        """
+        reports: list[LoadReport] = []
         init = getattr(self.backbone, "init_weights", None)
         if callable(init):
-            init()
-        if self.checkpoint is not None:
-            load_pretrained(self, self.checkpoint, "model", backbone=False)
+            reports += init(allow_partial=allow_partial) or []
+        if self.pretrained is not None:
+            reports.append(load_detector_weights(self, self.pretrained.checkpoint,
+                                                 allow_partial=allow_partial or not self.pretrained.strict))
+        return reports
 
     def extract_feat(self, images: Tensor) -> tuple[Tensor, ...]:
         """images (Tensor[B, 3, H, W]) -> pyramid maps (B, C, H_l, W_l).
@@ -183,7 +194,7 @@ class SingleStageDetector(BaseDetector):
         self.bbox_head = bbox_head
         self.train_settings = DenseTrainConfig.parse(train_cfg, self.default_assigner)
         self.test_settings = DenseTestConfig.parse(test_cfg)
-        self.checkpoint = parse_init_cfg(init_cfg, "model")
+        self.pretrained = parse_init_cfg(init_cfg, "model")
         # conv weights in the memory format the CPU path runs in (see extract_feat): no per-call reorder
         self.to(memory_format=torch.channels_last)
 

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from detcli.errors import ConfigError
-from detcli.models.backbones.resnet import parse_init_cfg
+from detcli.models.pretrained import parse_init_cfg
 from detcli.models.dense_utils import PaddedGroundTruth
 from detcli.models.detector import BaseDetector, check_keys
 from detcli.models.roi_head import RCNNTestConfig, RCNNTrainConfig, StandardRoIHead
@@ -78,7 +78,7 @@ class TwoStageDetector(BaseDetector):
         self.rcnn_train = RCNNTrainConfig.parse(train.get("rcnn"), "model.train_cfg.rcnn")
         self.rpn_test = ProposalConfig.parse(test.get("rpn"), "model.test_cfg.rpn")
         self.rcnn_test = RCNNTestConfig.parse(test.get("rcnn"), "model.test_cfg.rcnn")
-        self.checkpoint = parse_init_cfg(init_cfg, "model")
+        self.pretrained = parse_init_cfg(init_cfg, "model")
         self.to(memory_format=torch.channels_last)
 
     @property

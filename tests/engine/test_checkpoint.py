@@ -17,7 +17,6 @@ from detcli.engine.checkpoint import (
     atomic_save,
     get_rng_state,
     load_checkpoint,
-    load_matching_weights,
     load_state_dict,
     make_checkpoint,
     preserved_rng,
@@ -110,9 +109,9 @@ class Evil:
         ("random", "not a torch checkpoint file"),
         ("json", "not a torch checkpoint file"),
         ("empty", "not a torch checkpoint file"),
-        ("state_dict", "a bare state_dict without det's meta"),
-        ("globals", "would need the Python object .*Evil"),
-        ("other_dict", "expected the keys meta and state_dict, found epoch, weights"),
+        ("state_dict", "not a det checkpoint: a bare state dict .*init_cfg"),
+        ("globals", "not a det checkpoint: a checkpoint dict without det or MMDetection meta"),
+        ("other_dict", r"no 'state_dict' of tensors \(top-level keys: epoch, weights\)"),
         ("list", "holds a list"),
     ],
 )
@@ -168,11 +167,15 @@ def test_load_state_dict_mismatch_names_keys(tmp_path: Path) -> None:
         load_state_dict(small_model(3), sd, "x.pth")
 
 
-def test_load_matching_weights_skips_other_shapes() -> None:
+def test_load_weights_leaves_only_class_layers_random() -> None:
+    from detcli.weights import load_weights
+
     src = small_model(3)
     dst = small_model(5)
-    skipped, missing, unexpected = load_matching_weights(dst, src.state_dict())
-    assert skipped == ["2.weight", "2.bias"]
-    assert missing == [] and unexpected == []
+    with pytest.raises(CheckpointError, match=r"x.pth: the weights do not fit the model: 7 of 9 tensors loaded, 2 of another shape"):
+        load_weights(dst, src.state_dict(), source="x.pth")
+    report = load_weights(dst, src.state_dict(), source="x.pth", class_patterns=[r"^2\."])
+    assert [m.split(":")[0] for m in report.mismatched] == ["2.weight", "2.bias"]
+    assert report.class_layers == ["2.weight", "2.bias"] and report.missing == [] and report.unexpected == []
     assert torch.equal(dst[0].weight, src[0].weight)
     assert dst[2].weight.shape == (5, 4, 1, 1)

@@ -61,9 +61,12 @@ def test_pretrained_torchvision_and_mmdet_formats(tmp_path, caplog):
     sd.pop("conv1.weight")
     sd["extra.weight"] = torch.zeros(1)
     torch.save(sd, partial)
-    with caplog.at_level(logging.WARNING):
+    with pytest.raises(CheckpointError, match=r"partial.pth: the weights do not fit the backbone: .*1 missing \(e.g. conv1.weight\).*strict: false"):
         ResNet(depth=18, init_cfg={"type": "Pretrained", "checkpoint": str(partial)}).init_weights()
+    with caplog.at_level(logging.WARNING):
+        reports = ResNet(depth=18, init_cfg={"type": "Pretrained", "checkpoint": str(partial), "strict": False}).init_weights()
     assert "conv1.weight" in caplog.text and "extra.weight" in caplog.text
+    assert reports[0].missing == ["conv1.weight"] and reports[0].unexpected == ["extra.weight"]
 
 
 def test_pretrained_missing_file_names_path(tmp_path):

@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torchvision.models import resnet as tv_resnet
 
-from detcli.errors import CheckpointError, ConfigError
+from detcli.errors import ConfigError
+from detcli.models.pretrained import PretrainedCfg, load_backbone_weights, parse_init_cfg
 from detcli.registry import BACKBONES
+from detcli.weights import LoadReport
 
 logger = logging.getLogger(__name__)
 
@@ -28,67 +29,6 @@ ARCH_SETTINGS: dict[int, tuple[type[nn.Module], tuple[int, int, int, int]]] = {
     101: (tv_resnet.Bottleneck, (3, 4, 23, 3)),
     152: (tv_resnet.Bottleneck, (3, 8, 36, 3)),
 }
-
-
-def _strip_state_dict(raw: Any, path: str, backbone: bool) -> dict[str, Tensor]:
-    """Accept a torchvision resnet state dict, an mmdet checkpoint (``state_dict``, ``backbone.`` prefix)
-    or a det checkpoint; return backbone keys without prefix."""
-    if isinstance(raw, Mapping) and "state_dict" in raw and isinstance(raw["state_dict"], Mapping):
-        raw = raw["state_dict"]
-    if not isinstance(raw, Mapping) or not all(isinstance(v, Tensor) for v in raw.values()):
-        raise CheckpointError(f"{path}: not a state dict of tensors (expected a torchvision or mmdet ResNet checkpoint)")
-    state = {k.removeprefix("module."): v for k, v in raw.items()}
-    if not backbone:
-        return state
-    if any(k.startswith("backbone.") for k in state):
-        state = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
-    return {k: v for k, v in state.items() if not k.startswith("fc.")}
-
-
-def load_pretrained(module: nn.Module, checkpoint: str, what: str, backbone: bool = True) -> None:
-    """Load ``checkpoint`` (a local file) into ``module`` non-strictly, logging missing/unexpected keys.
-
-    With ``backbone``, an mmdet/det detector checkpoint is reduced to its ``backbone.`` keys and
-    torchvision's ``fc.`` keys are dropped; otherwise keys are used as they are.
-
-    Raises:
-        CheckpointError: the file is missing or is not a state dict.
-    """
-    path = Path(checkpoint).expanduser()
-    if not path.is_file():
-        raise CheckpointError(
-            f"{what}: pretrained checkpoint '{checkpoint}' not found; give an existing local file in "
-            f"init_cfg.checkpoint or remove init_cfg (weights are never downloaded)"
-        )
-    try:
-        raw = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # unpickling errors of every kind
-        raise CheckpointError(f"{path}: cannot be read as a weights-only torch checkpoint ({e})") from e
-    state = _strip_state_dict(raw, str(path), backbone)
-    own = module.state_dict()
-    shape_mismatch = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
-    state = {k: v for k, v in state.items() if k not in shape_mismatch}
-    result = module.load_state_dict(state, strict=False)
-    if result.missing_keys or result.unexpected_keys or shape_mismatch:
-        logger.warning(
-            "%s: loaded %s with %d missing keys %s, %d unexpected keys %s, %d shape mismatches %s",
-            what, path, len(result.missing_keys), result.missing_keys[:8], len(result.unexpected_keys),
-            result.unexpected_keys[:8], len(shape_mismatch), shape_mismatch[:8],
-        )
-    else:
-        logger.info("%s: loaded %s", what, path)
-
-
-def parse_init_cfg(init_cfg: Mapping[str, Any] | None, what: str) -> str | None:
-    """Return the checkpoint path of ``{type: Pretrained, checkpoint: PATH}`` (None when absent)."""
-    if init_cfg is None:
-        return None
-    if init_cfg.get("type") != "Pretrained":
-        raise ConfigError(f"{what}.init_cfg: only {{type: Pretrained, checkpoint: PATH}} is supported, got {dict(init_cfg)}")
-    unknown = set(init_cfg) - {"type", "checkpoint", "prefix"}
-    if unknown or "checkpoint" not in init_cfg:
-        raise ConfigError(f"{what}.init_cfg: expected keys type, checkpoint; got {sorted(init_cfg)}")
-    return str(init_cfg["checkpoint"])
 
 
 @BACKBONES.register()
@@ -106,7 +46,8 @@ class ResNet(nn.Module):
         norm_cfg: ``{type: BN, requires_grad: bool}``.
         norm_eval: keep every BatchNorm in eval mode (running statistics) while training.
         zero_init_residual: initialise the last norm of each block to zero.
-        init_cfg: ``{type: Pretrained, checkpoint: PATH}`` loaded by :meth:`init_weights`.
+        init_cfg: ``{type: Pretrained, checkpoint: URI, prefix, strict}`` loaded by :meth:`init_weights`
+            (a path, ``torchvision://resnet50``, ``open-mmlab://NAME`` or an http(s) URL).
         pretrained: deprecated path form of ``init_cfg``.
 
     Shapes: ResNet-18 on ``(1, 3, 32, 32)`` returns ``(1, 64, 8, 8)``, ``(1, 128, 4, 4)``,
@@ -143,7 +84,7 @@ class ResNet(nn.Module):
             raise ConfigError(f"ResNet norm_cfg: only {{type: BN, requires_grad: bool}} is supported, got {norm_cfg}")
         if pretrained is not None and init_cfg is not None:
             raise ConfigError("ResNet: give init_cfg or pretrained, not both")
-        self.checkpoint = parse_init_cfg(init_cfg, "backbone") if pretrained is None else pretrained
+        self.pretrained = parse_init_cfg(init_cfg, "backbone") if pretrained is None else PretrainedCfg(str(pretrained))
         self.depth = depth
         self.num_stages = num_stages
         self.out_indices = tuple(out_indices)
@@ -185,10 +126,11 @@ class ResNet(nn.Module):
             for p in m.parameters():
                 p.requires_grad_(False)
 
-    def init_weights(self) -> None:
+    def init_weights(self, allow_partial: bool = False) -> list[LoadReport]:
         """Load the ``Pretrained`` checkpoint if one is configured (the random init happens in ``__init__``)."""
-        if self.checkpoint is not None:
-            load_pretrained(self, self.checkpoint, "backbone")
+        if self.pretrained is None:
+            return []
+        return [load_backbone_weights(self, self.pretrained, allow_partial=allow_partial)]
 
     def train(self, mode: bool = True) -> ResNet:
         """Switch mode, keeping frozen stages (and every BatchNorm with ``norm_eval``) in eval mode."""

@@ -83,6 +83,34 @@ def rename_keys(state_dict: Mapping[str, Tensor], rules: Sequence[tuple[str, str
     return out
 
 
+#: Keys of classification layers (their shape follows the number of classes): the only weights a fine-tuning
+#: load may leave random. A new head adds its classifier here.
+CLASS_LAYER_PATTERNS: tuple[str, ...] = (
+    r"(^|\.)retina_cls\.", r"(^|\.)conv_cls\.", r"\.fc_cls\.", r"\.fc_reg\.", r"\.conv_logits\.",
+)
+
+#: (key fragment, what a file holding it is), most specific first: names the family of a file that does not fit.
+FAMILY_SIGNATURES: tuple[tuple[str, str], ...] = (
+    ("roi_head.mask_head.", "an MMDetection Mask R-CNN"),
+    ("roi_heads.mask_", "a torchvision Mask R-CNN"),
+    ("roi_head.bbox_head.", "an MMDetection Faster R-CNN"),
+    ("roi_heads.box_", "a torchvision Faster R-CNN"),
+    ("bbox_head.conv_centerness.", "an MMDetection FCOS"),
+    ("head.regression_head.bbox_ctrness", "a torchvision FCOS"),
+    ("bbox_head.retina_cls.", "an MMDetection RetinaNet"),
+    ("head.classification_head.", "a torchvision RetinaNet"),
+    ("fc.weight", "an ImageNet classification (backbone)"),
+)
+
+
+def describe_checkpoint(state_dict: Mapping[str, Tensor]) -> str:
+    """``" (the file looks like a ... checkpoint)"`` from its key names, or ``""``."""
+    for fragment, what in FAMILY_SIGNATURES:
+        if any(fragment in k for k in state_dict):
+            return f" (the file looks like {what} checkpoint)"
+    return ""
+
+
 def select_prefix(state_dict: Mapping[str, Tensor], prefixes: Iterable[str]) -> dict[str, Tensor]:
     """The entries whose key starts with one of ``prefixes``."""
     pre = tuple(prefixes)
@@ -91,5 +119,5 @@ def select_prefix(state_dict: Mapping[str, Tensor], prefixes: Iterable[str]) -> 
 
 from detcli.models.weight_maps import mmdet, torchvision  # noqa: E402,F401  (registers the maps)
 
-__all__ = ["SOURCES", "KeyMap", "convert_state_dict", "register_key_map", "rename_keys", "select_prefix",
+__all__ = ["CLASS_LAYER_PATTERNS", "SOURCES", "describe_checkpoint", "KeyMap", "convert_state_dict", "register_key_map", "rename_keys", "select_prefix",
            "strip_prefix", "supported_detectors"]
