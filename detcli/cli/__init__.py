@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 
 from detcli import __version__
-from detcli.cli import analyze_logs, anchors, benchmark, browse, completion, config_cmd, confusion, convert, env, export, infer, test, train
+from detcli.cli import analyze_logs, anchors, benchmark, browse, completion, config_cmd, confusion, convert, env, export, infer, test, train, weights_cmd
 from detcli.cli._common import setup_logging, state
 
 app = typer.Typer(
@@ -61,6 +61,8 @@ app.command("confusion-matrix")(confusion.confusion_matrix)
 app.command("optimize-anchors")(anchors.optimize_anchors)
 app.command("browse-dataset")(browse.browse_dataset)
 app.command("analyze-results")(browse.analyze_results)
+app.command("convert-checkpoint")(weights_cmd.convert_checkpoint)
+app.command("publish")(weights_cmd.publish)
 app.command("completion")(completion.completion)
 
 # Options that take several values in one go (`--cfg-options a=1 b=2`, `--metric bbox segm`).

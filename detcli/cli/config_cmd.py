@@ -25,16 +25,22 @@ def show(
 
 @app.command("list")
 @handle_errors
-def list_(json_out: Annotated[bool, typer.Option("--json", help="Print as a JSON list.")] = False) -> None:
-    """List the presets shipped with det."""
-    from detcli.resources import list_presets
+def list_(json_out: Annotated[bool, typer.Option("--json", help="Print as JSON: one object per preset (name, published AP).")] = False) -> None:
+    """List the presets shipped with det, with the published COCO AP of those that name a model-zoo checkpoint
+    (`det test PRESET zoo` evaluates it)."""
+    from detcli.engine.tester import list_zoo
 
-    names = [p.stem for p in list_presets() if not p.stem.startswith("_")]
+    rows = list_zoo()
     if json_out:
-        print_json(names)
-    else:
-        for name in names:
-            typer.echo(name)
+        print_json(rows)
+        return
+    width = max((len(r["name"]) for r in rows), default=0)
+    for r in rows:
+        ap = ""
+        if r.get("box_ap") is not None:
+            ap = f"box AP {r['box_ap']:.1f}" + (f", mask AP {r['mask_ap']:.1f}" if r.get("mask_ap") is not None else "")
+            ap += f" ({r.get('source') or 'published'})"
+        typer.echo(f"{r['name']:<{width}}  {ap}".rstrip())
 
 
 @app.command("check")

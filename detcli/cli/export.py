@@ -13,7 +13,7 @@ app = typer.Typer(help="Export a checkpoint to a deployment format.", no_args_is
 
 @handle_errors
 def export_onnx(
-    args: Annotated[list[str], typer.Argument(help="[PRESET] CHECKPOINT: the preset is optional, a checkpoint carries its config.", metavar="[PRESET] CHECKPOINT")],
+    args: Annotated[list[str], typer.Argument(help="[PRESET] CHECKPOINT: a det checkpoint carries its config; MMDetection / torchvision checkpoints need the PRESET; `PRESET zoo` uses its published weights.", metavar="[PRESET] CHECKPOINT")],
     output_file: Annotated[Optional[str], typer.Option("--output-file", "-o", help="The .onnx file to write (default: <checkpoint stem>.onnx).")] = None,
     shape: Annotated[Optional[tuple[int, int]], typer.Option("--shape", help="H W of the traced input (default: the preprocessed input image's size).")] = None,
     opset_version: Annotated[Optional[int], typer.Option("--opset-version", help="ONNX opset (default: the lowest that has every op used: 11 for RetinaNet/FCOS, 16 for Faster/Mask R-CNN).")] = None,

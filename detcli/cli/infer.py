@@ -12,7 +12,7 @@ from detcli.cli._common import err_console, handle_errors, print_json, set_ops_b
 
 @handle_errors
 def infer(
-    checkpoint: Annotated[str, typer.Argument(help="A det checkpoint (.pth).")],
+    checkpoint: Annotated[str, typer.Argument(help="A det checkpoint (.pth); zoo:PRESET (the preset's published weights); an MMDetection / torchvision checkpoint or URL with --config PRESET.")],
     inputs: Annotated[Optional[list[str]], typer.Argument(help="Images, folders, globs or videos; '-' reads paths from stdin, one per line.")] = None,
     config: Annotated[Optional[str], typer.Option("--config", help="Preset to use instead of the checkpoint's own config.")] = None,
     cfg_options: Annotated[Optional[list[str]], typer.Option("--cfg-options", help="Override keys of --config: a.b.c=V.")] = None,

@@ -26,7 +26,7 @@ def parse_eval_options(options: list[str] | None) -> dict[str, object]:
 
 @handle_errors
 def test(
-    args: Annotated[Optional[list[str]], typer.Argument(help="[PRESET] CHECKPOINT: the preset is optional, a checkpoint carries its config. Not used with --gt/--dt.", metavar="[PRESET] CHECKPOINT", show_default=False)] = None,
+    args: Annotated[Optional[list[str]], typer.Argument(help="[PRESET] CHECKPOINT: a det checkpoint carries its config; MMDetection / torchvision checkpoints and URLs need the PRESET; `PRESET zoo` uses the preset's published weights. Not used with --gt/--dt.", metavar="[PRESET] CHECKPOINT", show_default=False)] = None,
     metric: Annotated[Optional[list[str]], typer.Option("--metric", "--eval", help="Metrics (several allowed): bbox, segm (models with masks), proposal (COCO), mAP, recall (VOC: per-class AP table, recall@N@IoU); default: the config's evaluation.metric, else mAP for VOCDataset and bbox otherwise. With --gt/--dt: bbox, segm, proposal.")] = None,
     gt: Annotated[Optional[str], typer.Option("--gt", help="COCO annotation file: evaluate --dt against it, no preset or model.")] = None,
     dt: Annotated[Optional[str], typer.Option("--dt", help="COCO results file (as `det test --out` writes; - reads stdin), with --gt.")] = None,

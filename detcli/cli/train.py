@@ -23,7 +23,8 @@ def train(
         Optional[str],
         typer.Option("--resume", help="Resume from a checkpoint; alone: latest.pth of the work dir.", metavar="[PATH]"),
     ] = None,
-    load_from: Annotated[Optional[str], typer.Option("--load-from", help="Load weights only (fine-tuning); heads of another shape are skipped.")] = None,
+    load_from: Annotated[Optional[str], typer.Option("--load-from", help="Start from these weights (fine-tuning): a det, MMDetection 2.x/3.x or torchvision checkpoint, a URL or zoo:PRESET; classification layers of another shape stay random.")] = None,
+    allow_partial: Annotated[bool, typer.Option("--allow-partial", help="Let --load-from / init_cfg loads leave more than the classification layers random.")] = False,
     cfg_options: Annotated[Optional[list[str]], typer.Option("--cfg-options", help="Override config keys: a.b.c=V (several allowed).")] = None,
     device: Annotated[str, typer.Option("--device", help=DEVICE_HELP)] = "cpu",
     seed: Annotated[Optional[int], typer.Option("--seed", help="Random seed (default: the preset's, else 0).")] = None,
@@ -67,6 +68,7 @@ def train(
             progress=progress,
             launcher=launcher,
             sync_bn=sync_bn,
+            allow_partial=allow_partial,
         )
     if getattr(result, "rank", 0) != 0:
         return  # rank 0 reports for the job

@@ -173,6 +173,21 @@ def resolve_checkpoint(spec: str | os.PathLike[str], cfg: Mapping[str, Any] | No
     return resolve_uri(text)
 
 
+def list_zoo() -> list[dict[str, Any]]:
+    """Every shipped preset as ``{name, box_ap, mask_ap, source, url}`` (None where it names no published weights)."""
+    from detcli.config import load_config
+    from detcli.resources import list_presets
+
+    rows = []
+    for path in list_presets():
+        if path.stem.startswith("_"):
+            continue
+        zoo = dict(load_config(path).get("zoo") or {})
+        rows.append({"name": path.stem, "box_ap": zoo.get("box_ap"), "mask_ap": zoo.get("mask_ap"),
+                     "source": zoo.get("source"), "url": zoo.get("url")})
+    return rows
+
+
 def split_zoo_spec(spec: str, cfg: Mapping[str, Any] | None) -> tuple[str, dict[str, Any] | None]:
     """``zoo:PRESET`` -> ``("zoo", PRESET's config)`` (``cfg`` when one is given); anything else unchanged."""
     if not str(spec).startswith("zoo:"):

@@ -175,7 +175,8 @@ def test_config_show_round_trips() -> None:
 
 def test_config_list_names_quickstart() -> None:
     result = invoke("config", "list", "--json")
-    assert "quickstart" in json.loads(result.stdout)
+    rows = {r["name"]: r for r in json.loads(result.stdout)}
+    assert rows["quickstart"]["box_ap"] is None and rows["quickstart"]["url"] is None
 
 
 def test_env_json_has_versions() -> None:
