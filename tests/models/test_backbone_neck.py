@@ -36,7 +36,7 @@ def test_frozen_stages_and_norm_eval():
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    ({"depth": 19}, "depth"), ({"depth": 18, "style": "caffe"}, "caffe"), ({"depth": 18, "out_indices": (4,)}, "out_indices"),
+    ({"depth": 19}, "depth"), ({"depth": 18, "style": "tensorflow"}, "tensorflow"), ({"depth": 18, "out_indices": (4,)}, "out_indices"),
     ({"depth": 18, "norm_cfg": {"type": "SyncBN"}}, "norm_cfg"), ({"depth": 18, "frozen_stages": 7}, "frozen_stages"),
 ])
 def test_resnet_bad_config(kwargs, match):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -40,7 +40,10 @@ class ResNet(nn.Module):
         in_channels: input image channels.
         num_stages: residual stages used (1-4).
         out_indices: stages whose outputs are returned (0-based).
-        style: ``'pytorch'`` (stride on the 3x3 conv); ``'caffe'`` is not supported.
+        style: where a Bottleneck that downsamples puts its stride: ``'pytorch'`` on the 3x3 conv
+            (``conv2``), ``'caffe'`` on the first 1x1 conv (``conv1``), as MMDetection's caffe-style
+            ResNets (``open-mmlab://detectron2/resnet50_caffe`` and the like) expect. BasicBlock
+            ResNets (18/34) are the same in both styles. Parameter names do not change.
         frozen_stages: ``-1`` nothing frozen; ``0`` the stem; ``k`` the stem and stages ``1..k``
             (eval mode, no gradients).
         norm_cfg: ``{type: BN, requires_grad: bool}``.
@@ -53,6 +56,9 @@ class ResNet(nn.Module):
     Shapes: ResNet-18 on ``(1, 3, 32, 32)`` returns ``(1, 64, 8, 8)``, ``(1, 128, 4, 4)``,
     ``(1, 256, 2, 2)``, ``(1, 512, 1, 1)``; ResNet-50's channels are 256/512/1024/2048.
     """
+
+    #: accepted values of ``style``
+    STYLES: ClassVar[tuple[str, ...]] = ("pytorch", "caffe")
 
     def __init__(
         self,
@@ -71,8 +77,8 @@ class ResNet(nn.Module):
         super().__init__()
         if depth not in ARCH_SETTINGS:
             raise ConfigError(f"invalid depth {depth} for ResNet (choose from {sorted(ARCH_SETTINGS)})")
-        if style != "pytorch":
-            raise ConfigError(f"ResNet style '{style}' is not supported (use style: pytorch)")
+        if style not in self.STYLES:
+            raise ConfigError(f"ResNet style '{style}' is not supported (choose from {', '.join(self.STYLES)})")
         if not 1 <= num_stages <= 4:
             raise ConfigError(f"ResNet num_stages must be in 1..4, got {num_stages}")
         if any(not 0 <= i < num_stages for i in out_indices):
@@ -86,6 +92,7 @@ class ResNet(nn.Module):
             raise ConfigError("ResNet: give init_cfg or pretrained, not both")
         self.pretrained = parse_init_cfg(init_cfg, "backbone") if pretrained is None else PretrainedCfg(str(pretrained))
         self.depth = depth
+        self.style = style
         self.num_stages = num_stages
         self.out_indices = tuple(out_indices)
         self.frozen_stages = frozen_stages
@@ -106,6 +113,8 @@ class ResNet(nn.Module):
         self.stage_names = [f"layer{i + 1}" for i in range(num_stages)]
         for name in self.stage_names:
             self.add_module(name, getattr(net, name))
+        if style == "caffe":
+            self._move_strides_to_conv1()
         expansion = 4 if block is tv_resnet.Bottleneck else 1
         self.out_channels = [64 * 2**i * expansion for i in range(num_stages)]
         if not self.norm_requires_grad:
@@ -114,6 +123,17 @@ class ResNet(nn.Module):
                     m.weight.requires_grad_(False)
                     m.bias.requires_grad_(False)
         self._freeze_stages()
+
+    def _move_strides_to_conv1(self) -> None:
+        """Caffe style: move the stride of each downsampling Bottleneck from its 3x3 ``conv2`` to its 1x1 ``conv1``.
+
+        Paddings stay, so shapes do not change: a 1x1 stride-2 conv without padding and a 3x3 stride-2
+        conv with padding 1 both map a side ``n`` to ``ceil(n / 2)``. The ``downsample`` branch is the
+        same in both styles.
+        """
+        for block in self.modules():
+            if isinstance(block, tv_resnet.Bottleneck) and block.conv2.stride != (1, 1):
+                block.conv1.stride, block.conv2.stride = block.conv2.stride, (1, 1)
 
     def _freeze_stages(self) -> None:
         """Put the stem and the first ``frozen_stages`` stages in eval mode without gradients."""
