@@ -15,6 +15,7 @@ _det() {
             " completion") path=" completion" ;;
             " config") path=" config" ;;
             " confusion-matrix") path=" confusion-matrix" ;;
+            " convert-checkpoint") path=" convert-checkpoint" ;;
             " convert-dataset") path=" convert-dataset" ;;
             " env") path=" env" ;;
             " eval") path=" eval" ;;
@@ -22,6 +23,7 @@ _det() {
             " export-onnx") path=" export-onnx" ;;
             " infer") path=" infer" ;;
             " optimize-anchors") path=" optimize-anchors" ;;
+            " publish") path=" publish" ;;
             " test") path=" test" ;;
             " train") path=" train" ;;
             " analyze-logs cal-train-time") path=" analyze-logs cal-train-time" ;;
@@ -43,7 +45,7 @@ _det() {
     done
     case "$path" in
         "")
-            COMPREPLY=($(compgen -W "analyze-logs analyze-results benchmark browse-dataset completion config confusion-matrix convert-dataset env eval export export-onnx infer optimize-anchors test train --debug --verbose -v --version --help -h" -- "$cur")) ;;
+            COMPREPLY=($(compgen -W "analyze-logs analyze-results benchmark browse-dataset completion config confusion-matrix convert-checkpoint convert-dataset env eval export export-onnx infer optimize-anchors publish test train --debug --verbose -v --version --help -h" -- "$cur")) ;;
         " analyze-logs")
             COMPREPLY=($(compgen -W "cal-train-time plot-curve --help -h" -- "$cur")) ;;
         " analyze-logs cal-train-time")
@@ -80,6 +82,9 @@ _det() {
         " confusion-matrix")
             case "$prev" in --score-thr|--tp-iou-thr|--nms-iou-thr|--cfg-options) COMPREPLY=($(compgen -f -- "$cur")); return ;; esac
             if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--score-thr --tp-iou-thr --nms-iou-thr --show --cfg-options --json --help -h" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi ;;
+        " convert-checkpoint")
+            case "$prev" in --preset|--cfg-options) COMPREPLY=($(compgen -f -- "$cur")); return ;; esac
+            if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--preset --cfg-options --json --help -h" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi ;;
         " convert-dataset")
             COMPREPLY=($(compgen -W "check cityscapes images2coco labelme shapes voc yolo --help -h" -- "$cur")) ;;
         " convert-dataset check")
@@ -122,12 +127,15 @@ _det() {
         " optimize-anchors")
             case "$prev" in --input-shape|--algorithm|--iters|--num-anchors|--output-dir|--cfg-options) COMPREPLY=($(compgen -f -- "$cur")); return ;; esac
             if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--input-shape --algorithm --iters --num-anchors --output-dir --cfg-options --json --help -h" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi ;;
+        " publish")
+            case "$prev" in --name) COMPREPLY=($(compgen -f -- "$cur")); return ;; esac
+            if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--name --json --help -h" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi ;;
         " test")
             case "$prev" in --metric|--eval|--gt|--dt|--plot-dir|--engine|--out|--show-dir|--show-score-thr|--eval-options|--cfg-options|--device|--ops|--workers|--launcher|--nproc|--backend) COMPREPLY=($(compgen -f -- "$cur")); return ;; esac
             if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--metric --eval --gt --dt --classwise --plot-dir --engine --out --format-only --show-dir --show-score-thr --eval-options --cfg-options --device --ops --workers --json --launcher --nproc --backend --help -h" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi ;;
         " train")
             case "$prev" in --work-dir|--resume|--load-from|--cfg-options|--device|--seed|--ops|--launcher|--nproc) COMPREPLY=($(compgen -f -- "$cur")); return ;; esac
-            if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--work-dir --resume --load-from --cfg-options --device --seed --deterministic --no-validate --auto-scale-lr --ops --json --launcher --nproc --sync-bn --help -h" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi ;;
+            if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--work-dir --resume --load-from --allow-partial --cfg-options --device --seed --deterministic --no-validate --auto-scale-lr --ops --json --launcher --nproc --sync-bn --help -h" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi ;;
     esac
 }
 complete -o filenames -F _det det

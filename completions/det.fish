@@ -7,6 +7,7 @@ complete -c det -n '__fish_use_subcommand' -a browse-dataset -d 'Draw training i
 complete -c det -n '__fish_use_subcommand' -a completion -d 'Print a completion script (bash: source it; zsh: put it on $fpath as _det; fish: ~/.config/fish/completions/det.fish).'
 complete -c det -n '__fish_use_subcommand' -a config -d 'Inspect presets: show the resolved YAML, list shipped presets, check a preset.'
 complete -c det -n '__fish_use_subcommand' -a confusion-matrix -d 'Confusion matrix of detections vs ground truth: rows GT, columns predictions, plus background.'
+complete -c det -n '__fish_use_subcommand' -a convert-checkpoint -d 'Convert an MMDetection or torchvision detector checkpoint into a det checkpoint (weights, resolved config,'
 complete -c det -n '__fish_use_subcommand' -a convert-dataset -d 'Convert datasets to COCO json (VOC, YOLO, labelme, Cityscapes, image folders, synthetic shapes) and check COCO files. Every converter checks what it wrote and prints the summary.'
 complete -c det -n '__fish_use_subcommand' -a env -d 'Show det, Python, torch, torchvision, CuPy and ONNX versions, CUDA availability and the ops backend.'
 complete -c det -n '__fish_use_subcommand' -a eval -d 'Same as det test.'
@@ -14,6 +15,7 @@ complete -c det -n '__fish_use_subcommand' -a export -d 'Export a checkpoint to 
 complete -c det -n '__fish_use_subcommand' -a export-onnx -d 'Export RetinaNet / FCOS / Faster R-CNN / Mask R-CNN to ONNX with NMS in the graph (outputs dets (B, N, 5)'
 complete -c det -n '__fish_use_subcommand' -a infer -d 'Detect objects; one JSON line per image (or video frame) on stdout, drawings in --out-dir.'
 complete -c det -n '__fish_use_subcommand' -a optimize-anchors -d 'Fit anchors to the ground-truth boxes of data.train.'
+complete -c det -n '__fish_use_subcommand' -a publish -d 'Strip optimizer, scheduler and RNG state and write CHECKPOINT as <name>-<sha256:8>.pth with a JSON'
 complete -c det -n '__fish_use_subcommand' -a test -d 'Evaluate a checkpoint on the presets test split (COCO bbox/segm/proposal metrics, VOC mAP/recall), optionally'
 complete -c det -n '__fish_use_subcommand' -a train -d 'Train a detector. Checkpoints, logs and the resolved config go to the work dir.'
 complete -c det -n '__fish_use_subcommand' -l debug -d 'Show the full traceback of errors.'
@@ -72,13 +74,13 @@ complete -c det -n '__fish_seen_subcommand_from browse-dataset' -F
 complete -c det -n '__fish_seen_subcommand_from completion' -l help -s h -d 'Show help and exit.'
 complete -c det -n '__fish_seen_subcommand_from completion' -F
 complete -c det -n '__fish_seen_subcommand_from config' -a check -d 'Validate a preset (keys, types, registered names) without building anything heavy.'
-complete -c det -n '__fish_seen_subcommand_from config' -a list -d 'List the presets shipped with det.'
+complete -c det -n '__fish_seen_subcommand_from config' -a list -d 'List the presets shipped with det, with the published COCO AP of those that name a model-zoo checkpoint'
 complete -c det -n '__fish_seen_subcommand_from config' -a show -d 'Print the fully resolved config (bases merged, overrides applied) as YAML on stdout.'
 complete -c det -n '__fish_seen_subcommand_from config' -l help -s h -d 'Show help and exit.'
 complete -c det -n '__fish_seen_subcommand_from config && __fish_seen_subcommand_from check' -l cfg-options -r -F -d 'Override config keys: a.b.c=V.'
 complete -c det -n '__fish_seen_subcommand_from config && __fish_seen_subcommand_from check' -l help -s h -d 'Show help and exit.'
 complete -c det -n '__fish_seen_subcommand_from config && __fish_seen_subcommand_from check' -F
-complete -c det -n '__fish_seen_subcommand_from config && __fish_seen_subcommand_from list' -l json -d 'Print as a JSON list.'
+complete -c det -n '__fish_seen_subcommand_from config && __fish_seen_subcommand_from list' -l json -d 'Print as JSON: one object per preset (name, published AP).'
 complete -c det -n '__fish_seen_subcommand_from config && __fish_seen_subcommand_from list' -l help -s h -d 'Show help and exit.'
 complete -c det -n '__fish_seen_subcommand_from config && __fish_seen_subcommand_from show' -l cfg-options -r -F -d 'Override config keys: a.b.c=V.'
 complete -c det -n '__fish_seen_subcommand_from config && __fish_seen_subcommand_from show' -l help -s h -d 'Show help and exit.'
@@ -91,6 +93,11 @@ complete -c det -n '__fish_seen_subcommand_from confusion-matrix' -l cfg-options
 complete -c det -n '__fish_seen_subcommand_from confusion-matrix' -l json -d 'Print labels, counts and normalized matrix as JSON on stdout.'
 complete -c det -n '__fish_seen_subcommand_from confusion-matrix' -l help -s h -d 'Show help and exit.'
 complete -c det -n '__fish_seen_subcommand_from confusion-matrix' -F
+complete -c det -n '__fish_seen_subcommand_from convert-checkpoint' -l preset -r -F -d 'det preset of the same architecture (default: guessed from the files layers).'
+complete -c det -n '__fish_seen_subcommand_from convert-checkpoint' -l cfg-options -r -F -d 'Override keys of the preset: a.b.c=V.'
+complete -c det -n '__fish_seen_subcommand_from convert-checkpoint' -l json -d 'Print the summary and the load table as JSON on stdout.'
+complete -c det -n '__fish_seen_subcommand_from convert-checkpoint' -l help -s h -d 'Show help and exit.'
+complete -c det -n '__fish_seen_subcommand_from convert-checkpoint' -F
 complete -c det -n '__fish_seen_subcommand_from convert-dataset' -a check -d 'Check a COCO json: duplicate ids, undeclared categories, missing images, bad boxes, missing files.'
 complete -c det -n '__fish_seen_subcommand_from convert-dataset' -a cityscapes -d 'Cityscapes gtFine polygons of the 8 instance classes to one COCO json per split; *group labels are crowd.'
 complete -c det -n '__fish_seen_subcommand_from convert-dataset' -a images2coco -d 'A test-set style COCO json (images and categories, no annotations) for det test on unlabelled images.'
@@ -203,6 +210,10 @@ complete -c det -n '__fish_seen_subcommand_from optimize-anchors' -l cfg-options
 complete -c det -n '__fish_seen_subcommand_from optimize-anchors' -l json -d 'Print the result as one JSON object on stdout.'
 complete -c det -n '__fish_seen_subcommand_from optimize-anchors' -l help -s h -d 'Show help and exit.'
 complete -c det -n '__fish_seen_subcommand_from optimize-anchors' -F
+complete -c det -n '__fish_seen_subcommand_from publish' -l name -r -F -d 'File name stem (default: the checkpoints).'
+complete -c det -n '__fish_seen_subcommand_from publish' -l json -d 'Print the sidecar fields as JSON on stdout.'
+complete -c det -n '__fish_seen_subcommand_from publish' -l help -s h -d 'Show help and exit.'
+complete -c det -n '__fish_seen_subcommand_from publish' -F
 complete -c det -n '__fish_seen_subcommand_from test' -l metric -l eval -r -F -d 'Metrics (several allowed): bbox, segm (models with masks), proposal (COCO), mAP, recall (VOC: per-class AP table, recall@N@IoU); default: the configs evaluation.metric, else mAP for VOCDataset and bbox otherwise. With --gt/--dt: bbox, segm, proposal.'
 complete -c det -n '__fish_seen_subcommand_from test' -l gt -r -F -d 'COCO annotation file: evaluate --dt against it, no preset or model.'
 complete -c det -n '__fish_seen_subcommand_from test' -l dt -r -F -d 'COCO results file (as det test --out writes; - reads stdin), with --gt.'
@@ -226,7 +237,8 @@ complete -c det -n '__fish_seen_subcommand_from test' -l help -s h -d 'Show help
 complete -c det -n '__fish_seen_subcommand_from test' -F
 complete -c det -n '__fish_seen_subcommand_from train' -l work-dir -r -F -d 'Run directory (default: work_dirs/<preset stem>).'
 complete -c det -n '__fish_seen_subcommand_from train' -l resume -r -F -d 'Resume from a checkpoint; alone: latest.pth of the work dir.'
-complete -c det -n '__fish_seen_subcommand_from train' -l load-from -r -F -d 'Load weights only (fine-tuning); heads of another shape are skipped.'
+complete -c det -n '__fish_seen_subcommand_from train' -l load-from -r -F -d 'Start from these weights (fine-tuning): a det, MMDetection 2.x/3.x or torchvision checkpoint, a URL or zoo:PRESET; classification layers of another shape stay random.'
+complete -c det -n '__fish_seen_subcommand_from train' -l allow-partial -d 'Let --load-from / init_cfg loads leave more than the classification layers random.'
 complete -c det -n '__fish_seen_subcommand_from train' -l cfg-options -r -F -d 'Override config keys: a.b.c=V (several allowed).'
 complete -c det -n '__fish_seen_subcommand_from train' -l device -r -F -d 'cpu, cuda or cuda:N (cuda under a launcher: cuda:LOCAL_RANK).'
 complete -c det -n '__fish_seen_subcommand_from train' -l seed -r -F -d 'Random seed (default: the presets, else 0).'
