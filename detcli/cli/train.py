@@ -77,6 +77,7 @@ def train(
         "last_checkpoint": str(result.last_checkpoint) if result.last_checkpoint else None,
         "best_checkpoint": str(result.best_checkpoint) if getattr(result, "best_checkpoint", None) else None,
         "metrics": dict(getattr(result, "metrics", {}) or {}),
+        "weights_loaded": list(getattr(result, "weights_loaded", []) or []),
     }
     if json_out:
         print_json(summary)

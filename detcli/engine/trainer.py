@@ -76,6 +76,7 @@ class TrainResult:
         config_path: the resolved config written to the run directory.
         seed: the seed used.
         skipped_weights: with ``load_from``, the weights skipped for a shape mismatch (e.g. another ``num_classes``).
+        weights_loaded: the load report of every ``init_cfg`` / ``load_from`` load (:meth:`LoadReport.to_dict`).
         resumed_from: the checkpoint resumed from, or None.
         rank: this process's rank (0 without distributed training); world_size: the number of processes.
     """
@@ -92,6 +93,7 @@ class TrainResult:
     config_path: Path
     seed: int
     skipped_weights: list[str] = field(default_factory=list)
+    weights_loaded: list[dict[str, Any]] = field(default_factory=list)
     resumed_from: Path | None = None
     rank: int = 0
     world_size: int = 1
@@ -423,6 +425,7 @@ def _train(
             config_path=config_path,
             seed=seed,
             skipped_weights=skipped,
+            weights_loaded=[r.to_dict() for r in load_reports],
             resumed_from=resume_path,
             rank=rank,
             world_size=world_size,
