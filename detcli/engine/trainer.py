@@ -48,7 +48,9 @@ from detcli.engine.optim import auto_scale_lr as scale_lr_in_cfg
 from detcli.engine.optim import build_optimizer
 from detcli.engine.progress import ProgressCallback
 from detcli.engine.runner import Runner
-from detcli.engine.tester import build_model, build_split, check_mask_metrics, evaluate_detections, run_inference
+from detcli.engine.tester import (
+    build_model, build_split, check_mask_metrics, evaluate_detections, resolve_checkpoint, run_inference, split_zoo_spec,
+)
 from detcli.engine.validate import runner_settings, validate_config
 from detcli.errors import CheckpointError, ConfigError
 from detcli.fileio import write_json_atomic, write_text_atomic
@@ -319,7 +321,9 @@ def _train(
             )
             logger.info("resumed from %s at epoch %d, iteration %d", resume_path, meta["epoch"], meta["iter"])
         elif load_from:
-            report = load_detector_weights(model, str(load_from), allow_partial=allow_partial, what="model (load_from)")
+            spec, zoo_cfg = split_zoo_spec(str(load_from), None)
+            report = load_detector_weights(model, str(resolve_checkpoint(spec, zoo_cfg)), allow_partial=allow_partial,
+                                           what="model (load_from)")
             load_reports.append(report)
             skipped = [m.split(":", 1)[0] for m in report.mismatched]
 
