@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from detcli.errors import ConfigError
 from detcli.models.detector import SingleStageDetector
 from detcli.models.fcos import FCOS, FCOSHead
-from detcli.models.priors import AnchorGenerator
+from detcli.models.priors import AnchorGenerator, TorchvisionAnchorGenerator
 from detcli.models.retinanet import RetinaHead, RetinaNet
 from detcli.models.two_stage import FasterRCNN, MaskRCNN, TwoStageDetector
 
@@ -85,7 +85,7 @@ def _arange_like(x: Tensor) -> Tensor:
     return torch.ones_like(x).cumsum(0) - 1
 
 
-def _grid(feat: Tensor, stride: tuple[float, float], offset: float) -> tuple[Tensor, Tensor]:
+def _grid(feat: Tensor, stride: tuple[float, float] | tuple[Tensor, Tensor], offset: float) -> tuple[Tensor, Tensor]:
     """Row-major ``(xs, ys)`` of shape ``(H * W,)`` at ``(x + offset) * stride`` for ``feat (B, C, H, W)``."""
     xs = (_arange_like(feat[0, 0, 0, :]) + offset) * stride[0]  # (W,)
     ys = (_arange_like(feat[0, 0, :, 0]) + offset) * stride[1]  # (H,)
@@ -94,9 +94,27 @@ def _grid(feat: Tensor, stride: tuple[float, float], offset: float) -> tuple[Ten
     return xx.reshape(-1), yy.reshape(-1)
 
 
-def _grid_anchors(feat: Tensor, generator: AnchorGenerator, level: int) -> Tensor:
-    """The ``(H * W * A, 4)`` anchors of ``level`` for ``feat (B, C, H, W)``, in prior order (traced)."""
-    xs, ys = _grid(feat, generator.strides[level], 0.0)
+def _image_stride(feat: Tensor, images: Tensor) -> tuple[Tensor, Tensor]:
+    """torchvision's stride of a level: ``(W_img // W_l, H_img // H_l)`` as traced float scalars."""
+    w = torch.ones_like(images[0, 0, 0, :]).sum() / torch.ones_like(feat[0, 0, 0, :]).sum()
+    h = torch.ones_like(images[0, 0, :, 0]).sum() / torch.ones_like(feat[0, 0, :, 0]).sum()
+    return w.floor(), h.floor()
+
+
+def _grid_anchors(feat: Tensor, generator: AnchorGenerator | TorchvisionAnchorGenerator, level: int,
+                  images: Tensor | None = None) -> Tensor:
+    """The ``(H * W * A, 4)`` anchors of ``level`` for ``feat (B, C, H, W)``, in prior order (traced).
+
+    A generator that ``uses_pad_shape`` (:class:`TorchvisionAnchorGenerator`) takes its stride from
+    ``images (B, 3, H, W)``, the graph input, so the graph reproduces it at every input size.
+    """
+    if getattr(generator, "uses_pad_shape", False):
+        if images is None:
+            raise ConfigError(f"{type(generator).__name__}: the export graph needs the input images to place anchors")
+        stride = _image_stride(feat, images)
+    else:
+        stride = generator.strides[level]
+    xs, ys = _grid(feat, stride, 0.0)
     base = generator.base_anchors[level].to(feat)  # (A, 4)
     return (torch.stack([xs, ys, xs, ys], dim=-1)[:, None, :] + base[None]).reshape(-1, 4)
 
@@ -212,7 +230,7 @@ class DeployDetector(nn.Module):
         if not self.postprocess:
             return tuple(t.contiguous() for group in outs for t in group)
         if isinstance(head, RetinaHead):
-            cand = self._retina_candidates(head, *outs)
+            cand = self._retina_candidates(head, *outs, images=images)
         else:
             cand = self._fcos_candidates(head, *outs)
         boxes, scores, labels = (torch.cat(parts, dim=1) for parts in zip(*cand))
@@ -231,12 +249,12 @@ class DeployDetector(nn.Module):
         thr = _logit_threshold(self.cfg.score_thr)
         return vals > thr if math.isfinite(thr) else vals > -math.inf
 
-    def _retina_candidates(self, head: RetinaHead, cls_scores: list[Tensor],
-                           bbox_preds: list[Tensor]) -> list[tuple[Tensor, Tensor, Tensor]]:
+    def _retina_candidates(self, head: RetinaHead, cls_scores: list[Tensor], bbox_preds: list[Tensor],
+                           images: Tensor) -> list[tuple[Tensor, Tensor, Tensor]]:
         out = []
         gen = head.anchor_generator
         for level, (cls, reg) in enumerate(zip(cls_scores, bbox_preds)):
-            anchors = _grid_anchors(cls, gen, level)
+            anchors = _grid_anchors(cls, gen, level, images)
             vals, prior, labels = self._topk(_per_prior(cls, head.num_classes).flatten(1), head.num_classes)
             deltas = self._gather(_per_prior(reg, 4), prior)  # (B, k, 4)
             priors = self._gather(anchors[None].expand(cls.shape[0], -1, -1), prior)

@@ -134,7 +134,8 @@ class FCOSHead(nn.Module):
         init_dense_head(self, self.conv_cls)
         self._points = PriorCache(self._make_points)
 
-    def _make_points(self, sizes: list[tuple[int, int]], dtype: torch.dtype, device: torch.device) -> list[Tensor]:
+    def _make_points(self, sizes: list[tuple[int, int]], dtype: torch.dtype, device: torch.device,
+                     pad_shape: tuple[int, int] | None = None) -> list[Tensor]:
         """[points (N, 2), strides (N,), regress ranges (N, 2), level 0 points, level 1 points, ...]."""
         levels = self.prior_generator.grid_priors(sizes, dtype=dtype, device=device)
         strides = torch.cat([torch.full((len(p),), float(s), dtype=dtype, device=device)
