@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from detcli.errors import ConfigError
 from detcli.models.detector import SingleStageDetector
 from detcli.models.fcos import FCOS, FCOSHead
-from detcli.models.priors import AnchorGenerator, TorchvisionAnchorGenerator
+from detcli.models.priors import AnchorGenerator, MlvlPointGenerator, TorchvisionAnchorGenerator
 from detcli.models.retinanet import RetinaHead, RetinaNet
 from detcli.models.two_stage import FasterRCNN, MaskRCNN, TwoStageDetector
 
@@ -232,7 +232,7 @@ class DeployDetector(nn.Module):
         if isinstance(head, RetinaHead):
             cand = self._retina_candidates(head, *outs, images=images)
         else:
-            cand = self._fcos_candidates(head, *outs)
+            cand = self._fcos_candidates(head, *outs, images=images)
         boxes, scores, labels = (torch.cat(parts, dim=1) for parts in zip(*cand))
         return self._nms(boxes, scores, labels, images, head.num_classes)
 
@@ -263,20 +263,32 @@ class DeployDetector(nn.Module):
         return out
 
     def _fcos_candidates(self, head: FCOSHead, cls_scores: list[Tensor], bbox_preds: list[Tensor],
-                         centernesses: list[Tensor]) -> list[tuple[Tensor, Tensor, Tensor]]:
+                         centernesses: list[Tensor], images: Tensor) -> list[tuple[Tensor, Tensor, Tensor]]:
         out = []
+        gen = head.prior_generator
         for level, (cls, reg, ctr) in enumerate(zip(cls_scores, bbox_preds, centernesses)):
-            stride = head.prior_generator.strides[level]
-            xs, ys = _grid(cls, stride, head.prior_generator.offset)
-            points = torch.stack([xs, ys], dim=-1)  # (HW, 2)
-            vals, prior, labels = self._topk(_per_prior(cls, head.num_classes).flatten(1), head.num_classes)
+            if isinstance(gen, MlvlPointGenerator):
+                xs, ys = _grid(cls, gen.strides[level], gen.offset)
+                points = torch.stack([xs, ys], dim=-1)  # (HW, 2)
+            else:  # one anchor per location: its centre
+                anchors = _grid_anchors(cls, gen, level, images)  # (HW, 4)
+                points = (anchors[:, :2] + anchors[:, 2:]) / 2
+            if head.centerness_score == "geometric_mean":
+                # torchvision: threshold and top-k on sqrt(p_cls * p_ctr)
+                scores = torch.sqrt(_per_prior(cls, head.num_classes).sigmoid() * _per_prior(ctr, 1).sigmoid())
+                vals, prior, labels = self._topk(scores.flatten(1), head.num_classes)
+                thr = self.cfg.score_thr
+                final = torch.where(vals > thr if thr > 0 else vals > -math.inf, vals, -1.0)
+            else:
+                vals, prior, labels = self._topk(_per_prior(cls, head.num_classes).flatten(1), head.num_classes)
+                centerness = self._gather(_per_prior(ctr, 1), prior)[..., 0].sigmoid()  # (B, k)
+                final = torch.where(self._valid(vals), vals.sigmoid() * centerness, -1.0)
             dist = self._gather(_per_prior(reg, 4), prior)  # (B, k, 4)
             if head.norm_on_bbox:
                 dist = dist * head.strides[level]
-            centerness = self._gather(_per_prior(ctr, 1), prior)[..., 0].sigmoid()  # (B, k)
             pts = self._gather(points[None].expand(cls.shape[0], -1, -1), prior)
             boxes = head.bbox_coder.decode(pts, dist)
-            out.append((boxes, torch.where(self._valid(vals), vals.sigmoid() * centerness, -1.0), labels))
+            out.append((boxes, final, labels))
         return out
 
     # ------------------------------------------------------------------ NMS and top max_per_img
