@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from detcli.models.necks.fpn import conv_module
 from detcli.ops import batched_nms, nms
-from detcli.structures import Boxes, Detections, GroundTruth
+from detcli.structures import Boxes, Detections, GroundTruth, ImageBatch
 
 
 def reduce_mean(value: float, device: torch.device) -> float:
@@ -122,21 +122,30 @@ def valid_anchors(anchor_generator: Any, anchors: Tensor, featmap_sizes: Sequenc
 
 
 class PriorCache:
-    """Memo of priors keyed by feature-map sizes, device, dtype and inference mode (last 8 kept)."""
+    """Memo of priors keyed by feature-map sizes, padded batch shape (only for generators whose
+    ``uses_pad_shape``, e.g. :class:`~detcli.models.priors.TorchvisionAnchorGenerator`; else None),
+    device, dtype and inference mode (last 8 kept)."""
 
-    def __init__(self, make: Callable[[list[tuple[int, int]], torch.dtype, torch.device], list[Tensor]]) -> None:
+    def __init__(self, make: Callable[[list[tuple[int, int]], torch.dtype, torch.device, tuple[int, int] | None],
+                                      list[Tensor]]) -> None:
         self._make = make
         self._store: OrderedDict[tuple, list[Tensor]] = OrderedDict()
 
-    def get(self, featmap_sizes: list[tuple[int, int]], dtype: torch.dtype, device: torch.device) -> list[Tensor]:
-        key = (tuple(featmap_sizes), str(device), dtype, torch.is_inference_mode_enabled())
+    def get(self, featmap_sizes: list[tuple[int, int]], dtype: torch.dtype, device: torch.device,
+            pad_shape: tuple[int, int] | None = None) -> list[Tensor]:
+        key = (tuple(featmap_sizes), pad_shape, str(device), dtype, torch.is_inference_mode_enabled())
         hit = self._store.get(key)
         if hit is None:
-            hit = self._make(featmap_sizes, dtype, device)
+            hit = self._make(featmap_sizes, dtype, device, pad_shape)
             self._store[key] = hit
             if len(self._store) > 8:
                 self._store.popitem(last=False)
         return hit
+
+
+def prior_pad_shape(generator: Any, images: ImageBatch) -> tuple[int, int] | None:
+    """The padded batch ``(H, W)`` of ``images`` when ``generator`` places priors by it, else None."""
+    return tuple(images.tensor.shape[-2:]) if getattr(generator, "uses_pad_shape", False) else None
 
 
 def flatten_levels(maps: Sequence[Tensor], channels: int) -> Tensor:

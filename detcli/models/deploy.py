@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from detcli.errors import ConfigError
 from detcli.models.detector import SingleStageDetector
 from detcli.models.fcos import FCOS, FCOSHead
-from detcli.models.priors import AnchorGenerator
+from detcli.models.priors import AnchorGenerator, MlvlPointGenerator, TorchvisionAnchorGenerator
 from detcli.models.retinanet import RetinaHead, RetinaNet
 from detcli.models.two_stage import FasterRCNN, MaskRCNN, TwoStageDetector
 
@@ -85,7 +85,7 @@ def _arange_like(x: Tensor) -> Tensor:
     return torch.ones_like(x).cumsum(0) - 1
 
 
-def _grid(feat: Tensor, stride: tuple[float, float], offset: float) -> tuple[Tensor, Tensor]:
+def _grid(feat: Tensor, stride: tuple[float, float] | tuple[Tensor, Tensor], offset: float) -> tuple[Tensor, Tensor]:
     """Row-major ``(xs, ys)`` of shape ``(H * W,)`` at ``(x + offset) * stride`` for ``feat (B, C, H, W)``."""
     xs = (_arange_like(feat[0, 0, 0, :]) + offset) * stride[0]  # (W,)
     ys = (_arange_like(feat[0, 0, :, 0]) + offset) * stride[1]  # (H,)
@@ -94,9 +94,27 @@ def _grid(feat: Tensor, stride: tuple[float, float], offset: float) -> tuple[Ten
     return xx.reshape(-1), yy.reshape(-1)
 
 
-def _grid_anchors(feat: Tensor, generator: AnchorGenerator, level: int) -> Tensor:
-    """The ``(H * W * A, 4)`` anchors of ``level`` for ``feat (B, C, H, W)``, in prior order (traced)."""
-    xs, ys = _grid(feat, generator.strides[level], 0.0)
+def _image_stride(feat: Tensor, images: Tensor) -> tuple[Tensor, Tensor]:
+    """torchvision's stride of a level: ``(W_img // W_l, H_img // H_l)`` as traced float scalars."""
+    w = torch.ones_like(images[0, 0, 0, :]).sum() / torch.ones_like(feat[0, 0, 0, :]).sum()
+    h = torch.ones_like(images[0, 0, :, 0]).sum() / torch.ones_like(feat[0, 0, :, 0]).sum()
+    return w.floor(), h.floor()
+
+
+def _grid_anchors(feat: Tensor, generator: AnchorGenerator | TorchvisionAnchorGenerator, level: int,
+                  images: Tensor | None = None) -> Tensor:
+    """The ``(H * W * A, 4)`` anchors of ``level`` for ``feat (B, C, H, W)``, in prior order (traced).
+
+    A generator that ``uses_pad_shape`` (:class:`TorchvisionAnchorGenerator`) takes its stride from
+    ``images (B, 3, H, W)``, the graph input, so the graph reproduces it at every input size.
+    """
+    if getattr(generator, "uses_pad_shape", False):
+        if images is None:
+            raise ConfigError(f"{type(generator).__name__}: the export graph needs the input images to place anchors")
+        stride = _image_stride(feat, images)
+    else:
+        stride = generator.strides[level]
+    xs, ys = _grid(feat, stride, 0.0)
     base = generator.base_anchors[level].to(feat)  # (A, 4)
     return (torch.stack([xs, ys, xs, ys], dim=-1)[:, None, :] + base[None]).reshape(-1, 4)
 
@@ -212,9 +230,9 @@ class DeployDetector(nn.Module):
         if not self.postprocess:
             return tuple(t.contiguous() for group in outs for t in group)
         if isinstance(head, RetinaHead):
-            cand = self._retina_candidates(head, *outs)
+            cand = self._retina_candidates(head, *outs, images=images)
         else:
-            cand = self._fcos_candidates(head, *outs)
+            cand = self._fcos_candidates(head, *outs, images=images)
         boxes, scores, labels = (torch.cat(parts, dim=1) for parts in zip(*cand))
         return self._nms(boxes, scores, labels, images, head.num_classes)
 
@@ -231,12 +249,12 @@ class DeployDetector(nn.Module):
         thr = _logit_threshold(self.cfg.score_thr)
         return vals > thr if math.isfinite(thr) else vals > -math.inf
 
-    def _retina_candidates(self, head: RetinaHead, cls_scores: list[Tensor],
-                           bbox_preds: list[Tensor]) -> list[tuple[Tensor, Tensor, Tensor]]:
+    def _retina_candidates(self, head: RetinaHead, cls_scores: list[Tensor], bbox_preds: list[Tensor],
+                           images: Tensor) -> list[tuple[Tensor, Tensor, Tensor]]:
         out = []
         gen = head.anchor_generator
         for level, (cls, reg) in enumerate(zip(cls_scores, bbox_preds)):
-            anchors = _grid_anchors(cls, gen, level)
+            anchors = _grid_anchors(cls, gen, level, images)
             vals, prior, labels = self._topk(_per_prior(cls, head.num_classes).flatten(1), head.num_classes)
             deltas = self._gather(_per_prior(reg, 4), prior)  # (B, k, 4)
             priors = self._gather(anchors[None].expand(cls.shape[0], -1, -1), prior)
@@ -245,20 +263,32 @@ class DeployDetector(nn.Module):
         return out
 
     def _fcos_candidates(self, head: FCOSHead, cls_scores: list[Tensor], bbox_preds: list[Tensor],
-                         centernesses: list[Tensor]) -> list[tuple[Tensor, Tensor, Tensor]]:
+                         centernesses: list[Tensor], images: Tensor) -> list[tuple[Tensor, Tensor, Tensor]]:
         out = []
+        gen = head.prior_generator
         for level, (cls, reg, ctr) in enumerate(zip(cls_scores, bbox_preds, centernesses)):
-            stride = head.prior_generator.strides[level]
-            xs, ys = _grid(cls, stride, head.prior_generator.offset)
-            points = torch.stack([xs, ys], dim=-1)  # (HW, 2)
-            vals, prior, labels = self._topk(_per_prior(cls, head.num_classes).flatten(1), head.num_classes)
+            if isinstance(gen, MlvlPointGenerator):
+                xs, ys = _grid(cls, gen.strides[level], gen.offset)
+                points = torch.stack([xs, ys], dim=-1)  # (HW, 2)
+            else:  # one anchor per location: its centre
+                anchors = _grid_anchors(cls, gen, level, images)  # (HW, 4)
+                points = (anchors[:, :2] + anchors[:, 2:]) / 2
+            if head.centerness_score == "geometric_mean":
+                # torchvision: threshold and top-k on sqrt(p_cls * p_ctr)
+                scores = torch.sqrt(_per_prior(cls, head.num_classes).sigmoid() * _per_prior(ctr, 1).sigmoid())
+                vals, prior, labels = self._topk(scores.flatten(1), head.num_classes)
+                thr = self.cfg.score_thr
+                final = torch.where(vals > thr if thr > 0 else vals > -math.inf, vals, -1.0)
+            else:
+                vals, prior, labels = self._topk(_per_prior(cls, head.num_classes).flatten(1), head.num_classes)
+                centerness = self._gather(_per_prior(ctr, 1), prior)[..., 0].sigmoid()  # (B, k)
+                final = torch.where(self._valid(vals), vals.sigmoid() * centerness, -1.0)
             dist = self._gather(_per_prior(reg, 4), prior)  # (B, k, 4)
             if head.norm_on_bbox:
                 dist = dist * head.strides[level]
-            centerness = self._gather(_per_prior(ctr, 1), prior)[..., 0].sigmoid()  # (B, k)
             pts = self._gather(points[None].expand(cls.shape[0], -1, -1), prior)
             boxes = head.bbox_coder.decode(pts, dist)
-            out.append((boxes, torch.where(self._valid(vals), vals.sigmoid() * centerness, -1.0), labels))
+            out.append((boxes, final, labels))
         return out
 
     # ------------------------------------------------------------------ NMS and top max_per_img

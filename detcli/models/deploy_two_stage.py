@@ -143,7 +143,7 @@ class DeployTwoStage(nn.Module):
         cls_scores, bbox_preds = rpn(feats)
         boxes_l, scores_l, level_l = [], [], []
         for level, (cls, reg) in enumerate(zip(cls_scores, bbox_preds)):
-            anchors = _grid_anchors(cls, gen, level)
+            anchors = _grid_anchors(cls, gen, level, images)
             vals, idx = topk_padded(_per_prior(cls, 1)[..., 0], cfg.nms_pre)  # (B, k)
             deltas = gather_padded(_per_prior(reg, 4), idx, cfg.nms_pre)
             priors = gather_padded(anchors[None].expand(cls.shape[0], -1, -1), idx, cfg.nms_pre)

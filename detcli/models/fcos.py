@@ -6,6 +6,7 @@ Input: ``ImageBatch.tensor (B, 3, H, W)`` normalised, padded; boxes ``(x1, y1, x
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -24,6 +25,7 @@ from detcli.models.dense_utils import (
     logit_threshold,
     nms_detections,
     pad_ground_truth,
+    prior_pad_shape,
     select_candidates,
 )
 from detcli.models.detector import (
@@ -32,13 +34,15 @@ from detcli.models.detector import (
     SingleStageDetector,
 )
 from detcli.models.losses import CrossEntropyLoss, FocalLoss, IoULoss, centerness_target
-from detcli.models.priors import MlvlPointGenerator
+from detcli.models.priors import MlvlPointGenerator, TorchvisionAnchorGenerator
 from detcli.registry import DETECTORS, HEADS
 from detcli.structures import Detections, GroundTruth, ImageBatch
 
 #: Area standing for "this point matches no ground truth".
 INF = 1e8
 DEFAULT_REGRESS_RANGES = ((-1, 64), (64, 128), (128, 256), (256, 512), (512, INF))
+#: how class and centerness probabilities make the test score (``FCOSHead.centerness_score``)
+CENTERNESS_SCORES = ("product", "geometric_mean")
 
 
 class Scale(nn.Module):
@@ -70,6 +74,15 @@ class FCOSHead(nn.Module):
         dcn_on_last_conv: deformable last tower conv; not supported (must be False).
         conv_bias: bias in tower convs: ``'auto'`` (only without norm) or a bool.
         norm_cfg: tower norm, ``{type: GN, num_groups: 32, requires_grad: true}`` or None.
+        use_scale: a learnable :class:`Scale` per level on the distances (mmdet); False: none (fixed
+            1, torchvision's FCOS).
+        centerness_score: test score of a (point, class): ``'product'`` (mmdet: the class probability
+            is thresholded and top-k'd alone, then multiplied by the centerness probability) or
+            ``'geometric_mean'`` (torchvision: ``sqrt(sigmoid(cls) * sigmoid(ctr))`` is thresholded
+            by ``score_thr`` and top-k'd).
+        prior_generator: built point generator (default ``MlvlPointGenerator(strides)``, points at the
+            cell centres), or a generator with one anchor per location whose anchor centres are the
+            points (:class:`TorchvisionAnchorGenerator`: ``x * stride`` with torchvision's strides).
         bbox_coder: built :class:`DistancePointBBoxCoder` (default).
         loss_cls: built classification loss (default FocalLoss).
         loss_bbox: built box loss on decoded boxes (default IoULoss).
@@ -95,6 +108,9 @@ class FCOSHead(nn.Module):
         dcn_on_last_conv: bool = False,
         conv_bias: bool | str = "auto",
         norm_cfg: Mapping[str, Any] | None = None,
+        use_scale: bool = True,
+        centerness_score: str = "product",
+        prior_generator: MlvlPointGenerator | TorchvisionAnchorGenerator | None = None,
         bbox_coder: DistancePointBBoxCoder | None = None,
         loss_cls: nn.Module | None = None,
         loss_bbox: nn.Module | None = None,
@@ -117,7 +133,13 @@ class FCOSHead(nn.Module):
         self.center_sample_radius = float(center_sample_radius)
         self.norm_on_bbox = norm_on_bbox
         self.centerness_on_reg = centerness_on_reg
-        self.prior_generator = MlvlPointGenerator(self.strides)
+        if centerness_score not in CENTERNESS_SCORES:
+            raise ConfigError(f"FCOSHead centerness_score must be one of {CENTERNESS_SCORES}, got {centerness_score!r}")
+        self.centerness_score = centerness_score
+        self.prior_generator = prior_generator or MlvlPointGenerator(self.strides)
+        if self.prior_generator.num_levels != len(self.strides) or set(self.prior_generator.num_base_priors) != {1}:
+            raise ConfigError(f"FCOSHead prior_generator needs {len(self.strides)} levels with one prior per "
+                              f"location, got {self.prior_generator!r}")
         self.bbox_coder = bbox_coder or DistancePointBBoxCoder()
         self.loss_cls = loss_cls if loss_cls is not None else FocalLoss()
         self.loss_bbox = loss_bbox if loss_bbox is not None else IoULoss()
@@ -130,13 +152,16 @@ class FCOSHead(nn.Module):
         self.conv_cls = nn.Conv2d(tower_out, num_classes, 3, padding=1)
         self.conv_reg = nn.Conv2d(tower_out, 4, 3, padding=1)
         self.conv_centerness = nn.Conv2d(tower_out, 1, 3, padding=1)
-        self.scales = nn.ModuleList([Scale(1.0) for _ in self.strides])
+        self.scales = nn.ModuleList([Scale(1.0) if use_scale else nn.Identity() for _ in self.strides])
         init_dense_head(self, self.conv_cls)
         self._points = PriorCache(self._make_points)
 
-    def _make_points(self, sizes: list[tuple[int, int]], dtype: torch.dtype, device: torch.device) -> list[Tensor]:
+    def _make_points(self, sizes: list[tuple[int, int]], dtype: torch.dtype, device: torch.device,
+                     pad_shape: tuple[int, int] | None = None) -> list[Tensor]:
         """[points (N, 2), strides (N,), regress ranges (N, 2), level 0 points, level 1 points, ...]."""
-        levels = self.prior_generator.grid_priors(sizes, dtype=dtype, device=device)
+        levels = self.prior_generator.grid_priors(sizes, dtype=dtype, device=device, pad_shape=pad_shape)
+        if levels and levels[0].shape[1] == 4:  # anchors (one per location): their centres are the points
+            levels = [(a[:, :2] + a[:, 2:]) / 2 for a in levels]
         strides = torch.cat([torch.full((len(p),), float(s), dtype=dtype, device=device)
                              for p, s in zip(levels, self.strides)])
         ranges = torch.cat([torch.tensor(r, dtype=dtype, device=device).expand(len(p), 2)
@@ -152,7 +177,9 @@ class FCOSHead(nn.Module):
             cls_feat = self.cls_convs(x)
             reg_feat = self.reg_convs(x)
             cls_scores.append(self.conv_cls(cls_feat))
-            dist = scale(self.conv_reg(reg_feat)).float()
+            dist = scale(self.conv_reg(reg_feat))
+            if dist.dtype in (torch.float16, torch.bfloat16):  # distances (and exp) in float32 at least
+                dist = dist.float()
             bbox_preds.append(dist.clamp(min=0) if self.norm_on_bbox else dist.exp())
             centernesses.append(self.conv_centerness(reg_feat if self.centerness_on_reg else cls_feat))
         return cls_scores, bbox_preds, centernesses
@@ -163,7 +190,8 @@ class FCOSHead(nn.Module):
         their sum, ``loss_centerness`` / ``num_pos`` (``num_pos`` at least 1)."""
         cls_scores, bbox_preds, centernesses = self(feats)
         sizes = [tuple(c.shape[-2:]) for c in cls_scores]
-        points, strides, ranges = self._points.get(sizes, bbox_preds[0].dtype, bbox_preds[0].device)[:3]
+        points, strides, ranges = self._points.get(sizes, bbox_preds[0].dtype, bbox_preds[0].device,
+                                                  prior_pad_shape(self.prior_generator, images))[:3]
         labels, bbox_targets = self.get_targets(points, strides, ranges, targets)  # (B, N), (B, N, 4)
         cls_flat = flatten_levels(cls_scores, self.num_classes).reshape(-1, self.num_classes)  # (B * N, C)
         labels = labels.reshape(-1)  # (B * N,)
@@ -231,25 +259,32 @@ class FCOSHead(nn.Module):
         return labels, bbox_targets
 
     def predict(self, feats: tuple[Tensor, ...], images: ImageBatch, test_cfg: DenseTestConfig) -> list[Detections]:
-        """Per level top ``nms_pre`` points above ``score_thr`` (class score alone), decoded; scores
-        are multiplied by the centerness, then class-aware NMS."""
+        """Per level top ``nms_pre`` points above ``score_thr`` (class score alone, or the geometric
+        mean with the centerness, see ``centerness_score``), decoded; class-aware NMS."""
         cls_scores, bbox_preds, centernesses = self(feats)
         sizes = [tuple(c.shape[-2:]) for c in cls_scores]
-        points_per_level = self._points.get(sizes, bbox_preds[0].dtype, bbox_preds[0].device)[3:]
-        thr = logit_threshold(test_cfg.score_thr)
+        points_per_level = self._points.get(sizes, bbox_preds[0].dtype, bbox_preds[0].device,
+                                           prior_pad_shape(self.prior_generator, images))[3:]
+        geometric = self.centerness_score == "geometric_mean"
+        thr = (test_cfg.score_thr if test_cfg.score_thr > 0 else -math.inf) if geometric else logit_threshold(test_cfg.score_thr)
         results = []
         for i, image_size in enumerate(images.image_sizes):
             boxes_all, scores_all, labels_all = [], [], []
             for level, points in enumerate(points_per_level):
                 # keep the top candidates above the threshold
                 logits_all = level_of_image(cls_scores[level], i, self.num_classes)  # (HW, C)
-                inds, labels, logits = select_candidates(logits_all, thr, test_cfg.nms_pre)
+                centerness_all = level_of_image(centernesses[level], i, 1).sigmoid()  # (HW, 1)
+                if geometric:
+                    scores_level = torch.sqrt(logits_all.sigmoid() * centerness_all)  # (HW, C)
+                    inds, labels, scores = select_candidates(scores_level, thr, test_cfg.nms_pre)
+                else:
+                    inds, labels, logits = select_candidates(logits_all, thr, test_cfg.nms_pre)
+                    scores = logits.sigmoid() * centerness_all[inds, 0]
                 dist = level_of_image(bbox_preds[level], i, 4)[inds]  # (P, 4)
                 if self.norm_on_bbox:
                     dist = dist * self.strides[level]
-                centerness = level_of_image(centernesses[level], i, 1)[inds, 0].sigmoid()  # (P,)
                 boxes_all.append(self.bbox_coder.decode(points[inds], dist, max_shape=image_size))
-                scores_all.append(logits.sigmoid() * centerness)
+                scores_all.append(scores)
                 labels_all.append(labels)
             results.append(nms_detections(
                 torch.cat(boxes_all), torch.cat(scores_all), torch.cat(labels_all), image_size,

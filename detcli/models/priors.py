@@ -1,6 +1,7 @@
 """Prior generators: anchors (RetinaNet) and points (FCOS) on a pyramid of feature maps.
 
-Conventions (mmdet 2.x ``AnchorGenerator`` / ``MlvlPointGenerator``):
+Conventions (mmdet 2.x ``AnchorGenerator`` / ``MlvlPointGenerator``; :class:`TorchvisionAnchorGenerator`
+reproduces torchvision's ``AnchorGenerator`` instead, see its docstring):
 
 - priors of one level are ordered row-major over the feature map (y outer, x inner), then by base
   anchor, so the index of anchor ``a`` at location ``(y, x)`` is ``(y * W + x) * A + a``;
@@ -63,6 +64,9 @@ class AnchorGenerator:
                 [-4.5000, 11.5000,  4.5000, 20.5000],
                 [11.5000, 11.5000, 20.5000, 20.5000]])
     """
+
+    #: strides are fixed: the padded batch shape does not change the priors
+    uses_pad_shape = False
 
     def __init__(
         self,
@@ -139,8 +143,11 @@ class AnchorGenerator:
         return (shifts[:, None, :] + base[None, :, :]).reshape(-1, 4)  # (HW * A, 4)
 
     def grid_priors(self, featmap_sizes: Sequence[tuple[int, int]], dtype: torch.dtype = torch.float32,
-                    device: torch.device | str = "cpu") -> list[Tensor]:
-        """Anchors of every level: a list of ``Tensor[H_l * W_l * A, 4]`` (x1, y1, x2, y2)."""
+                    device: torch.device | str = "cpu", pad_shape: tuple[int, int] | None = None) -> list[Tensor]:
+        """Anchors of every level: a list of ``Tensor[H_l * W_l * A, 4]`` (x1, y1, x2, y2).
+
+        ``pad_shape`` (the padded batch ``(H, W)``) is unused: strides are fixed (``uses_pad_shape``).
+        """
         if len(featmap_sizes) != self.num_levels:
             raise ValueError(f"got {len(featmap_sizes)} feature maps for {self.num_levels} anchor levels")
         return [self.single_level_grid_priors(tuple(s), i, dtype, device) for i, s in enumerate(featmap_sizes)]
@@ -186,6 +193,9 @@ class MlvlPointGenerator:
                 [24., 24.]])
     """
 
+    #: strides are fixed: the padded batch shape does not change the points
+    uses_pad_shape = False
+
     def __init__(self, strides: Sequence[_Stride], offset: float = 0.5) -> None:
         self.strides = [_pair(s) for s in strides]
         self.offset = float(offset)
@@ -209,8 +219,12 @@ class MlvlPointGenerator:
         return torch.stack([xs, ys, torch.full_like(xs, stride[0]), torch.full_like(ys, stride[1])], dim=-1)
 
     def grid_priors(self, featmap_sizes: Sequence[tuple[int, int]], dtype: torch.dtype = torch.float32,
-                    device: torch.device | str = "cpu", with_stride: bool = False) -> list[Tensor]:
-        """Points of every level: a list of ``Tensor[H_l * W_l, 2]`` (or 4 columns ``with_stride``)."""
+                    device: torch.device | str = "cpu", with_stride: bool = False,
+                    pad_shape: tuple[int, int] | None = None) -> list[Tensor]:
+        """Points of every level: a list of ``Tensor[H_l * W_l, 2]`` (or 4 columns ``with_stride``).
+
+        ``pad_shape`` is unused: strides are fixed (``uses_pad_shape``).
+        """
         if len(featmap_sizes) != self.num_levels:
             raise ValueError(f"got {len(featmap_sizes)} feature maps for {self.num_levels} point levels")
         return [self.single_level_grid_priors(tuple(s), i, dtype, device, with_stride)
@@ -218,3 +232,130 @@ class MlvlPointGenerator:
 
     def __repr__(self) -> str:
         return f"MlvlPointGenerator(strides={self.strides}, offset={self.offset})"
+
+
+@PRIOR_GENERATORS.register()
+class TorchvisionAnchorGenerator:
+    """Anchors exactly as torchvision's ``AnchorGenerator`` makes them (its detection models' priors).
+
+    Differences from :class:`AnchorGenerator` (mmdet), all reproduced here:
+
+    - base anchors are ``round([-w, -h, w, h] / 2)`` with ``w = size / sqrt(r)``, ``h = size * sqrt(r)``
+      (computed in float32, then cast), ordered ratio-major: anchor ``a = i_ratio * len(sizes) + i_size``;
+    - a location ``(x, y)`` shifts them by ``(x * stride_w, y * stride_h)`` (no centre offset);
+    - the stride of a level is ``pad_shape // featmap_size`` per axis (integer division of the padded
+      batch shape, e.g. 800 // 13 = 61 on P6 of an 800-pixel-high batch) when ``pad_shape`` is given
+      and ``image_strides`` is on; the nominal ``strides`` otherwise;
+    - every anchor is valid (:meth:`valid_flags`): torchvision assigns all of them.
+
+    Args:
+        sizes: per level, the anchor sizes (square-root of the area) in pixels.
+        aspect_ratios: height / width ratios, shared by all levels, or one list per level.
+        strides: per level, the nominal stride (used without ``pad_shape`` and by ``det optimize-anchors``
+            diagnostics; torchvision has none).
+        image_strides: derive the strides from the padded batch shape like torchvision.
+
+    Example:
+        >>> gen = TorchvisionAnchorGenerator([[32]], [0.5, 1.0], [8])
+        >>> gen.base_anchors[0]
+        tensor([[-23., -11.,  23.,  11.],
+                [-16., -16.,  16.,  16.]])
+        >>> gen.grid_priors([(1, 2)], pad_shape=(8, 18))[0]  # stride 18 // 2 = 9 along x
+        tensor([[-23., -11.,  23.,  11.],
+                [-16., -16.,  16.,  16.],
+                [-14., -11.,  32.,  11.],
+                [ -7., -16.,  25.,  16.]])
+    """
+
+    #: the strides follow the padded batch shape (pass ``pad_shape``) when ``image_strides`` is on
+    uses_pad_shape = True
+
+    def __init__(
+        self,
+        sizes: Sequence[Sequence[float]],
+        aspect_ratios: Sequence[float] | Sequence[Sequence[float]],
+        strides: Sequence[int],
+        image_strides: bool = True,
+    ) -> None:
+        if len(sizes) != len(strides):
+            raise ValueError(f"sizes has {len(sizes)} levels but there are {len(strides)} strides")
+        if not sizes or any(len(s) == 0 for s in sizes):
+            raise ValueError(f"every level needs at least one anchor size, got sizes={sizes!r}")
+        if len(aspect_ratios) and isinstance(aspect_ratios[0], (list, tuple)):
+            per_level = [[float(r) for r in level] for level in aspect_ratios]  # type: ignore[union-attr]
+            if len(per_level) != len(sizes):
+                raise ValueError(f"aspect_ratios has {len(per_level)} levels but sizes has {len(sizes)}")
+        else:
+            per_level = [[float(r) for r in aspect_ratios]] * len(sizes)  # type: ignore[arg-type]
+        if any(len(r) == 0 for r in per_level) or any(r <= 0 for level in per_level for r in level):
+            raise ValueError(f"aspect_ratios must be non-empty and positive, got {aspect_ratios!r}")
+        self.sizes = [[float(s) for s in level] for level in sizes]
+        self.aspect_ratios = per_level
+        self.strides = [(float(s), float(s)) for s in strides]
+        self.uses_pad_shape = bool(image_strides)
+        self.image_strides = bool(image_strides)
+        self.base_anchors = [self._base_anchors(s, r) for s, r in zip(self.sizes, self.aspect_ratios)]
+
+    @staticmethod
+    def _base_anchors(sizes: list[float], ratios: list[float]) -> Tensor:
+        """torchvision's ``generate_anchors``: ``(R * S, 4)`` rounded zero-centred anchors (float32)."""
+        scales = torch.as_tensor(sizes, dtype=torch.float32)
+        h_ratios = torch.sqrt(torch.as_tensor(ratios, dtype=torch.float32))
+        w_ratios = 1 / h_ratios
+        ws = (w_ratios[:, None] * scales[None, :]).reshape(-1)  # (R * S,)
+        hs = (h_ratios[:, None] * scales[None, :]).reshape(-1)
+        return (torch.stack([-ws, -hs, ws, hs], dim=1) / 2).round()
+
+    @property
+    def num_levels(self) -> int:
+        return len(self.strides)
+
+    @property
+    def num_base_priors(self) -> list[int]:
+        """Anchors per location, per level (``len(sizes[l]) * len(aspect_ratios[l])``)."""
+        return [b.shape[0] for b in self.base_anchors]
+
+    num_base_anchors = num_base_priors
+
+    def level_strides(self, featmap_sizes: Sequence[tuple[int, int]],
+                      pad_shape: tuple[int, int] | None = None) -> list[tuple[float, float]]:
+        """Per level ``(stride_w, stride_h)``: ``pad_shape // featmap_size`` (torchvision) when
+        ``pad_shape`` is given and ``image_strides`` is on, else the nominal strides."""
+        if pad_shape is None or not self.image_strides:
+            return list(self.strides)
+        return [(float(pad_shape[1] // max(w, 1)), float(pad_shape[0] // max(h, 1))) for h, w in featmap_sizes]
+
+    def single_level_grid_priors(self, featmap_size: tuple[int, int], level_idx: int,
+                                 dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu",
+                                 stride: tuple[float, float] | None = None) -> Tensor:
+        """Anchors ``(H * W * A, 4)`` of level ``level_idx`` at ``stride`` (default: the nominal one)."""
+        base = self.base_anchors[level_idx].to(device=device, dtype=dtype)  # (A, 4)
+        xs, ys = _grid(featmap_size, stride or self.strides[level_idx], 0.0, dtype, device)  # (HW,)
+        shifts = torch.stack([xs, ys, xs, ys], dim=-1)  # (HW, 4)
+        return (shifts[:, None, :] + base[None, :, :]).reshape(-1, 4)  # (HW * A, 4)
+
+    def grid_priors(self, featmap_sizes: Sequence[tuple[int, int]], dtype: torch.dtype = torch.float32,
+                    device: torch.device | str = "cpu", pad_shape: tuple[int, int] | None = None) -> list[Tensor]:
+        """Anchors of every level: a list of ``Tensor[H_l * W_l * A, 4]`` (x1, y1, x2, y2).
+
+        Args:
+            featmap_sizes: per level ``(H_l, W_l)``.
+            pad_shape: the padded batch ``(H, W)``; sets the strides like torchvision (see the class doc).
+        """
+        if len(featmap_sizes) != self.num_levels:
+            raise ValueError(f"got {len(featmap_sizes)} feature maps for {self.num_levels} anchor levels")
+        strides = self.level_strides(featmap_sizes, pad_shape)
+        return [self.single_level_grid_priors(tuple(s), i, dtype, device, strides[i])
+                for i, s in enumerate(featmap_sizes)]
+
+    grid_anchors = grid_priors
+
+    def valid_flags(self, featmap_sizes: Sequence[tuple[int, int]], pad_shape: tuple[int, int],
+                    device: torch.device | str = "cpu") -> list[Tensor]:
+        """Per level, an all-True ``Tensor[H_l * W_l * A]``: torchvision assigns every anchor."""
+        return [torch.ones(h * w * a, dtype=torch.bool, device=device)
+                for (h, w), a in zip(featmap_sizes, self.num_base_priors)]
+
+    def __repr__(self) -> str:
+        return (f"TorchvisionAnchorGenerator(sizes={self.sizes}, aspect_ratios={self.aspect_ratios}, "
+                f"strides={[int(s[0]) for s in self.strides]}, image_strides={self.image_strides})")

@@ -25,6 +25,7 @@ from detcli.models.dense_utils import (
     level_of_image,
     logit_threshold,
     nms_detections,
+    prior_pad_shape,
     select_candidates,
     valid_anchors,
 )
@@ -34,7 +35,7 @@ from detcli.models.detector import (
     SingleStageDetector,
 )
 from detcli.models.losses import FocalLoss, L1Loss
-from detcli.models.priors import AnchorGenerator
+from detcli.models.priors import AnchorGenerator, TorchvisionAnchorGenerator
 from detcli.registry import DETECTORS, HEADS
 from detcli.structures import Detections, GroundTruth, ImageBatch
 
@@ -51,7 +52,7 @@ class RetinaHead(nn.Module):
         feat_channels: channels of the tower convs.
         norm_cfg: norm of the tower convs (None in RetinaNet).
         anchor_generator: built :class:`AnchorGenerator` (default: octave_base_scale 4,
-            scales_per_octave 3, ratios 0.5/1/2, strides 8..128).
+            scales_per_octave 3, ratios 0.5/1/2, strides 8..128) or :class:`TorchvisionAnchorGenerator`.
         bbox_coder: built :class:`DeltaXYWHBBoxCoder` (default: means 0, stds 1).
         reg_decoded_bbox: regress decoded boxes (for IoU-type ``loss_bbox``) instead of deltas.
         loss_cls: built classification loss (default: FocalLoss gamma 2, alpha 0.25).
@@ -68,7 +69,7 @@ class RetinaHead(nn.Module):
         stacked_convs: int = 4,
         feat_channels: int = 256,
         norm_cfg: Mapping[str, Any] | None = None,
-        anchor_generator: AnchorGenerator | None = None,
+        anchor_generator: AnchorGenerator | TorchvisionAnchorGenerator | None = None,
         bbox_coder: DeltaXYWHBBoxCoder | None = None,
         reg_decoded_bbox: bool = False,
         loss_cls: nn.Module | None = None,
@@ -97,8 +98,9 @@ class RetinaHead(nn.Module):
         init_dense_head(self, self.retina_cls)
         self._anchors = PriorCache(self._make_anchors)
 
-    def _make_anchors(self, sizes: list[tuple[int, int]], dtype: torch.dtype, device: torch.device) -> list[Tensor]:
-        levels = self.anchor_generator.grid_priors(sizes, dtype=dtype, device=device)
+    def _make_anchors(self, sizes: list[tuple[int, int]], dtype: torch.dtype, device: torch.device,
+                      pad_shape: tuple[int, int] | None = None) -> list[Tensor]:
+        levels = self.anchor_generator.grid_priors(sizes, dtype=dtype, device=device, pad_shape=pad_shape)
         return [torch.cat(levels)] + levels  # [all (N, 4), level 0, level 1, ...]
 
     def forward(self, feats: tuple[Tensor, ...]) -> tuple[list[Tensor], list[Tensor]]:
@@ -115,7 +117,8 @@ class RetinaHead(nn.Module):
         divided by ``sum_i max(num_pos_i, 1)`` (mmdet's ``num_total_samples``)."""
         cls_scores, bbox_preds = self(feats)
         sizes = [tuple(c.shape[-2:]) for c in cls_scores]
-        anchors = self._anchors.get(sizes, cls_scores[0].dtype, cls_scores[0].device)[0]  # (N, 4)
+        anchors = self._anchors.get(sizes, cls_scores[0].dtype, cls_scores[0].device,
+                                   prior_pad_shape(self.anchor_generator, images))[0]  # (N, 4)
         labels, label_weights, pos_b, pos_n, pos_gt_boxes, avg_factor = self.get_targets(
             anchors, sizes, images, targets, train_cfg)
         cls_flat = flatten_levels(cls_scores, self.num_classes)  # (B, N, C)
@@ -171,7 +174,8 @@ class RetinaHead(nn.Module):
         """Per level top ``nms_pre`` candidates above ``score_thr``, decoded, then class-aware NMS."""
         cls_scores, bbox_preds = self(feats)
         sizes = [tuple(c.shape[-2:]) for c in cls_scores]
-        anchors_per_level = self._anchors.get(sizes, cls_scores[0].dtype, cls_scores[0].device)[1:]
+        anchors_per_level = self._anchors.get(sizes, cls_scores[0].dtype, cls_scores[0].device,
+                                             prior_pad_shape(self.anchor_generator, images))[1:]
         thr = logit_threshold(test_cfg.score_thr)
         results = []
         for i, image_size in enumerate(images.image_sizes):

@@ -24,11 +24,12 @@ from detcli.models.dense_utils import (
     PaddedGroundTruth,
     PriorCache,
     flatten_levels,
+    prior_pad_shape,
     valid_anchors,
 )
 from detcli.models.detector import check_keys
 from detcli.models.losses import CrossEntropyLoss, L1Loss
-from detcli.models.priors import AnchorGenerator
+from detcli.models.priors import AnchorGenerator, TorchvisionAnchorGenerator
 from detcli.models.samplers import RandomSampler
 from detcli.ops import batched_nms
 from detcli.registry import HEADS
@@ -123,7 +124,7 @@ class RPNHead(nn.Module):
         in_channels: int,
         feat_channels: int = 256,
         num_convs: int = 1,
-        anchor_generator: AnchorGenerator | None = None,
+        anchor_generator: AnchorGenerator | TorchvisionAnchorGenerator | None = None,
         bbox_coder: DeltaXYWHBBoxCoder | None = None,
         reg_decoded_bbox: bool = False,
         loss_cls: nn.Module | None = None,
@@ -161,13 +162,16 @@ class RPNHead(nn.Module):
                 nn.init.zeros_(m.bias)
         self._anchors = PriorCache(self._make_anchors)
 
-    def _make_anchors(self, sizes: list[tuple[int, int]], dtype: torch.dtype, device: torch.device) -> list[Tensor]:
-        levels = self.anchor_generator.grid_priors(sizes, dtype=dtype, device=device)
+    def _make_anchors(self, sizes: list[tuple[int, int]], dtype: torch.dtype, device: torch.device,
+                      pad_shape: tuple[int, int] | None = None) -> list[Tensor]:
+        levels = self.anchor_generator.grid_priors(sizes, dtype=dtype, device=device, pad_shape=pad_shape)
         return [torch.cat(levels)] + levels
 
-    def anchors(self, sizes: list[tuple[int, int]], like: Tensor) -> list[Tensor]:
-        """``[all (N, 4), level 0, level 1, ...]`` anchors for feature maps of ``sizes`` (cached)."""
-        return self._anchors.get(sizes, like.dtype, like.device)
+    def anchors(self, sizes: list[tuple[int, int]], like: Tensor, images: ImageBatch | None = None) -> list[Tensor]:
+        """``[all (N, 4), level 0, level 1, ...]`` anchors for feature maps of ``sizes`` (cached);
+        ``images`` gives the padded batch shape to generators that use it (torchvision's)."""
+        pad_shape = None if images is None else prior_pad_shape(self.anchor_generator, images)
+        return self._anchors.get(sizes, like.dtype, like.device, pad_shape)
 
     def forward(self, feats: tuple[Tensor, ...]) -> tuple[list[Tensor], list[Tensor]]:
         """Per-level objectness logits ``(B, A, H, W)`` and deltas ``(B, 4 A, H, W)``."""
@@ -185,7 +189,7 @@ class RPNHead(nn.Module):
         positives, both divided by ``sum_i max(P_i, 1) + max(Q_i, 1)`` (P positives, Q negatives).
         ``padded``: ``targets`` already padded on the features' device (padded here when None)."""
         sizes = [tuple(c.shape[-2:]) for c in cls_scores]
-        anchors = self.anchors(sizes, cls_scores[0])[0]  # (N, 4)
+        anchors = self.anchors(sizes, cls_scores[0], images)[0]  # (N, 4)
         with torch.no_grad():
             gt = PaddedGroundTruth.of(targets, anchors.device) if padded is None else padded
             prior_valid = valid_anchors(self.anchor_generator, anchors, sizes, images.image_sizes,
@@ -218,7 +222,7 @@ class RPNHead(nn.Module):
         """Proposals of every image: ``(boxes (k, 4), scores (k,))`` sorted by decreasing score,
         ``k <= cfg.max_per_img``, clipped to ``images.image_sizes[i]`` (detached from the graph)."""
         sizes = [tuple(c.shape[-2:]) for c in cls_scores]
-        anchors_per_level = self.anchors(sizes, cls_scores[0])[1:]
+        anchors_per_level = self.anchors(sizes, cls_scores[0], images)[1:]
         b = cls_scores[0].shape[0]
         boxes_l, scores_l, counts = [], [], []
         for level, anchors in enumerate(anchors_per_level):
