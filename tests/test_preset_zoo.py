@@ -22,6 +22,13 @@ PUBLISHED = {
     "fcos_r50_fpn_gn-head_1x_coco": (38.7, None),  # former name of the one above
     "retinanet_r50_fpn_1x_voc0712": (77.3, None),
 }
+#: torchvision's COCO_V1 detection weights (their meta ``_metrics``)
+TORCHVISION = {
+    "retinanet_r50_fpn_coco_tv": (36.4, None),
+    "fcos_r50_fpn_coco_tv": (39.2, None),
+    "faster_rcnn_r50_fpn_coco_tv": (37.0, None),
+    "mask_rcnn_r50_fpn_coco_tv": (37.9, 34.6),
+}
 FCOS_TRICKS = "fcos_center-normbbox-centeronreg-giou_r50_caffe_fpn_gn-head_1x_coco"
 
 
@@ -33,10 +40,14 @@ def load(name: str) -> dict:
 def test_every_zoo_entry_is_a_hashed_https_url_with_positive_ap(name: str) -> None:
     zoo = load(name).get("zoo")
     if zoo is None:
-        assert name not in PUBLISHED
+        assert name not in PUBLISHED and name not in TORCHVISION
         return
     url = zoo["url"]
     assert url.startswith("https://") and re.search(r"-[0-9a-f]{8}\.pth$", url), url
+    if name in TORCHVISION:
+        assert zoo["source"] == "torchvision" and url.startswith("https://download.pytorch.org/models/")
+        assert (zoo["box_ap"], zoo.get("mask_ap")) == TORCHVISION[name]
+        return
     assert zoo["source"] == "mmdet"
     # the file is named after the preset's mmdet config (the alias aside)
     assert url.rsplit("/", 1)[1].startswith(name) or name == "fcos_r50_fpn_gn-head_1x_coco"
@@ -48,7 +59,7 @@ def test_every_zoo_entry_is_a_hashed_https_url_with_positive_ap(name: str) -> No
 def test_mmdet_style_coco_presets_all_carry_zoo_entries() -> None:
     assert set(PUBLISHED) <= set(PRESETS)
     with_zoo = {name for name in PRESETS if "zoo" in load(name)}
-    assert with_zoo == set(PUBLISHED)
+    assert with_zoo == set(PUBLISHED) | (set(TORCHVISION) & set(PRESETS))
 
 
 def test_fcos_plain_preset_equals_mmdet_config() -> None:
