@@ -102,3 +102,38 @@ def test_label_rows() -> None:
         _label_rows(91, 80, 3)
     with pytest.raises(CheckpointError):
         _label_rows(91, 20, 0)
+
+
+def test_deploy_two_stage_honours_torchvision_options() -> None:
+    """The export graph follows the ``_tv`` preset's options (level mapping, extra logits, coders, small-box
+    removal) and refuses torchvision's mask paste."""
+    import copy
+    from pathlib import Path
+
+    from detcli.config import load_config
+    from detcli.models.deploy_two_stage import DeployTwoStage
+    from detcli.registry import DETECTORS, build
+    from detcli.structures import ImageBatch
+
+    presets = Path(__file__).resolve().parents[2] / "presets"
+    node = copy.deepcopy(load_config(presets / "mask_rcnn_r50_fpn_coco_tv.yaml")["model"])
+    node["backbone"]["depth"] = 18
+    node["neck"]["in_channels"] = [64, 128, 256, 512]
+    node["test_cfg"]["rcnn"].update(score_thr=0.0, min_bbox_size=0.5, max_per_img=20)
+    node["test_cfg"]["rpn"].update(nms_pre=200, max_per_img=100)
+    torch.manual_seed(0)
+    model = build(node, DETECTORS, path="model").eval()
+    with torch.no_grad():
+        model.roi_head.bbox_head.fc_cls.weight.normal_(0, 0.5)
+    with pytest.raises(ConfigError, match="paste_mode"):
+        DeployTwoStage(model)
+    model.roi_head.mask_head.paste_mode = "mmdet"
+    x = torch.randn(1, 3, 64, 96, generator=torch.Generator().manual_seed(0))
+    dets, labels, masks = DeployTwoStage(model)(x)
+    ref = model.predict(ImageBatch(x, [(64, 96)]))[0]
+    n = len(ref)
+    assert n > 0 and (labels[0, :n] >= 0).all() and (labels[0, n:] == -1).all()
+    assert torch.equal(labels[0, :n], ref.labels)
+    assert torch.allclose(dets[0, :n, :4], ref.boxes.tensor, atol=1e-4)
+    assert torch.allclose(dets[0, :n, 4], ref.scores, atol=1e-6)
+    assert (masks[0, :n] != ref.masks).float().mean() < 1e-3
