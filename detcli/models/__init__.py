@@ -37,3 +37,7 @@ __all__ = [
     "MaxIoUAssigner", "MlvlPointGenerator", "ResNet", "RetinaHead", "RetinaNet", "SingleStageDetector",
     "SmoothL1Loss", "assigners", "coders", "losses", "mask_heads", "paste_masks", "priors", "samplers",
 ]
+from detcli.models.coders import TorchvisionDeltaXYWHBBoxCoder  # noqa: E402
+from detcli.models.mask_heads import paste_masks_torchvision  # noqa: E402
+
+__all__ += ["TorchvisionDeltaXYWHBBoxCoder", "paste_masks_torchvision"]

@@ -1,7 +1,8 @@
 """Second-stage box heads on pooled RoI features (mmdet 2.x ``ConvFCBBoxHead`` / ``Shared2FCBBoxHead``).
 
-A head maps RoI features ``(K, C, S, S)`` to class logits ``(K, num_classes + 1)`` (softmax; the
-background is the LAST index) and box deltas ``(K, 4 * num_classes)`` (one set per class) or
+A head maps RoI features ``(K, C, S, S)`` to class logits ``(K, num_classes + 1 + E)`` (softmax; the
+background is the LAST of the first ``num_classes + 1``; ``E = num_extra_cls_logits`` rows after it take
+part in the softmax and are dropped afterwards) and box deltas ``(K, 4 * num_classes)`` (one set per class) or
 ``(K, 4)`` with ``reg_class_agnostic``. Deltas are relative to the RoI, encoded with
 :class:`DeltaXYWHBBoxCoder` (default stds 0.1, 0.1, 0.2, 0.2).
 """
@@ -48,6 +49,10 @@ class ConvFCBBoxHead(nn.Module):
         reg_decoded_bbox: apply ``loss_bbox`` to decoded boxes (IoU-type losses).
         reg_predictor_cfg, cls_predictor_cfg: ``{type: Linear}`` only.
         loss_cls: built loss (default: softmax CrossEntropyLoss); loss_bbox: built loss (default SmoothL1Loss(1.0)).
+        num_extra_cls_logits: classifier rows after the background that are never a target: they take
+            part in the softmax, so they lower the other probabilities, and are then dropped. Reproduces
+            classifiers trained with more classes than det predicts (torchvision's 91-way COCO head with
+            its 10 unused "N/A" ids: ``num_classes: 80, num_extra_cls_logits: 10``).
         init_cfg: accepted for mmdet compatibility (fcs Xavier-uniform, cls Normal(0, 0.01), reg Normal(0, 0.001)).
     """
 
@@ -77,8 +82,11 @@ class ConvFCBBoxHead(nn.Module):
         cls_predictor_cfg: Mapping[str, Any] | None = None,
         loss_cls: nn.Module | None = None,
         loss_bbox: nn.Module | None = None,
+        num_extra_cls_logits: int = 0,
     ) -> None:
         super().__init__()
+        if num_extra_cls_logits < 0:
+            raise ConfigError(f"bbox_head num_extra_cls_logits must be >= 0, got {num_extra_cls_logits}")
         if num_classes < 1:
             raise ConfigError(f"bbox_head num_classes must be >= 1, got {num_classes}")
         if not (with_cls and with_reg):
@@ -89,6 +97,7 @@ class ConvFCBBoxHead(nn.Module):
             if pred_cfg is not None and dict(pred_cfg).get("type", "Linear") != "Linear":
                 raise ConfigError(f"bbox_head.{name}.type: only 'Linear' is supported")
         self.num_classes = num_classes
+        self.num_extra_cls_logits = num_extra_cls_logits
         self.in_channels = in_channels
         self.roi_feat_size = roi_feat_size
         self.reg_class_agnostic = reg_class_agnostic
@@ -123,7 +132,7 @@ class ConvFCBBoxHead(nn.Module):
             area_b = area
         self.cls_convs, self.cls_fcs, cls_dim = branch(num_cls_convs, num_cls_fcs, branch_channels, area_b)
         self.reg_convs, self.reg_fcs, reg_dim = branch(num_reg_convs, num_reg_fcs, branch_channels, area_b)
-        self.fc_cls = nn.Linear(cls_dim, num_classes + 1)
+        self.fc_cls = nn.Linear(cls_dim, num_classes + 1 + num_extra_cls_logits)
         self.fc_reg = nn.Linear(reg_dim, 4 if reg_class_agnostic else 4 * num_classes)
         for m in [*self.shared_fcs, *self.cls_fcs, *self.reg_fcs]:
             if isinstance(m, nn.Linear):
@@ -135,7 +144,7 @@ class ConvFCBBoxHead(nn.Module):
         nn.init.zeros_(self.fc_reg.bias)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """RoI features ``(K, C, S, S)`` -> class logits ``(K, C + 1)`` and deltas ``(K, 4 C)`` (or ``(K, 4)``)."""
+        """RoI features ``(K, C, S, S)`` -> class logits ``(K, C + 1 + E)`` and deltas ``(K, 4 C)`` (or ``(K, 4)``)."""
         x = self.shared_convs(x)
         if len(self.shared_fcs):
             if self.avg_pool is not None:
@@ -154,7 +163,7 @@ class ConvFCBBoxHead(nn.Module):
         the number of sampled RoIs ``K`` (mmdet 2.x); ``acc`` is logged only.
 
         Args:
-            cls_score (Tensor[K, C + 1]), bbox_pred (Tensor[K, 4 C] or [K, 4]): head outputs.
+            cls_score (Tensor[K, C + 1 + E]), bbox_pred (Tensor[K, 4 C] or [K, 4]): head outputs.
             rois (Tensor[K, 5]): the sampled RoIs (batch index, x1, y1, x2, y2).
             labels (Tensor[K]): int64 targets, ``C`` for background.
             gt_boxes (Tensor[K, 4]): matched GT of each RoI (read for positives only).
@@ -182,14 +191,19 @@ class ConvFCBBoxHead(nn.Module):
         return {"loss_cls": loss_cls, "loss_bbox": loss_bbox, "acc": accuracy(cls_score, labels)}
 
     def predict(self, rois: Tensor, cls_score: Tensor, bbox_pred: Tensor, image_sizes: Sequence[tuple[int, int]],
-                score_thr: float, nms_cfg: Mapping[str, Any], max_per_img: int) -> list[Detections]:
+                score_thr: float, nms_cfg: Mapping[str, Any], max_per_img: int,
+                min_bbox_size: float = -1) -> list[Detections]:
         """Softmax scores, decoded class-specific boxes clipped to each image, then class-aware NMS.
 
         Args:
             rois (Tensor[K, 5]): RoIs of the batch (batch index first), grouped by image.
+            cls_score (Tensor[K, C + 1 + E]): logits; the softmax runs over all of them, the ``E`` extra
+                ones are dropped after it.
             image_sizes: ``(h, w)`` per image.
+            min_bbox_size: when ``>= 0``, (box, class) candidates whose clipped width or height is
+                ``<= min_bbox_size`` are dropped before NMS (torchvision removes sides ``< 0.01``).
         """
-        scores = cls_score.softmax(dim=1)
+        scores = cls_score.softmax(dim=1)[:, :self.num_classes + 1]  # (K, C + 1): extra logits dropped
         results = []
         img_ids = rois[:, 0].long()
         for i, size in enumerate(image_sizes):
@@ -198,7 +212,15 @@ class ConvFCBBoxHead(nn.Module):
                 results.append(Detections.empty(size, device=rois.device))
                 continue
             boxes = self.bbox_coder.decode(rois[sel, 1:], bbox_pred[sel], max_shape=size)
-            dets, labels = multiclass_nms(boxes, scores[sel], score_thr, nms_cfg, max_per_img)
+            scores_i = scores[sel]
+            if min_bbox_size >= 0:
+                # remove small boxes: their scores can never pass the threshold
+                wh = boxes.view(boxes.shape[0], -1, 4)
+                wh = wh[..., 2:] - wh[..., :2]  # (k, C or 1, 2)
+                small = (wh <= min_bbox_size).any(dim=-1)  # (k, C or 1)
+                fg = scores_i[:, :-1].masked_fill(small, float("-inf"))
+                scores_i = torch.cat([fg, scores_i[:, -1:]], dim=1)
+            dets, labels = multiclass_nms(boxes, scores_i, score_thr, nms_cfg, max_per_img)
             results.append(Detections(size, Boxes(dets[:, :4]), dets[:, 4], labels))
         return results
 
@@ -230,6 +252,7 @@ class Shared2FCBBoxHead(ConvFCBBoxHead):
         cls_predictor_cfg: Mapping[str, Any] | None = None,
         loss_cls: nn.Module | None = None,
         loss_bbox: nn.Module | None = None,
+        num_extra_cls_logits: int = 0,
     ) -> None:
         super().__init__(
             num_shared_fcs=2, conv_out_channels=conv_out_channels, fc_out_channels=fc_out_channels,
@@ -237,4 +260,5 @@ class Shared2FCBBoxHead(ConvFCBBoxHead):
             with_cls=with_cls, with_reg=with_reg, roi_feat_size=roi_feat_size, in_channels=in_channels,
             num_classes=num_classes, bbox_coder=bbox_coder, reg_class_agnostic=reg_class_agnostic,
             reg_decoded_bbox=reg_decoded_bbox, reg_predictor_cfg=reg_predictor_cfg,
-            cls_predictor_cfg=cls_predictor_cfg, loss_cls=loss_cls, loss_bbox=loss_bbox)
+            cls_predictor_cfg=cls_predictor_cfg, loss_cls=loss_cls, loss_bbox=loss_bbox,
+            num_extra_cls_logits=num_extra_cls_logits)

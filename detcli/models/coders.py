@@ -136,6 +136,82 @@ class DeltaXYWHBBoxCoder:
 
 
 @BOX_CODERS.register()
+class TorchvisionDeltaXYWHBBoxCoder(DeltaXYWHBBoxCoder):
+    """torchvision's ``BoxCoder`` (detection ``_utils.py``) with mmdet's argument names: the deltas of
+    :class:`DeltaXYWHBBoxCoder`, divided by ``weights = 1 / target_stds``, in torchvision's order of
+    floating-point operations (centre ``x1 + 0.5 w``, ``delta / weight``), so decoded boxes equal
+    torchvision's bit for bit.
+
+    The one semantic difference from :class:`DeltaXYWHBBoxCoder`: ``dw, dh`` are clamped from above
+    only (``<= bbox_xform_clip = log(1000 / 16)``); very negative ones shrink the box without bound.
+    Means must be zero (torchvision has none).
+
+    Args:
+        target_stds: ``1 / weights``: ``(1, 1, 1, 1)`` for the RPN, ``(0.1, 0.1, 0.2, 0.2)`` for the
+            box head (torchvision's weights ``(10, 10, 5, 5)``).
+        target_means: must be zeros.
+        clip_border: clamp decoded boxes to ``max_shape`` when it is given.
+
+    Example (``dw`` = 10 is clamped to 4.1352 and ``dh`` = -10 is not):
+        >>> TorchvisionDeltaXYWHBBoxCoder().decode(torch.tensor([[0., 0., 10., 10.]]),
+        ...                                         torch.tensor([[0., 0., 10., -10.]]))
+        tensor([[-307.5000,    4.9998,  317.5000,    5.0002]])
+    """
+
+    def __init__(
+        self,
+        target_means: Sequence[float] = (0.0, 0.0, 0.0, 0.0),
+        target_stds: Sequence[float] = (1.0, 1.0, 1.0, 1.0),
+        clip_border: bool = True,
+    ) -> None:
+        super().__init__(target_means, target_stds, clip_border)
+        if any(m != 0.0 for m in self.means):
+            raise ValueError(f"TorchvisionDeltaXYWHBBoxCoder has no means (zeros only), got {target_means!r}")
+        self.weights = tuple(1.0 / s for s in self.stds)
+
+    def encode(self, bboxes: Tensor, gt_bboxes: Tensor) -> Tensor:
+        """Deltas ``(..., 4)`` that turn ``bboxes (..., 4)`` into ``gt_bboxes (..., 4)`` (``encode_boxes``)."""
+        wx, wy, ww, wh = self.weights
+        pw = bboxes[..., 2] - bboxes[..., 0]
+        ph = bboxes[..., 3] - bboxes[..., 1]
+        px = bboxes[..., 0] + 0.5 * pw
+        py = bboxes[..., 1] + 0.5 * ph
+        gw = gt_bboxes[..., 2] - gt_bboxes[..., 0]
+        gh = gt_bboxes[..., 3] - gt_bboxes[..., 1]
+        gx = gt_bboxes[..., 0] + 0.5 * gw
+        gy = gt_bboxes[..., 1] + 0.5 * gh
+        return torch.stack([wx * (gx - px) / pw, wy * (gy - py) / ph, ww * torch.log(gw / pw),
+                            wh * torch.log(gh / ph)], dim=-1)
+
+    def decode(self, bboxes: Tensor, pred_bboxes: Tensor, max_shape: Sequence[int] | None = None,
+               wh_ratio_clip: float = WH_RATIO_CLIP) -> Tensor:
+        """Apply deltas ``(..., 4 k)`` to priors ``(..., 4)`` (``BoxCoder.decode_single``); ``dw, dh <=
+        |log(wh_ratio_clip)|``; clamped to ``max_shape = (H, W)`` when given and ``clip_border``."""
+        k = pred_bboxes.shape[-1] // 4
+        deltas = pred_bboxes.reshape(*pred_bboxes.shape[:-1], k, 4)  # (..., k, 4)
+        priors = bboxes.to(pred_bboxes.dtype)[..., None, :]  # (..., 1, 4)
+        pw = priors[..., 2] - priors[..., 0]
+        ph = priors[..., 3] - priors[..., 1]
+        px = priors[..., 0] + 0.5 * pw
+        py = priors[..., 1] + 0.5 * ph
+        wx, wy, ww, wh = self.weights
+        max_ratio = abs(math.log(wh_ratio_clip))
+        dw = (deltas[..., 2] / ww).clamp(max=max_ratio)
+        dh = (deltas[..., 3] / wh).clamp(max=max_ratio)
+        gx = deltas[..., 0] / wx * pw + px
+        gy = deltas[..., 1] / wy * ph + py
+        half_w = 0.5 * (dw.exp() * pw)
+        half_h = 0.5 * (dh.exp() * ph)
+        boxes = torch.stack([gx - half_w, gy - half_h, gx + half_w, gy + half_h], dim=-1)  # (..., k, 4)
+        if self.clip_border:
+            boxes = _clip(boxes, max_shape)
+        return boxes.reshape(pred_bboxes.shape)
+
+    def __repr__(self) -> str:
+        return f"TorchvisionDeltaXYWHBBoxCoder(target_stds={self.stds}, clip_border={self.clip_border})"
+
+
+@BOX_CODERS.register()
 class DistancePointBBoxCoder:
     """Encode boxes as distances ``(left, top, right, bottom)`` from points (FCOS).
 

@@ -18,10 +18,12 @@ The graph follows the PyTorch path (``TwoStageDetector.predict``):
    clipped, sides ``<= min_bbox_size`` dropped; ``NonMaxSuppression`` with one "class" per level
    (so NMS stays within a level) and the best ``max_per_img`` proposals over all levels. The
    proposal count is fixed (``max_per_img``); missing proposals are flagged and never scored.
-2. RoI features: each RoI's level by ``finest_scale`` (``floor(log2(sqrt(area) / finest_scale +
-   1e-6))``), then per level ``NonZero`` + ``RoiAlign`` (opset 16, ``half_pixel`` for
+2. RoI features: each RoI's level by the extractor's ``level_mapping`` (``finest_scale``:
+   ``floor(log2(sqrt(area) / finest_scale + 1e-6))``, or torchvision's ``LevelMapper``), then per level ``NonZero`` + ``RoiAlign`` (opset 16, ``half_pixel`` for
    ``aligned=True``) on that level's RoIs and ``ScatterND`` back into RoI order.
-3. Box head, softmax, class-specific decoding, clipping, then ``NonMaxSuppression`` with score
+3. Box head, softmax (over every logit, ``num_extra_cls_logits`` included; those are dropped after
+   it), class-specific decoding, clipping, ``min_bbox_size`` (class boxes with a side ``<=`` it get no
+   score), then ``NonMaxSuppression`` with score
    threshold ``score_thr`` run on a ``(B * C)`` batch of one class each (class-specific boxes;
    ``class_agnostic`` runs one NMS over every (box, class) pair), capped at
    ``max_output_boxes_per_class`` (default ``max_per_img``, which changes nothing), and the top
@@ -30,6 +32,7 @@ The graph follows the PyTorch path (``TwoStageDetector.predict``):
    puts their masks back), each detection's class channel, sigmoid, and a
    grid-sample-free paste: bilinear weights are separable, so the image-sized mask is
    ``Wy @ mask @ Wx^T`` (``MatMul``), the same sampling as :func:`detcli.models.mask_heads.paste_masks`.
+   ``paste_mode: torchvision`` (integer-sized per-box resizing) is refused.
 
 Priors are computed inside the graph from the feature-map shapes, so a graph exported with dynamic
 axes accepts other batch sizes and image sizes.
@@ -110,6 +113,11 @@ class DeployTwoStage(nn.Module):
         self.max_output = int(max_output_boxes_per_class or self.rcnn_cfg.max_per_img)
         if self.max_output <= 0:
             raise ConfigError(f"max_output_boxes_per_class must be > 0, got {self.max_output}")
+        mask_head = detector.roi_head.mask_head
+        if mask_head is not None and getattr(mask_head, "paste_mode", "mmdet") != "mmdet":
+            raise ConfigError(f"model.roi_head.mask_head.paste_mode: ONNX export pastes masks the mmdet way only, "
+                              f"got {mask_head.paste_mode!r} (set paste_mode: mmdet to export; masks then differ "
+                              f"slightly at the edges)")
         for name in ("bbox_roi_extractor", "mask_roi_extractor"):
             if not isinstance(getattr(detector.roi_head, name), SingleRoIExtractor):
                 raise ConfigError(f"model.roi_head.{name}: ONNX export needs a SingleRoIExtractor")
@@ -179,7 +187,11 @@ class DeployTwoStage(nn.Module):
         if bbox_pred.shape[1] == 4:
             bbox_pred = bbox_pred.repeat(1, c)
         boxes = head.bbox_head.bbox_coder.decode(flat, bbox_pred).reshape(b, n, c, 4)
-        boxes = clip_to_input(boxes, images).permute(0, 2, 1, 3).reshape(b, c * n, 4)  # class-major
+        boxes = clip_to_input(boxes, images)  # (B, n, C, 4)
+        if cfg.min_bbox_size >= 0:  # remove small boxes
+            wh = boxes[..., 2:] - boxes[..., :2]
+            scores = torch.where((wh <= cfg.min_bbox_size).any(dim=-1), -1.0, scores)
+        boxes = boxes.permute(0, 2, 1, 3).reshape(b, c * n, 4)  # class-major
         scores = scores.permute(0, 2, 1).reshape(b, c * n)
         nms_cfg = cfg.nms or {}
         if nms_cfg.get("class_agnostic", False):

@@ -15,6 +15,8 @@ from detcli.registry import HEADS
 from detcli.structures.masks import BitmapMasks, PolygonMasks
 
 UPSAMPLE_TYPES = ("deconv", "nearest", "bilinear")
+#: How :meth:`FCNMaskHead.predict` pastes masks: :func:`paste_masks` (mmdet) or :func:`paste_masks_torchvision`.
+PASTE_MODES = ("mmdet", "torchvision")
 
 #: Upper bound of the float elements of one chunk of pasted masks (about 64 MB of float32).
 PASTE_CHUNK_ELEMENTS = 1 << 24
@@ -57,6 +59,9 @@ class FCNMaskHead(nn.Module):
         conv_cfg: None or ``{type: Conv2d}``.
         norm_cfg: norm after each conv (``GN``/``BN``) or None.
         loss_mask: built loss (default ``CrossEntropyLoss(use_mask=True, loss_weight=1.0)``).
+        paste_mode: ``mmdet`` (:func:`paste_masks`, bilinear sampling of the box at every image pixel)
+            or ``torchvision`` (:func:`paste_masks_torchvision`: the mask padded by one cell and resized
+            to the integer box, as torchvision's ``paste_masks_in_image``).
         init_cfg: must be None (the head initialises itself like mmdet: Kaiming normal, fan_out).
 
     Shapes: ``forward(Tensor[K, in_channels, s, s]) -> Tensor[K, C or 1, s * scale, s * scale]``.
@@ -75,11 +80,15 @@ class FCNMaskHead(nn.Module):
         conv_cfg: Mapping[str, Any] | None = None,
         norm_cfg: Mapping[str, Any] | None = None,
         loss_mask: nn.Module | None = None,
+        paste_mode: str = "mmdet",
         init_cfg: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         if num_classes < 1:
             raise ConfigError(f"mask_head.num_classes must be >= 1, got {num_classes}")
+        if paste_mode not in PASTE_MODES:
+            raise ConfigError(f"mask_head.paste_mode must be one of {', '.join(PASTE_MODES)}, got {paste_mode!r}")
+        self.paste_mode = paste_mode
         if conv_kernel_size % 2 != 1:
             raise ConfigError(f"mask_head.conv_kernel_size must be odd, got {conv_kernel_size}")
         if init_cfg is not None:
@@ -194,6 +203,8 @@ class FCNMaskHead(nn.Module):
             probs = mask_logits[:, 0]
         else:
             probs = mask_logits[torch.arange(n, device=mask_logits.device), labels.long()]
+        if self.paste_mode == "torchvision":
+            return paste_masks_torchvision(probs.sigmoid(), boxes, image_size, mask_thr_binary)
         return paste_masks(probs.sigmoid(), boxes, image_size, mask_thr_binary)
 
 
@@ -271,3 +282,49 @@ def paste_masks(masks: Tensor, boxes: Tensor, image_size: tuple[int, int], thres
             t, lf = tops[i], lefts[i]
             out[i, t:t + hs[i], lf:lf + ws[i]] = values[j, :hs[i], :ws[i]]
     return out
+
+
+def paste_masks_torchvision(masks: Tensor, boxes: Tensor, image_size: tuple[int, int], threshold: float = 0.5,
+                            padding: int = 1) -> Tensor:
+    """Paste masks like torchvision's ``paste_masks_in_image`` (Mask R-CNN ``roi_heads.py``).
+
+    Each ``M x M`` mask is zero-padded by ``padding`` cells, its box is grown by the same factor
+    ``(M + 2 padding) / M`` about its centre and truncated to integers (towards zero), the padded
+    mask is resized with bilinear ``interpolate`` (``align_corners=False``) to ``(y2 - y1 + 1, x2 - x1 + 1)``
+    pixels and copied into the image at ``(x1, y1)``, cut to the image. Unlike :func:`paste_masks`
+    the box is rounded to whole pixels and one pixel wider than its float size.
+
+    Args:
+        masks: ``Tensor[n, M, M]`` probabilities.
+        boxes: ``Tensor[n, 4]`` xyxy in image pixels.
+        image_size: ``(h, w)``.
+        threshold: ``>= threshold`` is foreground; negative: return the probabilities (dtype of ``masks``).
+        padding: cells of zeros around each mask (torchvision: 1).
+
+    Returns:
+        ``Tensor[n, h, w]`` bool, or ``masks.dtype`` probabilities when ``threshold < 0``.
+    """
+    import torch.nn.functional as F
+
+    h, w = int(image_size[0]), int(image_size[1])
+    n, m = masks.shape[0], masks.shape[-1]
+    binary = threshold >= 0
+    probs = masks.new_zeros((n, h, w))
+    if n == 0 or h == 0 or w == 0:
+        return probs.bool() if binary else probs
+    scale = float(m + 2 * padding) / m
+    padded = F.pad(masks, (padding,) * 4)  # (n, M + 2p, M + 2p)
+    boxes = boxes.to(masks.dtype)
+    w_half = (boxes[:, 2] - boxes[:, 0]) * 0.5 * scale
+    h_half = (boxes[:, 3] - boxes[:, 1]) * 0.5 * scale
+    x_c = (boxes[:, 2] + boxes[:, 0]) * 0.5
+    y_c = (boxes[:, 3] + boxes[:, 1]) * 0.5
+    grown = torch.stack([x_c - w_half, y_c - h_half, x_c + w_half, y_c + h_half], dim=1).to(torch.int64)  # (n, 4)
+    for i, (bx0, by0, bx1, by1) in enumerate(grown.tolist()):
+        bw, bh = max(bx1 - bx0 + 1, 1), max(by1 - by0 + 1, 1)
+        resized = F.interpolate(padded[i][None, None], size=(bh, bw), mode="bilinear", align_corners=False)[0, 0]
+        x0, x1, y0, y1 = max(bx0, 0), min(bx1 + 1, w), max(by0, 0), min(by1 + 1, h)
+        if x1 <= x0 or y1 <= y0:
+            continue
+        probs[i, y0:y1, x0:x1] = resized[y0 - by0:y1 - by0, x0 - bx0:x1 - bx0]
+    return probs >= threshold if binary else probs

@@ -4,12 +4,19 @@ Each RoI is pooled from one level, chosen by its scale ``s = sqrt(w * h)``:
 ``level = floor(log2(s / finest_scale + 1e-6))`` clamped to ``[0, L - 1]``, so with
 ``finest_scale = 56``: ``s < 112`` -> 0, ``[112, 224)`` -> 1, ``[224, 448)`` -> 2, ``>= 448`` -> 3.
 Pooling is :func:`detcli.ops.roi_align` with ``spatial_scale = 1 / stride`` of that level.
+
+``level_mapping: torchvision`` uses torchvision's ``LevelMapper`` instead (FPN paper, eqn. 1):
+``k = floor(4 + log2(s / 224) + 1e-6)`` clamped to the levels' ``[log2(stride_0), log2(stride_0) + L - 1]``,
+index ``k - log2(stride_0)``. The epsilon is added to the level, not to the scale ratio, so the two
+rules disagree only for scales just below a level boundary (e.g. ``s = 111.99993``: mmdet 0, torchvision 1).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+import math
 
 import torch
 from torch import Tensor, nn
@@ -18,6 +25,11 @@ from detcli.errors import ConfigError
 from detcli.models.detector import check_keys
 from detcli.ops import roi_align
 from detcli.registry import ROI_EXTRACTORS
+
+LEVEL_MAPPINGS = ("mmdet", "torchvision")
+#: torchvision ``LevelMapper``'s canonical RoI scale and its level (224 px -> P4).
+TV_CANONICAL_SCALE = 224
+TV_CANONICAL_LEVEL = 4
 
 
 @ROI_EXTRACTORS.register()
@@ -29,7 +41,8 @@ class SingleRoIExtractor(nn.Module):
             (``sampling_ratio`` 0: adaptive, ``ceil(roi_size / output_size)`` samples per bin).
         out_channels: channels of the feature maps (and of the output).
         featmap_strides: strides of the levels used (the first ``len(featmap_strides)`` maps).
-        finest_scale: RoI scale mapped to level 0 (below ``2 * finest_scale``).
+        finest_scale: RoI scale mapped to level 0 (below ``2 * finest_scale``); ``level_mapping: mmdet`` only.
+        level_mapping: ``mmdet`` (``finest_scale`` rule) or ``torchvision`` (``LevelMapper``, see the module doc).
         init_cfg: accepted for mmdet compatibility (there are no weights).
 
     Example:
@@ -44,6 +57,7 @@ class SingleRoIExtractor(nn.Module):
         out_channels: int,
         featmap_strides: Sequence[int],
         finest_scale: int = 56,
+        level_mapping: str = "mmdet",
         init_cfg: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
@@ -63,6 +77,15 @@ class SingleRoIExtractor(nn.Module):
         if not self.featmap_strides:
             raise ConfigError("featmap_strides: give at least one stride")
         self.finest_scale = finest_scale
+        if level_mapping not in LEVEL_MAPPINGS:
+            raise ConfigError(f"level_mapping must be one of {', '.join(LEVEL_MAPPINGS)}, got {level_mapping!r}")
+        self.level_mapping = level_mapping
+        k_min = math.log2(self.featmap_strides[0])
+        if level_mapping == "torchvision" and (k_min != int(k_min) or any(
+                s != self.featmap_strides[0] * 2**i for i, s in enumerate(self.featmap_strides))):
+            raise ConfigError(f"level_mapping torchvision needs power-of-two strides doubling per level, "
+                              f"got {self.featmap_strides}")
+        self.k_min = int(k_min)
 
     @property
     def num_inputs(self) -> int:
@@ -71,6 +94,12 @@ class SingleRoIExtractor(nn.Module):
     def map_roi_levels(self, rois: Tensor, num_levels: int) -> Tensor:
         """Level index ``(K,)`` int64 of each RoI ``(K, 5)`` (batch index, x1, y1, x2, y2)."""
         scale = torch.sqrt((rois[:, 3] - rois[:, 1]) * (rois[:, 4] - rois[:, 2]))
+        if self.level_mapping == "torchvision":
+            # torchvision LevelMapper: canonical scale 224 at level 4, eps on the level
+            levels = torch.floor(TV_CANONICAL_LEVEL + torch.log2(scale / TV_CANONICAL_SCALE)
+                                 + torch.tensor(1e-6, dtype=scale.dtype))
+            levels = levels.clamp(min=self.k_min, max=self.k_min + num_levels - 1)
+            return levels.long() - self.k_min
         levels = torch.floor(torch.log2(scale / self.finest_scale + 1e-6))
         return levels.clamp(min=0, max=num_levels - 1).long()
 

@@ -56,17 +56,20 @@ class RCNNTrainConfig:
 @dataclass(frozen=True)
 class RCNNTestConfig:
     """``test_cfg.rcnn``: ``score_thr`` (strict), ``nms`` (``{type: nms, iou_threshold}``),
-    ``max_per_img`` and ``mask_thr_binary`` (mask probability threshold, ``>=``)."""
+    ``max_per_img``, ``mask_thr_binary`` (mask probability threshold, ``>=``) and ``min_bbox_size``
+    (when ``>= 0``, class boxes with a clipped side ``<= min_bbox_size`` are dropped before NMS;
+    default -1: none, as in mmdet; torchvision drops sides ``< 0.01``)."""
 
     score_thr: float = 0.05
     nms: Mapping[str, Any] | None = None
     max_per_img: int = 100
     mask_thr_binary: float = 0.5
+    min_bbox_size: float = -1.0
 
     @classmethod
     def parse(cls, cfg: Mapping[str, Any] | None, path: str) -> RCNNTestConfig:
         cfg = dict(cfg or {})
-        check_keys(cfg, ("score_thr", "nms", "max_per_img", "mask_thr_binary"), path)
+        check_keys(cfg, ("score_thr", "nms", "max_per_img", "mask_thr_binary", "min_bbox_size"), path)
         nms_cfg = dict(cfg.get("nms") or {"type": "nms", "iou_threshold": 0.5})
         check_keys(nms_cfg, ("type", "iou_threshold", "iou_thr", "class_agnostic"), f"{path}.nms")
         if nms_cfg.get("type", "nms") != "nms":
@@ -74,7 +77,7 @@ class RCNNTestConfig:
         nms_cfg = {"type": "nms", "iou_threshold": float(nms_cfg.get("iou_threshold", nms_cfg.get("iou_thr", 0.5))),
                    "class_agnostic": bool(nms_cfg.get("class_agnostic", False))}
         return cls(float(cfg.get("score_thr", 0.05)), nms_cfg, int(cfg.get("max_per_img", 100)),
-                   float(cfg.get("mask_thr_binary", 0.5)))
+                   float(cfg.get("mask_thr_binary", 0.5)), float(cfg.get("min_bbox_size", -1)))
 
 
 def boxes_to_rois(boxes: Sequence[Tensor]) -> Tensor:
@@ -229,7 +232,8 @@ class StandardRoIHead(nn.Module):
         else:
             cls_score, bbox_pred = self.bbox_head(self.bbox_roi_extractor(feats, rois))
             dets = self.bbox_head.predict(rois, cls_score, bbox_pred, images.image_sizes, cfg.score_thr,
-                                          cfg.nms or {"type": "nms", "iou_threshold": 0.5}, cfg.max_per_img)
+                                          cfg.nms or {"type": "nms", "iou_threshold": 0.5}, cfg.max_per_img,
+                                          cfg.min_bbox_size)
         if self.mask_head is None:
             return dets
         return self._predict_masks(feats, dets, cfg)

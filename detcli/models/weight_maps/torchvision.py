@@ -144,3 +144,71 @@ def torchvision_fcos(state_dict: Mapping[str, Tensor], model: nn.Module) -> dict
 
 
 # ---------------------------------------------------------------- two-stage detectors (Faster / Mask R-CNN)
+#
+# torchvision's ``fasterrcnn_resnet50_fpn`` / ``maskrcnn_resnet50_fpn`` state dicts, in both layouts
+# torchvision has written (``_version`` 1: ``inner_blocks.i.weight``, ``rpn.head.conv.weight``,
+# ``mask_head.mask_fcnK.weight``, as in the COCO_V1 files; ``_version`` 2: ``inner_blocks.i.0.weight``,
+# ``rpn.head.conv.0.0.weight``, ``mask_head.I.0.weight``), onto the ``*_tv`` presets. The label space:
+#
+# - 91 rows (background 0, COCO category ids 1..90 of which 10 are unused "N/A"): det's 80 classes are
+#   the rows of :data:`COCO80_CATEGORY_IDS` in det's order, then the background, then (when the box head
+#   has ``num_extra_cls_logits: 10``) the 10 N/A rows, which keep torchvision's softmax; box deltas and
+#   mask logits keep the 80 classes' rows only.
+# - ``C + 1`` rows (a torchvision model trained with ``num_classes = C + 1``): rows ``1..C`` then row 0.
+
+#: torchvision's 10 unused "N/A" rows of its 91-way COCO classifier.
+TV_COCO_NA_IDS: tuple[int, ...] = (12, 26, 29, 30, 45, 66, 68, 69, 71, 83)
+
+TV_TWO_STAGE_RULES: tuple[tuple[str, str], ...] = BACKBONE_FPN_RULES + (
+    (r"^rpn\.head\.conv\.(?:0\.0\.)?(weight|bias)$", r"rpn_head.rpn_conv.0.\1"),
+    (r"^rpn\.head\.cls_logits\.", "rpn_head.rpn_cls."),
+    (r"^rpn\.head\.bbox_pred\.", "rpn_head.rpn_reg."),
+    (r"^roi_heads\.box_head\.fc6\.", "roi_head.bbox_head.shared_fcs.0."),
+    (r"^roi_heads\.box_head\.fc7\.", "roi_head.bbox_head.shared_fcs.2."),
+    (r"^roi_heads\.box_predictor\.cls_score\.", "roi_head.bbox_head.fc_cls."),
+    (r"^roi_heads\.box_predictor\.bbox_pred\.", "roi_head.bbox_head.fc_reg."),
+    (r"^roi_heads\.mask_head\.(\d+)\.0\.", r"roi_head.mask_head.convs.\1.0."),
+    (r"^roi_heads\.mask_predictor\.conv5_mask\.", "roi_head.mask_head.upsample."),
+    (r"^roi_heads\.mask_predictor\.mask_fcn_logits\.", "roi_head.mask_head.conv_logits."),
+)
+
+
+def _label_rows(num_rows: int, num_classes: int, num_extra: int) -> tuple[list[int], list[int]]:
+    """torchvision rows of det's classifier (fg, background, extras) and of det's C foreground classes."""
+    if num_rows == 91 and num_classes == 80 and num_extra in (0, len(TV_COCO_NA_IDS)):
+        fg = list(COCO80_CATEGORY_IDS)
+        return fg + [0] + list(TV_COCO_NA_IDS[:num_extra]), fg
+    if num_rows == num_classes + 1 and num_extra == 0:
+        fg = list(range(1, num_classes + 1))
+        return fg + [0], fg
+    raise CheckpointError(
+        f"torchvision box predictor has {num_rows} classes (background included); det's box head has "
+        f"num_classes {num_classes} and num_extra_cls_logits {num_extra}: use num_classes: 80 with "
+        f"num_extra_cls_logits: 10 for torchvision's 91-way COCO head, or num_classes: {num_rows - 1} "
+        f"with num_extra_cls_logits: 0")
+
+
+@register_key_map("torchvision", "FasterRCNN", "MaskRCNN")
+def torchvision_two_stage(state_dict: Mapping[str, Tensor], model: nn.Module) -> dict[str, Tensor]:
+    """Faster / Mask R-CNN R50-FPN: renames, the label-space rows and zero ``num_batches_tracked``
+    for the backbone's FrozenBatchNorm layers (which have none)."""
+    state = {re.sub(r"^roi_heads\.mask_head\.mask_fcn(\d+)\.", lambda m: f"roi_heads.mask_head.{int(m[1]) - 1}.0.", k): v
+             for k, v in state_dict.items()}
+    out = rename_keys(state, TV_TWO_STAGE_RULES)
+    cls_key = "roi_head.bbox_head.fc_cls.weight"
+    bbox_head = getattr(getattr(model, "roi_head", None), "bbox_head", None)
+    if cls_key in out and bbox_head is not None:
+        rows, fg = _label_rows(out[cls_key].shape[0], int(bbox_head.num_classes),
+                               int(getattr(bbox_head, "num_extra_cls_logits", 0)))
+        reg_rows = torch.tensor([4 * r + j for r in fg for j in range(4)])
+        for name in ("weight", "bias"):
+            key = f"roi_head.bbox_head.fc_cls.{name}"
+            if key in out:
+                out[key] = out[key][rows]
+            key = f"roi_head.bbox_head.fc_reg.{name}"
+            if key in out:
+                out[key] = out[key][reg_rows]
+            key = f"roi_head.mask_head.conv_logits.{name}"
+            if key in out:
+                out[key] = out[key][fg]
+    return add_num_batches_tracked(out, model)
