@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import statistics
 import sys
 import tempfile
@@ -28,26 +27,8 @@ import torch
 from detcli.config import load_config
 from detcli.engine.checkpoint import atomic_save, make_checkpoint
 from detcli.engine.tester import build_model, load_model
+from detcli.models.weight_maps.mmdet import to_mmdet_names
 from detcli.weights import read_checkpoint
-
-#: det -> MMDetection names (ConvModule children) for the single-stage families
-TO_MMDET = [
-    (r"^(neck\.(?:lateral|fpn)_convs\.\d+)\.0\.", r"\1.conv."),
-    (r"^(bbox_head\.(?:cls|reg)_convs\.\d+)\.0\.", r"\1.conv."),
-    (r"^(bbox_head\.(?:cls|reg)_convs\.\d+)\.1\.", r"\1.gn."),
-]
-
-
-def to_mmdet(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    out = {}
-    for key, value in sd.items():
-        for pattern, repl in TO_MMDET:
-            key, n = re.subn(pattern, repl, key)
-            if n:
-                break
-        out[key] = value
-    return out
-
 
 def write_files(cfg: dict, root: Path) -> dict[str, Path]:
     model = build_model(cfg)
@@ -55,7 +36,7 @@ def write_files(cfg: dict, root: Path) -> dict[str, Path]:
     files = {"det": root / "det.pth", "mmdet2": root / "mmdet2.pth", "mmdet3": root / "mmdet3.pth"}
     atomic_save(make_checkpoint(model, epoch=12, iter=87960, config=cfg, classes=[f"c{i}" for i in range(model.num_classes)]),
                 files["det"])
-    mm = to_mmdet(sd)
+    mm = to_mmdet_names(sd)
     torch.save({"meta": {"mmdet_version": "2.28.2", "CLASSES": tuple(f"c{i}" for i in range(model.num_classes)),
                          "config": "model = dict(type='RetinaNet')", "epoch": 12, "iter": 87960}, "state_dict": mm},
                files["mmdet2"])

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -18,36 +17,18 @@ from detcli.cli import app, normalize_argv
 from detcli.config import load_config, resolve_preset_path
 from detcli.engine.checkpoint import atomic_save, make_checkpoint
 from detcli.engine.tester import build_model
+from detcli.models.weight_maps.mmdet import to_mmdet_names
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "weights"))
 from conftest import Server  # noqa: E402  (the local HTTP server of tests/weights)
 
 runner = CliRunner()
 
-#: det -> MMDetection names for FCOS (the inverse of detcli.models.weight_maps.mmdet's rules)
-TO_MMDET = [
-    (r"^(neck\.(?:lateral|fpn)_convs\.\d+)\.0\.", r"\1.conv."),
-    (r"^(bbox_head\.(?:cls|reg)_convs\.\d+)\.0\.", r"\1.conv."),
-    (r"^(bbox_head\.(?:cls|reg)_convs\.\d+)\.1\.", r"\1.gn."),
-]
-
 TEST_OPTS = ["--cfg-options", "data.test.num_images=3", "data.samples_per_gpu=3"]
 
 
 def invoke(*args: str) -> Any:
     return runner.invoke(app, normalize_argv(list(args)))
-
-
-def to_mmdet(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    out = {}
-    for key, value in sd.items():
-        for pattern, repl in TO_MMDET:
-            key, n = re.subn(pattern, repl, key)
-            if n:
-                break
-        out[key] = value
-    return out
-
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
@@ -62,13 +43,13 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     atomic_save(make_checkpoint(model, epoch=1, iter=10, config=cfg, classes=classes, optimizer=None), root / "det.pth")
     sd = {k: v.clone() for k, v in model.state_dict().items()}
     torch.save({"meta": {"mmdet_version": "2.28.2", "CLASSES": tuple(classes), "config": "model = dict(type='FCOS')"},
-                "state_dict": to_mmdet(sd)}, root / "mm2.pth")
+                "state_dict": to_mmdet_names(sd)}, root / "mm2.pth")
     # an MMDetection Faster R-CNN-looking file: the wrong family for quickstart
     torch.save({"meta": {"mmdet_version": "2.28.2"},
                 "state_dict": {"rpn_head.rpn_conv.weight": torch.zeros(1), "roi_head.bbox_head.fc_cls.weight": torch.zeros(1)}},
                root / "faster.pth")
     torch.save({"meta": {"mmdet_version": "2.28.2", "CLASSES": ("a", "b", "c", "d", "e", "f", "g")},
-                "state_dict": to_mmdet(sd)}, root / "seven.pth")
+                "state_dict": to_mmdet_names(sd)}, root / "seven.pth")
     from detcli.cli import app as _  # noqa: F401
     result = invoke("convert-dataset", "shapes", str(root / "shapes"), "--num-images", "2", "--split", "val")
     assert result.exit_code == 0, result.output
@@ -176,3 +157,14 @@ def test_bad_weights_one_line_exit_1_nothing_written(files: dict[str, Path], tmp
     assert "Traceback" not in result.output
     assert result.output.count("error:") == 1
     assert not out.exists() and not list(tmp_path.glob(".out.pth*"))
+
+
+def test_export_onnx_from_mmdet_checkpoint(files: dict[str, Path], tmp_path: Path) -> None:
+    """The export path loads MMDetection files like test and infer do (parity of the graph itself is
+    tests/engine/test_onnx_export.py's job; these random weights put ~equal scores at the 100-box cut)."""
+    onnx_path = tmp_path / "fcos_mm.onnx"
+    result = invoke("export", "onnx", "quickstart", str(files["mm2"]), "--output-file", str(onnx_path),
+                    "--input-img", str(next(files["images"].glob("*.jpg"))), "--no-verify", "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["model"] == "FCOS" and onnx_path.is_file() and onnx_path.stat().st_size > 1_000_000

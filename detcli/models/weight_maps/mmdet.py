@@ -38,3 +38,19 @@ def mmdet_single_stage(state_dict: Mapping[str, Tensor], model: nn.Module) -> di
 def mmdet_two_stage(state_dict: Mapping[str, Tensor], model: nn.Module) -> dict[str, Tensor]:
     """Faster / Mask R-CNN: FPN ConvModules, RPN conv, the box head's fc pair and the mask head convs."""
     return rename_keys(state_dict, TWO_STAGE_RULES)
+
+
+#: det -> MMDetection names: the inverse of the rules above (GN towers: ``.1.`` -> ``.gn.``).
+TO_MMDET_RULES: tuple[tuple[str, str], ...] = (
+    (r"^(neck\.(?:lateral|fpn)_convs\.\d+)\.0\.", r"\1.conv."),
+    (r"^(bbox_head\.(?:cls|reg)_convs\.\d+)\.0\.", r"\1.conv."),
+    (r"^(bbox_head\.(?:cls|reg)_convs\.\d+)\.1\.", r"\1.gn."),
+    (r"^rpn_head\.rpn_conv\.0\.", "rpn_head.rpn_conv."),
+    (r"^roi_head\.bbox_head\.shared_fcs\.2\.", "roi_head.bbox_head.shared_fcs.1."),
+    (r"^(roi_head\.mask_head\.convs\.\d+)\.0\.", r"\1.conv."),
+)
+
+
+def to_mmdet_names(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """A det state dict under MMDetection's parameter names (for files MMDetection reads, and for tests)."""
+    return rename_keys(state_dict, TO_MMDET_RULES)
