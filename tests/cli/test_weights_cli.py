@@ -168,3 +168,23 @@ def test_export_onnx_from_mmdet_checkpoint(files: dict[str, Path], tmp_path: Pat
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert summary["model"] == "FCOS" and onnx_path.is_file() and onnx_path.stat().st_size > 1_000_000
+
+
+def test_convert_torchvision_checkpoint_guesses_the_tv_preset(tmp_path: Path) -> None:
+    from torchvision.models.detection import retinanet_resnet50_fpn
+
+    torch.manual_seed(0)
+    tv = retinanet_resnet50_fpn(weights=None, weights_backbone=None)
+    src = tmp_path / "retinanet_resnet50_fpn_coco-00000000.pth"
+    torch.save(tv.state_dict(), src)
+    out = tmp_path / "retina_tv.pth"
+    result = invoke("convert-checkpoint", "torchvision", str(src), str(out), "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["preset"] == "retinanet_r50_fpn_coco_tv" and summary["num_classes"] == 80
+    assert summary["load"]["missing"] == [] and summary["load"]["shape_mismatch"] == []
+    sd = torch.load(out, weights_only=True)["state_dict"]
+    assert torch.equal(sd["backbone.layer3.2.conv2.weight"], tv.state_dict()["backbone.body.layer3.2.conv2.weight"])
+    # det's class 0 (person) is torchvision's label 1 (category id 1): rows a*80 + 0 <- a*91 + 1
+    tv_cls = tv.state_dict()["head.classification_head.cls_logits.bias"].reshape(9, 91)
+    assert torch.equal(sd["bbox_head.retina_cls.bias"].reshape(9, 80)[:, 0], tv_cls[:, 1])
