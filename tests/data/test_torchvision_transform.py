@@ -1,7 +1,7 @@
 """The ``*_coco_tv`` presets' test pipeline reproduces torchvision's GeneralizedRCNNTransform on image
 files (Pillow decoding, x / 255 and ImageNet mean/std, torch bilinear resize with floored sizes, padding
-to 32 by collate, boxes clipped to the resized image), and ``map_to_original`` gives torchvision's ``resize_boxes``; plus the options it uses
-(``LoadImageFromFile.imdecode_backend``, ``Resize.backend``)."""
+to 32 by collate, boxes clipped to the resized image), and ``map_to_original`` gives torchvision's
+``resize_boxes``; plus the options it uses (``LoadImageFromFile.imdecode_backend``, ``Resize.backend``)."""
 
 from __future__ import annotations
 
