@@ -59,3 +59,30 @@ def five_categories() -> list[dict[str, Any]]:
     return [{"id": i, "name": n} for i, n in zip((1, 3, 4, 16, 17), ("a", "b", "c", "d", "e"))]
 
 
+
+
+#: ``../shared/data/coco128/images`` next to the checkout (absent on CI: tests using it skip)
+COCO128_IMAGES = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "coco128" / "images"
+
+
+def write_jpegs(root: Path, sizes: list[tuple[int, int]], seed: int = 0) -> list[Path]:
+    """Write one JPEG per ``(h, w)``: smooth colour fields plus noise (chroma-subsampled, quality 90)."""
+    rng = np.random.default_rng(seed)
+    paths = []
+    for i, (h, w) in enumerate(sizes):
+        coarse = rng.uniform(0, 255, (max(h // 16, 2), max(w // 16, 2), 3)).astype(np.float32)
+        img = cv2.resize(coarse, (w, h), interpolation=cv2.INTER_CUBIC) + rng.normal(0, 20, (h, w, 3))
+        path = root / f"img{i}_{h}x{w}.jpg"
+        cv2.imwrite(str(path), np.clip(img, 0, 255).astype(np.uint8), [cv2.IMWRITE_JPEG_QUALITY, 90])
+        paths.append(path)
+    return paths
+
+
+def coco128_jpegs(n: int) -> list[Path]:
+    """The first ``n`` JPEGs of ``../shared/data/coco128`` (skips the test when it is absent)."""
+    import pytest
+
+    paths = sorted(COCO128_IMAGES.rglob("*.jpg"))[:n] if COCO128_IMAGES.is_dir() else []
+    if not paths:
+        pytest.skip(f"{COCO128_IMAGES} is absent")
+    return paths

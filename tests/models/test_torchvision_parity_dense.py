@@ -22,75 +22,26 @@ import pytest
 import torch
 from torch import nn
 
-from detcli.config import load_config
 from detcli.models.dense_utils import flatten_levels
-from detcli.models.weight_maps import convert_state_dict
-from detcli.models.weight_maps.torchvision import COCO80_CATEGORY_IDS
-from detcli.registry import DETECTORS, build
-from detcli.resources import find_preset
 from detcli.structures import Boxes, GroundTruth, ImageBatch
 
-tv_detection = pytest.importorskip("torchvision.models.detection")
-from torchvision.models import resnet50  # noqa: E402
-from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor  # noqa: E402
+pytest.importorskip("torchvision.models.detection")
 from torchvision.models.detection.image_list import ImageList  # noqa: E402
-from torchvision.ops.feature_pyramid_network import LastLevelP6P7  # noqa: E402
-from torchvision.ops.misc import FrozenBatchNorm2d  # noqa: E402
 
-IDS = torch.tensor(COCO80_CATEGORY_IDS)
-UNUSED = [k for k in range(91) if k not in COCO80_CATEGORY_IDS]
+from tests.models.torchvision_helpers import IDS, det_from_torchvision, perturb_dense, tv_dense_model  # noqa: E402
+
 #: the padded batch (P7 is 1 x 1: torchvision's strides there are 64 // 1 and 96 // 1, not 128)
 PAD = (64, 96)
 SIZES = [(64, 96), (50, 80)]
 
 
-def _tv_model(kind: str) -> nn.Module:
-    """torchvision's ``{kind}_resnet50_fpn`` architecture as its COCO_V1 builder makes it."""
-    body = resnet50(norm_layer=FrozenBatchNorm2d)
-    backbone = _resnet_fpn_extractor(body, 3, returned_layers=[2, 3, 4], extra_blocks=LastLevelP6P7(256, 256))
-    cls = tv_detection.RetinaNet if kind == "retinanet" else tv_detection.FCOS
-    model = cls(backbone, 91)
-    if kind == "retinanet":  # retinanet_resnet50_fpn: overwrite_eps(model, 0.0) for COCO_V1
-        for m in model.modules():
-            if isinstance(m, FrozenBatchNorm2d):
-                m.eps = 0.0
-    return model.eval()
-
-
-@torch.no_grad()
-def _perturb(model: nn.Module, kind: str, g: torch.Generator) -> None:
-    for m in model.modules():
-        if isinstance(m, FrozenBatchNorm2d):
-            m.weight.copy_(torch.rand(m.weight.shape, generator=g) * 0.5 + 0.5)
-            m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
-            m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.1)
-            m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
-        elif isinstance(m, nn.GroupNorm):
-            m.weight.copy_(torch.rand(m.weight.shape, generator=g) * 0.5 + 0.75)
-            m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
-        elif isinstance(m, nn.Conv2d):  # variance-preserving, so the head sees O(1) maps
-            m.weight.copy_(torch.randn(m.weight.shape, generator=g) / math.sqrt(m.weight[0].numel()))
-            if m.bias is not None:
-                m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
-    cls = model.head.classification_head.cls_logits
-    a = cls.bias.numel() // 91
-    bias, weight = cls.bias.view(a, 91), cls.weight.view(a, 91, -1)
-    bias.add_(-2.0 if kind == "retinanet" else -3.0)
-    weight.mul_(3.0)
-    bias[:, UNUSED] = -60.0
-    weight[:, UNUSED] = 0.0
-
-
 def _pair(kind: str, dtype: torch.dtype) -> tuple[nn.Module, nn.Module, torch.Tensor]:
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(0)
-    tv = _tv_model(kind)
-    _perturb(tv, kind, g)
-    state_dict = tv.state_dict()
-    assert not any(k.endswith("num_batches_tracked") for k in state_dict)  # as in the COCO_V1 files
-    cfg = load_config(str(find_preset(f"{kind}_r50_fpn_coco_tv")))
-    det = build(cfg["model"], DETECTORS, path="model")
-    det.load_state_dict(convert_state_dict("torchvision", det, state_dict), strict=True)
+    tv = tv_dense_model(kind)
+    perturb_dense(tv, kind, g)
+    assert not any(k.endswith("num_batches_tracked") for k in tv.state_dict())  # as in the COCO_V1 files
+    det, _ = det_from_torchvision(f"{kind}_r50_fpn_coco_tv", tv)
     x = torch.randn(2, 3, *PAD, generator=g)
     x[1, :, SIZES[1][0]:] = 0
     x[1, :, :, SIZES[1][1]:] = 0

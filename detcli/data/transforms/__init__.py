@@ -2,7 +2,15 @@
 
 from detcli.data.transforms.compose import RNG_KEY, Compose, get_rng
 from detcli.data.transforms.formatting import Collect, DefaultFormatBundle, ImageToTensor, image_to_tensor
-from detcli.data.transforms.geometric import Pad, RandomCrop, RandomFlip, Resize, bbox_flip, rescale_size
+from detcli.data.transforms.geometric import (
+    Pad,
+    RandomCrop,
+    RandomFlip,
+    Resize,
+    bbox_flip,
+    rescale_size,
+    torchvision_resize,
+)
 from detcli.data.transforms.loading import LoadAnnotations, LoadImageFromFile
 from detcli.data.transforms.photometric import Normalize, PhotoMetricDistortion
 from detcli.data.transforms.test_time_aug import MultiScaleFlipAug
@@ -26,4 +34,5 @@ __all__ = [
     "get_rng",
     "image_to_tensor",
     "rescale_size",
+    "torchvision_resize",
 ]

@@ -11,11 +11,14 @@ from typing import Any
 
 import cv2
 import numpy as np
+import torch
+import torch.nn.functional as F
 
 from detcli.data.transforms.compose import get_rng
 from detcli.registry import TRANSFORMS
 
 _DIRECTIONS = ("horizontal", "vertical", "diagonal")
+_RESIZE_BACKENDS = ("cv2", "torchvision")
 Scale = tuple[int, int]
 
 
@@ -57,6 +60,42 @@ def _parse_scales(img_scale: Any) -> list[Scale] | None:
     return scales
 
 
+def torchvision_resize(img: np.ndarray, scale: Sequence[int], keep_ratio: bool = True) -> np.ndarray:
+    """Resize like torchvision's ``GeneralizedRCNNTransform`` (``_resize_image_and_masks``).
+
+    The image becomes float32 and is resized with ``torch.nn.functional.interpolate`` (bilinear,
+    ``align_corners=False``, no antialiasing) on a contiguous ``(1, C, H, W)`` tensor. With
+    ``keep_ratio`` the factor is ``min(max(scale) / long side, min(scale) / short side)`` (the
+    factor of :func:`rescale_size`) and is passed as ``scale_factor`` with
+    ``recompute_scale_factor=True``, so each side becomes ``floor(side * factor)``; otherwise the
+    image is resized to exactly ``(w, h) = scale``.
+
+    Args:
+        img: ``(H, W)`` or ``(H, W, C)`` array.
+        scale: ``(long, short)`` bounds with ``keep_ratio``, else the target ``(w, h)``.
+        keep_ratio: keep the aspect ratio.
+
+    Returns:
+        The resized ``float32`` array, ``(H', W')`` or ``(H', W', C)``.
+
+    Example:
+        >>> torchvision_resize(np.zeros((480, 641, 3), np.uint8), (1333, 800)).shape
+        (800, 1068, 3)
+    """
+    arr = np.asarray(img, dtype=np.float32)
+    h, w = arr.shape[:2]
+    t = torch.from_numpy(arr[..., None] if arr.ndim == 2 else arr).permute(2, 0, 1)[None].contiguous()  # (1, C, H, W)
+    with torch.no_grad():
+        if keep_ratio:
+            factor = min(max(scale) / max(h, w), min(scale) / min(h, w))
+            out = F.interpolate(t, scale_factor=factor, mode="bilinear", recompute_scale_factor=True,
+                                align_corners=False)
+        else:
+            out = F.interpolate(t, size=(int(scale[1]), int(scale[0])), mode="bilinear", align_corners=False)
+    res = np.ascontiguousarray(out[0].permute(1, 2, 0).numpy())  # (H', W', C)
+    return res[..., 0] if arr.ndim == 2 else res
+
+
 @TRANSFORMS.register()
 class Resize:
     """Resize the image, boxes and masks (mmdet ``Resize``).
@@ -79,6 +118,13 @@ class Resize:
         ratio_range: ``(min, max)`` ratios applied to a single ``img_scale``.
         keep_ratio: keep the aspect ratio.
         bbox_clip_border: clip boxes to the resized image.
+        backend: ``cv2`` (mmcv's ``imresize``: ``cv2.resize`` bilinear of the image as it is, each
+            side ``int(side * factor + 0.5)``) or ``torchvision`` (:func:`torchvision_resize`:
+            float32 result, sides ``floor(side * factor)``, as torchvision's detection models
+            resize; put ``Normalize`` before ``Resize`` to follow its order exactly). With
+            ``torchvision`` the ``scale_factor`` is kept in float64, so that
+            :func:`~detcli.data.map_to_original` multiplies boxes by torchvision's float32 ratio
+            ``original / resized`` (``resize_boxes``). Masks are resized as with ``cv2``.
         override: re-draw the scale even if ``results['scale']`` is already set.
     """
 
@@ -89,8 +135,12 @@ class Resize:
         ratio_range: tuple[float, float] | None = None,
         keep_ratio: bool = True,
         bbox_clip_border: bool = True,
+        backend: str = "cv2",
         override: bool = False,
     ) -> None:
+        if backend not in _RESIZE_BACKENDS:
+            raise ValueError(f"Resize: backend must be one of {list(_RESIZE_BACKENDS)}, got {backend!r}")
+        self.backend = backend
         self.img_scale = _parse_scales(img_scale)
         if multiscale_mode not in ("range", "value"):
             raise ValueError(f"multiscale_mode must be 'range' or 'value', got {multiscale_mode!r}")
@@ -148,22 +198,27 @@ class Resize:
         for key in results.get("img_fields", ["img"]):
             img = results[key]
             h, w = img.shape[:2]
-            if self.keep_ratio:
-                (new_w, new_h), _ = rescale_size((w, h), results["scale"])
+            if self.backend == "torchvision":
+                img = torchvision_resize(img, results["scale"], self.keep_ratio)
+                new_h, new_w = img.shape[:2]
             else:
-                new_w, new_h = int(results["scale"][0]), int(results["scale"][1])
-            if (new_w, new_h) != (w, h):
-                img = cv2.resize(img, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
+                if self.keep_ratio:
+                    (new_w, new_h), _ = rescale_size((w, h), results["scale"])
+                else:
+                    new_w, new_h = int(results["scale"][0]), int(results["scale"][1])
+                if (new_w, new_h) != (w, h):
+                    img = cv2.resize(img, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
             results[key] = img
             results["img_shape"] = img.shape
             results["pad_shape"] = img.shape  # in case no Pad follows
-            results["scale_factor"] = np.array([new_w / w, new_h / h, new_w / w, new_h / h], dtype=np.float32)
+            dtype = np.float64 if self.backend == "torchvision" else np.float32
+            results["scale_factor"] = np.array([new_w / w, new_h / h, new_w / w, new_h / h], dtype=dtype)
             results["keep_ratio"] = self.keep_ratio
 
     def _resize_bboxes(self, results: dict[str, Any]) -> None:
         h, w = results["img_shape"][:2]
         for key in results.get("bbox_fields", []):
-            boxes = results[key] * results["scale_factor"]  # (N, 4)
+            boxes = results[key] * results["scale_factor"].astype(np.float32)  # (N, 4)
             if self.bbox_clip_border:
                 boxes[:, 0::2] = np.clip(boxes[:, 0::2], 0, w)
                 boxes[:, 1::2] = np.clip(boxes[:, 1::2], 0, h)
@@ -177,7 +232,7 @@ class Resize:
     def __repr__(self) -> str:
         return (f"Resize(img_scale={self.img_scale}, multiscale_mode={self.multiscale_mode!r}, "
                 f"ratio_range={self.ratio_range}, keep_ratio={self.keep_ratio}, "
-                f"bbox_clip_border={self.bbox_clip_border})")
+                f"bbox_clip_border={self.bbox_clip_border}, backend={self.backend!r})")
 
 
 def bbox_flip(bboxes: np.ndarray, img_shape: Sequence[int], direction: str) -> np.ndarray:

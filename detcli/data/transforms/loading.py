@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 from typing import Any
@@ -16,6 +17,7 @@ from detcli.structures.masks import BitmapMasks, PolygonMasks, polygons_to_bitma
 logger = logging.getLogger(__name__)
 
 _COLOR_TYPES = {"color": cv2.IMREAD_COLOR, "grayscale": cv2.IMREAD_GRAYSCALE, "unchanged": cv2.IMREAD_UNCHANGED}
+_DECODE_BACKENDS = ("cv2", "pillow")
 
 
 def _where(results: dict[str, Any]) -> str:
@@ -36,12 +38,20 @@ class LoadImageFromFile:
         to_float32: return float32 instead of uint8.
         color_type: ``color`` (3 channels, grey images are expanded), ``grayscale`` or ``unchanged``.
         channel_order: ``bgr`` (mmcv default) or ``rgb``.
+        imdecode_backend: ``cv2`` (``cv2.imdecode``, mmcv's default) or ``pillow``
+            (``PIL.Image.open(f).convert("RGB")``, or ``"L"`` for grayscale, as torchvision's
+            detection references read COCO; no EXIF rotation; ``unchanged`` keeps PIL's mode).
+            JPEG decoders differ slightly between builds of OpenCV and Pillow. Only files are
+            decoded: an image already in ``results['img']`` is used as it is.
 
     Raises:
         DatasetError: the file is missing or cannot be decoded (names the path and dataset index).
     """
 
-    def __init__(self, to_float32: bool = False, color_type: str = "color", channel_order: str = "bgr") -> None:
+    def __init__(self, to_float32: bool = False, color_type: str = "color", channel_order: str = "bgr",
+                 imdecode_backend: str = "cv2") -> None:
+        if imdecode_backend not in _DECODE_BACKENDS:
+            raise ValueError(f"imdecode_backend must be one of {list(_DECODE_BACKENDS)}, got {imdecode_backend!r}")
         if color_type not in _COLOR_TYPES:
             raise ValueError(f"color_type must be one of {sorted(_COLOR_TYPES)}, got {color_type!r}")
         if channel_order not in ("bgr", "rgb"):
@@ -49,6 +59,7 @@ class LoadImageFromFile:
         self.to_float32 = to_float32
         self.color_type = color_type
         self.channel_order = channel_order
+        self.imdecode_backend = imdecode_backend
 
     def __call__(self, results: dict[str, Any]) -> dict[str, Any]:
         info = results.get("img_info", {})
@@ -86,7 +97,7 @@ class LoadImageFromFile:
             buf = np.fromfile(filename, dtype=np.uint8)
         except OSError as e:
             raise DatasetError(f"cannot read image {filename}{_where(results)}: {e}") from e
-        img = cv2.imdecode(buf, _COLOR_TYPES[self.color_type]) if buf.size else None
+        img = self._decode(buf) if buf.size else None
         if img is None:
             raise DatasetError(
                 f"cannot decode image {filename}{_where(results)}: the file is corrupted or not an image"
@@ -100,9 +111,27 @@ class LoadImageFromFile:
             )
         return img
 
+    def _decode(self, buf: np.ndarray) -> np.ndarray | None:
+        """Decode the file's bytes to BGR (colour) or grey, None if they are not an image."""
+        if self.imdecode_backend == "cv2":
+            return cv2.imdecode(buf, _COLOR_TYPES[self.color_type])
+        try:
+            from PIL import Image, UnidentifiedImageError
+        except ImportError as e:  # pragma: no cover - Pillow comes with torchvision
+            raise DatasetError("LoadImageFromFile(imdecode_backend='pillow') needs Pillow (pip install pillow)") from e
+        try:
+            with Image.open(io.BytesIO(buf.tobytes())) as pil:
+                mode = {"color": "RGB", "grayscale": "L"}.get(self.color_type, pil.mode)
+                img = np.asarray(pil.convert(mode))
+        except (UnidentifiedImageError, OSError, ValueError):
+            return None
+        if img.ndim == 3 and img.shape[2] in (3, 4):  # RGB(A) -> BGR(A), as cv2 returns it
+            img = np.ascontiguousarray(img[..., [2, 1, 0, 3][:img.shape[2]]])
+        return img
+
     def __repr__(self) -> str:
         return (f"LoadImageFromFile(to_float32={self.to_float32}, color_type={self.color_type!r}, "
-                f"channel_order={self.channel_order!r})")
+                f"channel_order={self.channel_order!r}, imdecode_backend={self.imdecode_backend!r})")
 
 
 def _check_segmentation(seg: Any, index: int, name: str, height: int, width: int) -> None:
