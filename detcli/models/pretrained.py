@@ -93,9 +93,15 @@ def backbone_state_dict(ckpt: CheckpointFile, prefix: str | None) -> dict[str, T
 
 
 def detector_state_dict(ckpt: CheckpointFile, model: nn.Module) -> dict[str, Tensor]:
-    """A detector file's weights under ``model``'s names (MMDetection and torchvision files are renamed)."""
+    """A detector file's weights under ``model``'s names (MMDetection and torchvision files are renamed; a
+    backbone-only file, e.g. ``torchvision://resnet50``, lands under ``backbone.``)."""
     if ckpt.source in ("mmdet", "torchvision"):
         return convert_state_dict(ckpt.source, model, ckpt.state_dict)
+    own = model.state_dict()
+    if ckpt.source == "state_dict" and not any(k in own for k in ckpt.state_dict):
+        as_backbone = {f"backbone.{k}": v for k, v in ckpt.state_dict.items() if not k.startswith("fc.")}
+        if any(k in own for k in as_backbone):
+            return as_backbone
     return dict(ckpt.state_dict)
 
 

@@ -90,3 +90,17 @@ def test_backbone_prefix_selects_part_of_a_detector_file(tmp_path: Path) -> None
     wrong = ResNet(depth=18, init_cfg={"type": "Pretrained", "checkpoint": str(path), "prefix": "student."})
     with pytest.raises(CheckpointError, match=r"no weights start with init_cfg.prefix 'student.'"):
         wrong.init_weights()
+
+
+def test_load_from_a_backbone_file_fills_the_backbone_and_needs_allow_partial(torch_home: Path) -> None:
+    from detcli.models.pretrained import load_detector_weights
+
+    ref = resnet18()
+    name = torchvision_weights_url("resnet18").rsplit("/", 1)[1]
+    torch.save(ref.state_dict(), torch_home / name)
+    model = build(_retinanet_cfg(), DETECTORS, path="model")
+    with pytest.raises(CheckpointError, match=r"missing \(e.g. neck\..*looks like an ImageNet classification .*backbone.init_cfg"):
+        load_detector_weights(model, "torchvision://resnet18")
+    report = load_detector_weights(model, "torchvision://resnet18", allow_partial=True)
+    assert torch.equal(model.backbone.layer2[0].conv1.weight, ref.layer2[0].conv1.weight)
+    assert report.unexpected == [] and all(k.startswith(("neck.", "bbox_head.")) for k in report.missing)

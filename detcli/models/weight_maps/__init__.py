@@ -99,7 +99,7 @@ FAMILY_SIGNATURES: tuple[tuple[str, str], ...] = (
     ("head.regression_head.bbox_ctrness", "a torchvision FCOS"),
     ("bbox_head.retina_cls.", "an MMDetection RetinaNet"),
     ("head.classification_head.", "a torchvision RetinaNet"),
-    ("fc.weight", "an ImageNet classification (backbone)"),
+    ("fc.weight", "an ImageNet classification (backbone weights: use model.backbone.init_cfg)"),
 )
 
 
