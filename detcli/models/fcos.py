@@ -152,7 +152,8 @@ class FCOSHead(nn.Module):
             cls_feat = self.cls_convs(x)
             reg_feat = self.reg_convs(x)
             cls_scores.append(self.conv_cls(cls_feat))
-            dist = scale(self.conv_reg(reg_feat)).float()
+            dist = scale(self.conv_reg(reg_feat))
+            dist = dist.to(torch.promote_types(dist.dtype, torch.float32))  # fp16 -> fp32 (mmdet), fp64 stays
             bbox_preds.append(dist.clamp(min=0) if self.norm_on_bbox else dist.exp())
             centernesses.append(self.conv_centerness(reg_feat if self.centerness_on_reg else cls_feat))
         return cls_scores, bbox_preds, centernesses
@@ -170,7 +171,8 @@ class FCOSHead(nn.Module):
         pos_inds = ((labels >= 0) & (labels < self.num_classes)).nonzero(as_tuple=True)[0]  # (P,)
         # global means over ranks (mmdet's reduce_mean); computed before any data-dependent branch
         # so a rank without positives runs the same collectives as the others
-        num_pos = max(reduce_mean(float(pos_inds.numel()), labels.device), 1.0)
+        # a float32 tensor as in mmdet, whose avg_factor epsilon then rounds away (see weight_reduce_loss)
+        num_pos = torch.tensor(max(reduce_mean(float(pos_inds.numel()), labels.device), 1.0), dtype=torch.float32)
         loss_cls = self.loss_cls(cls_flat, labels, avg_factor=num_pos)
         pos_bbox_preds = flatten_levels(bbox_preds, 4).reshape(-1, 4)[pos_inds]  # (P, 4)
         pos_centerness = flatten_levels(centernesses, 1).reshape(-1)[pos_inds]  # (P,)
@@ -253,7 +255,8 @@ class FCOSHead(nn.Module):
                 labels_all.append(labels)
             results.append(nms_detections(
                 torch.cat(boxes_all), torch.cat(scores_all), torch.cat(labels_all), image_size,
-                test_cfg.iou_threshold, test_cfg.class_agnostic, test_cfg.max_per_img, test_cfg.min_bbox_size))
+                test_cfg.iou_threshold, test_cfg.class_agnostic, test_cfg.max_per_img, test_cfg.min_bbox_size,
+                test_cfg.drop_empty_boxes))
         return results
 
 
