@@ -171,8 +171,7 @@ class FCOSHead(nn.Module):
         pos_inds = ((labels >= 0) & (labels < self.num_classes)).nonzero(as_tuple=True)[0]  # (P,)
         # global means over ranks (mmdet's reduce_mean); computed before any data-dependent branch
         # so a rank without positives runs the same collectives as the others
-        # a float32 tensor as in mmdet, whose avg_factor epsilon then rounds away (see weight_reduce_loss)
-        num_pos = torch.tensor(max(reduce_mean(float(pos_inds.numel()), labels.device), 1.0), dtype=torch.float32)
+        num_pos = max(reduce_mean(float(pos_inds.numel()), labels.device), 1.0)
         loss_cls = self.loss_cls(cls_flat, labels, avg_factor=num_pos)
         pos_bbox_preds = flatten_levels(bbox_preds, 4).reshape(-1, 4)[pos_inds]  # (P, 4)
         pos_centerness = flatten_levels(centernesses, 1).reshape(-1)[pos_inds]  # (P,)

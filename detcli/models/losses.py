@@ -45,18 +45,9 @@ def reduce_loss(loss: Tensor, reduction: str) -> Tensor:
     return loss
 
 
-#: Added to ``avg_factor`` before dividing, as mmdet 2.x and 3.x do (float32 machine epsilon, whatever the
-#: loss dtype): ``sum / (avg_factor + AVG_FACTOR_EPS)``, so an ``avg_factor`` of 0 gives 0, not NaN. The
-#: sum is taken in ``avg_factor``'s own precision, like mmdet's: for a float32 tensor (FCOS's ``num_pos``)
-#: the epsilon rounds away once ``avg_factor >= 2``; for a Python number it counts.
-AVG_FACTOR_EPS = float(torch.finfo(torch.float32).eps)
-
-
 def weight_reduce_loss(loss: Tensor, weight: Tensor | None = None, reduction: str = "mean",
                        avg_factor: float | Tensor | None = None) -> Tensor:
-    """Multiply by ``weight`` then reduce; with ``avg_factor``, ``'mean'`` is
-    ``sum / (avg_factor + AVG_FACTOR_EPS)`` (mmdet's epsilon, a relative 1e-7 / avg_factor; see
-    :data:`AVG_FACTOR_EPS` for a tensor ``avg_factor``).
+    """Multiply by ``weight`` then reduce; with ``avg_factor``, ``'mean'`` is ``sum / avg_factor``.
 
     Raises:
         ValueError: ``avg_factor`` combined with ``reduction='sum'``.
@@ -66,7 +57,7 @@ def weight_reduce_loss(loss: Tensor, weight: Tensor | None = None, reduction: st
     if avg_factor is None:
         return reduce_loss(loss, reduction)
     if reduction == "mean":
-        return loss.sum() / (avg_factor + AVG_FACTOR_EPS)
+        return loss.sum() / avg_factor
     if reduction == "none":
         return loss
     raise ValueError("avg_factor can not be used with reduction='sum'")
@@ -317,7 +308,7 @@ def sigmoid_focal_loss(pred: Tensor, target: Tensor, weight: Tensor | None = Non
     if avg_factor is not None:
         if reduction == "sum":
             raise ValueError("avg_factor can not be used with reduction='sum'")
-        return total / (avg_factor + AVG_FACTOR_EPS)
+        return total / avg_factor
     return total / max(pred.numel(), 1) if reduction == "mean" else total
 
 

@@ -195,7 +195,7 @@ def _patch_source(owner, name: str, *replacements: tuple[str, str]) -> None:
 
 def patch_float32_casts() -> None:
     """Make the float64 run float64 throughout. mmdet hard-codes float32 in five places of these models;
-    each only rounds (no other change), and a float32 run of mmdet is unaffected by the patch:
+    each only rounds (no other change):
 
     - ``AnchorGenerator`` / ``MlvlPointGenerator.grid_priors`` default to ``dtype=torch.float32`` and the
       anchor heads' training path (``AnchorHead.get_anchors``) does not pass a dtype: default float64;
@@ -204,11 +204,15 @@ def patch_float32_casts() -> None:
     - ``binary_cross_entropy`` / ``mask_cross_entropy`` pass float32 targets (``label.float()``, float32
       mask targets) to ``F.binary_cross_entropy_with_logits``, which then computes in float32: the
       targets are cast to the logits' dtype instead (RPN objectness, FCOS centerness, mask losses);
+    - not a cast but a 3.x change: ``weight_reduce_loss`` divides by ``avg_factor + finfo(float32).eps``
+      (added in its own precision: exact for Python numbers, rounded away for FCOS's float32 ``num_pos``),
+      a relative 1.2e-7 / avg_factor; the 2.x sources det follows divide by ``avg_factor``: eps removed;
     - ``_do_paste_mask`` pastes masks in float32 on a grid built from the boxes: given float32 boxes, which
       is what mmdet does in a float32 run and what det does (det pastes in float32 too).
     """
     from mmdet.models.dense_heads import fcos_head
-    from mmdet.models.losses import cross_entropy_loss
+    from mmdet.models.losses import cross_entropy_loss, focal_loss
+    from mmdet.models.losses import utils as loss_utils
     from mmdet.models.roi_heads.mask_heads import fcn_mask_head
     from mmdet.models.task_modules.coders import delta_xywh_bbox_coder
     from mmdet.models.task_modules.prior_generators import anchor_generator, point_generator
@@ -217,6 +221,9 @@ def patch_float32_casts() -> None:
         _patch_source(gen, "grid_priors", ("dtype: torch.dtype = torch.float32", "dtype: torch.dtype = torch.float64"))
     _patch_source(delta_xywh_bbox_coder, "bbox2delta", ("proposals = proposals.float()", "pass"),
                   ("gt = gt.float()", "pass"))
+    _patch_source(loss_utils, "weight_reduce_loss", ("loss.sum() / (avg_factor + eps)", "loss.sum() / avg_factor"))
+    for module in (cross_entropy_loss, focal_loss):  # they imported the function by name
+        module.weight_reduce_loss = loss_utils.weight_reduce_loss
     _patch_source(cross_entropy_loss, "binary_cross_entropy", ("label.float()", "label.to(pred.dtype)"))
     _patch_source(cross_entropy_loss, "mask_cross_entropy", ("pred_slice, target,", "pred_slice, target.to(pred_slice.dtype),"))
     _patch_source(fcos_head.FCOSHead, "forward_single", ("scale(bbox_pred).float()", "scale(bbox_pred)"),
@@ -326,7 +333,9 @@ CONFIGS = {
 }
 
 #: channel step of the stored maps (every map also keeps its whole-tensor sum and sum of squares).
-STEPS = {"backbone": 16, "neck": 4, "head": 1}
+STEPS = {"backbone": 16, "neck": 8, "head": 2, "rpn_head": 3}
+#: masks stored (bit-packed) for the first detections of each image only (file size)
+MASKS_KEPT = 40
 
 
 # ----------------------------------------------------------------------------- running mmdet
@@ -400,7 +409,8 @@ def run(name: str) -> dict:
             out["head"] = {k: summarize_maps(v, STEPS["head"]) for k, v in zip(keys, raw)}
         else:
             rpn_cls, rpn_reg = model.rpn_head(feats)
-            out["rpn_head"] = {"cls_scores": summarize_maps(rpn_cls, 1), "bbox_preds": summarize_maps(rpn_reg, 1)}
+            out["rpn_head"] = {"cls_scores": summarize_maps(rpn_cls, STEPS["rpn_head"]),
+                               "bbox_preds": summarize_maps(rpn_reg, STEPS["rpn_head"])}
             samples = data_samples(with_masks)
             proposals = model.rpn_head.predict(feats, samples, rescale=False)
             out["proposals"] = [{"boxes": p.bboxes.clone(), "scores": p.scores.clone()} for p in proposals]
@@ -429,7 +439,7 @@ def predict(model, with_masks: bool) -> list[dict]:
         r = p.pred_instances
         d = {"boxes": r.bboxes.clone(), "scores": r.scores.clone(), "labels": r.labels.clone()}
         if "masks" in r:
-            m = r.masks.numpy().astype(bool)
+            m = r.masks[:MASKS_KEPT].numpy().astype(bool)
             d["mask_shape"] = list(m.shape)
             d["masks_packed"] = torch.from_numpy(np.packbits(m.reshape(-1)))
         dets.append(d)

@@ -35,14 +35,15 @@ CLS_BIAS_RE = re.compile(r"(retina_cls|conv_cls|rpn_cls)\.bias$")
 BG_BIAS = 3.0
 
 #: Ground truth per image: boxes (x1, y1, x2, y2), labels, and one crowd (ignore) box.
-#: (coordinates off the anchor grid, so no IoU sits exactly on an assigner threshold, and multiples of 1/8,
-#: so that det's float32 ``Boxes`` hold them exactly)
+#: Picked at random (multiples of 1/8, so det's float32 ``Boxes`` hold them exactly) among boxes whose best
+#: RetinaNet and RPN anchor is unique (IoU gap >= 1e-3) and that have no anchor IoU within 1e-3 of an
+#: assigner threshold: float32 then makes the same assignments as float64.
 GT_BOXES = (
-    ((10.375, 12.625, 60.75, 70.125), (70.125, 20.5, 120.875, 90.25), (30.25, 40.75, 58.625, 52.125)),
-    ((5.375, 5.25, 45.25, 60.875), (50.625, 10.125, 95.25, 65.75)),
+    ((81.125, 37.875, 103.25, 86.375), (70.125, 16.375, 119.625, 42.375), (75.25, 40.875, 101.625, 77.875)),
+    ((66.875, 11.875, 93.75, 41.125), (46.125, 6.375, 93.375, 29.75)),
 )
 GT_LABELS = ((0, 2, 1), (3, 0))
-GT_IGNORE = (((80.25, 2.125, 110.625, 30.375),), ((20.125, 30.125, 60.375, 68.25),))
+GT_IGNORE = (((10.25, 10.125, 40.375, 50.625),), ((5.125, 30.25, 40.5, 66.75),))
 
 
 def seed_of(name: str) -> int:
