@@ -21,6 +21,14 @@ optional ``score_threshold`` / ``max_num``), ``batched_nms`` (mmcv's code: the c
 trick, ``class_agnostic``, ``split_thr``), ``RoIAlign`` / ``roi_align`` (``aligned=True``,
 ``sampling_ratio=0`` adaptive, ``pool_mode='avg'``). Other mmcv ops are placeholders never called.
 
+What else the run changes in mmdet, each explained where it is done: ``patch_float32_casts`` (mmdet's
+hard-coded float32 casts and 3.x's avg_factor epsilon removed, so the float64 run is float64 and 2.x's
+loss reduction), ``pad_shape = img_shape`` in the image metas (det takes the valid anchor locations from
+the image size), and the dense heads' mmdet 2.x detections (``detections_2x``) made with
+``min_bbox_size: -1`` (3.x then skips the size filter, as 2.x's dense heads do). See docs/mmdet-compat.md.
+The batch has one crowd box per image (``ignored_instances``; RetinaNet, RPN and R-CNN assigners use
+``ignore_iof_thr: 0.5``; FCOS ignores crowd boxes in both libraries). Run time: about 45 s on a CPU.
+
 Randomness: the two-stage samplers take every candidate (RPN ``num: 8192``, R-CNN ``num: 2048``,
 ``pos_fraction: 0.5``: more than the anchors / proposals of an image), so no random choice is made
 and both libraries sample the same set; everything else is deterministic.
