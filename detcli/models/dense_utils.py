@@ -197,13 +197,16 @@ def level_of_image(maps: Tensor, image: int, channels: int) -> Tensor:
 
 def nms_detections(boxes: Tensor, scores: Tensor, labels: Tensor, image_size: tuple[int, int],
                    iou_threshold: float, class_agnostic: bool, max_per_img: int,
-                   min_bbox_size: float) -> Detections:
+                   min_bbox_size: float, drop_empty: bool = False) -> Detections:
     """Class-aware (or agnostic) NMS of one image's candidates into sorted :class:`Detections`.
+
+    Boxes with a side ``<= min_bbox_size`` are dropped first when ``min_bbox_size > 0``, or when it is
+    0 and ``drop_empty`` (mmdet 3.x: flat boxes clipped at the image border go; 2.x keeps them).
 
     Args:
         boxes (Tensor[P, 4]): (x1, y1, x2, y2); scores (Tensor[P]); labels (Tensor[P]) int64.
     """
-    if min_bbox_size > 0 and boxes.numel():
+    if (min_bbox_size > 0 or (drop_empty and min_bbox_size >= 0)) and boxes.numel():
         wh = boxes[:, 2:] - boxes[:, :2]
         keep = (wh[:, 0] > min_bbox_size) & (wh[:, 1] > min_bbox_size)
         boxes, scores, labels = boxes[keep], scores[keep], labels[keep]

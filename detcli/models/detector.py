@@ -58,6 +58,10 @@ class DenseTestConfig:
     Attributes:
         nms_pre: candidates kept per level before NMS, by score (``<= 0``: all).
         min_bbox_size: boxes whose width or height is ``<= min_bbox_size`` are dropped (when > 0).
+        drop_empty_boxes: also apply that rule when ``min_bbox_size`` is 0, i.e. drop boxes with a side
+            ``<= 0`` (candidates clipped flat at the image border) before NMS: MMDetection 3.x's dense
+            heads (their ``min_bbox_size >= 0`` check). False (default): mmdet 2.x, whose dense heads
+            never filter by size, so such boxes stay and can take part in NMS and the top ``max_per_img``.
         score_thr: candidates need a score ``> score_thr``.
         iou_threshold: NMS IoU threshold (``nms.iou_threshold``).
         class_agnostic: one NMS over all classes (``nms.class_agnostic``).
@@ -74,12 +78,13 @@ class DenseTestConfig:
     max_per_img: int = 100
     deploy_nms_pre: int = -1
     max_output_boxes_per_class: int = 200
+    drop_empty_boxes: bool = False
 
     @classmethod
     def parse(cls, cfg: Mapping[str, Any] | None) -> DenseTestConfig:
         cfg = dict(cfg or {})
         check_keys(cfg, ("nms_pre", "min_bbox_size", "score_thr", "nms", "max_per_img", "deploy_nms_pre",
-                          "max_output_boxes_per_class"), "model.test_cfg")
+                          "max_output_boxes_per_class", "drop_empty_boxes"), "model.test_cfg")
         nms = dict(cfg.get("nms") or {"type": "nms", "iou_threshold": 0.5})
         check_keys(nms, ("type", "iou_threshold", "iou_thr", "class_agnostic"), "model.test_cfg.nms")
         if nms.get("type", "nms") != "nms":
@@ -87,7 +92,8 @@ class DenseTestConfig:
         return cls(int(cfg.get("nms_pre", 1000)), float(cfg.get("min_bbox_size", 0)),
                    float(cfg.get("score_thr", 0.05)), float(nms.get("iou_threshold", nms.get("iou_thr", 0.5))),
                    bool(nms.get("class_agnostic", False)), int(cfg.get("max_per_img", 100)),
-                   int(cfg.get("deploy_nms_pre", -1)), int(cfg.get("max_output_boxes_per_class", 200)))
+                   int(cfg.get("deploy_nms_pre", -1)), int(cfg.get("max_output_boxes_per_class", 200)),
+                   bool(cfg.get("drop_empty_boxes", False)))
 
 
 def check_keys(cfg: Mapping[str, Any], allowed: tuple[str, ...], path: str) -> None:
@@ -173,7 +179,8 @@ class SingleStageDetector(BaseDetector):
         neck: built neck, or None.
         bbox_head: built dense head.
         train_cfg: ``{assigner, allowed_border, pos_weight, debug}`` (assigner already built).
-        test_cfg: ``{nms_pre, min_bbox_size, score_thr, nms: {type: nms, iou_threshold}, max_per_img}``.
+        test_cfg: ``{nms_pre, min_bbox_size, score_thr, nms: {type: nms, iou_threshold}, max_per_img}``
+            (and optionally ``drop_empty_boxes``, see :class:`DenseTestConfig`).
         init_cfg: ``{type: Pretrained, checkpoint: PATH}`` with a whole-detector checkpoint.
     """
 

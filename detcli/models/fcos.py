@@ -178,7 +178,7 @@ class FCOSHead(nn.Module):
             reg_feat = self.reg_convs(x)
             cls_scores.append(self.conv_cls(cls_feat))
             dist = scale(self.conv_reg(reg_feat))
-            if dist.dtype in (torch.float16, torch.bfloat16):  # distances (and exp) in float32 at least
+            if dist.dtype in (torch.float16, torch.bfloat16):  # distances (and exp) in float32 at least; fp64 stays
                 dist = dist.float()
             bbox_preds.append(dist.clamp(min=0) if self.norm_on_bbox else dist.exp())
             centernesses.append(self.conv_centerness(reg_feat if self.centerness_on_reg else cls_feat))
@@ -288,7 +288,8 @@ class FCOSHead(nn.Module):
                 labels_all.append(labels)
             results.append(nms_detections(
                 torch.cat(boxes_all), torch.cat(scores_all), torch.cat(labels_all), image_size,
-                test_cfg.iou_threshold, test_cfg.class_agnostic, test_cfg.max_per_img, test_cfg.min_bbox_size))
+                test_cfg.iou_threshold, test_cfg.class_agnostic, test_cfg.max_per_img, test_cfg.min_bbox_size,
+                test_cfg.drop_empty_boxes))
         return results
 
 

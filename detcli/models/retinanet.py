@@ -190,7 +190,8 @@ class RetinaHead(nn.Module):
                 labels_all.append(labels)
             results.append(nms_detections(
                 torch.cat(boxes_all), torch.cat(scores_all), torch.cat(labels_all), image_size,
-                test_cfg.iou_threshold, test_cfg.class_agnostic, test_cfg.max_per_img, test_cfg.min_bbox_size))
+                test_cfg.iou_threshold, test_cfg.class_agnostic, test_cfg.max_per_img, test_cfg.min_bbox_size,
+                test_cfg.drop_empty_boxes))
         return results
 
 

@@ -164,6 +164,8 @@ class StandardRoIHead(nn.Module):
         b = len(targets)
         gt = PaddedGroundTruth.of(targets, device) if padded is None else padded
         gt_boxes, gt_labels, gt_valid = gt.boxes, gt.labels, gt.valid  # (B, G, 4), (B, G), (B, G)
+        if proposals:  # RoIs in the proposals' dtype (float32 GT is exact in float64)
+            gt_boxes = gt_boxes.to(proposals[0].dtype)
         g = gt_boxes.shape[1]
         n = max((p.shape[0] for p in proposals), default=0)
         cand = gt_boxes.new_zeros((b, n, 4))

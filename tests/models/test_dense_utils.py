@@ -55,6 +55,28 @@ def test_nms_detections_min_size_empty_and_cap():
     assert len(empty) == 0 and empty.image_size == (8, 8)
 
 
+def test_nms_detections_drop_empty_boxes_is_mmdet3():
+    # a box clipped flat at the border (x1 == x2 == 64) and a normal one
+    boxes = torch.tensor([[64.0, 10, 64, 30], [10, 10, 30, 30]])
+    scores, labels = torch.tensor([0.9, 0.8]), torch.tensor([0, 0])
+    kept = nms_detections(boxes, scores, labels, (64, 64), 0.5, False, 10, 0)  # mmdet 2.x: kept
+    assert kept.scores.tolist() == pytest.approx([0.9, 0.8])
+    dropped = nms_detections(boxes, scores, labels, (64, 64), 0.5, False, 10, 0, drop_empty=True)  # 3.x
+    assert dropped.scores.tolist() == pytest.approx([0.8])
+    off = nms_detections(boxes, scores, labels, (64, 64), 0.5, False, 10, -1, drop_empty=True)  # < 0: no filter
+    assert len(off) == 2
+
+
+def test_drop_empty_boxes_config_key():
+    from detcli.errors import ConfigError
+    from detcli.models.detector import DenseTestConfig
+
+    assert DenseTestConfig.parse({}).drop_empty_boxes is False
+    assert DenseTestConfig.parse({"drop_empty_boxes": True}).drop_empty_boxes is True
+    with pytest.raises(ConfigError, match="drop_empty_boxes"):
+        DenseTestConfig.parse({"drop_empty_box": True})
+
+
 def test_pad_ground_truth():
     gts = [GroundTruth((8, 8), torch.tensor([[0.0, 0, 4, 4]]), [2]), GroundTruth((8, 8), torch.zeros(0, 4), [])]
     boxes, labels, valid = pad_ground_truth(gts, torch.device("cpu"))
