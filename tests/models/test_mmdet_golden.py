@@ -2,9 +2,9 @@
 
 ``tests/golden/mmdet_<model>.pt`` were made by ``tests/golden/make_mmdet_golden.py`` with mmdet 3.3.0
 (see its docstring). Here the same weights are rebuilt from ``tests/golden/mmdet_recipe.py`` under
-MMDetection's key names, written as an MMDetection 2.x checkpoint, converted with
-``convert_state_dict("mmdet", ...)``, loaded strictly into det's model (built from det's preset with the
-generator's small sizes) and run on the same batch. float64: every stage within 1e-9 and identical
+MMDetection's key names, written as an MMDetection 2.x checkpoint, read and renamed by det's reader
+(``read_checkpoint`` + ``detector_state_dict``: the path of ``det test`` and ``--load-from``), loaded strictly
+into det's model (built from det's preset with the generator's small sizes) and run on the same batch. float64: every stage within 1e-9 and identical
 detections; float32: every stage within 1e-3 of the float64 golden values (relative to their scale).
 No mmdet is needed.
 """
@@ -20,7 +20,8 @@ import pytest
 import torch
 
 from detcli.config import load_config
-from detcli.models.weight_maps import convert_state_dict
+from detcli.models.pretrained import detector_state_dict
+from detcli.weights import CheckpointFile, read_checkpoint
 from detcli.registry import DETECTORS, build
 from detcli.structures import Boxes, BitmapMasks, GroundTruth, ImageBatch
 
@@ -31,7 +32,8 @@ recipe = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(recipe)
 
 MODELS = ("retinanet", "fcos", "faster_rcnn", "mask_rcnn")
-PRESETS = {"retinanet": "retinanet_r50_fpn_1x_coco.yaml", "fcos": "fcos_r50_fpn_gn-head_1x_coco.yaml",
+# FCOS: the pytorch-style R50 model file (the mmdet-named FCOS presets use the caffe backbone)
+PRESETS = {"retinanet": "retinanet_r50_fpn_1x_coco.yaml", "fcos": "_base_/models/fcos_r50_fpn.yaml",
            "faster_rcnn": "faster_rcnn_r50_fpn_1x_coco.yaml", "mask_rcnn": "mask_rcnn_r50_fpn_1x_coco.yaml"}
 CH = 32
 F64_TOL = 1e-9
@@ -71,13 +73,15 @@ def det_config(name: str, mmdet3: bool = False) -> dict:
     return cfg
 
 
-def mmdet_checkpoint(golden: dict, path: Path) -> dict:
-    """The recipe weights under mmdet's names as an MMDetection 2.x checkpoint file, read back."""
+def mmdet_checkpoint(golden: dict, path: Path) -> CheckpointFile:
+    """The recipe weights under mmdet's names as an MMDetection 2.x checkpoint file, read back by det's reader."""
     values = recipe.make_state_dict({k: tuple(s) for k, s in golden["state_dict_shapes"].items()})
     state_dict = {k: torch.from_numpy(v) for k, v in values.items()}
     meta = {"mmdet_version": "2.28.2", "CLASSES": tuple(golden["classes"]), "config": repr(golden["mmdet_config"])}
     torch.save({"meta": meta, "state_dict": state_dict}, path)
-    return torch.load(path, map_location="cpu", weights_only=True)
+    ckpt = read_checkpoint(path)
+    assert (ckpt.source, ckpt.classes) == ("mmdet", tuple(golden["classes"]))
+    return ckpt
 
 
 def batch(dtype: torch.dtype, with_masks: bool) -> tuple[ImageBatch, list[GroundTruth]]:
@@ -94,7 +98,7 @@ def batch(dtype: torch.dtype, with_masks: bool) -> tuple[ImageBatch, list[Ground
 def build_det(name: str, golden: dict, tmp_path: Path, dtype: torch.dtype, mmdet3: bool = False) -> torch.nn.Module:
     ckpt = mmdet_checkpoint(golden, tmp_path / f"{name}_mmdet.pth")
     model = build(det_config(name, mmdet3), DETECTORS, path="model").to(dtype)  # before loading: no float32 rounding
-    converted = convert_state_dict("mmdet", model, ckpt["state_dict"])
+    converted = detector_state_dict(ckpt, model)  # what det test / --load-from / init_cfg do with the file
     own = model.state_dict()
     assert sorted(set(own) - set(converted)) == [] and sorted(set(converted) - set(own)) == []
     model.load_state_dict(converted, strict=True)
