@@ -28,7 +28,7 @@ def show(
 def list_(json_out: Annotated[bool, typer.Option("--json", help="Print as JSON: one object per preset (name, published AP).")] = False) -> None:
     """List the presets shipped with det, with the published COCO AP of those that name a model-zoo checkpoint
     (`det test PRESET zoo` evaluates it)."""
-    from detcli.engine.tester import list_zoo
+    from detcli.engine.zoo import list_zoo
 
     rows = list_zoo()
     if json_out:

@@ -85,7 +85,8 @@ def convert_checkpoint(
     """
     from detcli import __version__
     from detcli.config import load_config, resolve_preset_path
-    from detcli.engine.tester import build_model, config_classes
+    from detcli.engine.tester import build_model
+    from detcli.engine.zoo import config_classes
     from detcli.models.pretrained import detector_state_dict
     from detcli.models.weight_maps import SOURCES, describe_checkpoint
     from detcli.weights import load_weights, read_checkpoint, resolve_uri

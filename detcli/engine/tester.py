@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from detcli.engine.checkpoint import check_checkpoint, load_checkpoint, load_state_dict, not_det_error
+from detcli.engine.zoo import config_classes, resolve_checkpoint, split_zoo_spec
 from detcli.engine.dist import distributed, gather_results, get_dist_info, run_on_main
 from detcli.engine.environment import resolve_device
 from detcli.engine.hooks import check_num_classes
@@ -151,54 +152,6 @@ def load_checkpoint_config(checkpoint: str | os.PathLike[str]) -> dict[str, Any]
     return copy.deepcopy(dict(load_checkpoint(resolve_checkpoint(checkpoint))["meta"]["config"]))
 
 
-def resolve_checkpoint(spec: str | os.PathLike[str], cfg: Mapping[str, Any] | None = None) -> Path:
-    """A local checkpoint file for ``spec``: a path, a weights URI (``http(s)://``, ...: downloaded once into
-    torch's cache), or ``zoo`` (the published weights named by ``cfg``'s ``zoo.url``).
-
-    Raises:
-        ConfigError: ``zoo`` without a preset, or a preset without a ``zoo`` entry.
-        CheckpointError: missing file, failed download.
-    """
-    from detcli.weights import resolve_uri
-
-    text = os.fspath(spec)
-    if text == "zoo":
-        if cfg is None:
-            raise ConfigError("checkpoint 'zoo' needs a preset: det test PRESET zoo (or det infer zoo:PRESET IMG)")
-        url = (cfg.get("zoo") or {}).get("url")
-        if not url:
-            raise ConfigError("this preset names no published weights (no zoo.url); `det config list` shows the "
-                              "presets that have them")
-        return resolve_uri(str(url))
-    return resolve_uri(text)
-
-
-def list_zoo() -> list[dict[str, Any]]:
-    """Every shipped preset as ``{name, box_ap, mask_ap, source, url}`` (None where it names no published weights)."""
-    from detcli.config import load_config
-    from detcli.resources import list_presets
-
-    rows = []
-    for path in list_presets():
-        if path.stem.startswith("_"):
-            continue
-        zoo = dict(load_config(path).get("zoo") or {})
-        rows.append({"name": path.stem, "box_ap": zoo.get("box_ap"), "mask_ap": zoo.get("mask_ap"),
-                     "source": zoo.get("source"), "url": zoo.get("url")})
-    return rows
-
-
-def split_zoo_spec(spec: str, cfg: Mapping[str, Any] | None) -> tuple[str, dict[str, Any] | None]:
-    """``zoo:PRESET`` -> ``("zoo", PRESET's config)`` (``cfg`` when one is given); anything else unchanged."""
-    if not str(spec).startswith("zoo:"):
-        return spec, None if cfg is None else dict(cfg)
-    if cfg is not None:
-        return "zoo", dict(cfg)
-    from detcli.config import load_config, resolve_preset_path
-
-    return "zoo", load_config(resolve_preset_path(str(spec)[len("zoo:"):]))
-
-
 def load_model(checkpoint: str | os.PathLike[str], cfg: Mapping[str, Any] | None = None, device: str = "cpu") -> LoadedModel:
     """Build the model of a checkpoint and load its weights.
 
@@ -246,23 +199,6 @@ def load_model(checkpoint: str | os.PathLike[str], cfg: Mapping[str, Any] | None
     classes = ckpt.classes or config_classes(config, num_classes)
     meta = {"source": ckpt.source, "format": ckpt.version, "file": str(path), "classes": list(classes)}
     return LoadedModel(model=model, cfg=config, classes=tuple(classes), meta=meta)
-
-
-def config_classes(cfg: Mapping[str, Any], num_classes: int) -> tuple[str, ...]:
-    """Class names a config declares (``data.test|val|train.classes``); COCO's 80 names for an 80-class COCO
-    preset; else ``class_0``, ``class_1``, ..."""
-    data = cfg.get("data") or {}
-    for split in ("test", "val", "train"):
-        node = data.get(split)
-        node = node[0] if isinstance(node, list) and node else node
-        if isinstance(node, Mapping) and isinstance(node.get("classes"), (list, tuple)):
-            return tuple(str(c) for c in node["classes"])
-    node = data.get("test") if isinstance(data.get("test"), Mapping) else {}
-    if num_classes == 80 and "Coco" in str(node.get("type", "")):
-        from detcli.weights import coco_classes
-
-        return coco_classes()
-    return tuple(f"class_{i}" for i in range(num_classes))
 
 
 def load_predictor(checkpoint: str | os.PathLike[str], cfg: Mapping[str, Any] | None = None, device: str = "cpu",

@@ -49,8 +49,9 @@ from detcli.engine.optim import build_optimizer
 from detcli.engine.progress import ProgressCallback
 from detcli.engine.runner import Runner
 from detcli.engine.tester import (
-    build_model, build_split, check_mask_metrics, evaluate_detections, resolve_checkpoint, run_inference, split_zoo_spec,
+    build_model, build_split, check_mask_metrics, evaluate_detections, run_inference,
 )
+from detcli.engine.zoo import resolve_checkpoint, split_zoo_spec
 from detcli.engine.validate import runner_settings, validate_config
 from detcli.errors import CheckpointError, ConfigError
 from detcli.fileio import write_json_atomic, write_text_atomic
