@@ -20,7 +20,7 @@ from detcli.engine.tester import build_model
 from detcli.models.weight_maps.mmdet import to_mmdet_names
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "weights"))
-from conftest import Server  # noqa: E402  (the local HTTP server of tests/weights)
+from local_http import Server  # noqa: E402  (the local HTTP server of tests/weights)
 
 runner = CliRunner()
 
