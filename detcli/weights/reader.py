@@ -54,9 +54,9 @@ class Opaque:
 
 
 def _numpy_globals() -> dict[str, Any]:
-    import numpy as _np
+    import numpy as np
 
-    out: dict[str, Any] = {"numpy.dtype": _np.dtype, "numpy.ndarray": _np.ndarray}
+    out: dict[str, Any] = {"numpy.dtype": np.dtype, "numpy.ndarray": np.ndarray}
     for mod_name in ("numpy.core.multiarray", "numpy._core.multiarray"):
         try:
             mod = __import__(mod_name, fromlist=["scalar", "_reconstruct"])
@@ -65,9 +65,9 @@ def _numpy_globals() -> dict[str, Any]:
         for name in ("scalar", "_reconstruct"):
             if hasattr(mod, name):
                 out[f"{mod_name}.{name}"] = getattr(mod, name)
-    for name in dir(getattr(_np, "dtypes", object())):
+    for name in dir(getattr(np, "dtypes", object())):
         if name.endswith("DType"):
-            out[f"numpy.dtypes.{name}"] = getattr(_np.dtypes, name)
+            out[f"numpy.dtypes.{name}"] = getattr(np.dtypes, name)
     return out
 
 

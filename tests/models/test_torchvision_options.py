@@ -14,7 +14,7 @@ from detcli.models.bbox_heads import Shared2FCBBoxHead
 from detcli.models.coders import TorchvisionDeltaXYWHBBoxCoder
 from detcli.models.mask_heads import FCNMaskHead, paste_masks_torchvision
 from detcli.models.roi_extractors import SingleRoIExtractor
-from detcli.models.weight_maps.torchvision import _label_rows
+from detcli.models.weight_maps.torchvision import label_rows
 
 
 @pytest.mark.parametrize("stds", [(1.0, 1.0, 1.0, 1.0), (0.1, 0.1, 0.2, 0.2)])
@@ -94,14 +94,14 @@ def test_mask_head_paste_mode() -> None:
 
 
 def test_label_rows() -> None:
-    rows, fg = _label_rows(91, 80, 10)
+    rows, fg = label_rows(91, 80, 10)
     assert len(rows) == 91 and sorted(rows) == list(range(91)) and rows[80] == 0 and fg == rows[:80]
-    assert _label_rows(91, 80, 0)[0] == rows[:81]
-    assert _label_rows(3, 2, 0) == ([1, 2, 0], [1, 2])
+    assert label_rows(91, 80, 0)[0] == rows[:81]
+    assert label_rows(3, 2, 0) == ([1, 2, 0], [1, 2])
     with pytest.raises(CheckpointError, match="num_extra_cls_logits: 10"):
-        _label_rows(91, 80, 3)
+        label_rows(91, 80, 3)
     with pytest.raises(CheckpointError):
-        _label_rows(91, 20, 0)
+        label_rows(91, 20, 0)
 
 
 def test_deploy_two_stage_honours_torchvision_options() -> None:

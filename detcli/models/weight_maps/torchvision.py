@@ -173,7 +173,7 @@ TV_TWO_STAGE_RULES: tuple[tuple[str, str], ...] = BACKBONE_FPN_RULES + (
 )
 
 
-def _label_rows(num_rows: int, num_classes: int, num_extra: int) -> tuple[list[int], list[int]]:
+def label_rows(num_rows: int, num_classes: int, num_extra: int) -> tuple[list[int], list[int]]:
     """torchvision rows of det's classifier (fg, background, extras) and of det's C foreground classes."""
     if num_rows == 91 and num_classes == 80 and num_extra in (0, len(TV_COCO_NA_IDS)):
         fg = list(COCO80_CATEGORY_IDS)
@@ -198,7 +198,7 @@ def torchvision_two_stage(state_dict: Mapping[str, Tensor], model: nn.Module) ->
     cls_key = "roi_head.bbox_head.fc_cls.weight"
     bbox_head = getattr(getattr(model, "roi_head", None), "bbox_head", None)
     if cls_key in out and bbox_head is not None:
-        rows, fg = _label_rows(out[cls_key].shape[0], int(bbox_head.num_classes),
+        rows, fg = label_rows(out[cls_key].shape[0], int(bbox_head.num_classes),
                                int(getattr(bbox_head, "num_extra_cls_logits", 0)))
         reg_rows = torch.tensor([4 * r + j for r in fg for j in range(4)])
         for name in ("weight", "bias"):
