@@ -11,6 +11,7 @@ never imported or called. A file that names a global from a module that can run 
 
 from __future__ import annotations
 
+import importlib
 import os
 import pickle
 import warnings
@@ -59,7 +60,9 @@ def _numpy_globals() -> dict[str, Any]:
     out: dict[str, Any] = {"numpy.dtype": np.dtype, "numpy.ndarray": np.ndarray}
     for mod_name in ("numpy.core.multiarray", "numpy._core.multiarray"):
         try:
-            mod = __import__(mod_name, fromlist=["scalar", "_reconstruct"])
+            with warnings.catch_warnings():  # numpy 2 deprecates the numpy.core alias
+                warnings.simplefilter("ignore")
+                mod = importlib.import_module(mod_name)
         except ImportError:
             continue
         for name in ("scalar", "_reconstruct"):
