@@ -166,7 +166,7 @@ def load_model(checkpoint: str | os.PathLike[str], cfg: Mapping[str, Any] | None
             differs from the model's, or weights that do not fill the model built from ``cfg`` exactly.
         DetError: CUDA requested but not available.
     """
-    from detcli.models.pretrained import detector_state_dict
+    from detcli.models.pretrained import detector_state_dict, log_report
     from detcli.models.weight_maps import describe_checkpoint
     from detcli.weights import load_weights, read_checkpoint
 
@@ -193,8 +193,8 @@ def load_model(checkpoint: str | os.PathLike[str], cfg: Mapping[str, Any] | None
             f"{', ...' if len(ckpt.classes) > 4 else ''}), the preset's model {num_classes}; use a preset with "
             f"{len(ckpt.classes)} classes, or fine-tune from it with --load-from"
         )
-    load_weights(model, detector_state_dict(ckpt, model), source=str(path), target=type(model).__name__,
-                 hint=describe_checkpoint(ckpt.state_dict))
+    log_report(load_weights(model, detector_state_dict(ckpt, model), source=str(path), target=type(model).__name__,
+                            hint=describe_checkpoint(ckpt.state_dict)))
     model.to(dev).eval()
     classes = ckpt.classes or config_classes(config, num_classes)
     meta = {"source": ckpt.source, "format": ckpt.version, "file": str(path), "classes": list(classes)}
