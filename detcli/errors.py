@@ -28,7 +28,8 @@ class CheckpointError(DetError):
 
 
 class KernelError(DetError):
-    """A compute backend (CuPy kernels, CUDA) was requested where it cannot work."""
+    """A compute backend (CuPy kernels, CUDA) was requested where it cannot work, or an op was given
+    inputs no kernel may run on (e.g. a RoI outside the batch or with NaN coordinates)."""
 
 
 class TrainingError(DetError):

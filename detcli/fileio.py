@@ -1,7 +1,8 @@
 """Atomic file output: write to a temporary file beside the target, then rename it into place.
 
 A crash or an error never leaves a half-written checkpoint, results file or image behind. Also the
-file suffixes det reads as images (:data:`IMAGE_EXTENSIONS`).
+file suffixes det reads as images (:data:`IMAGE_EXTENSIONS`) and :func:`read_image_file`, the one way det
+opens an image by path.
 """
 
 from __future__ import annotations
@@ -16,6 +17,30 @@ from typing import Any
 
 #: File suffixes (lower case) treated as images when a folder is scanned (converters, ``det infer``).
 IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def read_image_file(path: str | os.PathLike[str], flags: int | None = None) -> Any:
+    """The decoded image (``numpy.ndarray``, BGR for colour) at ``path``, or None when the bytes are no image.
+
+    Python opens the file and OpenCV decodes the bytes (``cv2.imdecode``, as the ``LoadImageFromFile``
+    transform does): ``cv2.imread`` itself crashes the process (segmentation fault) on a path with
+    characters it cannot encode as UTF-8, such as the surrogate escapes Python uses for file names that
+    are not valid UTF-8, while ``open`` takes any path the OS does.
+
+    Args:
+        flags: ``cv2.IMREAD_*`` (default ``cv2.IMREAD_COLOR``).
+
+    Raises:
+        OSError: the file cannot be opened (``FileNotFoundError``, ``IsADirectoryError``, ...).
+    """
+    import cv2
+    import numpy as np
+
+    with open(path, "rb") as f:
+        data = np.frombuffer(f.read(), np.uint8)
+    if data.size == 0:
+        return None
+    return cv2.imdecode(data, cv2.IMREAD_COLOR if flags is None else flags)
 
 
 def _umask() -> int:

@@ -22,6 +22,18 @@
 //      shared memory (double-buffered, so one barrier per block is enough); then every thread ORs the
 //      rows of those kept boxes into the later words it owns, and thread 0 appends the kept boxes'
 //      original indices order[i] to `keep` in score order. num_keep[0] receives their count.
+//
+// The bitmask takes n * ceil(n / 64) words (n^2 / 8 bytes). Larger inputs go through in chunks of
+// sorted boxes (detcli/ops/cupy_backend.py), which keeps the bitmask at chunk^2 / 8 bytes with the
+// same keep list: the boxes of a chunk that a box kept from an earlier chunk suppresses are dropped
+// first (a suppressed box never suppresses anything in greedy NMS), then launches 1 and 2 run on the
+// rest of the chunk.
+//
+// 3. nms_suppressed_by(kept, num_kept, boxes, n, threshold, suppressed)
+//      grid ceil(n / 64), block NMS_BLOCK (64) threads. Thread t of block x owns box j = 64 * x + t and
+//      sets suppressed[j] = 1 when IoU(kept[i], boxes[j]) > threshold for some i < num_kept (it never
+//      clears a flag: the caller zero-initialises `suppressed`). The kept boxes pass through shared
+//      memory 64 at a time.
 
 #define NMS_BLOCK 64
 
@@ -132,5 +144,43 @@ extern "C" __global__ void nms_gather_keep(const nms_word_t* __restrict__ mask, 
   }
   if (t == 0) {
     num_keep[0] = count;
+  }
+}
+
+// kept (float32[num_kept, 4]): boxes kept so far (all score higher than `boxes`); boxes (float32[n, 4]);
+// suppressed (int32[n]): set to 1 for each box that a kept box suppresses, untouched otherwise.
+extern "C" __global__ void nms_suppressed_by(const float* __restrict__ kept, const int num_kept,
+                                             const float* __restrict__ boxes, const int n,
+                                             const float threshold, int* __restrict__ suppressed) {
+  __shared__ float kept_tile[NMS_BLOCK * 4];
+  const int t = threadIdx.x;
+  const long long j = (long long)blockIdx.x * NMS_BLOCK + t;
+  float box[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+  if (j < n) {
+    for (int c = 0; c < 4; ++c) {
+      box[c] = boxes[j * 4 + c];
+    }
+  }
+  bool hit = false;
+  for (int start = 0; start < num_kept; start += NMS_BLOCK) {
+    const int size = min(num_kept - start, NMS_BLOCK);
+    __syncthreads();  // every thread is done with the previous tile
+    if (t < size) {
+      for (int c = 0; c < 4; ++c) {
+        kept_tile[t * 4 + c] = kept[((long long)start + t) * 4 + c];
+      }
+    }
+    __syncthreads();
+    if (j < n && !hit) {
+      for (int k = 0; k < size; ++k) {
+        if (nms_iou_above(kept_tile + k * 4, box, threshold)) {
+          hit = true;
+          break;
+        }
+      }
+    }
+  }
+  if (j < n && hit) {
+    suppressed[j] = 1;
   }
 }

@@ -27,6 +27,7 @@ from detcli.data.sample import Sample
 from detcli.data.transforms.compose import RNG_KEY, Compose
 from detcli.data.transforms.loading import LoadImageFromFile
 from detcli.errors import DatasetError
+from detcli.fileio import read_image_file
 
 logger = logging.getLogger(__name__)
 
@@ -249,10 +250,17 @@ class AnnotationFileDataset(DetDataset):
             path = os.path.join(self.img_prefix, info["filename"]) if self.img_prefix else info["filename"]
             if not os.path.isfile(path):
                 missing.append((idx, path))
-            elif decode and cv2.imread(path, cv2.IMREAD_UNCHANGED) is None:
+            elif decode and _unreadable(path):
                 raise DatasetError(f"cannot decode image {path} (dataset index {idx}): corrupted or not an image")
         if missing:
             shown = "; ".join(f"{p} (index {i})" for i, p in missing[:5])
             more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
             raise DatasetError(f"{len(missing)} image files of {self.ann_file} are missing: {shown}{more}; "
                                "check img_prefix/data_root")
+
+
+def _unreadable(path: str) -> bool:
+    try:
+        return read_image_file(path, cv2.IMREAD_UNCHANGED) is None
+    except OSError:
+        return True

@@ -32,6 +32,7 @@ from pycocotools.coco import COCO
 from detcli.data.base import AnnotationFileDataset, load_class_names
 from detcli.data.coco import _join_root, coco_from_dict
 from detcli.errors import DatasetError
+from detcli.fileio import read_image_file
 from detcli.registry import DATASETS
 
 #: The 20 PASCAL VOC classes, in mmdet's label order.
@@ -175,7 +176,10 @@ class VOCDataset(AnnotationFileDataset):
         if size is not None and size.find("width") is not None and size.find("height") is not None:
             width, height = int(float(_text(size, "width", xml_path))), int(float(_text(size, "height", xml_path)))
         else:  # mmdet: read the image when the XML has no size
-            img = cv2.imread(os.path.join(self.img_prefix, filename), cv2.IMREAD_UNCHANGED)
+            try:
+                img = read_image_file(os.path.join(self.img_prefix, filename), cv2.IMREAD_UNCHANGED)
+            except OSError:
+                img = None
             if img is None:
                 raise DatasetError(f"{xml_path} has no <size> and the image {os.path.join(self.img_prefix, filename)} "
                                    "cannot be read")

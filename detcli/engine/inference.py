@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from detcli.errors import DatasetError, DetError
-from detcli.fileio import IMAGE_EXTENSIONS
+from detcli.fileio import IMAGE_EXTENSIONS, read_image_file
 from detcli.structures import Detections
 
 logger = logging.getLogger(__name__)
@@ -108,7 +108,10 @@ def _read_image(path: Path) -> np.ndarray:
 
     if not path.is_file():
         raise DatasetError(f"{path}: no such image file")
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    try:
+        img = read_image_file(path, cv2.IMREAD_COLOR)
+    except OSError as e:
+        raise DatasetError(f"{path}: cannot read the image ({e.strerror or e})") from e
     if img is None:
         raise DatasetError(f"{path}: cannot decode the image (corrupted or not an image)")
     return img
@@ -206,6 +209,12 @@ def infer(
 def _run_video(predictor, source, name, out, keep, max_frames, summary, draw) -> Iterator[InferenceRecord]:  # type: ignore[no-untyped-def]
     import cv2
 
+    if isinstance(source, str):
+        try:
+            source.encode("utf-8")
+        except UnicodeEncodeError:  # cv2.VideoCapture would crash the process (segmentation fault)
+            raise DatasetError(f"{name}: the file name is not valid UTF-8, which OpenCV cannot open as a video; "
+                               "rename the file") from None
     cap = cv2.VideoCapture(source)
     if not cap.isOpened():
         raise DatasetError(f"{name}: cannot open the video or camera")

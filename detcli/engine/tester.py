@@ -521,10 +521,15 @@ def original_image(dataset: Any, index: int) -> Any:
         return dataset.load_image(index)
     import cv2
 
+    from detcli.fileio import read_image_file
+
     info = dataset.get_img_info(index)
     prefix = getattr(dataset, "img_prefix", None) or ""
     path = Path(prefix) / str(info["filename"])
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    try:
+        image = read_image_file(path, cv2.IMREAD_COLOR)
+    except OSError:
+        image = None
     if image is None:
         raise DetError(f"--show-dir: cannot read the image of index {index} ({path})")
     return image

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from detcli.errors import ConfigError, DatasetError
+from detcli.evaluation.files import result_value_problem
 
 logger = logging.getLogger(__name__)
 
@@ -87,16 +88,19 @@ def group_results(
     for i, r in enumerate(results):
         if not isinstance(r, dict) or not {"image_id", "category_id", "bbox", "score"} <= set(r):
             raise DatasetError(f"{source}: entry {i} is not a COCO result (needs image_id, category_id, bbox, score)")
-        if r["image_id"] not in images:
+        if not (isinstance(r["image_id"], Hashable) and r["image_id"] in images):
             raise DatasetError(
                 f"{source}: entry {i}: image_id {r['image_id']!r} is not an image of the preset's test split "
                 "(were the results made on another dataset or split?)"
             )
-        if r["category_id"] not in label_of:
+        if not (isinstance(r["category_id"], Hashable) and r["category_id"] in label_of):
             raise DatasetError(
                 f"{source}: entry {i}: category_id {r['category_id']!r} is not a class of the dataset "
                 f"(its category ids are {list(cat_ids)}); were the results made with another class list?"
             )
+        problem = result_value_problem(r, with_bbox=True)
+        if problem is not None:
+            raise DatasetError(f"{source}: entry {i}: {problem}")
         grouped.setdefault(int(r["image_id"]), []).append((list(r["bbox"]), float(r["score"]), label_of[r["category_id"]]))
     return grouped
 

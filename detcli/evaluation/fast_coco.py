@@ -170,9 +170,19 @@ class ResultColumns:
         )
 
 
+def _numbers(values: list[Any], shape: tuple[int, ...], key: str) -> np.ndarray:
+    """float64 array of numbers; ``TypeError`` for strings, nulls, nested or ragged values (which a float
+    conversion would accept or turn into an object array)."""
+    array = np.array(values)
+    if array.shape != shape or array.dtype.kind not in "biuf":
+        raise TypeError(f"{key}: not numbers of shape {shape}")
+    return array.astype(np.float64)
+
+
 def result_columns(results: Sequence[dict[str, Any]], with_bbox: bool = True, with_segm: bool = False) -> ResultColumns:
-    """Columns of a results list. Raises ``KeyError``/``TypeError``/``ValueError`` on a malformed entry
-    (callers with a file to blame re-check the dicts for a precise message).
+    """Columns of a results list. Raises ``KeyError``/``TypeError``/``ValueError`` on a malformed entry,
+    including a score or box that is not a number (callers with a file to blame re-check the
+    dicts for a precise message).
 
     Args:
         with_bbox: read ``bbox`` of every entry (always done when the first entry has one).
@@ -182,13 +192,13 @@ def result_columns(results: Sequence[dict[str, Any]], with_bbox: bool = True, wi
     first_has_bbox = bool(n) and "bbox" in results[0] and not results[0]["bbox"] == []
     bbox = None
     if (with_bbox or first_has_bbox) and n:
-        bbox = np.asarray([r["bbox"] for r in results], np.float64).reshape(n, 4)
+        bbox = _numbers([r["bbox"] for r in results], (n, 4), "bbox")
     elif with_bbox:
         bbox = np.zeros((0, 4))
     return ResultColumns(
         np.fromiter((r["image_id"] for r in results), np.int64, n),
         np.fromiter((r["category_id"] for r in results), np.int64, n),
-        np.fromiter((r["score"] for r in results), np.float64, n),
+        _numbers([r["score"] for r in results], (n,), "score"),
         bbox,
         [r["segmentation"] for r in results] if with_segm else None,
         first_has_bbox,

@@ -13,10 +13,11 @@ import contextlib
 import io
 import json
 import logging
+import math
 import os
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +62,37 @@ def parse_json_text(text: str, path: str | os.PathLike[str], what: str) -> Any:
         raise DatasetError(
             f"{what} {name}: not valid JSON ({e.msg} at line {e.lineno} column {e.colno}); pass a COCO .json file"
         ) from None
+    except RecursionError:
+        raise DatasetError(nesting_message(f"{what} {name}")) from None
+
+
+def nesting_message(source: str) -> str:
+    """The message for a JSON document nested deeper than Python's parser goes (``RecursionError``)."""
+    return (f"{source}: JSON nested deeper than the parser's limit (about {sys.getrecursionlimit()} levels; "
+            "COCO files need 5); pass a COCO .json file")
+
+
+def _finite_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _shown(value: Any) -> str:
+    text = json.dumps(value) if not isinstance(value, float) else repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def result_value_problem(entry: dict[str, Any], with_bbox: bool) -> str | None:
+    """Why the ``score`` (and, with ``with_bbox`` or when present and non-empty, the ``bbox``) of a COCO
+    result entry cannot be evaluated, or None: a score must be a finite number, a bbox ``[x, y, w, h]``
+    of 4 finite numbers (strings, nulls, booleans, NaN and infinities are refused, never evaluated)."""
+    score = entry.get("score")
+    if not _finite_number(score):
+        return f"score {_shown(score)} is not a finite number (scores are numbers, as `det test --out` writes)"
+    bbox = entry.get("bbox")
+    if with_bbox or (bbox is not None and bbox != []):
+        if not (isinstance(bbox, list) and len(bbox) == 4 and all(_finite_number(v) for v in bbox)):
+            return f"bbox {_shown(bbox)} is not [x, y, w, h] of 4 finite numbers"
+    return None
 
 
 #: Results texts at least this long are parsed in two halves by two processes (det engine, workers > 1).
@@ -115,7 +147,9 @@ def results_columns_of_text(text: str, coco_gt: Any, metrics: Sequence[str], wor
                     columns = ResultColumns.cat([first, second.get()])
             finally:
                 _FORKED_TEXT.clear()
-    except (ValueError, TypeError, KeyError, OverflowError, AttributeError):
+    except (ValueError, TypeError, KeyError, OverflowError, AttributeError, RecursionError):
+        return None
+    if not np.isfinite(columns.score).all() or (columns.bbox is not None and not np.isfinite(columns.bbox).all()):
         return None
     if not ids_known(coco_gt, columns.image_id, columns.category_id).all():
         return None
@@ -185,6 +219,13 @@ def _results_look_valid(results: list[Any], coco_gt: Any, metrics: Sequence[str]
         n = len(results)
         img = np.fromiter((r["image_id"] for r in results), np.int64, n)
         cat = np.fromiter((r["category_id"] for r in results), np.int64, n)
+        scores = np.array([r["score"] for r in results])  # strings, nulls: not a float array
+        if scores.shape != (n,) or scores.dtype.kind not in "iuf" or not np.isfinite(scores).all():
+            return False
+        if "bbox" in keys:
+            boxes = np.array([r["bbox"] for r in results])
+            if boxes.shape != (n, 4) or boxes.dtype.kind not in "iuf" or not np.isfinite(boxes).all():
+                return False
     except (TypeError, ValueError, OverflowError):
         return False
     return bool(ids_known(coco_gt, img, cat).all())
@@ -205,16 +246,20 @@ def _find_bad_result(results: list[Any], coco_gt: Any, metrics: Sequence[str], s
             missing |= {"segmentation"} - set(r)
         if missing:
             raise DatasetError(f"--dt {source}: entry {i} has no {', '.join(sorted(missing))} (needed by --metric {' '.join(metrics)})")
-        if r["image_id"] not in image_ids:
+        if not (isinstance(r["image_id"], Hashable) and r["image_id"] in image_ids):
             raise DatasetError(
-                f"--dt {source}: entry {i}: image_id {r['image_id']!r} is not an image of the ground truth "
+                f"--dt {source}: entry {i}: image_id {_shown(r['image_id'])} is not an image of the ground truth "
                 "(were the results made on another dataset or split? pass the matching --gt)"
             )
-        if r["category_id"] not in cat_ids:
+        if not (isinstance(r["category_id"], Hashable) and r["category_id"] in cat_ids):
             raise DatasetError(
-                f"--dt {source}: entry {i}: category_id {r['category_id']!r} is not a category of the ground truth "
-                f"(it has {sorted(cat_ids)}; were the results made with another class list?)"
+                f"--dt {source}: entry {i}: category_id {_shown(r['category_id'])} is not a category of the ground "
+                f"truth (it has {sorted(cat_ids)}; were the results made with another class list?)"
             )
+        problem = result_value_problem(r, "bbox" in metrics or "proposal" in metrics)
+        if problem is not None:
+            raise DatasetError(f"--dt {source}: entry {i}: {problem}")
+    raise DatasetError(f"--dt {source}: the results cannot be evaluated (an entry has ids or values of the wrong type)")
 
 
 def _polygons_to_rle(result: dict[str, Any], coco_gt: Any) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from detcli.ops.nvrtc_build import INSTALL_HINT, cached_cubin
 logger = logging.getLogger(__name__)
 
 NMS_BLOCK = 64  # boxes per mask word; must match NMS_BLOCK in kernels/nms.cu
+NMS_CHUNK_BOXES = 16384  # boxes per suppression bitmask (16384^2 / 8 bytes = 32 MiB); larger inputs go in chunks
 GATHER_THREADS = 256  # threads of the single-block nms_gather_keep launch
 ROI_THREADS = 256  # threads per block of the grid-stride RoIAlign kernels
 MAX_ROI_BLOCKS = 4096
@@ -101,8 +102,22 @@ def _check(t: Tensor, what: str) -> None:
         raise KernelError(f"the CuPy kernels support float32 and float16, but {what} is {t.dtype}; use DET_OPS=auto or torchvision")
 
 
+def nms_mask_bytes(num_boxes: int, chunk_boxes: int | None = None) -> int:
+    """Bytes of the largest suppression bitmask :func:`nms` allocates for ``num_boxes`` boxes
+    (``chunk_boxes`` defaults to :data:`NMS_CHUNK_BOXES`; ``chunk_boxes=num_boxes`` is one bitmask for all,
+    the unchunked n^2 / 8 bytes)."""
+    rows = min(num_boxes, NMS_CHUNK_BOXES if chunk_boxes is None else chunk_boxes)
+    return rows * ((rows + NMS_BLOCK - 1) // NMS_BLOCK) * 8
+
+
 def nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
-    """Bitmask NMS on the GPU; same contract and result as :func:`torchvision.ops.nms`."""
+    """Bitmask NMS on the GPU; same contract and result as :func:`torchvision.ops.nms`.
+
+    Up to :data:`NMS_CHUNK_BOXES` boxes, one bitmask of ``n * ceil(n / 64)`` words holds every
+    suppression; larger inputs go through in chunks of that many boxes in score order, so the bitmask
+    never exceeds :func:`nms_mask_bytes` (32 MiB) and the other buffers grow linearly (about 48 bytes
+    per box). The keep list is the same (see ``kernels/nms.cu``).
+    """
     _check(boxes, "boxes")
     n = boxes.shape[0]
     device = boxes.device
@@ -110,21 +125,55 @@ def nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
         return torch.empty(0, dtype=torch.int64, device=device)
     order = torch.sort(scores, descending=True, stable=True).indices  # (N,)
     boxes_sorted = boxes.index_select(0, order).float().contiguous()  # (N, 4)
+    threshold = np.float32(float_threshold(iou_threshold))
+    chunk = max(1, int(NMS_CHUNK_BOXES))
+    with _Launch(device) as launch:
+        if n <= chunk:
+            return _nms_bitmask(launch, boxes_sorted, order, threshold)
+        positions = torch.arange(n, dtype=torch.int64, device=device)  # (N,) index into the sorted boxes
+        kept_boxes = torch.empty((n, 4), dtype=torch.float32, device=device)  # kept so far, in score order
+        kept_parts = []
+        num_kept = 0
+        for start in range(0, n, chunk):
+            part = boxes_sorted[start:start + chunk]  # (C, 4)
+            part_positions = positions[start:start + chunk]  # (C,)
+            if num_kept > 0:
+                suppressed = torch.zeros(part.shape[0], dtype=torch.int32, device=device)  # (C,)
+                _kernel("nms.cu", "nms_suppressed_by", device)(
+                    ((part.shape[0] + NMS_BLOCK - 1) // NMS_BLOCK,), (NMS_BLOCK,),
+                    (launch.array(kept_boxes[:num_kept]), np.int32(num_kept), launch.array(part),
+                     np.int32(part.shape[0]), threshold, launch.array(suppressed)),
+                )
+                alive = suppressed == 0
+                part, part_positions = part[alive].contiguous(), part_positions[alive]
+                if part.shape[0] == 0:
+                    continue
+            kept = _nms_bitmask(launch, part, part_positions, threshold)  # sorted positions, in score order
+            kept_boxes[num_kept:num_kept + kept.shape[0]] = boxes_sorted[kept]
+            num_kept += kept.shape[0]
+            kept_parts.append(kept)
+        return order[torch.cat(kept_parts)]
+
+
+def _nms_bitmask(launch: _Launch, boxes_sorted: Tensor, labels: Tensor, threshold: np.float32) -> Tensor:
+    """Launches 1 and 2 of ``kernels/nms.cu`` on ``boxes_sorted`` (float32[n, 4], n >= 1, score order):
+    the ``labels`` (int64[n]) of the kept boxes, in score order."""
+    n = boxes_sorted.shape[0]
+    device = boxes_sorted.device
     col_blocks = (n + NMS_BLOCK - 1) // NMS_BLOCK
     mask = torch.empty((n, col_blocks), dtype=torch.int64, device=device)  # uint64 words
     removed = torch.empty(col_blocks, dtype=torch.int64, device=device)
     keep = torch.empty(n, dtype=torch.int64, device=device)
     num_keep = torch.empty(1, dtype=torch.int32, device=device)
-    with _Launch(device) as launch:
-        _kernel("nms.cu", "nms_mask", device)(
-            (col_blocks, col_blocks), (NMS_BLOCK,),
-            (launch.array(boxes_sorted), np.int32(n), np.float32(float_threshold(iou_threshold)), launch.array(mask)),
-        )
-        _kernel("nms.cu", "nms_gather_keep", device)(
-            (1,), (GATHER_THREADS,),
-            (launch.array(mask), np.int32(n), launch.array(order), launch.array(removed), launch.array(keep),
-             launch.array(num_keep)),
-        )
+    _kernel("nms.cu", "nms_mask", device)(
+        (col_blocks, col_blocks), (NMS_BLOCK,),
+        (launch.array(boxes_sorted), np.int32(n), threshold, launch.array(mask)),
+    )
+    _kernel("nms.cu", "nms_gather_keep", device)(
+        (1,), (GATHER_THREADS,),
+        (launch.array(mask), np.int32(n), launch.array(labels.contiguous()), launch.array(removed),
+         launch.array(keep), launch.array(num_keep)),
+    )
     return keep[: int(num_keep.item())]
 
 

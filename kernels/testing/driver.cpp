@@ -101,6 +101,14 @@ extern "C" int det_launch_nms_gather_keep(int grid_x, int block, const nms_word_
   });
 }
 
+extern "C" int det_launch_nms_suppressed_by(int grid_x, int block, const float* kept, int num_kept,
+                                            const float* boxes, int n, float threshold, int* suppressed) {
+  return guarded([&] {
+    det_shim::launch(dim3(grid_x), dim3(block),
+                     [&] { nms_suppressed_by(kept, num_kept, boxes, n, threshold, suppressed); });
+  });
+}
+
 #define DET_ROI_LAUNCHER(KERNEL, IN_T, OUT_T)                                                         \
   extern "C" int det_launch_##KERNEL(int grid_x, int block, const IN_T* in, const float* rois,        \
                                      long long total, int channels, int height, int width,            \

@@ -154,3 +154,17 @@ def test_shapes_output_is_checked(tmp_path: Path) -> None:
     assert info["errors"] == 0 and info["outputs"][0]["num_images"] == 2
     result = invoke("convert-dataset", "shapes", tmp_path / "s", "--num-images", "2")
     assert result.exit_code == 0 and "instances_train.json" in result.stdout and "0 errors" in result.stdout
+
+
+def test_check_list_ids_and_deep_nesting_one_line(tmp_path: Path) -> None:
+    path = _coco(tmp_path, [{"id": [1], "image_id": {"a": 1}, "category_id": 1, "bbox": [1, 1, 5, 5]}])
+    result = invoke("convert-dataset", "check", path)
+    assert result.exit_code == 1 and "Traceback" not in result.output and "TypeError" not in result.output
+    assert "malformed_key" in result.stdout and result.output.strip().splitlines()[-1] == f"error: {path}: 3 errors"
+    issues = json.loads(invoke("convert-dataset", "check", path, "--json").stdout)["issues"]
+    assert issues[0]["examples"] == ["annotations[0].id = [1]", 'annotations[0].image_id = {"a": 1}']
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000)
+    result = invoke("convert-dataset", "check", deep)
+    assert result.exit_code == 1 and len(result.output.strip().splitlines()) == 1
+    assert result.output.startswith(f"error: {deep}: JSON nested deeper than the parser's limit")

@@ -59,3 +59,21 @@ def test_threshold_rounding_matches_double_comparison(thr: float, expected: list
     f = float_threshold(thr)
     assert f <= thr and np.float32(f) == f
     assert np.nextafter(np.float32(f), np.float32(np.inf)) > thr
+
+
+@pytest.mark.parametrize(("num_kept", "n"), [(0, 10), (1, 1), (63, 65), (130, 200)])
+def test_suppressed_by_flags_exactly_the_overlapping_boxes(cpu_kernels, num_kept: int, n: int) -> None:
+    from kernel_cases import random_boxes
+
+    kept, _ = random_boxes(num_kept, seed=11)
+    boxes, _ = random_boxes(n, seed=12)
+    flags = torch.full((n,), 7, dtype=torch.int32)
+    flags[::2] = 0  # the kernel only ever writes 1: untouched entries keep their value
+    expected = flags.clone()
+    if num_kept:
+        iou = torchvision.ops.box_iou(kept.double(), boxes.double())  # (num_kept, n)
+        expected[(iou > 0.3).any(0)] = 1
+    cpu_kernels.launch("nms_suppressed_by", ((n + 63) // 64,), (64,),
+                       (kept.contiguous(), np.int32(num_kept), boxes.contiguous(), np.int32(n),
+                        np.float32(float_threshold(0.3)), flags))
+    assert torch.equal(flags, expected)

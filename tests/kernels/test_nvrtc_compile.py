@@ -27,7 +27,7 @@ def test_kernel_compiles_without_diagnostics(name: str, arch: str) -> None:
 @pytest.mark.parametrize(
     ("name", "function_names"),
     [
-        ("nms.cu", [b"nms_mask", b"nms_gather_keep"]),
+        ("nms.cu", [b"nms_mask", b"nms_gather_keep", b"nms_suppressed_by"]),
         (
             "roi_align.cu",
             [b"roi_align_forward_f32", b"roi_align_forward_f16", b"roi_align_backward_f32", b"roi_align_backward_f16"],

@@ -114,3 +114,75 @@ def test_cpu_thread_split_is_exact(num_rois: int) -> None:
                 torch.testing.assert_close(x.grad, x_ref.grad, rtol=1e-5, atol=1e-5)  # summation order
     finally:
         torch.set_num_threads(previous)
+
+
+# ---- RoI validation at the op boundary (every backend, before any kernel) ----
+
+import importlib  # noqa: E402
+
+from detcli.errors import KernelError  # noqa: E402
+from detcli.ops import dispatch  # noqa: E402
+from detcli.ops.roi_align import MAX_SAMPLES_PER_BIN_SIDE  # noqa: E402
+
+FEATS = torch.zeros(2, 3, 16, 16)  # (N=2, C, H, W)
+
+
+def _rois(*bad_row: float) -> torch.Tensor:
+    good = torch.tensor([[0.0, 1, 1, 8, 8], [1, 2, 2, 9, 9]])
+    return torch.cat([good, torch.tensor([bad_row]), good])  # the bad RoI is row 2
+
+
+BAD_ROIS = [
+    ("index-too-large", (2.0, 1, 1, 8, 8),
+     r"^roi_align: RoI 2 \(batch_index, x1, y1, x2, y2\) = \(2, 1, 1, 8, 8\) has batch index 2, but the input "
+     r"holds 2 feature maps \(valid: integers 0\.\.1\)$"),
+    ("index-negative", (-1.0, 1, 1, 8, 8), r"RoI 2 .* has batch index -1, but the input holds 2 feature maps"),
+    ("index-fractional", (0.5, 1, 1, 8, 8), r"RoI 2 .* has batch index 0\.5, .*valid: integers 0\.\.1"),
+    ("nan-coordinate", (0.0, float("nan"), 1, 8, 8),
+     r"^roi_align: RoI 2 \(batch_index, x1, y1, x2, y2\) = \(0, nan, 1, 8, 8\) has a NaN or infinite value; "
+     r"RoIs must be finite$"),
+    ("inf-coordinate", (0.0, 1, 1, float("inf"), 8), r"RoI 2 .*\(0, 1, 1, inf, 8\) has a NaN or infinite value"),
+    ("nan-index", (float("nan"), 1, 1, 8, 8), r"RoI 2 .*\(nan, 1, 1, 8, 8\) has a NaN or infinite value"),
+    ("huge-adaptive", (0.0, 0, 0, 4e5, 8),
+     r"^roi_align: RoI 2 .* needs 57143 adaptive samples per bin side at spatial_scale=1 and output 7x7, above the "
+     r"limit of 512; clip the RoIs to the image or set sampling_ratio > 0$"),
+]
+
+
+@pytest.mark.parametrize("backend", ["auto", "torchvision", "torch", "cupy"])
+@pytest.mark.parametrize(("name", "row", "message"), BAD_ROIS, ids=[c[0] for c in BAD_ROIS])
+def test_bad_rois_are_refused_before_any_kernel(monkeypatch, backend: str, name: str, row, message: str) -> None:
+    def no_kernel(*args, **kwargs):
+        raise AssertionError("a backend was chosen for invalid RoIs")
+
+    monkeypatch.setattr(dispatch, "backend_for", no_kernel)
+    monkeypatch.setattr(importlib.import_module("detcli.ops.roi_align"), "backend_for", no_kernel)
+    with use_backend(backend), pytest.raises(KernelError, match=message):
+        roi_align(FEATS, _rois(*row), 7, 1.0, 0, True)
+
+
+def test_bad_roi_message_counts_the_others() -> None:
+    rois = torch.tensor([[0.0, 1, 1, 8, 8], [5, 1, 1, 8, 8], [3, 1, 1, 8, 8], [7, 1, 1, 8, 8]])
+    with pytest.raises(KernelError, match=r"RoI 1 .* holds 2 feature maps \(valid: integers 0\.\.1\) \(2 more RoIs also invalid\)$"):
+        RoIAlign(7)(FEATS, rois)
+
+
+def test_adaptive_limit_edges() -> None:
+    side = 7 * MAX_SAMPLES_PER_BIN_SIDE  # exactly the limit: accepted
+    rois = torch.tensor([[0.0, 0, 0, side, 4], [1, 0, 0, 4, side]])
+    assert roi_align(FEATS, rois, 7, 1.0, 0, True).shape == (2, 3, 7, 7)
+    with pytest.raises(KernelError, match=r"RoI 0 .* needs 513 adaptive samples per bin side"):
+        roi_align(FEATS, torch.tensor([[0.0, 0, 0, side + 1, 4]]), 7, 1.0, 0, True)
+    # the same RoI at a coarser level (spatial_scale 1/32) or with a fixed sampling ratio is fine
+    assert roi_align(FEATS, torch.tensor([[0.0, 0, 0, 4e5, 8]]), 7, 1 / 32, 2, True).shape == (1, 3, 7, 7)
+    assert roi_align(FEATS, torch.tensor([[0.0, 0, 0, 4e5 / 64, 8]]), 7, 1 / 32, 0, True).shape == (1, 3, 7, 7)
+    with pytest.raises(KernelError, match=r"^roi_align: sampling_ratio=513 is above the limit of 512 samples per bin side"):
+        roi_align(FEATS, torch.tensor([[0.0, 0, 0, 4, 4]]), 7, 1.0, 513, True)
+    with pytest.raises(KernelError, match=r"^roi_align: spatial_scale must be a positive finite number, got nan$"):
+        roi_align(FEATS, torch.tensor([[0.0, 0, 0, 4, 4]]), 7, float("nan"), 0, True)
+
+
+def test_valid_float64_and_integral_float_indices_pass() -> None:
+    rois = torch.tensor([[1.0, 0, 0, 15, 15], [0.0, -3, -3, 20, 20]], dtype=torch.float64)
+    out = roi_align(FEATS.double(), rois, 2, 1.0, 0, False)
+    assert out.shape == (2, 3, 2, 2) and torch.isfinite(out).all()

@@ -117,6 +117,11 @@ def load_coco_json(path: str | os.PathLike[str]) -> dict[str, Any]:
         data = json.loads(text)
     except json.JSONDecodeError as e:
         raise DatasetError(f"{name}: not valid JSON ({e}); give a COCO annotation .json file") from e
+    except RecursionError:
+        raise DatasetError(
+            f"{name}: JSON nested deeper than the parser's limit (about {sys.getrecursionlimit()} levels; COCO files "
+            "need 5); give a COCO annotation .json file"
+        ) from None
     if not isinstance(data, dict) or not isinstance(data.get("images"), list) \
             or not isinstance(data.get("categories"), list):
         what = "a list (a detection results file?)" if isinstance(data, list) else "missing the 'images' and/or 'categories' lists"
@@ -126,6 +131,39 @@ def load_coco_json(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 def _dupes(values: Iterable[Hashable]) -> list[Hashable]:
     return [v for v, n in Counter(values).items() if n > 1]
+
+
+#: Fields used as keys (looked up, counted, compared); a JSON list or object there is reported, not hashed.
+_KEY_FIELDS = ("id", "image_id", "category_id", "file_name", "name")
+
+
+class _BadKey:
+    """Stands in for a list/object id: hashable, equal only to itself, shown as the original JSON."""
+
+    def __init__(self, value: Any) -> None:
+        text = json.dumps(value)
+        self.text = text if len(text) <= 40 else text[:37] + "..."
+
+    def __repr__(self) -> str:
+        return self.text
+
+    __str__ = __repr__
+
+
+def _hashable_keys(section: str, entries: list[Any], found: _Collector) -> list[Any]:
+    """``entries`` with each list/object value of a :data:`_KEY_FIELDS` field replaced by a :class:`_BadKey`
+    (and reported as an error), so that counting and lookups never raise ``TypeError: unhashable``."""
+    out = []
+    for k, entry in enumerate(entries):
+        if isinstance(entry, dict) and any(isinstance(entry.get(f), (list, dict)) for f in _KEY_FIELDS):
+            entry = dict(entry)
+            for f in _KEY_FIELDS:
+                if isinstance(entry.get(f), (list, dict)):
+                    entry[f] = _BadKey(entry[f])
+                    found.add("error", "malformed_key", "id, file_name or name is a list or an object "
+                              "(ids are integers, names strings)", f"{section}[{k}].{f} = {entry[f]}")
+        out.append(entry)
+    return out
 
 
 def _number(v: Any) -> bool:
@@ -148,6 +186,9 @@ def check_coco(data: dict[str, Any], ann_file: str = "<memory>",
     if not isinstance(annotations, list):
         found.add("error", "malformed_annotations", "'annotations' is not a list", type(annotations).__name__)
         annotations = []
+    images = _hashable_keys("images", images, found)
+    categories = _hashable_keys("categories", categories, found)
+    annotations = _hashable_keys("annotations", annotations, found)
 
     # categories
     cat_ids = [c.get("id") for c in categories if isinstance(c, dict)]

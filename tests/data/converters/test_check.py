@@ -100,3 +100,29 @@ def test_wrong_file_kinds(tmp_path: Path) -> None:
     (tmp_path / "ok.json").write_text(json.dumps(_clean()))
     with pytest.raises(DatasetError, match="image folder not found"):
         check_coco_file(tmp_path / "ok.json", img_dir=tmp_path / "nope")
+
+
+def test_list_and_dict_ids_are_reported_not_hashed() -> None:
+    data = _clean()
+    data["images"].append({"id": [7, 8], "file_name": {"x": 1}, "width": 10, "height": 10})
+    data["categories"].append({"id": {"a": 1}, "name": ["dog"]})
+    data["annotations"] += [
+        {"id": [1], "image_id": [7, 8], "category_id": {"a": 1}, "bbox": [1, 1, 2, 2]},
+        {"id": 99, "image_id": {"k": [1]}, "category_id": [1], "bbox": [1, 1, 2, 2]},
+    ]
+    report = check_coco(data, "x.json")
+    bad_keys = next(i for i in report.issues if i.code == "malformed_key")
+    assert bad_keys.severity == "error" and bad_keys.count == 9
+    assert bad_keys.examples[:3] == ["images[2].id = [7, 8]", 'images[2].file_name = {"x": 1}', 'categories[2].id = {"a": 1}']
+    codes = _codes(report, "error")
+    # a list id equals nothing: the annotations point at no image and no declared category
+    assert codes["missing_image"] == 2 and codes["undeclared_category"] == 2 and codes["malformed_category"] == 1
+    assert not report.ok
+
+
+def test_deep_nesting_is_one_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "deep.json"
+    path.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(DatasetError, match=r"deep\.json: JSON nested deeper than the parser's limit \(about \d+ levels; "
+                                           r"COCO files need 5\); give a COCO annotation \.json file$"):
+        check_coco_file(path)

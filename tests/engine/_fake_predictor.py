@@ -1,0 +1,23 @@
+"""A stand-in for detcli.engine.inference.Predictor (one box per image), installed by importing this module;
+used by the `det infer` subprocess tests, which need no checkpoint."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+import detcli.engine.inference as inference
+from detcli.structures import Detections
+
+
+class FakePredictor:
+    def __init__(self, checkpoint: str, cfg: dict | None = None, device: str = "cpu") -> None:
+        self.class_names = ("blob",)
+        self.cfg: dict = {}
+
+    def __call__(self, image: np.ndarray, filename: str = "") -> Detections:
+        h, w = image.shape[:2]
+        return Detections((h, w), torch.tensor([[2.0, 2.0, 20.0, 20.0]]), torch.tensor([0.9]), torch.tensor([0]))
+
+
+inference.Predictor = FakePredictor  # type: ignore[misc]
