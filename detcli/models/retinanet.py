@@ -150,8 +150,9 @@ class RetinaHead(BaseDenseHead):
         gt_boxes, gt_labels = gt.boxes, gt.labels
         prior_valid = valid_anchors(self.anchor_generator, anchors, featmap_sizes, images.image_sizes,
                                     tuple(images.tensor.shape[-2:]), train_cfg.allowed_border)
+        num_level_priors = [h * w * self.num_anchors for h, w in featmap_sizes]
         gt_inds, _ = train_cfg.assigner.assign_batch(anchors, gt_boxes, gt.valid, gt.ignore_boxes, gt.ignore_valid,
-                                                     prior_valid)  # (B, N)
+                                                     prior_valid, num_level_priors=num_level_priors)  # (B, N)
         pos = gt_inds > 0  # (B, N)
         pos_b, pos_n = pos.nonzero(as_tuple=True)  # (P,)
         matched = gt_inds[pos_b, pos_n] - 1  # (P,)
