@@ -121,7 +121,7 @@ def topk_padded(logits: Tensor, k: int) -> tuple[Tensor, Tensor]:
     if k <= 0:
         idx = arange_like(logits[0]).long()[None, :].expand_as(logits)
         return logits, idx
-    pad = torch.full_like(logits[:, :1], -math.inf).expand(-1, k)
+    pad = (torch.zeros_like(logits.sum(1, keepdim=True)) - math.inf).expand(-1, k)  # (B, k), also when N == 0
     return torch.cat([logits, pad], dim=1).topk(k, dim=1)
 
 
@@ -129,7 +129,7 @@ def gather_padded(x: Tensor, idx: Tensor, k: int) -> Tensor:
     """Rows ``idx (B, m)`` of ``x (B, N, d)``, ``x`` padded with ``k`` zero rows when ``k > 0``
     (the indices :func:`topk_padded` gives)."""
     if k > 0:
-        x = torch.cat([x, torch.zeros_like(x[:, :1]).expand(-1, k, -1)], dim=1)
+        x = torch.cat([x, torch.zeros_like(x.sum(1, keepdim=True)).expand(-1, k, -1)], dim=1)  # also when N == 0
     return x.gather(1, idx[:, :, None].expand(-1, -1, x.shape[2]))
 
 
