@@ -12,7 +12,9 @@ ground truth padded to a common count; :meth:`MaxIoUAssigner.assign` is the one-
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 from torch import Tensor
@@ -22,6 +24,35 @@ from detcli.structures import box_overlaps
 
 IGNORE = -1
 NEGATIVE = 0
+
+
+class BatchAssigner(Protocol):
+    """The interface of a batch assigner (``train_cfg.assigner`` of a dense head, RPN or RoI head).
+
+    ``assign_batch(priors, gt_bboxes, gt_valid, gt_bboxes_ignore, ignore_valid, prior_valid, *,
+    num_level_priors, pred_bboxes, pred_scores) -> (gt_inds (Tensor[B, N]), max_overlaps (Tensor[B, N]))``
+    with the codes of :class:`AssignResult`. ``num_level_priors`` (how many of the ``N`` priors each
+    pyramid level holds, in order) is given by heads whose priors come from levels (ATSS picks its
+    candidates per level); ``pred_bboxes (Tensor[B, N, 4])`` / ``pred_scores (Tensor[B, N, C])`` are
+    given only to an assigner whose ``needs_predictions`` is True (decoding them costs time).
+    """
+
+    #: the caller must pass ``pred_bboxes`` and ``pred_scores``
+    needs_predictions: bool
+
+    def assign_batch(
+        self,
+        priors: Tensor,
+        gt_bboxes: Tensor,
+        gt_valid: Tensor,
+        gt_bboxes_ignore: Tensor | None = None,
+        ignore_valid: Tensor | None = None,
+        prior_valid: Tensor | None = None,
+        *,
+        num_level_priors: Sequence[int] | None = None,
+        pred_bboxes: Tensor | None = None,
+        pred_scores: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor]: ...
 
 
 @dataclass
@@ -84,6 +115,9 @@ class MaxIoUAssigner:
         tensor([1, 0])
     """
 
+    #: IoU alone decides: no predicted boxes or scores needed (:class:`BatchAssigner`)
+    needs_predictions = False
+
     def __init__(
         self,
         pos_iou_thr: float,
@@ -142,6 +176,10 @@ class MaxIoUAssigner:
         gt_bboxes_ignore: Tensor | None = None,
         ignore_valid: Tensor | None = None,
         prior_valid: Tensor | None = None,
+        *,
+        num_level_priors: Sequence[int] | None = None,
+        pred_bboxes: Tensor | None = None,
+        pred_scores: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
         """Assign priors shared by ``B`` images to their padded ground truth in one pass.
 
@@ -153,6 +191,9 @@ class MaxIoUAssigner:
             gt_bboxes_ignore (Tensor[B, K, 4]): ignore regions padded to ``K``, or None.
             ignore_valid (Tensor[B, K]): bool, False on padding (default: all valid).
             prior_valid (Tensor[B, N]): bool, False for priors outside the image; they are ignored.
+            num_level_priors: priors per pyramid level (the :class:`BatchAssigner` interface); when
+                given they must sum to ``N``. IoU assignment does not use the levels otherwise.
+            pred_bboxes, pred_scores: predictions (:class:`BatchAssigner`); unused here.
 
         Returns:
             gt_inds (Tensor[B, N]) int64 codes as in :class:`AssignResult`, and max_overlaps (Tensor[B, N]).
@@ -160,6 +201,9 @@ class MaxIoUAssigner:
         b, g = gt_bboxes.shape[:2]
         n = priors.shape[-2]
         device = priors.device
+        if num_level_priors is not None and sum(num_level_priors) != n:
+            raise ValueError(f"num_level_priors {list(num_level_priors)} sum to {sum(num_level_priors)}, "
+                             f"but there are {n} priors")
         if g == 0 or n == 0 or not bool(gt_valid.any()):
             gt_inds = torch.zeros((b, n), dtype=torch.long, device=device)
             if prior_valid is not None:

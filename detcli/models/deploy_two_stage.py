@@ -44,14 +44,14 @@ import torch
 from torch import Tensor, nn
 
 from detcli.errors import ConfigError
-from detcli.models.deploy import (
-    _arange_like,
-    _grid_anchors,
-    _per_prior,
-    check_exportable,
+from detcli.models.deploy import check_exportable
+from detcli.models.export_ops import (
+    arange_like,
     clip_to_input,
     gather_padded,
+    grid_anchors,
     nms_keep,
+    per_prior,
     top_detections,
     topk_padded,
 )
@@ -151,9 +151,9 @@ class DeployTwoStage(nn.Module):
         cls_scores, bbox_preds = rpn(feats)
         boxes_l, scores_l, level_l = [], [], []
         for level, (cls, reg) in enumerate(zip(cls_scores, bbox_preds)):
-            anchors = _grid_anchors(cls, gen, level, images)
-            vals, idx = topk_padded(_per_prior(cls, 1)[..., 0], cfg.nms_pre)  # (B, k)
-            deltas = gather_padded(_per_prior(reg, 4), idx, cfg.nms_pre)
+            anchors = grid_anchors(cls, gen, level, images)
+            vals, idx = topk_padded(per_prior(cls, 1)[..., 0], cfg.nms_pre)  # (B, k)
+            deltas = gather_padded(per_prior(reg, 4), idx, cfg.nms_pre)
             priors = gather_padded(anchors[None].expand(cls.shape[0], -1, -1), idx, cfg.nms_pre)
             boxes_l.append(rpn.bbox_coder.decode(priors, deltas))
             scores_l.append(vals.sigmoid())
@@ -180,7 +180,7 @@ class DeployTwoStage(nn.Module):
         b, n = proposals.shape[:2]
         c = head.num_classes
         flat = proposals.reshape(-1, 4)
-        batch = (_arange_like(proposals[:, 0, 0])[:, None] + torch.zeros_like(proposals[:, :, 0])).reshape(-1)
+        batch = (arange_like(proposals[:, 0, 0])[:, None] + torch.zeros_like(proposals[:, :, 0])).reshape(-1)
         cls_score, bbox_pred = head.bbox_head(_roi_features(head.bbox_roi_extractor, feats, batch, flat))
         scores = cls_score.softmax(dim=1)[:, :c].reshape(b, n, c)
         scores = torch.where(valid[:, :, None], scores, -1.0)
@@ -200,7 +200,7 @@ class DeployTwoStage(nn.Module):
         else:  # a batch of B * C single-class problems: class-specific boxes, no C-fold score matrix
             keep = nms_keep(boxes.reshape(b * c, n, 4), scores.reshape(b * c, 1, n), self.max_output,
                             float(nms_cfg.get("iou_threshold", 0.5)), cfg.score_thr).reshape(b, c * n)
-        labels = (_arange_like(scores[0]) // n).long()[None, :].expand(b, -1)
+        labels = (arange_like(scores[0]) // n).long()[None, :].expand(b, -1)
         return top_detections(boxes, torch.where(keep, scores, -1.0), labels, cfg.max_per_img)
 
     # ------------------------------------------------------------------ mask branch
@@ -211,13 +211,13 @@ class DeployTwoStage(nn.Module):
         flat_labels = labels.reshape(-1)
         used = (flat_labels >= 0).nonzero()[:, 0]  # the mask head runs on the detections only
         boxes = dets[..., :4].reshape(-1, 4)[used]
-        batch = (_arange_like(dets[:, 0, 0])[:, None] + torch.zeros_like(dets[:, :, 0])).reshape(-1)[used]
+        batch = (arange_like(dets[:, 0, 0])[:, None] + torch.zeros_like(dets[:, :, 0])).reshape(-1)[used]
         logits = head.mask_head(_roi_features(head.mask_roi_extractor, feats, batch, boxes))  # (D, C or 1, M, M)
         m = logits.shape[-1]
         channel = flat_labels[used] if logits.shape[1] > 1 else torch.zeros_like(flat_labels[used])
         probs = logits.gather(1, channel[:, None, None, None].expand(-1, 1, m, m))[:, 0].sigmoid()  # (D, M, M)
-        ys = _arange_like(images[0, 0, :, 0])
-        xs = _arange_like(images[0, 0, 0, :])
+        ys = arange_like(images[0, 0, :, 0])
+        xs = arange_like(images[0, 0, 0, :])
         wy = _axis_weights(boxes[:, 1], boxes[:, 3], ys, m)  # (D, H, M)
         wx = _axis_weights(boxes[:, 0], boxes[:, 2], xs, m)  # (D, W, M)
         pasted = torch.matmul(torch.matmul(wy, probs), wx.transpose(1, 2))  # (D, H, W)

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from detcli.errors import ConfigError, did_you_mean
-from detcli.models.assigners import MaxIoUAssigner
+from detcli.models.assigners import BatchAssigner
 from detcli.models.pretrained import PretrainedCfg, load_detector_weights, parse_init_cfg
 from detcli.structures import Detections, GroundTruth, ImageBatch
 from detcli.weights import LoadReport
@@ -28,20 +28,21 @@ class DenseTrainConfig:
     """Training settings of a dense head (the detector's ``train_cfg``).
 
     Attributes:
-        assigner: built assigner (None for heads that assign by themselves, e.g. FCOS).
+        assigner: built assigner (:class:`~detcli.models.assigners.BatchAssigner`; None for heads
+            that assign by themselves, e.g. FCOS).
         allowed_border: anchors reaching more than this many pixels outside the image are ignored
             (``-1``: keep all anchors on valid feature-map locations).
         pos_weight: classification weight of positives (``<= 0``: 1).
         debug: accepted for mmdet compatibility; has no effect.
     """
 
-    assigner: MaxIoUAssigner | None = None
+    assigner: BatchAssigner | None = None
     allowed_border: float = -1
     pos_weight: float = -1
     debug: bool = False
 
     @classmethod
-    def parse(cls, cfg: Mapping[str, Any] | None, default_assigner: MaxIoUAssigner | None) -> DenseTrainConfig:
+    def parse(cls, cfg: Mapping[str, Any] | None, default_assigner: BatchAssigner | None) -> DenseTrainConfig:
         cfg = dict(cfg or {})
         check_keys(cfg, ("assigner", "allowed_border", "pos_weight", "debug"), "model.train_cfg")
         assigner = cfg.get("assigner", default_assigner)
@@ -184,7 +185,7 @@ class SingleStageDetector(BaseDetector):
         init_cfg: ``{type: Pretrained, checkpoint: PATH}`` with a whole-detector checkpoint.
     """
 
-    default_assigner: MaxIoUAssigner | None = None
+    default_assigner: BatchAssigner | None = None
 
     def __init__(
         self,

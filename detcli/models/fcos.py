@@ -6,7 +6,6 @@ Input: ``ImageBatch.tensor (B, 3, H, W)`` normalised, padded; boxes ``(x1, y1, x
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -15,18 +14,15 @@ from torch import Tensor, nn
 
 from detcli.errors import ConfigError
 from detcli.models.coders import DistancePointBBoxCoder
+from detcli.models.dense_head import BaseDenseHead, LevelScores
 from detcli.models.dense_utils import (
     reduce_mean,
     PriorCache,
     conv_tower,
     init_dense_head,
     flatten_levels,
-    level_of_image,
-    logit_threshold,
-    nms_detections,
     pad_ground_truth,
     prior_pad_shape,
-    select_candidates,
 )
 from detcli.models.detector import (
     DenseTestConfig,
@@ -36,7 +32,7 @@ from detcli.models.detector import (
 from detcli.models.losses import CrossEntropyLoss, FocalLoss, IoULoss, centerness_target
 from detcli.models.priors import MlvlPointGenerator, TorchvisionAnchorGenerator
 from detcli.registry import DETECTORS, HEADS
-from detcli.structures import Detections, GroundTruth, ImageBatch
+from detcli.structures import GroundTruth, ImageBatch
 
 #: Area standing for "this point matches no ground truth".
 INF = 1e8
@@ -57,7 +53,7 @@ class Scale(nn.Module):
 
 
 @HEADS.register()
-class FCOSHead(nn.Module):
+class FCOSHead(BaseDenseHead):
     """FCOS head: class logits, ``(left, top, right, bottom)`` distances and centerness per point.
 
     Args:
@@ -92,6 +88,8 @@ class FCOSHead(nn.Module):
     (B, 4, H, W)`` non-negative distances (in strides when ``norm_on_bbox``, else pixels) and
     ``centernesses (B, 1, H, W)`` logits.
     """
+
+    output_kinds = ("cls_score", "bbox_pred", "centerness")
 
     def __init__(
         self,
@@ -159,9 +157,8 @@ class FCOSHead(nn.Module):
     def _make_points(self, sizes: list[tuple[int, int]], dtype: torch.dtype, device: torch.device,
                      pad_shape: tuple[int, int] | None = None) -> list[Tensor]:
         """[points (N, 2), strides (N,), regress ranges (N, 2), level 0 points, level 1 points, ...]."""
-        levels = self.prior_generator.grid_priors(sizes, dtype=dtype, device=device, pad_shape=pad_shape)
-        if levels and levels[0].shape[1] == 4:  # anchors (one per location): their centres are the points
-            levels = [(a[:, :2] + a[:, 2:]) / 2 for a in levels]
+        levels = [self.grid_to_priors(p)
+                  for p in self.prior_generator.grid_priors(sizes, dtype=dtype, device=device, pad_shape=pad_shape)]
         strides = torch.cat([torch.full((len(p),), float(s), dtype=dtype, device=device)
                              for p, s in zip(levels, self.strides)])
         ranges = torch.cat([torch.tensor(r, dtype=dtype, device=device).expand(len(p), 2)
@@ -258,39 +255,38 @@ class FCOSHead(nn.Module):
             bbox_targets = bbox_targets / strides[None, :, None]
         return labels, bbox_targets
 
-    def predict(self, feats: tuple[Tensor, ...], images: ImageBatch, test_cfg: DenseTestConfig) -> list[Detections]:
-        """Per level top ``nms_pre`` points above ``score_thr`` (class score alone, or the geometric
-        mean with the centerness, see ``centerness_score``), decoded; class-aware NMS."""
-        cls_scores, bbox_preds, centernesses = self(feats)
-        sizes = [tuple(c.shape[-2:]) for c in cls_scores]
-        points_per_level = self._points.get(sizes, bbox_preds[0].dtype, bbox_preds[0].device,
-                                           prior_pad_shape(self.prior_generator, images))[3:]
-        geometric = self.centerness_score == "geometric_mean"
-        thr = (test_cfg.score_thr if test_cfg.score_thr > 0 else -math.inf) if geometric else logit_threshold(test_cfg.score_thr)
-        results = []
-        for i, image_size in enumerate(images.image_sizes):
-            boxes_all, scores_all, labels_all = [], [], []
-            for level, points in enumerate(points_per_level):
-                # keep the top candidates above the threshold
-                logits_all = level_of_image(cls_scores[level], i, self.num_classes)  # (HW, C)
-                centerness_all = level_of_image(centernesses[level], i, 1).sigmoid()  # (HW, 1)
-                if geometric:
-                    scores_level = torch.sqrt(logits_all.sigmoid() * centerness_all)  # (HW, C)
-                    inds, labels, scores = select_candidates(scores_level, thr, test_cfg.nms_pre)
-                else:
-                    inds, labels, logits = select_candidates(logits_all, thr, test_cfg.nms_pre)
-                    scores = logits.sigmoid() * centerness_all[inds, 0]
-                dist = level_of_image(bbox_preds[level], i, 4)[inds]  # (P, 4)
-                if self.norm_on_bbox:
-                    dist = dist * self.strides[level]
-                boxes_all.append(self.bbox_coder.decode(points[inds], dist, max_shape=image_size))
-                scores_all.append(scores)
-                labels_all.append(labels)
-            results.append(nms_detections(
-                torch.cat(boxes_all), torch.cat(scores_all), torch.cat(labels_all), image_size,
-                test_cfg.iou_threshold, test_cfg.class_agnostic, test_cfg.max_per_img, test_cfg.min_bbox_size,
-                test_cfg.drop_empty_boxes))
-        return results
+    # ------------------------------------------------------------------ template hooks
+
+    @property
+    def num_levels(self) -> int:
+        return len(self.strides)
+
+    @property
+    def output_channels(self) -> tuple[int, ...]:
+        return (self.num_classes, 4, 1)
+
+    def level_priors(self, featmap_sizes: list[tuple[int, int]], dtype: torch.dtype, device: torch.device,
+                     images: ImageBatch) -> list[Tensor]:
+        return self._points.get(featmap_sizes, dtype, device, prior_pad_shape(self.prior_generator, images))[3:]
+
+    def grid_to_priors(self, grid: Tensor) -> Tensor:
+        """Points ``(N, 2)``: the generator's points, or the centres of its anchors (one per location)."""
+        return (grid[:, :2] + grid[:, 2:]) / 2 if grid.shape[-1] == 4 else grid
+
+    def level_scores(self, level: int, outputs: Sequence[Tensor]) -> LevelScores:
+        """``'product'``: rank by class logit, score = its sigmoid times the centerness probability;
+        ``'geometric_mean'``: rank and score by ``sqrt(p_cls * p_ctr)``."""
+        centerness = outputs[2].sigmoid()  # (B, N, 1)
+        if self.centerness_score == "geometric_mean":
+            return LevelScores(torch.sqrt(outputs[0].sigmoid() * centerness), logits=False)  # (B, N, C)
+        return LevelScores(outputs[0], factors=centerness[..., 0])
+
+    def decode_level(self, level: int, priors: Tensor, outputs: Sequence[Tensor],
+                     max_shape: tuple[int, int] | None) -> Tensor:
+        dist = outputs[0]  # (B, P, 4)
+        if self.norm_on_bbox:
+            dist = dist * self.strides[level]
+        return self.bbox_coder.decode(priors, dist, max_shape=max_shape)
 
 
 @DETECTORS.register()

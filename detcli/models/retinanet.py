@@ -6,7 +6,7 @@ Input: ``ImageBatch.tensor (B, 3, H, W)`` normalised, padded; boxes are ``(x1, y
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from detcli.errors import ConfigError
 from detcli.models.assigners import IGNORE, MaxIoUAssigner
 from detcli.models.coders import DeltaXYWHBBoxCoder
+from detcli.models.dense_head import BaseDenseHead, LevelScores
 from detcli.models.dense_utils import (
     PaddedGroundTruth,
     reduce_mean,
@@ -22,11 +23,7 @@ from detcli.models.dense_utils import (
     conv_tower,
     init_dense_head,
     flatten_levels,
-    level_of_image,
-    logit_threshold,
-    nms_detections,
     prior_pad_shape,
-    select_candidates,
     valid_anchors,
 )
 from detcli.models.detector import (
@@ -37,11 +34,11 @@ from detcli.models.detector import (
 from detcli.models.losses import FocalLoss, L1Loss
 from detcli.models.priors import AnchorGenerator, TorchvisionAnchorGenerator
 from detcli.registry import DETECTORS, HEADS
-from detcli.structures import Detections, GroundTruth, ImageBatch
+from detcli.structures import GroundTruth, ImageBatch
 
 
 @HEADS.register()
-class RetinaHead(nn.Module):
+class RetinaHead(BaseDenseHead):
     """RetinaNet head: two towers of ``stacked_convs`` 3x3 convs + ReLU, then per-anchor class
     logits and box deltas on every pyramid level (weights shared across levels).
 
@@ -153,8 +150,9 @@ class RetinaHead(nn.Module):
         gt_boxes, gt_labels = gt.boxes, gt.labels
         prior_valid = valid_anchors(self.anchor_generator, anchors, featmap_sizes, images.image_sizes,
                                     tuple(images.tensor.shape[-2:]), train_cfg.allowed_border)
+        num_level_priors = [h * w * self.num_anchors for h, w in featmap_sizes]
         gt_inds, _ = train_cfg.assigner.assign_batch(anchors, gt_boxes, gt.valid, gt.ignore_boxes, gt.ignore_valid,
-                                                     prior_valid)  # (B, N)
+                                                     prior_valid, num_level_priors=num_level_priors)  # (B, N)
         pos = gt_inds > 0  # (B, N)
         pos_b, pos_n = pos.nonzero(as_tuple=True)  # (P,)
         matched = gt_inds[pos_b, pos_n] - 1  # (P,)
@@ -170,29 +168,28 @@ class RetinaHead(nn.Module):
         avg_factor = reduce_mean(float(num_pos_per_image.sum().item()), device)  # global mean over ranks
         return labels, label_weights, pos_b, pos_n, gt_boxes[pos_b, matched], avg_factor
 
-    def predict(self, feats: tuple[Tensor, ...], images: ImageBatch, test_cfg: DenseTestConfig) -> list[Detections]:
-        """Per level top ``nms_pre`` candidates above ``score_thr``, decoded, then class-aware NMS."""
-        cls_scores, bbox_preds = self(feats)
-        sizes = [tuple(c.shape[-2:]) for c in cls_scores]
-        anchors_per_level = self._anchors.get(sizes, cls_scores[0].dtype, cls_scores[0].device,
-                                             prior_pad_shape(self.anchor_generator, images))[1:]
-        thr = logit_threshold(test_cfg.score_thr)
-        results = []
-        for i, image_size in enumerate(images.image_sizes):
-            boxes_all, scores_all, labels_all = [], [], []
-            for level, anchors in enumerate(anchors_per_level):
-                # keep the top candidates above the threshold
-                logits_all = level_of_image(cls_scores[level], i, self.num_classes)  # (HWA, C)
-                prior_inds, labels, logits = select_candidates(logits_all, thr, test_cfg.nms_pre)
-                deltas = level_of_image(bbox_preds[level], i, 4)[prior_inds]  # (P, 4)
-                boxes_all.append(self.bbox_coder.decode(anchors[prior_inds], deltas, max_shape=image_size))
-                scores_all.append(logits.sigmoid())
-                labels_all.append(labels)
-            results.append(nms_detections(
-                torch.cat(boxes_all), torch.cat(scores_all), torch.cat(labels_all), image_size,
-                test_cfg.iou_threshold, test_cfg.class_agnostic, test_cfg.max_per_img, test_cfg.min_bbox_size,
-                test_cfg.drop_empty_boxes))
-        return results
+    # ------------------------------------------------------------------ template hooks
+
+    @property
+    def prior_generator(self) -> AnchorGenerator | TorchvisionAnchorGenerator:
+        """The anchor generator (mmdet's config key is ``anchor_generator``)."""
+        return self.anchor_generator
+
+    @property
+    def output_channels(self) -> tuple[int, ...]:
+        return (self.num_classes, 4)
+
+    def level_priors(self, featmap_sizes: list[tuple[int, int]], dtype: torch.dtype, device: torch.device,
+                     images: ImageBatch) -> list[Tensor]:
+        return self._anchors.get(featmap_sizes, dtype, device, prior_pad_shape(self.anchor_generator, images))[1:]
+
+    def level_scores(self, level: int, outputs: Sequence[Tensor]) -> LevelScores:
+        """Rank by class logit; score = its sigmoid."""
+        return LevelScores(outputs[0])
+
+    def decode_level(self, level: int, priors: Tensor, outputs: Sequence[Tensor],
+                     max_shape: tuple[int, int] | None) -> Tensor:
+        return self.bbox_coder.decode(priors, outputs[0], max_shape=max_shape)
 
 
 @DETECTORS.register()

@@ -194,8 +194,9 @@ class RPNHead(nn.Module):
             gt = PaddedGroundTruth.of(targets, anchors.device) if padded is None else padded
             prior_valid = valid_anchors(self.anchor_generator, anchors, sizes, images.image_sizes,
                                         tuple(images.tensor.shape[-2:]), train_cfg.allowed_border)
-            gt_inds, _ = train_cfg.assigner.assign_batch(anchors, gt.boxes, gt.valid, gt.ignore_boxes,
-                                                         gt.ignore_valid, prior_valid)  # (B, N)
+            gt_inds, _ = train_cfg.assigner.assign_batch(
+                anchors, gt.boxes, gt.valid, gt.ignore_boxes, gt.ignore_valid, prior_valid,
+                num_level_priors=[h * w * self.num_anchors for h, w in sizes])  # (B, N)
             pos, neg = train_cfg.sampler.sample_batch(gt_inds)
             pos_b, pos_n = pos.nonzero(as_tuple=True)
             smp_b, smp_n = (pos | neg).nonzero(as_tuple=True)

@@ -104,3 +104,20 @@ def test_assign_result_add_gt():
 def test_bad_neg_range():
     with pytest.raises(ValueError, match="lo, hi"):
         MaxIoUAssigner(0.5, (0.1, 0.2, 0.3))
+
+
+def test_assign_batch_takes_level_counts_and_predictions_without_changing_iou_assignment():
+    """The BatchAssigner interface: per-level prior counts (and predictions) are accepted; IoU
+    assignment gives the same codes with them; counts that do not sum to N are refused."""
+    priors = torch.tensor([[0.0, 0, 10, 10], [30, 30, 40, 40], [0, 0, 20, 20]])
+    gt = torch.tensor([[[0.0, 0, 10, 10]]])
+    valid = torch.tensor([[True]])
+    a = MaxIoUAssigner(0.5, 0.4)
+    assert a.needs_predictions is False
+    plain, plain_iou = a.assign_batch(priors, gt, valid)
+    got, got_iou = a.assign_batch(priors, gt, valid, num_level_priors=[2, 1], pred_bboxes=priors[None],
+                                  pred_scores=torch.zeros(1, 3, 2))
+    assert plain.tolist() == got.tolist() == [[1, NEGATIVE, NEGATIVE]]
+    assert torch.equal(plain_iou, got_iou) and got_iou[0].tolist() == [1.0, 0.0, 0.25]
+    with pytest.raises(ValueError, match=r"num_level_priors \[2, 2\] sum to 4, but there are 3 priors"):
+        a.assign_batch(priors, gt, valid, num_level_priors=[2, 2])
