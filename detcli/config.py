@@ -217,8 +217,8 @@ def _parse_yaml(text: str) -> Any:
         return yaml.load(text, Loader=_PresetLoader)  # noqa: S506 (a SafeLoader subclass)
     except yaml.YAMLError:
         raise
-    except (ValueError, TypeError, OverflowError, ArithmeticError) as e:  # e.g. `2021-02-30`, a 5000-digit int
-        raise yaml.YAMLError(f"a value cannot be read: {e}") from e
+    except Exception as e:  # noqa: BLE001  PyYAML's constructors: `2021-02-30`, `!!int ''`, a 5000-digit int
+        raise yaml.YAMLError(f"a value cannot be read: {type(e).__name__}: {e}") from e
 
 
 def _read_text(path: Path) -> str:
@@ -259,8 +259,9 @@ def _yaml_problem(e: yaml.YAMLError) -> str:
     problem = getattr(e, "problem", None) or (str(e).splitlines() or ["invalid YAML"])[0]
     if isinstance(e, _LimitError):
         return f"line {mark.line + 1}, column {mark.column + 1}: {problem}"
-    where = f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None else "unknown line"
-    return f"YAML syntax error at {where}: {problem}"
+    if mark is None:
+        return f"invalid YAML: {problem}"
+    return f"YAML syntax error at line {mark.line + 1}, column {mark.column + 1}: {problem}"
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:

@@ -143,7 +143,14 @@ def test_shared_anchors_under_the_limit_still_load(tmp_path: Path) -> None:
 
 def test_bad_timestamp_is_a_config_error(tmp_path: Path) -> None:
     path = write(tmp_path / "p.yaml", "seed: 2021-02-30\n")
-    with pytest.raises(ConfigError, match=r"p.yaml: YAML syntax error at unknown line: a value cannot be read"):
+    with pytest.raises(ConfigError, match=r"p.yaml: invalid YAML: a value cannot be read: ValueError: day is out of range for month$"):
+        load_config(path)
+
+
+@pytest.mark.parametrize("text", ["seed: !!int ''\n", "seed: !!float 'x'\n", "seed: " + "9" * 5000 + "\n"])
+def test_values_pyyaml_cannot_construct_are_config_errors(tmp_path: Path, text: str) -> None:
+    path = write(tmp_path / "p.yaml", text)
+    with pytest.raises(ConfigError, match=r"p.yaml: (invalid YAML|YAML syntax error)"):
         load_config(path)
 
 
