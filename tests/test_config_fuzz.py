@@ -60,15 +60,24 @@ structures = st.recursive(
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.sampled_from(KEYS) | st.text(max_size=6), inner, max_size=5),
     max_leaves=30,
 )
-configs = st.dictionaries(st.sampled_from(KEYS), structures, max_size=6)
+sections = st.sampled_from(sorted(k for k, v in SECTION_KEYS.items() if v)).flatmap(
+    lambda name: st.tuples(st.just(name), st.dictionaries(st.sampled_from(sorted(SECTION_KEYS[name] or ())), scalars, max_size=4))
+)
+configs = (
+    st.dictionaries(st.sampled_from(KEYS), structures, max_size=6)
+    | st.lists(sections, max_size=4).map(dict)  # schema-shaped: exercises the typed-value checks
+)
 
 PATH_PIECES = sorted({p for pattern in VALUE_TYPES for p in pattern.split(".")} | set(KEYS)) + [
     "0", "1", "-1", "99", "²", "--1", "*", "", " ", "model", "backbone", "bbox_head", "neck", "num_classes",
 ]
 key_paths = st.lists(st.sampled_from(PATH_PIECES) | st.text(max_size=5), min_size=1, max_size=6).map(".".join)
 values = st.sampled_from(YAML_PIECES) | st.text(max_size=20) | yaml_texts
+TYPED_PATHS = sorted(p for p in VALUE_TYPES if "*" not in p)
+numbers = st.integers(-3, 10**6) | st.floats(allow_nan=True, allow_infinity=True) | st.sampled_from(["1e-3", "0x10", "2.7", "[8, 11]", "null", "abc", "True"])
 options = (
     st.tuples(key_paths, values).map(lambda kv: f"{kv[0]}={kv[1]}")
+    | st.tuples(st.sampled_from(TYPED_PATHS), numbers).map(lambda kv: f"{kv[0]}={kv[1]}")
     | st.text(max_size=30)
 )
 
