@@ -5,19 +5,21 @@ A preset is a YAML mapping whose top-level keys are those of an mmdet 2.x config
 
 1. reads the YAML (a syntax error names the file and line);
 2. drops top-level ``x-*`` keys, which only hold YAML anchors shared inside the file
-   (``x-norm: &norm {mean: [...], std: [...]}`` then ``<<: *norm``); resolves ``_base_`` (a path or a list of paths, relative to the file, any depth): the bases
-   are merged in order, then the file itself on top; a mapping carrying ``_delete_: true``
-   replaces what it overrides instead of merging into it;
+   (``x-norm: &norm {mean: [...], std: [...]}`` then ``<<: *norm``); resolves ``_base_`` (a path
+   or a list of paths, relative to the file, or the names of shipped presets): the bases are
+   merged in order, then the file itself on top; a mapping carrying ``_delete_: true`` replaces
+   what it overrides instead of merging into it;
 3. applies ``--cfg-options`` overrides (``a.b.c=V``, list indices as in
    ``data.train.pipeline.2.img_scale=[640,640]``; values are YAML-typed);
-4. re-roots relative dataset paths under ``$DET_DATASETS`` when it is set;
-5. checks the top-level keys and the keys of the untyped sections against the schema.
+4. checks the top-level keys and the keys of the untyped sections against the schema, and the
+   type and range of the values that have no ``type`` node (:func:`check_values`);
+5. re-roots relative dataset paths under ``$DET_DATASETS`` when it is set.
 
 The result is a plain ``dict``: :func:`dump_config` writes it back as YAML that loads to the
 same dict. Components are built from it by :func:`detcli.registry.build`.
 
 Values that carry no ``type`` of their own (the optimizer's numbers, batch sizes, intervals, the
-lr schedule's numbers; :data:`VALUE_TYPES`) are checked by type and range in step 5, so
+lr schedule's numbers; :data:`VALUE_TYPES`) are checked by type and range in step 4, so
 ``--cfg-options optimizer.lr=abc`` fails when the config is loaded, naming the key, the value and
 the expected type. Numbers follow YAML 1.2: ``1e-3`` is a float (PyYAML alone reads it as a string).
 
@@ -658,7 +660,7 @@ def check_schema(cfg: Mapping[str, Any], source: str = "<config>") -> None:
     for key in cfg:
         if key not in TOP_LEVEL_KEYS:
             raise ConfigError(
-                f"{source}: unknown top-level key '{key}'{did_you_mean(key, TOP_LEVEL_KEYS)} "
+                f"{source}: unknown top-level key {_show(key)}{did_you_mean(key, TOP_LEVEL_KEYS)} "
                 f"(valid: {', '.join(sorted(TOP_LEVEL_KEYS))})"
             )
     for section, allowed in SECTION_KEYS.items():
@@ -666,11 +668,11 @@ def check_schema(cfg: Mapping[str, Any], source: str = "<config>") -> None:
         if value is None or allowed is None:
             continue
         if not isinstance(value, Mapping):
-            raise ConfigError(f"{source}: '{section}' must be a mapping, got {value!r}")
+            raise ConfigError(f"{source}: '{section}' must be a mapping, got {_show(value)}")
         for key in value:
             if key not in allowed:
                 raise ConfigError(
-                    f"{source}: unknown key '{section}.{key}'{did_you_mean(key, allowed)} "
+                    f"{source}: unknown key {_show(f'{section}.{key}')}{did_you_mean(key, allowed)} "
                     f"(valid: {', '.join(sorted(allowed))})"
                 )
     check_values(cfg, source)
