@@ -374,3 +374,10 @@ def test_cli_hostile_presets_are_one_line(tmp_path: Path, text: bytes, expected:
     assert expected in one_error_line("train", str(path), "--work-dir", str(work))
     assert expected in one_error_line("config", "check", str(path))
     assert not work.exists()
+
+
+def test_non_mapping_data_with_det_datasets_is_a_config_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DET_DATASETS", str(tmp_path / "datasets"))
+    path = write(tmp_path / "p.yaml", "data: [1]\n")
+    with pytest.raises(ConfigError, match=r"p.yaml: 'data' must be a mapping, got \[1\]"):
+        load_config(path)
