@@ -5,23 +5,45 @@ A preset is a YAML mapping whose top-level keys are those of an mmdet 2.x config
 
 1. reads the YAML (a syntax error names the file and line);
 2. drops top-level ``x-*`` keys, which only hold YAML anchors shared inside the file
-   (``x-norm: &norm {mean: [...], std: [...]}`` then ``<<: *norm``); resolves ``_base_`` (a path or a list of paths, relative to the file, any depth): the bases
-   are merged in order, then the file itself on top; a mapping carrying ``_delete_: true``
-   replaces what it overrides instead of merging into it;
+   (``x-norm: &norm {mean: [...], std: [...]}`` then ``<<: *norm``); resolves ``_base_`` (a path
+   or a list of paths, relative to the file, or the names of shipped presets): the bases are
+   merged in order, then the file itself on top; a mapping carrying ``_delete_: true`` replaces
+   what it overrides instead of merging into it;
 3. applies ``--cfg-options`` overrides (``a.b.c=V``, list indices as in
    ``data.train.pipeline.2.img_scale=[640,640]``; values are YAML-typed);
-4. re-roots relative dataset paths under ``$DET_DATASETS`` when it is set;
-5. checks the top-level keys and the keys of the untyped sections against the schema.
+4. checks the top-level keys and the keys of the untyped sections against the schema, and the
+   type and range of the values that have no ``type`` node (:func:`check_values`);
+5. re-roots relative dataset paths under ``$DET_DATASETS`` when it is set.
 
 The result is a plain ``dict``: :func:`dump_config` writes it back as YAML that loads to the
 same dict. Components are built from it by :func:`detcli.registry.build`.
+
+Values that carry no ``type`` of their own (the optimizer's numbers, batch sizes, intervals, the
+lr schedule's numbers; :data:`VALUE_TYPES`) are checked by type and range in step 4, so
+``--cfg-options optimizer.lr=abc`` fails when the config is loaded, naming the key, the value and
+the expected type. Numbers follow YAML 1.2: ``1e-3`` is a float (PyYAML alone reads it as a string).
+
+Limits (each refused with one :class:`~detcli.errors.ConfigError` naming the file, before any
+work): a preset must be a regular file (not a directory, device or pipe) of at most
+:data:`MAX_PRESET_BYTES` (1 MiB), UTF-8 text (else the byte offset of the first bad byte is
+named); mappings and lists nest at most :data:`MAX_NESTING` (100) levels deep and a document holds
+at most :data:`MAX_EXPANDED_NODES` (100 000) values once its YAML aliases are expanded (this
+stops alias bombs); an alias may not refer to the node that contains it (recursive alias); a
+``_base_`` path is at most :data:`MAX_PATH_BYTES` (4096) bytes with names of at most 255 bytes,
+and ``_base_`` chains are at most :data:`MAX_BASE_DEPTH` (32) files deep. A ``_base_`` that is a
+bare name with no file next to the preset (``_base_: quickstart``) is the shipped preset of that
+name, as in ``det train quickstart``. The same nesting and size limits apply to
+``--cfg-options`` values.
 """
 
 from __future__ import annotations
 
 import copy
+import math
 import os
-from collections.abc import Mapping, Sequence
+import re
+import stat
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -83,20 +105,173 @@ SECTION_KEYS: dict[str, frozenset[str] | None] = {
 DATASET_PATH_KEYS = ("data_root", "ann_file", "img_prefix")
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
+#: Largest preset file det reads, in bytes; a bigger one is refused before it is read.
+MAX_PRESET_BYTES = 1 << 20
+#: Deepest nesting of mappings and lists in a preset or an override value (aliases expanded).
+MAX_NESTING = 100
+#: Most values (mappings, lists, scalars) one YAML document may hold once its aliases are expanded.
+MAX_EXPANDED_NODES = 100_000
+#: Longest ``_base_`` chain (a base of a base of ...).
+MAX_BASE_DEPTH = 32
+#: Longest ``_base_`` path in bytes (each name in it: at most :data:`MAX_NAME_BYTES`).
+MAX_PATH_BYTES = 4096
+MAX_NAME_BYTES = 255
+
+# YAML 1.2 floats: PyYAML (YAML 1.1) wants a dot, so `lr: 1e-3` would be the string '1e-3'.
+_FLOAT_12 = re.compile(
+    r"""^(?:[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?(?:[eE][-+]?[0-9]+)
+    |[-+]?\.[0-9_]+(?:[eE][-+]?[0-9]+))$""",
+    re.X,
+)
+
+
+class _LimitError(yaml.MarkedYAMLError):
+    """A YAML document over one of det's limits (nesting, expanded size, recursive alias)."""
+
+
+class _PresetLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` with det's nesting and alias limits and YAML 1.2 exponent floats."""
+
+    _det_depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        self._det_depth += 1
+        try:
+            if self._det_depth > MAX_NESTING:
+                raise _LimitError(
+                    None, None,
+                    f"mappings and lists nested deeper than {MAX_NESTING} levels (det's limit)",
+                    self.peek_event().start_mark,
+                )
+            return super().compose_node(parent, index)
+        finally:
+            self._det_depth -= 1
+
+    def compose_document(self) -> Any:
+        node = super().compose_document()
+        _check_expanded(node)
+        return node
+
+
+class _PresetDumper(yaml.SafeDumper):
+    """Quotes the strings :class:`_PresetLoader` would read as numbers (``'1e-3'``)."""
+
+
+for _cls in (_PresetLoader, _PresetDumper):
+    _cls.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT_12, list("-+0123456789."))
+
+
+def _node_children(node: Any) -> list[Any]:
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
+
+
+def _check_expanded(root: Any) -> None:
+    """Refuse recursive aliases, and documents too big or too deep once aliases are expanded.
+
+    Iterative (no recursion) and linear in the composed nodes, however big the expansion.
+    """
+    if root is None:
+        return
+    done: dict[int, tuple[int, int]] = {}  # id(node) -> (expanded size, depth)
+    open_: set[int] = set()
+    stack: list[tuple[Any, bool]] = [(root, False)]
+    while stack:
+        node, finished = stack.pop()
+        key = id(node)
+        if finished:
+            open_.discard(key)
+            kids = _node_children(node)
+            size = 1 + sum(done[id(k)][0] for k in kids)
+            depth = 1 + max((done[id(k)][1] for k in kids), default=0)
+            if size > MAX_EXPANDED_NODES:
+                raise _LimitError(
+                    None, None,
+                    f"this node holds more than {MAX_EXPANDED_NODES} values once its aliases are expanded "
+                    "(det's limit, against alias bombs); write it with fewer nested aliases",
+                    node.start_mark,
+                )
+            if depth > MAX_NESTING:
+                raise _LimitError(
+                    None, None,
+                    f"mappings and lists nested deeper than {MAX_NESTING} levels once aliases are expanded (det's limit)",
+                    node.start_mark,
+                )
+            done[key] = (size, depth)
+        elif key in open_:
+            raise _LimitError(
+                None, None,
+                "recursive alias: the anchored node here contains an alias to itself (a preset must be a tree)",
+                node.start_mark,
+            )
+        elif key not in done:
+            open_.add(key)
+            stack.append((node, True))
+            stack.extend((k, False) for k in _node_children(node))
+
+
+def _parse_yaml(text: str) -> Any:
+    """``yaml.load`` with :class:`_PresetLoader`; every failure is a ``yaml.YAMLError``."""
     try:
-        text = path.read_text()
+        return yaml.load(text, Loader=_PresetLoader)  # noqa: S506 (a SafeLoader subclass)
+    except yaml.YAMLError:
+        raise
+    except Exception as e:  # noqa: BLE001  PyYAML's constructors: `2021-02-30`, `!!int ''`, a 5000-digit int
+        raise yaml.YAMLError(f"a value cannot be read: {type(e).__name__}: {e}") from e
+
+
+def _read_text(path: Path) -> str:
+    """The text of a preset file, refusing non-regular files, big files and non-UTF-8 bytes unread."""
+    try:
+        info = path.stat()
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such preset file (list the shipped ones with `det config list`)") from None
-    except OSError as e:
-        raise ConfigError(f"{path}: cannot read: {e.strerror}") from e
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"{path}: cannot read: {getattr(e, 'strerror', None) or e}") from e
+    if stat.S_ISDIR(info.st_mode):
+        raise ConfigError(f"{path}: is a directory; give a preset YAML file")
+    if not stat.S_ISREG(info.st_mode):
+        raise ConfigError(f"{path}: not a regular file (a device, pipe or socket); a preset must be a YAML file")
+    too_big = (f"{path}: the file is larger than {MAX_PRESET_BYTES} bytes (1 MiB), det's limit for a preset; "
+               "is it really a preset?")
+    if info.st_size > MAX_PRESET_BYTES:
+        raise ConfigError(too_big)
     try:
-        data = yaml.safe_load(text)
+        with open(path, "rb") as f:
+            raw = f.read(MAX_PRESET_BYTES + 1)
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read: {e.strerror or e}") from e
+    if len(raw) > MAX_PRESET_BYTES:
+        raise ConfigError(too_big)
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        raise ConfigError(
+            f"{path}: not UTF-8 text: byte 0x{raw[e.start]:02x} at offset {e.start} (line {line}) "
+            "cannot be decoded; save the file as UTF-8"
+        ) from None
+
+
+def _yaml_problem(e: yaml.YAMLError) -> str:
+    mark = getattr(e, "problem_mark", None)
+    problem = getattr(e, "problem", None) or (str(e).splitlines() or ["invalid YAML"])[0]
+    if isinstance(e, _LimitError):
+        return f"line {mark.line + 1}, column {mark.column + 1}: {problem}"
+    if mark is None:
+        return f"invalid YAML: {problem}"
+    return f"YAML syntax error at line {mark.line + 1}, column {mark.column + 1}: {problem}"
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    text = _read_text(path)
+    try:
+        data = _parse_yaml(text)
     except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None else "unknown line"
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise ConfigError(f"{path}: YAML syntax error at {where}: {problem}") from e
+        raise ConfigError(f"{path}: {_yaml_problem(e)}") from e
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -134,10 +309,15 @@ def _strip_delete(value: Any) -> Any:
 
 
 def _load_tree(path: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
-    path = path.resolve()
+    try:
+        path = path.resolve()
+    except (OSError, RuntimeError, ValueError) as e:  # RuntimeError: a symlink loop
+        raise ConfigError(f"{path}: cannot resolve the path: {e}") from e
     if path in chain:
         cycle = " -> ".join(str(p) for p in (*chain, path))
         raise ConfigError(f"{path}: _base_ inheritance cycle: {cycle}")
+    if len(chain) >= MAX_BASE_DEPTH:
+        raise ConfigError(f"{chain[0]}: _base_ chain deeper than {MAX_BASE_DEPTH} files (det's limit), at {path}")
     data = _read_yaml(path)
     # `x-name: &anchor ...` entries only hold YAML anchors for this file (as in docker compose)
     data = {k: v for k, v in data.items() if not (isinstance(k, str) and k.startswith("x-"))}
@@ -147,25 +327,78 @@ def _load_tree(path: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
     if isinstance(bases, str):
         bases = [bases]
     if not isinstance(bases, list) or not all(isinstance(b, str) for b in bases):
-        raise ConfigError(f"{path}: _base_ must be a path or a list of paths, got {bases!r}")
+        raise ConfigError(f"{path}: _base_ must be a path or a list of paths, got {_show(bases)}")
     merged: dict[str, Any] = {}
     for base in bases:
-        base_path = (path.parent / base) if not Path(base).is_absolute() else Path(base)
-        if not base_path.exists():
-            raise ConfigError(f"{path}: _base_ file '{base}' not found (looked at {base_path})")
-        merged = merge(merged, _load_tree(base_path, (*chain, path)))
+        merged = merge(merged, _load_tree(_base_path(path, base), (*chain, path)))
     return merge(merged, data)
 
 
+def _show(value: Any, limit: int = 60) -> str:
+    """``repr(value)`` cut to ``limit`` characters (for messages)."""
+    try:
+        text = repr(value)
+    except Exception:  # noqa: BLE001 (a repr never makes a message fail)
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _path_too_long(text: str) -> bool:
+    def size(t: str) -> int:
+        return len(t.encode("utf-8", "surrogatepass"))
+
+    return size(text) > MAX_PATH_BYTES or any(size(part) > MAX_NAME_BYTES for part in text.split("/"))
+
+
+def _base_path(path: Path, base: str) -> Path:
+    """The file of one ``_base_`` entry of ``path``: relative to it, absolute, or a shipped preset's name."""
+    if not base.strip():
+        raise ConfigError(f"{path}: _base_ holds an empty path")
+    if "\0" in base:
+        raise ConfigError(f"{path}: _base_ {_show(base)} contains a NUL character")
+    if _path_too_long(base):
+        raise ConfigError(
+            f"{path}: _base_ {_show(base)} is too long ({len(base)} characters; a path may have at most "
+            f"{MAX_PATH_BYTES} bytes and each name in it {MAX_NAME_BYTES})"
+        )
+    candidate = Path(base) if Path(base).is_absolute() else path.parent / base
+    try:
+        if candidate.exists():
+            if not candidate.is_file():
+                raise ConfigError(f"{path}: _base_ '{base}' is not a regular file (a directory, device or pipe); "
+                                  "a base must be a preset YAML file")
+            return candidate
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"{path}: _base_ '{base}' cannot be read: {getattr(e, 'strerror', None) or e}") from e
+    bare = "/" not in base and os.sep not in base
+    if bare:
+        from detcli.resources import find_preset
+
+        shipped = find_preset(base)
+        if shipped is not None:
+            return shipped
+    hint = " or a shipped preset" if bare else ""
+    raise ConfigError(f"{path}: _base_ file '{base}' not found (looked at {candidate}{hint})")
+
+
 def parse_override_value(text: str) -> Any:
-    """Parse the value of a ``K=V`` override as YAML; mmdet-style tuples ``(a,1)`` become lists."""
+    """Parse the value of a ``K=V`` override as YAML; mmdet-style tuples ``(a,1)`` become lists.
+
+    Text that is not valid YAML stays a string. Raises :class:`ConfigError` for a value over the
+    loader's limits (nesting, alias expansion).
+    """
     stripped = text.strip()
     if stripped.startswith(("[", "(")):
         stripped = stripped.replace("(", "[").replace(")", "]")
     try:
-        return yaml.safe_load(stripped) if stripped else ""
+        return _parse_yaml(stripped) if stripped else ""
+    except _LimitError as e:
+        raise ConfigError(f"--cfg-options value {_show(text)}: {e.problem}") from e
     except yaml.YAMLError:
         return text
+
+
+_INDEX = re.compile(r"-?[0-9]+")
 
 
 def apply_overrides(cfg: dict[str, Any], options: Sequence[str]) -> dict[str, Any]:
@@ -189,7 +422,7 @@ def apply_overrides(cfg: dict[str, Any], options: Sequence[str]) -> dict[str, An
             last = i == len(keys) - 1
             here = ".".join(walked) or "<root>"
             if isinstance(node, list):
-                if not key.lstrip("-").isdigit():
+                if not _INDEX.fullmatch(key):
                     raise ConfigError(f"--cfg-options {key_path}: '{here}' is a list; use an index, not '{key}'")
                 idx = int(key)
                 if not -len(node) <= idx < len(node):
@@ -217,7 +450,7 @@ def apply_overrides(cfg: dict[str, Any], options: Sequence[str]) -> dict[str, An
                     node = node[key]
             else:
                 raise ConfigError(
-                    f"--cfg-options {key_path}: '{here}' holds {node!r}, which has no key '{key}'"
+                    f"--cfg-options {key_path}: '{here}' holds {_show(node)}, which has no key '{key}'"
                 )
             walked.append(key)
     return cfg
@@ -288,12 +521,146 @@ def reroot_datasets(cfg: dict[str, Any], root: str | None) -> dict[str, Any]:
     return cfg
 
 
+# --- typed values -------------------------------------------------------------------------------
+
+def _is_number(v: Any) -> bool:
+    if isinstance(v, bool):
+        return False
+    if isinstance(v, int):
+        return True
+    return isinstance(v, float) and math.isfinite(v)
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+class ValueType:
+    """The type of a config value: a check, its description in messages and an example."""
+
+    def __init__(self, description: str, check: Callable[[Any], bool], example: str, nullable: bool = False) -> None:
+        self.description = description + (", or null" if nullable else "")
+        self.check = check
+        self.example = example
+        self.nullable = nullable
+
+    def accepts(self, value: Any) -> bool:
+        return (value is None and self.nullable) or (value is not None and self.check(value))
+
+
+POSITIVE_NUMBER = ValueType("a positive finite number", lambda v: _is_number(v) and v > 0, "0.02")
+NON_NEGATIVE_NUMBER = ValueType("a finite number >= 0", lambda v: _is_number(v) and v >= 0, "0.0001")
+FINITE_NUMBER = ValueType("a finite number", _is_number, "1.0")
+RATIO = ValueType("a number in (0, 1]", lambda v: _is_number(v) and 0 < v <= 1, "0.001")
+POSITIVE_INT = ValueType("a positive integer", lambda v: _is_int(v) and v >= 1, "2")
+NON_NEGATIVE_INT = ValueType("an integer >= 0", lambda v: _is_int(v) and v >= 0, "2")
+INTERVAL = ValueType("a positive integer, or -1", lambda v: _is_int(v) and (v >= 1 or v == -1), "1")
+INTEGER = ValueType("an integer", _is_int, "3")
+BOOLEAN = ValueType("true or false", lambda v: isinstance(v, bool), "true")
+STEPS = ValueType(
+    "a positive integer or a list of them",
+    lambda v: (_is_int(v) and v >= 1) or (isinstance(v, list) and all(_is_int(x) and x >= 1 for x in v)),
+    "[8, 11]",
+)
+BETAS = ValueType(
+    "a list of two numbers in [0, 1)",
+    lambda v: isinstance(v, list) and len(v) == 2 and all(_is_number(x) and 0 <= x < 1 for x in v),
+    "[0.9, 0.999]",
+)
+
+_LOADER_KEYS = {"samples_per_gpu": POSITIVE_INT, "workers_per_gpu": NON_NEGATIVE_INT}
+
+#: Types of the config values that have no ``type`` node of their own to check them, by key path
+#: (``*``: any key of that mapping). A value that is absent is not checked (its default applies).
+VALUE_TYPES: dict[str, ValueType] = {
+    "optimizer.lr": POSITIVE_NUMBER,
+    "optimizer.momentum": NON_NEGATIVE_NUMBER,
+    "optimizer.weight_decay": NON_NEGATIVE_NUMBER,
+    "optimizer.dampening": NON_NEGATIVE_NUMBER,
+    "optimizer.nesterov": BOOLEAN,
+    "optimizer.eps": POSITIVE_NUMBER,
+    "optimizer.alpha": NON_NEGATIVE_NUMBER,
+    "optimizer.betas": BETAS,
+    "optimizer.paramwise_cfg.bias_lr_mult": NON_NEGATIVE_NUMBER,
+    "optimizer.paramwise_cfg.bias_decay_mult": NON_NEGATIVE_NUMBER,
+    "optimizer.paramwise_cfg.norm_decay_mult": NON_NEGATIVE_NUMBER,
+    "optimizer.paramwise_cfg.custom_keys.*.lr_mult": NON_NEGATIVE_NUMBER,
+    "optimizer.paramwise_cfg.custom_keys.*.decay_mult": NON_NEGATIVE_NUMBER,
+    "optimizer_config.grad_clip.max_norm": POSITIVE_NUMBER,
+    **{f"data.{key}": kind for key, kind in _LOADER_KEYS.items()},
+    **{
+        f"data.{split}.{key}": kind
+        for split in ("train", "val", "test", "train_dataloader", "val_dataloader", "test_dataloader")
+        for key, kind in _LOADER_KEYS.items()
+    },
+    "runner.max_epochs": POSITIVE_INT,
+    "runner.max_iters": POSITIVE_INT,
+    "checkpoint_config.interval": INTERVAL,
+    "checkpoint_config.max_keep_ckpts": INTEGER,
+    "checkpoint_config.by_epoch": BOOLEAN,
+    "checkpoint_config.save_optimizer": BOOLEAN,
+    "checkpoint_config.save_last": BOOLEAN,
+    "evaluation.interval": POSITIVE_INT,
+    "evaluation.start": ValueType("an integer >= 0", lambda v: _is_int(v) and v >= 0, "0", nullable=True),
+    "evaluation.by_epoch": BOOLEAN,
+    "log_config.interval": POSITIVE_INT,
+    "lr_config.warmup_iters": NON_NEGATIVE_INT,
+    "lr_config.warmup_ratio": RATIO,
+    "lr_config.warmup_by_epoch": BOOLEAN,
+    "lr_config.by_epoch": BOOLEAN,
+    "lr_config.step": STEPS,
+    "lr_config.gamma": POSITIVE_NUMBER,
+    "lr_config.min_lr": ValueType("a finite number >= 0", lambda v: _is_number(v) and v >= 0, "0.0001", nullable=True),
+    "lr_config.min_lr_ratio": ValueType("a finite number >= 0", lambda v: _is_number(v) and v >= 0, "0.01", nullable=True),
+    "lr_config.power": FINITE_NUMBER,
+    "auto_scale_lr.enable": BOOLEAN,
+    "auto_scale_lr.base_batch_size": POSITIVE_INT,
+    "seed": ValueType("an integer", _is_int, "0", nullable=True),
+}
+
+
+def _values_at(node: Any, keys: list[str], walked: list[str]) -> list[tuple[str, Any]]:
+    """``(key path, value)`` of every value at ``keys`` below ``node`` (``*``: every key)."""
+    if not keys:
+        return [(".".join(walked), node)]
+    if not isinstance(node, Mapping):
+        return []
+    key, rest = keys[0], keys[1:]
+    found: list[tuple[str, Any]] = []
+    for k in (list(node) if key == "*" else [key]):
+        if k in node:
+            found.extend(_values_at(node[k], rest, [*walked, str(k)]))
+    return found
+
+
+def check_values(cfg: Mapping[str, Any], source: str = "<config>") -> None:
+    """Check the values of :data:`VALUE_TYPES` present in ``cfg`` by type and range.
+
+    Raises:
+        ConfigError: ``"<source>: optimizer.lr: expected a positive finite number (e.g. optimizer.lr: 0.02),
+            got 'abc' (a str)"``.
+    """
+    for pattern, kind in VALUE_TYPES.items():
+        for path, value in _values_at(cfg, pattern.split("."), []):
+            if not kind.accepts(value):
+                leaf = path.rsplit(".", 1)[-1]
+                raise ConfigError(
+                    f"{source}: {path}: expected {kind.description} (e.g. {leaf}: {kind.example}), "
+                    f"got {_show(value)} (a {type(value).__name__})"
+                )
+
+
+
 def check_schema(cfg: Mapping[str, Any], source: str = "<config>") -> None:
-    """Check top-level keys and the keys of untyped sections; raise naming file and key."""
+    """Check top-level keys, the keys of untyped sections and their values (:func:`check_values`).
+
+    Raises:
+        ConfigError: naming ``source``, the key path and, for a value, what was expected.
+    """
     for key in cfg:
         if key not in TOP_LEVEL_KEYS:
             raise ConfigError(
-                f"{source}: unknown top-level key '{key}'{did_you_mean(key, TOP_LEVEL_KEYS)} "
+                f"{source}: unknown top-level key {_show(key)}{did_you_mean(key, TOP_LEVEL_KEYS)} "
                 f"(valid: {', '.join(sorted(TOP_LEVEL_KEYS))})"
             )
     for section, allowed in SECTION_KEYS.items():
@@ -301,13 +668,14 @@ def check_schema(cfg: Mapping[str, Any], source: str = "<config>") -> None:
         if value is None or allowed is None:
             continue
         if not isinstance(value, Mapping):
-            raise ConfigError(f"{source}: '{section}' must be a mapping, got {value!r}")
+            raise ConfigError(f"{source}: '{section}' must be a mapping, got {_show(value)}")
         for key in value:
             if key not in allowed:
                 raise ConfigError(
-                    f"{source}: unknown key '{section}.{key}'{did_you_mean(key, allowed)} "
+                    f"{source}: unknown key {_show(f'{section}.{key}')}{did_you_mean(key, allowed)} "
                     f"(valid: {', '.join(sorted(allowed))})"
                 )
+    check_values(cfg, source)
 
 
 def load_config(path: str | os.PathLike[str], cfg_options: Sequence[str] | None = None) -> dict[str, Any]:
@@ -320,16 +688,21 @@ def load_config(path: str | os.PathLike[str], cfg_options: Sequence[str] | None 
     cfg = _strip_delete(cfg)
     if cfg_options:
         cfg = apply_overrides(cfg, cfg_options)
-    cfg = reroot_datasets(cfg, os.environ.get("DET_DATASETS"))
-    check_schema(cfg, str(path))
-    return cfg
+    check_schema(cfg, str(path))  # before re-rooting: it walks `data`, which must be a mapping
+    return reroot_datasets(cfg, os.environ.get("DET_DATASETS"))
 
 
 def resolve_preset_path(path: str | os.PathLike[str]) -> Path:
     """Return the file for ``path``: an existing file, or a preset shipped with det by name."""
     p = Path(path)
-    if p.exists():
-        return p
+    if _path_too_long(str(path)):
+        raise ConfigError(f"{_show(str(path))}: the path is too long for a preset file "
+                          f"(at most {MAX_PATH_BYTES} bytes, {MAX_NAME_BYTES} per name)")
+    try:
+        if p.exists():
+            return p
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"{path}: cannot read: {getattr(e, 'strerror', None) or e}") from e
     from detcli.resources import find_preset
 
     shipped = find_preset(str(path))
@@ -353,4 +726,4 @@ def _plain(value: Any) -> Any:
 
 def dump_config(cfg: Mapping[str, Any]) -> str:
     """Return ``cfg`` as YAML; ``yaml.safe_load(dump_config(c)) == c`` (tuples become lists)."""
-    return yaml.safe_dump(_plain(cfg), sort_keys=False, default_flow_style=None, width=100)
+    return yaml.dump(_plain(cfg), Dumper=_PresetDumper, sort_keys=False, default_flow_style=None, width=100)

@@ -43,7 +43,9 @@ def runner_settings(cfg: Mapping[str, Any]) -> tuple[str, int | None, int | None
 def validate_config(cfg: Mapping[str, Any], source: str) -> None:
     """Build every component with ``dry_run=True`` and check the runtime sections.
 
-    Checks the model, the datasets of ``data.train/val/test`` with their pipelines, ``optimizer``
+    First :func:`detcli.config.check_schema`: the keys, and the type and range of every value
+    without a ``type`` node of its own (:data:`detcli.config.VALUE_TYPES`: optimizer and lr
+    numbers, batch sizes, intervals). Then it checks the model, the datasets of ``data.train/val/test`` with their pipelines, ``optimizer``
     (type in ``torch.optim`` and its keywords), ``optimizer_config.grad_clip``, ``lr_config``,
     ``runner``, ``checkpoint_config``, ``log_config``, ``evaluation``, ``custom_hooks`` and
     ``auto_scale_lr``.
@@ -67,10 +69,6 @@ def _validate(cfg: Mapping[str, Any], source: str) -> None:
         raise ConfigError("model: the config has no model section")
     build(cfg["model"], DETECTORS, path="model", dry_run=True)
     data = cfg.get("data") or {}
-    for key in ("samples_per_gpu", "workers_per_gpu"):
-        value = data.get(key, 1 if key == "samples_per_gpu" else 0)
-        if not isinstance(value, int) or isinstance(value, bool) or value < (1 if key == "samples_per_gpu" else 0):
-            raise ConfigError(f"data.{key}: expected a {'positive' if key == 'samples_per_gpu' else 'non-negative'} integer, got {value!r}")
     for split in ("train", "val", "test"):
         if split in data:
             node, _, _ = split_node(cfg, split)
@@ -88,9 +86,6 @@ def _validate(cfg: Mapping[str, Any], source: str) -> None:
     if ckpt_cfg:
         check_kwargs(CheckpointHook, ckpt_cfg, "checkpoint_config")
     log_cfg = cfg.get("log_config") or {}
-    interval = log_cfg.get("interval", 50)
-    if not isinstance(interval, int) or isinstance(interval, bool) or interval < 1:
-        raise ConfigError(f"log_config.interval: expected a positive integer, got {interval!r}")
     for i, hook in enumerate(log_cfg.get("hooks") or []):
         kind = hook.get("type") if isinstance(hook, Mapping) else None
         if kind not in SUPPORTED_LOGGER_HOOKS:
@@ -110,10 +105,6 @@ def _validate(cfg: Mapping[str, Any], source: str) -> None:
     if rule is not None and rule not in ("greater", "less"):
         raise ConfigError(f"evaluation.rule: must be 'greater' or 'less', got {rule!r}")
     build_custom_hooks(cfg.get("custom_hooks"), dry_run=True)
-    scale = cfg.get("auto_scale_lr") or {}
-    base = scale.get("base_batch_size", 16)
-    if not isinstance(base, int) or isinstance(base, bool) or base < 1:
-        raise ConfigError(f"auto_scale_lr.base_batch_size: expected a positive integer, got {base!r}")
 
 
 __all__ = ["runner_settings", "validate_config"]
