@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from detcli.errors import OutputError
-from detcli.fileio import output_error
+from detcli.fileio import check_writable_file, output_error
 
 logger = logging.getLogger(__name__)
 
@@ -158,4 +158,43 @@ def run_lock(path: str | os.PathLike[str], what: str = "work dir", enabled: bool
         release(path)
 
 
-__all__ = ["LOCK_NAME", "acquire", "release", "run_lock"]
+def lock_path_for(output: str | os.PathLike[str]) -> Path:
+    """The lock file of an output file: ``.<name>.lock`` beside it."""
+    out = Path(output)
+    return out.with_name(f".{out.name}.lock")
+
+
+@contextlib.contextmanager
+def output_lock(output: str | os.PathLike[str] | None, what: str = "output file", enabled: bool = True) -> Iterator[Path | None]:
+    """Hold the lock of the output file ``output`` (:func:`lock_path_for`) for the block.
+
+    ``output`` is checked first (:func:`detcli.fileio.check_writable_file`). The file's folder is created if needed (and removed again at the end if it stayed empty).
+    Nothing happens when ``output`` is None or not ``enabled``.
+    """
+    if output is None or not enabled:
+        yield None
+        return
+    check_writable_file(output, what)
+    lock = lock_path_for(output)
+    missing = []
+    probe = lock.parent
+    while not probe.exists() and probe != probe.parent:
+        missing.append(probe)
+        probe = probe.parent
+    try:
+        lock.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        err = output_error(lock.parent, e, f"folder of the {what}")
+        if err is None:
+            raise
+        raise err from e
+    try:
+        with run_lock(lock, what):
+            yield lock
+    finally:
+        for folder in missing:  # innermost first
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+
+
+__all__ = ["LOCK_NAME", "acquire", "lock_path_for", "output_lock", "release", "run_lock"]
