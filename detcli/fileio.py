@@ -187,6 +187,8 @@ def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
         out.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=f".tmp{out.suffix}", dir=out.parent)
     except OSError as e:
+        if e.errno in (errno.EEXIST, errno.ENOTDIR):  # a file on the way: name it
+            check_writable_dir(out.parent, "folder of the output file")
         err = output_error(out, e)
         if err is None:
             raise
