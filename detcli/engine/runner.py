@@ -165,6 +165,7 @@ class Runner:
         self.saved_checkpoints: list[Path] = []
         self.saved_iter = -1  # the iteration of the newest checkpoint written (or resumed from)
         self.stop_reason: str | None = None
+        self._stepping = False
         self._hooks: list[tuple[int, Hook]] = []
         self._params: list[Tensor] = [p for g in optimizer.param_groups for p in g["params"]]
 
@@ -266,19 +267,30 @@ class Runner:
             flag = t.item() > 0
         return flag
 
-    def _stop(self) -> None:
+    def _stop(self, cause: BaseException | None = None) -> None:
+        """Save a checkpoint of the finished iterations (unless one was cut off) and raise TrainingInterrupted."""
         reason = self.stop_reason or "a stop request"
+        latest = self.work_dir / "latest.pth"
+        if self._stepping:  # the signal's fallout cut an iteration short: its state is not one to resume from
+            kept = (f"{latest} (iteration {self.saved_iter})" if self.rank == 0 and latest.exists() and self.saved_iter >= 0
+                    else None)
+            raise TrainingInterrupted(
+                f"stopped by {reason} during iteration {self.iter + 1}/{self.max_iters} ({cause}): "
+                + (f"continue from {kept} with --resume" if kept else "no checkpoint was saved yet; start the run again")
+                + f" (work dir {self.work_dir})",
+                reason.split()[0], latest if kept else None,
+            ) from cause
         path = None
         if self.saved_iter != self.iter:
             path = self.save_latest("iter", self.iter)
         elif self.rank == 0:
-            path = self.work_dir / "latest.pth"
+            path = latest
         raise TrainingInterrupted(
             f"stopped by {reason} after iteration {self.iter}/{self.max_iters}: "
             + (f"saved {path}; " if path is not None else "")
             + f"continue with --resume (work dir {self.work_dir})",
             reason.split()[0], path,
-        )
+        ) from cause
 
     def _restore_rng(self) -> None:
         set_rng_state(self._pending_rng)  # type: ignore[arg-type]
@@ -312,6 +324,14 @@ class Runner:
         try:
             while not self.finished:
                 self._run_epoch()
+        except TrainingInterrupted:
+            raise
+        except Exception as e:
+            # after a stop signal, data loader workers that got it too fail the loader (torch raises
+            # from its SIGCHLD handler, wherever training is): stop cleanly instead of a traceback
+            if self.stop_reason is None:
+                raise
+            self._stop(cause=e)
         finally:
             self.call_hook("after_run")
 
@@ -323,7 +343,7 @@ class Runner:
         with preserved_rng():  # a DataLoader iterator draws its base seed from the torch RNG: keep it out of training's stream
             batches = iter(loader)
         tick = time.perf_counter()
-        for i, batch in enumerate(self._guarded(batches)):
+        for i, batch in enumerate(batches):
             if i < skip:
                 tick = time.perf_counter()
                 continue
@@ -332,8 +352,10 @@ class Runner:
             self.inner_iter = i
             self.data_time = time.perf_counter() - tick
             self.call_hook("before_iter")
+            self._stepping = True  # weights and optimizer change: no checkpoint can be taken until the end
             self.run_iter(batch)
             self.iter += 1
+            self._stepping = False
             self.inner_iter = i + 1
             self.call_hook("after_iter")
             if self._stop_requested():
@@ -344,20 +366,6 @@ class Runner:
         if self.inner_iter >= self.iters_per_epoch or self.by_epoch:
             self.epoch += 1
             self.call_hook("after_epoch")
-
-    def _guarded(self, batches: Iterable[Any]) -> Iterator[Any]:
-        """``batches``; a loader failure after a stop signal (its workers got the signal too) stops cleanly."""
-        it = iter(batches)
-        while True:
-            try:
-                batch = next(it)
-            except StopIteration:
-                return
-            except Exception:
-                if self.stop_reason is None:
-                    raise
-                self._stop()
-            yield batch
 
 
 @contextlib.contextmanager

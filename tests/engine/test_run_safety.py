@@ -235,7 +235,7 @@ def test_unreadable_lock_is_stale_after_a_grace_period(tmp_path: Path) -> None:
 def test_two_processes_training_in_one_work_dir(tmp_path: Path) -> None:
     script = tmp_path / "slow.py"
     script.write_text(SLOW_TRAIN.format(root=str(ROOT), helpers=str(HERE), work_dir=str(tmp_path / "run"),
-                                        marker=str(tmp_path / "started"), stop_after=0, sleep=2.0))
+                                        marker=str(tmp_path / "started"), stop_after=0, sleep=2.0, workers=0))
     first = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         wait_for(tmp_path / "started", first)
@@ -314,6 +314,7 @@ SLOW_TRAIN = textwrap.dedent('''
     def cfg(hooks):
         c = tiny_cfg(runner={{"type": "EpochBasedRunner", "max_epochs": 3}})
         c["data"]["train"]["num_images"] = 10  # 5 iterations per epoch
+        c["data"]["workers_per_gpu"] = {workers}
         c["checkpoint_config"] = {{"interval": 1}}
         c["evaluation"] = {{"interval": 2, "metric": "bbox"}}
         if hooks:
@@ -341,16 +342,19 @@ def uninterrupted(tmp_path: Path) -> Path:
     return engine.train(_script_cfg(), work_dir=tmp_path / "full", cfg_source="tiny.yaml").work_dir / "epoch_3.pth"
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_signal_mid_epoch_checkpoints_and_resume_is_bit_identical(tmp_path: Path, sig: signal.Signals) -> None:
+@pytest.mark.parametrize(("sig", "workers"), [(signal.SIGTERM, 0), (signal.SIGINT, 0), (signal.SIGTERM, 1)])
+def test_signal_mid_epoch_checkpoints_and_resume_is_bit_identical(tmp_path: Path, sig: signal.Signals, workers: int) -> None:
+    """SIGTERM / Ctrl-C of a training process (with a data loader worker: the whole process group, as Slurm
+    signals every process of the job step) saves a checkpoint and resumes to the uninterrupted weights."""
     full = uninterrupted(tmp_path)
     script = tmp_path / "train.py"
     run = tmp_path / "run"
     script.write_text(SLOW_TRAIN.format(root=str(ROOT), helpers=str(HERE), work_dir=str(run),
-                                        marker=str(tmp_path / "at7"), stop_after=7, sleep=0.5))
-    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                                        marker=str(tmp_path / "at7"), stop_after=7, sleep=0.5, workers=workers))
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
     wait_for(tmp_path / "at7", proc)
-    proc.send_signal(sig)
+    os.killpg(proc.pid, sig)
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 1, out
     last = out.strip().splitlines()[-1]
@@ -428,3 +432,24 @@ def test_training_interrupted_is_a_training_error() -> None:
     from detcli.errors import TrainingError
 
     assert issubclass(TrainingInterrupted, TrainingError)
+
+
+def test_stop_that_cuts_an_iteration_short_points_at_the_last_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from detcli.engine.runner import Runner
+
+    real = Runner.run_iter
+
+    def run_iter(self: Runner, batch: Any) -> None:
+        if self.iter == 5:  # SIGTERM, then its fallout (a killed loader worker) raises inside the step
+            self.request_stop("SIGTERM")
+            raise RuntimeError("DataLoader worker (pid 1) is killed by signal: Terminated.")
+        real(self, batch)
+
+    monkeypatch.setattr(Runner, "run_iter", run_iter)
+    run = tmp_path / "run"
+    with pytest.raises(TrainingInterrupted, match=rf"^stopped by SIGTERM during iteration 6/8 \(DataLoader worker \(pid 1\) is "
+                                                  rf"killed by signal: Terminated.\): continue from {run}/latest.pth \(iteration 4\) "
+                                                  rf"with --resume \(work dir {run}\)$"):
+        engine.train(tiny_cfg(), work_dir=run, cfg_source="tiny.yaml", validate=False)
+    assert engine.load_checkpoint(run / "latest.pth")["meta"]["iter"] == 4
+    assert not list(run.glob("iter_*.pth"))
