@@ -111,7 +111,7 @@ def check_writable_dir(path: str | os.PathLike[str], what: str = "output folder"
     if not existing.exists():  # a dangling symlink on the way
         raise OutputError(f"{p}: the {what} cannot be created: {existing} is a broken link; choose another path")
     try:
-        fd, probe = tempfile.mkstemp(prefix=".det-write-check.", dir=existing)
+        fd, probe = tempfile.mkstemp(prefix=".det-write-check.", suffix=".tmp", dir=existing)
     except OSError as e:
         reason = _WRITE_ERRNOS.get(e.errno or 0, e.strerror or str(e))
         where = "" if existing == p else f" (in {existing})"
