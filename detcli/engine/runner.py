@@ -163,7 +163,7 @@ class Runner:
         self.datasets: dict[str, Any] = {}
         self._pending_rng: dict[str, Any] | None = None
         self.saved_checkpoints: list[Path] = []
-        self.saved_iter = -1  # the iteration of the newest checkpoint written (or resumed from)
+        self.saved_iter = -1  # the iteration latest.pth resumes from (written with the optimizer, or resumed from)
         self.stop_reason: str | None = None
         self._stepping = False
         self._hooks: list[tuple[int, Hook]] = []
@@ -238,7 +238,6 @@ class Runner:
                     if latest.exists() and self.saved_iter >= 0 else "no checkpoint of this run was written yet"
                 )
                 raise OutputError(f"checkpoint at iteration {self.iter} not saved: {e}; {kept}") from e
-        self.saved_iter = self.iter
         return path
 
     def save_latest(self, unit: str, count: int, save_optimizer: bool = True) -> Path:
@@ -248,6 +247,8 @@ class Runner:
             atomic_link(path, self.work_dir / "latest.pth")
             self.saved_checkpoints.append(path)
             logger.info("saved checkpoint %s", path)
+        if save_optimizer:  # latest.pth resumes from here
+            self.saved_iter = self.iter
         return path
 
     def request_stop(self, reason: str) -> None:

@@ -20,14 +20,25 @@ import torch
 
 import detcli.engine as engine
 from detcli.engine import runlock
+from detcli.engine.hooks import Hook
 from detcli.engine.runner import TrainingInterrupted
 from detcli.errors import CheckpointError, OutputError
+from detcli.registry import HOOKS
 from detcli.fileio import atomic_output, check_writable_dir, check_writable_file, clean_temp_files
 
 from engine_helpers import tiny_cfg
 
 HERE = Path(__file__).parent
 ROOT = HERE.parents[1]
+
+
+@HOOKS.register()
+class StopAt4Hook(Hook):
+    """Asks the runner to stop after iteration 4, as the SIGTERM handler does."""
+
+    def after_iter(self, runner: Any) -> None:
+        if runner.iter == 4:
+            runner.request_stop("SIGTERM")
 
 
 def weights(path: Path) -> dict[str, torch.Tensor]:
@@ -453,3 +464,13 @@ def test_stop_that_cuts_an_iteration_short_points_at_the_last_checkpoint(tmp_pat
         engine.train(tiny_cfg(), work_dir=run, cfg_source="tiny.yaml", validate=False)
     assert engine.load_checkpoint(run / "latest.pth")["meta"]["iter"] == 4
     assert not list(run.glob("iter_*.pth"))
+
+
+def test_stop_after_a_checkpoint_without_optimizer_saves_a_resumable_one(tmp_path: Path) -> None:
+    """latest.pth must resume after a stop: a checkpoint saved without the optimizer (or a best_*.pth) does not count."""
+    cfg = tiny_cfg(checkpoint_config={"interval": 2, "by_epoch": False, "save_optimizer": False},
+                   custom_hooks=[{"type": "StopAt4Hook", "priority": "LOWEST"}])
+    run = tmp_path / "run"
+    with pytest.raises(TrainingInterrupted, match=rf"after iteration 4/8: saved {run}/iter_4.pth; continue with --resume"):
+        engine.train(cfg, work_dir=run, cfg_source="tiny.yaml", validate=False)
+    assert torch.load(run / "latest.pth", weights_only=True)["optimizer"] is not None
