@@ -281,15 +281,16 @@ class Runner:
                 + f" (work dir {self.work_dir})",
                 reason.split()[0], latest if kept else None,
             ) from cause
-        path = None
+        path, saved = None, ""
         if self.saved_iter != self.iter:
             path = self.save_latest("iter", self.iter)
+            saved = f"saved {path}; " if self.rank == 0 else ""
         elif self.rank == 0:
             path = latest
+            saved = f"{latest} holds it; "
         raise TrainingInterrupted(
-            f"stopped by {reason} after iteration {self.iter}/{self.max_iters}: "
-            + (f"saved {path}; " if path is not None else "")
-            + f"continue with --resume (work dir {self.work_dir})",
+            f"stopped by {reason} after iteration {self.iter}/{self.max_iters}: {saved}"
+            f"continue with --resume (work dir {self.work_dir})",
             reason.split()[0], path,
         ) from cause
 
@@ -367,6 +368,8 @@ class Runner:
         if self.inner_iter >= self.iters_per_epoch or self.by_epoch:
             self.epoch += 1
             self.call_hook("after_epoch")
+            if not self.finished and self._stop_requested():  # e.g. SIGTERM during the epoch's evaluation
+                self._stop()
 
 
 @contextlib.contextmanager

@@ -474,3 +474,27 @@ def test_stop_after_a_checkpoint_without_optimizer_saves_a_resumable_one(tmp_pat
     with pytest.raises(TrainingInterrupted, match=rf"after iteration 4/8: saved {run}/iter_4.pth; continue with --resume"):
         engine.train(cfg, work_dir=run, cfg_source="tiny.yaml", validate=False)
     assert torch.load(run / "latest.pth", weights_only=True)["optimizer"] is not None
+
+
+@HOOKS.register()
+class StopInEvalHook(Hook):
+    """Asks for a stop from inside epoch 1's after_epoch (as a SIGTERM during evaluation would)."""
+
+    priority = "LOWEST"
+
+    def after_epoch(self, runner: Any) -> None:
+        if runner.epoch == 1:
+            runner.request_stop("SIGTERM")
+
+
+def test_stop_during_the_epoch_end_stops_before_the_next_epoch(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    cfg = tiny_cfg(custom_hooks=[{"type": "StopInEvalHook"}])
+    with pytest.raises(TrainingInterrupted, match=rf"^stopped by SIGTERM after iteration 4/8: {run}/latest.pth holds it; continue with --resume"):
+        engine.train(cfg, work_dir=run, cfg_source="tiny.yaml")
+    assert engine.load_checkpoint(run / "latest.pth")["meta"]["epoch"] == 1
+    assert sorted(p.name for p in run.glob("*.pth")) == ["epoch_1.pth", "latest.pth"]
+    resumed = engine.train(tiny_cfg(), work_dir=run, cfg_source="tiny.yaml", resume=True)
+    full = engine.train(tiny_cfg(), work_dir=tmp_path / "full", cfg_source="tiny.yaml")
+    assert resumed.iters == 8
+    assert_same_weights(full.work_dir / "epoch_2.pth", run / "epoch_2.pth")
