@@ -36,6 +36,11 @@ class TrainingError(DetError):
     """Training cannot go on (for example the loss became NaN or infinite)."""
 
 
+class OutputError(DetError):
+    """An output path (work dir, out dir, results file) cannot be written, the disk is full, or another
+    det run holds it."""
+
+
 def did_you_mean(name: str, candidates: Iterable[str]) -> str:
     """Return ``" — did you mean 'X'?"`` for the closest candidate, or ``""`` when none is close.
 

@@ -6,6 +6,7 @@ imports (torch, cupy) happen inside the commands so ``det --help`` stays fast.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 from typing import Annotated
@@ -88,14 +89,25 @@ def _benchmark_default(argv: list[str]) -> list[str]:
     return [*argv[: i + 1], "model", *rest]
 
 
+def _is_resume_path(word: str) -> bool:
+    """Whether the word after ``--resume`` is its checkpoint (any suffix but a preset's ``.yaml``/``.yml``:
+    ``x.pth``, ``snapshot.ckpt``, ``run/iter_4``, an existing file) rather than the preset argument."""
+    from pathlib import Path
+
+    p = Path(word)
+    if p.suffix.lower() in (".yaml", ".yml"):
+        return False
+    return bool(p.suffix) or "/" in word or os.sep in word or p.is_file()
+
+
 def normalize_argv(argv: Sequence[str]) -> list[str]:
     """Rewrite mmdet-style multi-value options into the repeated form typer parses.
 
     ``--cfg-options a=1 b=2`` becomes ``--cfg-options a=1 --cfg-options b=2`` (values are the
     following words that contain ``=``), ``--metric bbox segm`` becomes two ``--metric`` options
     (values are known metric names), ``--keys a b`` / ``--legend A B`` take the following words up to
-    the next option, ``det benchmark PRESET`` becomes ``det benchmark model PRESET``, and a bare ``--resume`` (not followed by a ``.pth`` path)
-    becomes ``--resume auto`` (the latest checkpoint of the work dir).
+    the next option, ``det benchmark PRESET`` becomes ``det benchmark model PRESET``, and a bare ``--resume`` (not followed by a
+    checkpoint path: see :func:`_is_resume_path`) becomes ``--resume auto`` (the latest checkpoint of the work dir).
     """
     out: list[str] = []
     i = 0
@@ -129,7 +141,7 @@ def normalize_argv(argv: Sequence[str]) -> list[str]:
             continue
         if token == "--resume":
             nxt = argv[i + 1] if i + 1 < len(argv) else None
-            if nxt is None or nxt.startswith("-") or not (nxt.endswith(".pth") or nxt == "auto"):
+            if nxt is None or nxt.startswith("-") or not (nxt == "auto" or _is_resume_path(nxt)):
                 out.extend(["--resume", "auto"])
                 i += 1
                 continue

@@ -43,8 +43,9 @@ def confusion_matrix(
     """
     from detcli.engine.tester import build_split
     from detcli.evaluation.files import read_json_file
-    from detcli.fileio import write_text_atomic
+    from detcli.fileio import check_writable_dir, write_text_atomic
 
+    check_writable_dir(out_dir, "output folder (OUT_DIR)")
     dataset, _, _ = build_split(cfg, "test", test_mode=True)
     source = "stdin" if str(results) == "-" else str(results)
     data = read_json_file(results, "RESULTS")
@@ -124,6 +125,9 @@ def analyze_results(
         raise ConfigError(f"--topk {topk}: must be >= 1")
     if not 0.0 <= show_score_thr <= 1.0:
         raise ConfigError(f"--show-score-thr {show_score_thr}: must be in [0, 1]")
+    from detcli.fileio import check_writable_dir
+
+    check_writable_dir(show_dir, "show dir")
     dataset, _, _ = build_split(cfg, "test", test_mode=True)
     source = "stdin" if str(results) == "-" else str(results)
     grouped = group_results(read_json_file(results, "RESULTS"), dataset.image_ids, list(dataset.cat_ids), source)

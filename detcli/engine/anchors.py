@@ -562,10 +562,11 @@ def optimize_anchors(
         DatasetError: no boxes in the training split.
     """
     from detcli.engine.tester import build_split
-    from detcli.fileio import write_json_atomic
+    from detcli.fileio import check_writable_file, write_json_atomic
 
     if algorithm not in ALGORITHMS:
         raise ConfigError(f"--algorithm {algorithm!r}: expected one of {', '.join(ALGORITHMS)}")
+    check_writable_file(Path(output_dir if output_dir is not None else ".") / RESULT_FILE, "result file (--output-dir)")
     if len(input_shape) != 2 or min(input_shape) < 1:
         raise ConfigError(f"--input-shape {list(input_shape)}: expected two positive integers W H")
     if iters < 0:

@@ -33,8 +33,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from detcli.errors import CheckpointError
-from detcli.fileio import atomic_output
+from detcli.errors import CheckpointError, OutputError
+from detcli.fileio import atomic_output, output_error
 from detcli.weights import CheckpointFile, read_checkpoint
 
 FORMAT = "det-checkpoint"
@@ -87,12 +87,20 @@ def atomic_link(src: Path, dst: Path) -> None:
     with contextlib.suppress(FileNotFoundError):
         tmp.unlink()
     try:
-        os.link(src, tmp)
-    except OSError:
-        import shutil
+        try:
+            os.link(src, tmp)
+        except OSError:
+            import shutil
 
-        shutil.copyfile(src, tmp)
-    os.replace(tmp, dst)
+            shutil.copyfile(src, tmp)
+        os.replace(tmp, dst)
+    except OSError as e:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        err = output_error(dst, e)
+        if err is None:
+            raise
+        raise OutputError(f"{err} (the previous {dst.name} is unchanged)") from e
 
 
 def make_checkpoint(

@@ -36,7 +36,7 @@ from typing import IO, TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
-from detcli.engine.checkpoint import atomic_link, preserved_rng
+from detcli.engine.checkpoint import preserved_rng
 from detcli.engine.lr import LrSchedule
 from detcli.engine.progress import ProgressEvent
 from detcli.errors import ConfigError, TrainingError
@@ -215,10 +215,7 @@ class CheckpointHook(Hook):
     def _save(self, runner: "Runner", unit: str, count: int) -> None:
         if runner.rank != 0:
             return
-        path = runner.save_checkpoint(runner.work_dir / f"{unit}_{count}.pth", save_optimizer=self.save_optimizer)
-        atomic_link(path, runner.work_dir / "latest.pth")
-        runner.saved_checkpoints.append(path)
-        logger.info("saved checkpoint %s", path)
+        runner.save_latest(unit, count, save_optimizer=self.save_optimizer)
         if self.max_keep_ckpts > 0:
             step = self.interval if self.interval > 0 else 1
             for old in range(count - self.max_keep_ckpts * step, 0, -step):

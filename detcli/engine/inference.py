@@ -174,6 +174,10 @@ def infer(
     """
     from detcli.visualization import draw_detections, save_image
 
+    from detcli.fileio import check_writable_dir
+
+    if out_dir is not None:  # before the model is loaded
+        check_writable_dir(out_dir, "output folder (--out-dir)")
     summary = summary if summary is not None else InferenceSummary(None)
     paths = [] if webcam is not None else expand_inputs(inputs)
     predictor = Predictor(checkpoint, cfg=cfg, device=device)

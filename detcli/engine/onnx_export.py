@@ -192,7 +192,11 @@ def export_onnx(
     from detcli.models.deploy import check_exportable, deploy_model, min_opset
     from detcli.ops import use_backend
 
+    from detcli.fileio import check_writable_file
+
     start = time.perf_counter()
+    check_writable_file(Path(output_file) if output_file else Path(checkpoint).with_suffix(".onnx"),
+                        "ONNX file (--output-file)")
     loaded = load_model(checkpoint, cfg, "cpu")
     check_exportable(loaded.model)
     model_type = type(loaded.model).__name__

@@ -11,26 +11,48 @@ objects called at six points (``before_run``, ``before_epoch``, ``before_iter``,
 Counters seen by hooks: ``runner.epoch`` and ``runner.iter`` count *finished* epochs and
 iterations (in ``before_iter`` ``runner.iter`` is the 0-based index of the coming iteration; in
 ``after_iter`` it already includes it). ``runner.inner_iter`` is the same within the epoch.
+
+Stopping: :func:`stop_on_signals` turns SIGTERM (what Slurm sends on preemption) and a first SIGINT
+into :meth:`Runner.request_stop`; the runner finishes the current iteration, saves ``iter_N.pth``
+(``latest.pth`` points at it) and raises :class:`TrainingInterrupted`, so ``--resume`` continues
+exactly where it stopped. A second SIGINT interrupts at once (``KeyboardInterrupt``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import signal
+import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from detcli.engine.checkpoint import atomic_save, make_checkpoint, preserved_rng, set_rng_state
+from detcli.engine.checkpoint import atomic_link, atomic_save, make_checkpoint, preserved_rng, set_rng_state
 from detcli.engine.dist import get_dist_info, reduce_mean_dict
 from detcli.engine.hooks import PRIORITIES, Hook, priority_value
 from detcli.engine.progress import ProgressCallback
-from detcli.errors import ConfigError, TrainingError
+from detcli.errors import ConfigError, OutputError, TrainingError
 
 logger = logging.getLogger(__name__)
+
+
+class TrainingInterrupted(TrainingError):
+    """Training stopped on a signal (SIGTERM, SIGINT) after saving a checkpoint to resume from.
+
+    Attributes:
+        signal_name: ``SIGTERM`` / ``SIGINT``.
+        checkpoint: the checkpoint saved (``latest.pth`` points at it), or None on ranks other than 0.
+    """
+
+    def __init__(self, message: str, signal_name: str, checkpoint: Path | None) -> None:
+        super().__init__(message)
+        self.signal_name = signal_name
+        self.checkpoint = checkpoint
 
 RUNNER_TYPES = ("EpochBasedRunner", "IterBasedRunner")
 
@@ -141,6 +163,9 @@ class Runner:
         self.datasets: dict[str, Any] = {}
         self._pending_rng: dict[str, Any] | None = None
         self.saved_checkpoints: list[Path] = []
+        self.saved_iter = -1  # the iteration latest.pth resumes from (written with the optimizer, or resumed from)
+        self.stop_reason: str | None = None
+        self._stepping = False
         self._hooks: list[tuple[int, Hook]] = []
         self._params: list[Tensor] = [p for g in optimizer.param_groups for p in g["params"]]
 
@@ -188,6 +213,7 @@ class Runner:
         if not self.by_epoch:
             self.epoch = self.iter // self.iters_per_epoch
         self.meta.update(meta or {})
+        self.saved_iter = self.iter
         self._pending_rng = dict(rng_state) if rng_state is not None else None
 
     def save_checkpoint(self, path: Path, save_optimizer: bool = True, scheduler: Mapping[str, Any] | None = None) -> Path:
@@ -203,8 +229,70 @@ class Runner:
             extra_meta={k: v for k, v in self.meta.items() if k not in ("scheduler",)},
         )
         if self.rank == 0:
-            atomic_save(ckpt, path)
+            try:
+                atomic_save(ckpt, path)
+            except OutputError as e:
+                latest = self.work_dir / "latest.pth"
+                kept = (
+                    f"{latest} still holds iteration {self.saved_iter} and resumes with --resume"
+                    if latest.exists() and self.saved_iter >= 0 else "no checkpoint of this run was written yet"
+                )
+                raise OutputError(f"checkpoint at iteration {self.iter} not saved: {e}; {kept}") from e
         return path
+
+    def save_latest(self, unit: str, count: int, save_optimizer: bool = True) -> Path:
+        """Save ``<unit>_<count>.pth`` in the work dir and point ``latest.pth`` at it (rank 0 writes)."""
+        path = self.save_checkpoint(self.work_dir / f"{unit}_{count}.pth", save_optimizer=save_optimizer)
+        if self.rank == 0:
+            atomic_link(path, self.work_dir / "latest.pth")
+            self.saved_checkpoints.append(path)
+            logger.info("saved checkpoint %s", path)
+        if save_optimizer:  # latest.pth resumes from here
+            self.saved_iter = self.iter
+        return path
+
+    def request_stop(self, reason: str) -> None:
+        """Stop after the current iteration with a checkpoint (what :func:`stop_on_signals` calls)."""
+        self.stop_reason = reason
+
+    def _stop_requested(self) -> bool:
+        flag = self.stop_reason is not None
+        if self.world_size > 1:  # every rank stops at the same iteration (collectives stay matched)
+            import torch.distributed as torch_dist
+
+            device = self.device if torch_dist.get_backend() == "nccl" else torch.device("cpu")
+            t = torch.tensor([1.0 if flag else 0.0], device=device)
+            torch_dist.all_reduce(t, op=torch_dist.ReduceOp.MAX)
+            if t.item() > 0 and self.stop_reason is None:
+                self.stop_reason = "SIGTERM (on another rank)"
+            flag = t.item() > 0
+        return flag
+
+    def _stop(self, cause: BaseException | None = None) -> None:
+        """Save a checkpoint of the finished iterations (unless one was cut off) and raise TrainingInterrupted."""
+        reason = self.stop_reason or "a stop request"
+        latest = self.work_dir / "latest.pth"
+        if self._stepping:  # the signal's fallout cut an iteration short: its state is not one to resume from
+            kept = (f"{latest} (iteration {self.saved_iter})" if self.rank == 0 and latest.exists() and self.saved_iter >= 0
+                    else None)
+            raise TrainingInterrupted(
+                f"stopped by {reason} during iteration {self.iter + 1}/{self.max_iters} ({cause}): "
+                + (f"continue from {kept} with --resume" if kept else "no checkpoint was saved yet; start the run again")
+                + f" (work dir {self.work_dir})",
+                reason.split()[0], latest if kept else None,
+            ) from cause
+        path, saved = None, ""
+        if self.saved_iter != self.iter:
+            path = self.save_latest("iter", self.iter)
+            saved = f"saved {path}; " if self.rank == 0 else ""
+        elif self.rank == 0:
+            path = latest
+            saved = f"{latest} holds it; "
+        raise TrainingInterrupted(
+            f"stopped by {reason} after iteration {self.iter}/{self.max_iters}: {saved}"
+            f"continue with --resume (work dir {self.work_dir})",
+            reason.split()[0], path,
+        ) from cause
 
     def _restore_rng(self) -> None:
         set_rng_state(self._pending_rng)  # type: ignore[arg-type]
@@ -238,6 +326,14 @@ class Runner:
         try:
             while not self.finished:
                 self._run_epoch()
+        except TrainingInterrupted:
+            raise
+        except Exception as e:
+            # after a stop signal, data loader workers that got it too fail the loader (torch raises
+            # from its SIGCHLD handler, wherever training is): stop cleanly instead of a traceback
+            if self.stop_reason is None:
+                raise
+            self._stop(cause=e)
         finally:
             self.call_hook("after_run")
 
@@ -258,16 +354,46 @@ class Runner:
             self.inner_iter = i
             self.data_time = time.perf_counter() - tick
             self.call_hook("before_iter")
+            self._stepping = True  # weights and optimizer change: no checkpoint can be taken until the end
             self.run_iter(batch)
             self.iter += 1
+            self._stepping = False
             self.inner_iter = i + 1
             self.call_hook("after_iter")
+            if self._stop_requested():
+                self._stop()
             tick = time.perf_counter()
             if self.finished and not self.by_epoch:
                 break
         if self.inner_iter >= self.iters_per_epoch or self.by_epoch:
             self.epoch += 1
             self.call_hook("after_epoch")
+            if not self.finished and self._stop_requested():  # e.g. SIGTERM during the epoch's evaluation
+                self._stop()
 
 
-__all__ = ["PRIORITIES", "RUNNER_TYPES", "Runner", "parse_losses"]
+@contextlib.contextmanager
+def stop_on_signals(runner: Runner) -> Iterator[None]:
+    """While training, SIGTERM and a first SIGINT ask ``runner`` to checkpoint and stop; a second SIGINT
+    interrupts at once. Handlers are installed only in the main thread and restored afterwards."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        name = signal.Signals(signum).name
+        if runner.stop_reason is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        runner.request_stop(name)
+        logger.warning("%s received: saving a checkpoint after the current iteration, then stopping "
+                       "(Ctrl-C again to stop at once without one)", name)
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+__all__ = ["PRIORITIES", "RUNNER_TYPES", "Runner", "TrainingInterrupted", "parse_losses", "stop_on_signals"]

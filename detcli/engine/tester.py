@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from detcli.engine import runlock
 from detcli.engine.checkpoint import check_checkpoint, load_checkpoint, load_state_dict, not_det_error
 from detcli.engine.zoo import config_classes, resolve_checkpoint, split_zoo_spec
 from detcli.engine.dist import distributed, gather_results, get_dist_info, run_on_main
@@ -35,6 +36,7 @@ from detcli.engine.evaluation import ALL_METRICS, Evaluation, evaluate_dataset, 
 from detcli.evaluation import ClasswiseAP, check_metrics, detections_to_coco, format_classwise_table, write_results_json
 from detcli.evaluation.rle import EncodedDetections, compact
 from detcli.evaluation.voc import MapTable
+from detcli.fileio import check_writable_dir, check_writable_file
 from detcli.ops import batched_nms
 from detcli.structures import Detections
 
@@ -404,7 +406,8 @@ def test(
         CheckpointError: not a det checkpoint / weights that do not fit.
     """
     dist_params = dict((cfg or {}).get("dist_params") or {})
-    with distributed(launcher, device, backend=dist_params.get("backend")) as rank_device:
+    with distributed(launcher, device, backend=dist_params.get("backend")) as rank_device, \
+            runlock.output_lock(out, "results file (--out)", enabled=bool(out) and get_dist_info()[0] == 0):
         return _test(cfg, checkpoint, metrics=metrics, eval_options=eval_options, out=out, format_only=format_only, show_dir=show_dir,
                      show_score_thr=show_score_thr, classwise=classwise, device=rank_device, progress=progress,
                      backend=backend)
@@ -429,6 +432,11 @@ def _test(
     rank, world_size = get_dist_info()
     if rank != 0:
         progress = None
+    else:  # output paths are checked before any work
+        if out:
+            check_writable_file(out, "results file (--out)")
+        if show_dir:
+            check_writable_dir(show_dir, "show dir (--show-dir)")
     if format_only and not out:
         raise ConfigError("--format-only needs --out FILE.json (the results would be written nowhere)")
     if metrics is not None and not format_only:
@@ -549,5 +557,5 @@ def _draw(dataset: Any, detections: Sequence[Detections | EncodedDetections], sh
         try:
             save_image(drawn, folder / name)
         except (ValueError, OSError) as e:
-            raise DetError(f"--show-dir: could not write {folder / name}") from e
+            raise DetError(f"--show-dir: could not write {folder / name}: {e}") from e
     return folder

@@ -7,15 +7,19 @@ A run directory (``work_dir``) ends up holding::
     <YYYYmmdd_HHMMSS>.log       text log
     <YYYYmmdd_HHMMSS>.log.json  JSON lines (mmdet keys; readable by analyze-logs)
     epoch_N.pth / iter_N.pth    periodic checkpoints, latest.pth the newest of them
+    .det.lock                   while a run writes here: its PID and host (a second run refuses)
     best_<metric>_epoch_N.pth   the best checkpoint so far (with evaluation.save_best)
 
 ``resume`` restores weights, optimizer, epoch/iteration, best-so-far and RNG states, and the lr
 is a pure function of the position, so an interrupted and resumed run ends with the same weights
-as an uninterrupted one (on CPU). ``load_from`` loads matching weights only and starts at epoch 0.
+as an uninterrupted one (on CPU). SIGTERM (Slurm preemption) or Ctrl-C saves ``iter_N.pth`` after the
+current iteration and raises :class:`~detcli.engine.runner.TrainingInterrupted` (resume with ``--resume``).
+``load_from`` loads matching weights only and starts at epoch 0.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import logging
@@ -47,14 +51,15 @@ from detcli.engine.lr import LrSchedule
 from detcli.engine.optim import auto_scale_lr as scale_lr_in_cfg
 from detcli.engine.optim import build_optimizer
 from detcli.engine.progress import ProgressCallback
-from detcli.engine.runner import Runner
+from detcli.engine import runlock
+from detcli.engine.runner import Runner, TrainingInterrupted, stop_on_signals
 from detcli.engine.tester import (
     build_model, build_split, check_mask_metrics, evaluate_detections, run_inference,
 )
 from detcli.engine.zoo import resolve_checkpoint, split_zoo_spec
 from detcli.engine.validate import runner_settings, validate_config
-from detcli.errors import CheckpointError, ConfigError
-from detcli.fileio import write_json_atomic, write_text_atomic
+from detcli.errors import CheckpointError, ConfigError, OutputError
+from detcli.fileio import check_writable_dir, clean_temp_files, write_json_atomic, write_text_atomic
 from detcli.engine.evaluation import resolve_evaluation
 
 logger = logging.getLogger(__name__)
@@ -102,7 +107,7 @@ class TrainResult:
     world_size: int = 1
 
 
-def _resolve_resume(resume: str | bool | None, cfg: Mapping[str, Any], work_dir: Path) -> Path | None:
+def _resolve_resume(resume: str | bool | None, cfg: Mapping[str, Any], work_dir: Path, new_dir: bool = False) -> Path | None:
     if resume is None or resume is False:
         resume = cfg.get("resume_from")
     if resume is None or resume is False:
@@ -110,9 +115,48 @@ def _resolve_resume(resume: str | bool | None, cfg: Mapping[str, Any], work_dir:
     if resume is True or resume == "auto":
         path = work_dir / "latest.pth"
         if not path.exists():
-            raise CheckpointError(f"{path}: --resume without a path resumes latest.pth of the work dir, which does not exist")
+            if new_dir or not work_dir.is_dir():
+                raise CheckpointError(
+                    f"{work_dir}: no run to resume (no such work dir, so no latest.pth): start the run without "
+                    "--resume, or give the work dir of the run with --work-dir"
+                )
+            raise CheckpointError(
+                f"{work_dir}: the run has no checkpoint yet (it stopped before saving its first one, so there is no "
+                "latest.pth to resume): start it fresh with the same command without --resume"
+            )
         return path
     return Path(str(resume))
+
+
+def _lock_work_dir(work_dir: Path) -> bool:
+    """Create ``work_dir`` if needed, take its lock and remove temp files a killed run left.
+
+    Returns:
+        Whether ``work_dir`` was created here (:func:`_unlock_work_dir` removes it again if it stays empty).
+    """
+    check_writable_dir(work_dir, "work dir (--work-dir)")
+    created = not work_dir.exists()
+    try:
+        work_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputError(f"{work_dir}: cannot create the work dir: {e.strerror}; choose another --work-dir") from e
+    try:
+        runlock.acquire(work_dir / runlock.LOCK_NAME, "work dir")
+    except BaseException:
+        if created:
+            with contextlib.suppress(OSError):
+                work_dir.rmdir()
+        raise
+    for stray in clean_temp_files(work_dir):
+        logger.info("removed %s, left by a run killed while writing it", stray.name)
+    return created
+
+
+def _unlock_work_dir(work_dir: Path, created: bool) -> None:
+    runlock.release(work_dir / runlock.LOCK_NAME)
+    if created:
+        with contextlib.suppress(OSError):
+            work_dir.rmdir()  # only when empty: nothing half-written after a failure before training began
 
 
 def _wrap_distributed(model: torch.nn.Module, cfg: Mapping[str, Any], dev: torch.device, *, sync_bn: bool,
@@ -218,7 +262,8 @@ def _train(
     over ranks; ``--auto-scale-lr`` scales by ``samples_per_gpu * world_size``.
 
     Raises:
-        ConfigError, DatasetError, CheckpointError, TrainingError, DetError (device).
+        ConfigError, DatasetError, CheckpointError, TrainingError (TrainingInterrupted on SIGTERM/SIGINT),
+        OutputError (work dir not writable, in use by another run, disk full), DetError (device).
     """
     cfg = copy.deepcopy(dict(cfg))
     validate_config(cfg, cfg_source)
@@ -248,9 +293,14 @@ def _train(
     manifest_path = work_dir / "manifest.json"
     config_path = work_dir / f"{Path(cfg_source).stem}.yaml"
     manifest: dict[str, Any] = {}
+    created = False
+    locked = False
     try:
+        if rank == 0:  # one det run per work dir; fails before any work when it is not writable
+            created = _lock_work_dir(work_dir)
+            locked = True
         scale_lr_in_cfg(cfg, flag=auto_scale_lr, world_size=world_size)
-        resume_path = _resolve_resume(resume, cfg, work_dir)
+        resume_path = _resolve_resume(resume, cfg, work_dir, new_dir=created)
         load_from = load_from or cfg.get("load_from")
         data_cfg = cfg.get("data") or {}
         workers = int(data_cfg.get("workers_per_gpu", 0))
@@ -403,7 +453,11 @@ def _train(
             f"{max_epochs} epochs" if max_epochs else f"{max_iters} iterations", seed, threads,
         )
         try:
-            runner.run()
+            with stop_on_signals(runner):
+                runner.run()
+        except TrainingInterrupted as e:
+            manifest["status"] = f"interrupted: {e}"
+            raise
         except BaseException as e:
             manifest["status"] = f"failed: {type(e).__name__}: {e}"
             raise
@@ -442,3 +496,5 @@ def _train(
             package_logger.removeHandler(handler)
             handler.close()
         package_logger.setLevel(old_level)
+        if locked:
+            _unlock_work_dir(work_dir, created)

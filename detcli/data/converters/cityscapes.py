@@ -26,6 +26,7 @@ from detcli.data.converters._common import (
     write_split,
 )
 from detcli.errors import DatasetError
+from detcli.fileio import check_writable_dir
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +48,7 @@ def convert_cityscapes(root: str | os.PathLike[str], out_dir: str | os.PathLike[
     found = sorted((p for p in gt_root.iterdir() if p.is_dir()),
                    key=lambda p: (_SPLITS.index(p.name) if p.name in _SPLITS else len(_SPLITS), p.name))
     out = Path(out_dir)
+    check_writable_dir(out, "output folder (--out-dir)")  # before any work
     result = ConversionResult()
     cat_of = dict(zip(CITYSCAPES_CLASSES, CITYSCAPES_IDS))
     for split_dir in found:

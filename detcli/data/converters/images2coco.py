@@ -21,6 +21,7 @@ from detcli.data.converters._common import (
     write_split,
 )
 from detcli.errors import DatasetError
+from detcli.fileio import check_writable_file
 
 
 def images_to_coco(img_dir: str | os.PathLike[str], classes: str | os.PathLike[str], out_file: str | os.PathLike[str],
@@ -38,6 +39,7 @@ def images_to_coco(img_dir: str | os.PathLike[str], classes: str | os.PathLike[s
     """
     root = require_dir(img_dir, "image folder")
     out = Path(out_file)
+    check_writable_file(out, "output file")  # before any work
     if out.suffix.lower() != ".json":
         raise DatasetError(f"output {out} must be a .json file")
     names = read_class_names(classes)

@@ -28,6 +28,7 @@ from detcli.data.converters._common import (
     write_split,
 )
 from detcli.errors import DatasetError
+from detcli.fileio import check_writable_file
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +78,7 @@ def convert_labelme(folder: str | os.PathLike[str], out_file: str | os.PathLike[
     """
     root = require_dir(folder, "labelme folder")
     out = Path(out_file)
+    check_writable_file(out, "output file (--out)")  # before any work
     if out.suffix.lower() != ".json":
         raise DatasetError(f"output {out} must be a .json file")
     result = ConversionResult()

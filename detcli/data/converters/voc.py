@@ -28,6 +28,7 @@ from detcli.data.converters._common import (
 )
 from detcli.data.voc import VOC_CLASSES
 from detcli.errors import DatasetError
+from detcli.fileio import check_writable_dir
 
 logger = logging.getLogger(__name__)
 
@@ -115,6 +116,7 @@ def convert_voc(devkit: str | os.PathLike[str], out_dir: str | os.PathLike[str],
     """
     root = require_dir(devkit, "VOC devkit folder")
     out = Path(out_dir)
+    check_writable_dir(out, "output folder (--out-dir)")  # before any work
     names = read_class_names(classes) if classes is not None else VOC_CLASSES
     result = ConversionResult()
     pending = []  # everything is parsed before anything is written: a bad file leaves no partial output

@@ -31,6 +31,7 @@ from detcli.data.converters._common import (
     write_split,
 )
 from detcli.errors import DatasetError
+from detcli.fileio import check_writable_dir
 
 logger = logging.getLogger(__name__)
 
@@ -110,6 +111,7 @@ def convert_yolo(root: str | os.PathLike[str], names: str | os.PathLike[str],
     labels_dir = require_dir(root_dir / "labels", "labels/ folder of the YOLO dataset (ROOT must hold images/ and labels/)")
     classes = read_class_names(names)
     out = Path(out_dir)
+    check_writable_dir(out, "output folder (--out-dir)")  # before any work
     result = ConversionResult()
     bad: list[str] = []
     used_labels: set[Path] = set()
