@@ -22,7 +22,7 @@ complete -c det -n '__fish_use_subcommand' -l debug -d 'Show the full traceback 
 complete -c det -n '__fish_use_subcommand' -l verbose -s v -d 'Debug-level logs on stderr.'
 complete -c det -n '__fish_use_subcommand' -l version -d 'Print the version and exit.'
 complete -c det -n '__fish_use_subcommand' -l help -s h -d 'Show help and exit.'
-complete -c det -n '__fish_seen_subcommand_from analyze-logs' -a cal-train-time -d 'Slowest and fastest epoch, the std of epoch times and the average s/iter (mmdets printout).'
+complete -c det -n '__fish_seen_subcommand_from analyze-logs' -a cal-train-time -d 'Slowest and fastest epoch, the std of epoch times and the average s/iter (mmdets printout); train lines whose time includes an evaluation are left out.'
 complete -c det -n '__fish_seen_subcommand_from analyze-logs' -a plot-curve -d 'Plot loss / lr / metric curves of one or several logs on one figure (metrics per evaluation).'
 complete -c det -n '__fish_seen_subcommand_from analyze-logs' -l help -s h -d 'Show help and exit.'
 complete -c det -n '__fish_seen_subcommand_from analyze-logs && __fish_seen_subcommand_from cal-train-time' -l include-outliers -d 'Keep the first line of each epoch (start-up).'
