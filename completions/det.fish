@@ -98,7 +98,7 @@ complete -c det -n '__fish_seen_subcommand_from convert-checkpoint' -l cfg-optio
 complete -c det -n '__fish_seen_subcommand_from convert-checkpoint' -l json -d 'Print the summary and the load table as JSON on stdout.'
 complete -c det -n '__fish_seen_subcommand_from convert-checkpoint' -l help -s h -d 'Show help and exit.'
 complete -c det -n '__fish_seen_subcommand_from convert-checkpoint' -F
-complete -c det -n '__fish_seen_subcommand_from convert-dataset' -a check -d 'Check a COCO json: duplicate ids, undeclared categories, missing images, bad boxes, missing files.'
+complete -c det -n '__fish_seen_subcommand_from convert-dataset' -a check -d 'Check a COCO json: duplicate ids, undeclared categories, missing images, bad boxes; with --img-dir missing, empty, truncated or mis-sized image files.'
 complete -c det -n '__fish_seen_subcommand_from convert-dataset' -a cityscapes -d 'Cityscapes gtFine polygons of the 8 instance classes to one COCO json per split; *group labels are crowd.'
 complete -c det -n '__fish_seen_subcommand_from convert-dataset' -a images2coco -d 'A test-set style COCO json (images and categories, no annotations) for det test on unlabelled images.'
 complete -c det -n '__fish_seen_subcommand_from convert-dataset' -a labelme -d 'labelme polygons and rectangles to one COCO json; shapes sharing label and group_id are one instance.'
@@ -106,7 +106,7 @@ complete -c det -n '__fish_seen_subcommand_from convert-dataset' -a shapes -d 'W
 complete -c det -n '__fish_seen_subcommand_from convert-dataset' -a voc -d 'Pascal VOC XML to one COCO json per ImageSets/Main/{train,val,trainval,test}.txt found.'
 complete -c det -n '__fish_seen_subcommand_from convert-dataset' -a yolo -d 'YOLO txt labels (class cx cy w h, or class + polygon) to one COCO json per split.'
 complete -c det -n '__fish_seen_subcommand_from convert-dataset' -l help -s h -d 'Show help and exit.'
-complete -c det -n '__fish_seen_subcommand_from convert-dataset && __fish_seen_subcommand_from check' -l img-dir -r -F -d 'Image folder: report missing image files.'
+complete -c det -n '__fish_seen_subcommand_from convert-dataset && __fish_seen_subcommand_from check' -l img-dir -r -F -d 'Image folder: report missing, empty (0-byte) and truncated image files and files whose size differs from the jsons width/height.'
 complete -c det -n '__fish_seen_subcommand_from convert-dataset && __fish_seen_subcommand_from check' -l json -d 'Print the summary as JSON on stdout (for machines).'
 complete -c det -n '__fish_seen_subcommand_from convert-dataset && __fish_seen_subcommand_from check' -l help -s h -d 'Show help and exit.'
 complete -c det -n '__fish_seen_subcommand_from convert-dataset && __fish_seen_subcommand_from check' -F
