@@ -6,7 +6,6 @@ imports (torch, cupy) happen inside the commands so ``det --help`` stays fast.
 
 from __future__ import annotations
 
-import inspect
 import sys
 from collections.abc import Sequence
 from typing import Annotated, Any
@@ -82,7 +81,8 @@ def _polish_help(command: Any, help_option_names: list[str]) -> None:
     line breaks, which then break the text mid-sentence in ``det --help``).
     """
     if command.help:
-        command.help = "\n\n".join(" ".join(p.split()) for p in inspect.cleandoc(command.help).split("\n\n"))
+        paragraphs = [" ".join(p.split()) for p in "\n".join(line.strip() for line in command.help.splitlines()).split("\n\n")]
+        command.help = "\n\n".join(p for p in paragraphs if p)
     ctx = typer.Context(command, help_option_names=help_option_names)
     for param in [*command.params, command.get_help_option(ctx)]:
         if param is not None and getattr(param, "is_flag", False) and param.metavar is None:
