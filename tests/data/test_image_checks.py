@@ -102,3 +102,42 @@ def test_cli_check_img_dir_exit_1(tmp_path: Path, images: Path) -> None:
     report = json.loads(result.stdout)
     assert {i["code"] for i in report["issues"]} == {"truncated_image", "empty_image"}
     assert result.output.strip().splitlines()[-1] == f"error: {ann}: 2 errors"
+
+
+def test_infer_refuses_a_truncated_image_before_loading_the_model(images: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                   capfd: Any) -> None:
+    import detcli.engine.inference as inference
+
+    loaded = []
+    monkeypatch.setattr(inference, "Predictor", lambda *a, **k: loaded.append(a))
+    folder = images.parent / "infer"
+    folder.mkdir()
+    (folder / "a.jpg").write_bytes((images / "good.jpg").read_bytes())
+    (folder / "b.jpg").write_bytes((images / "trunc.jpg").read_bytes())
+    result = CliRunner().invoke(app, ["infer", "c.pth", str(folder), "--no-save"])
+    assert result.exit_code == 1 and loaded == [] and result.stdout == ""
+    assert result.output.strip().splitlines() == [
+        f"error: {folder / 'b.jpg'}: truncated JPEG: the file ends before its end-of-image marker (FF D9); "
+        "re-copy or re-download the file, or leave it out of the inputs"]
+    (folder / "b.jpg").write_bytes(b"")
+    with pytest.raises(DatasetError, match=r"b\.jpg: the image file is empty \(0 bytes\)"):
+        inference.expand_inputs([str(folder)])
+    assert "JPEG" not in capfd.readouterr().err
+
+
+def test_dataset_check_images_up_front(tmp_path: Path, images: Path) -> None:
+    from detcli.engine.tester import build_split
+
+    ann = _coco(tmp_path, ["good.jpg", "trunc.jpg", "empty.jpg"])
+    node = {"type": "CocoDataset", "ann_file": str(ann), "img_prefix": str(images) + "/",
+            "pipeline": [{"type": "LoadImageFromFile"}, {"type": "LoadAnnotations", "with_bbox": True}]}
+    cfg = {"data": {"samples_per_gpu": 1, "workers_per_gpu": 0, "train": node}}
+    with pytest.raises(DatasetError) as e:
+        build_split(cfg, "train", test_mode=False)
+    assert str(e.value) == (
+        f"2 image files of {ann} are incomplete: {images}/trunc.jpg (index 1): truncated JPEG: the file ends before "
+        f"its end-of-image marker (FF D9); {images}/empty.jpg (index 2): the image file is empty (0 bytes); "
+        "re-copy or re-download the file, or remove the image from the annotation file")
+    ok = _coco(tmp_path, ["good.jpg", "padded.jpg"])
+    dataset, _, _ = build_split({"data": {**cfg["data"], "train": {**node, "ann_file": str(ok)}}}, "train", test_mode=False)
+    assert len(dataset) == 2
