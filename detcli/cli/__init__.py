@@ -9,15 +9,91 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Sequence
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from typer.core import TyperGroup
 
 from detcli import __version__
 from detcli.cli import analyze_logs, anchors, benchmark, browse, completion, config_cmd, confusion, convert, env, export, infer, test, train, weights_cmd
-from detcli.cli._common import setup_logging, state
+from detcli.cli._common import err_console, setup_logging, state
+
+#: Help panels of ``det --help``: the main commands first (the default "Commands" panel), tools after.
+DATA_PANEL = "Datasets and results"
+TOOLS_PANEL = "Checkpoints and setup"
+
+
+class DetGroup(TyperGroup):
+    """The root ``det`` group: usage errors as one red line with exit code 1, flags without a type.
+
+    Click reports usage errors (unknown option, missing argument, bad choice) in a multi-line box
+    with exit code 2; det's rule for every error is one line on stderr and exit code 1. Typer also
+    shows a ``<bool>`` type next to flags (``--json``, ``--help``), which take no value.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        names = list(self.context_settings.get("help_option_names", ["--help"]))
+        _polish_help(self, names)
+
+    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,
+             complete_var: str | None = None, standalone_mode: bool = True, **extra: Any) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        argv = list(sys.argv[1:] if args is None else args)
+        try:
+            rv = super().main(argv, prog_name, complete_var, standalone_mode=False, **extra)
+        except typer.TyperException as e:  # click's UsageError / BadParameter / ClickException
+            if type(e).__name__ == "NoArgsIsHelpError":  # `det`, `det config`: the help is already printed
+                sys.exit(0)
+            ctx = getattr(e, "ctx", None)
+            path = ctx.command_path if ctx is not None else self._command_path(prog_name or "det", argv)
+            message = " ".join(e.format_message().split())
+            from rich.markup import escape
+
+            err_console.print(f"[bold red]error:[/] {escape(message)} — see '{escape(path)} --help'",
+                              markup=True, highlight=False)
+            sys.exit(1)
+        except typer.Abort:
+            err_console.print("[bold red]error:[/] aborted", markup=True, highlight=False)
+            sys.exit(1)
+        # Non-standalone mode returns the code of a `typer.Exit` (every command returns None).
+        sys.exit(rv if isinstance(rv, int) and not isinstance(rv, bool) else 0)
+
+    def _command_path(self, prog_name: str, argv: list[str]) -> str:
+        """``det train`` for ``train p.yaml --device`` (errors raised without a click context)."""
+        words = [prog_name]
+        group: Any = self
+        for token in argv:
+            if token.startswith("-"):
+                continue
+            commands = getattr(group, "commands", None)
+            if not commands or token not in commands:
+                break
+            words.append(token)
+            group = commands[token]
+        return " ".join(words)
+
+
+def _polish_help(command: Any, help_option_names: list[str]) -> None:
+    """Give every flag (and the help option) of ``command`` and its subcommands an empty metavar.
+
+    Also joins the lines of each paragraph of a command's help (rich markup keeps a docstring's
+    line breaks, which then break the text mid-sentence in ``det --help``).
+    """
+    if command.help:
+        paragraphs = [" ".join(p.split()) for p in "\n".join(line.strip() for line in command.help.splitlines()).split("\n\n")]
+        command.help = "\n\n".join(p for p in paragraphs if p)
+    ctx = typer.Context(command, help_option_names=help_option_names)
+    for param in [*command.params, command.get_help_option(ctx)]:
+        if param is not None and getattr(param, "is_flag", False) and param.metavar is None:
+            param.metavar = ""
+    for sub in getattr(command, "commands", {}).values():
+        _polish_help(sub, help_option_names)
+
 
 app = typer.Typer(
+    cls=DetGroup,
     name="det",
     help="det: train, evaluate, run and export object detectors from YAML presets.",
     rich_markup_mode="rich",
@@ -53,18 +129,18 @@ app.command("eval", help="Same as [bold]det test[/].")(test.test)
 app.command("infer")(infer.infer)
 app.command("export-onnx")(export.export_onnx)
 app.add_typer(export.app, name="export")
-app.command("env")(env.env)
-app.add_typer(config_cmd.app, name="config")
-app.add_typer(convert.app, name="convert-dataset")
-app.add_typer(benchmark.app, name="benchmark")
-app.add_typer(analyze_logs.app, name="analyze-logs")
-app.command("confusion-matrix")(confusion.confusion_matrix)
-app.command("optimize-anchors")(anchors.optimize_anchors)
-app.command("browse-dataset")(browse.browse_dataset)
-app.command("analyze-results")(browse.analyze_results)
-app.command("convert-checkpoint")(weights_cmd.convert_checkpoint)
-app.command("publish")(weights_cmd.publish)
-app.command("completion")(completion.completion)
+app.command("confusion-matrix", rich_help_panel=DATA_PANEL)(confusion.confusion_matrix)
+app.command("analyze-results", rich_help_panel=DATA_PANEL)(browse.analyze_results)
+app.command("browse-dataset", rich_help_panel=DATA_PANEL)(browse.browse_dataset)
+app.command("optimize-anchors", rich_help_panel=DATA_PANEL)(anchors.optimize_anchors)
+app.add_typer(convert.app, name="convert-dataset", rich_help_panel=DATA_PANEL)
+app.add_typer(analyze_logs.app, name="analyze-logs", rich_help_panel=DATA_PANEL)
+app.command("convert-checkpoint", rich_help_panel=TOOLS_PANEL)(weights_cmd.convert_checkpoint)
+app.command("publish", rich_help_panel=TOOLS_PANEL)(weights_cmd.publish)
+app.command("env", rich_help_panel=TOOLS_PANEL)(env.env)
+app.command("completion", rich_help_panel=TOOLS_PANEL)(completion.completion)
+app.add_typer(config_cmd.app, name="config", rich_help_panel=TOOLS_PANEL)
+app.add_typer(benchmark.app, name="benchmark", rich_help_panel=TOOLS_PANEL)
 
 # Options that take several values in one go (`--cfg-options a=1 b=2`, `--metric bbox segm`).
 _KV_MULTI = ("--cfg-options", "--eval-options")

@@ -48,7 +48,7 @@ def cal_train_time(
     include_outliers: Annotated[bool, typer.Option("--include-outliers", help="Keep the first line of each epoch (start-up).")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print the figures as one JSON list on stdout.")] = False,
 ) -> None:
-    """Slowest and fastest epoch, the std of epoch times and the average s/iter (mmdet's printout)."""
+    """Slowest and fastest epoch, the std of epoch times and the average s/iter (mmdet's printout); train lines whose time includes an evaluation are left out."""
     from dataclasses import asdict
 
     from detcli.evaluation.log_analysis import cal_train_time as compute

@@ -143,10 +143,10 @@ def cityscapes(
 @handle_errors
 def check(
     ann_file: Annotated[str, typer.Argument(help="COCO annotation json ('-' reads stdin).")],
-    img_dir: Annotated[Path | None, typer.Option("--img-dir", help="Image folder: report missing image files.")] = None,
+    img_dir: Annotated[Path | None, typer.Option("--img-dir", help="Image folder: report missing, empty (0-byte) and truncated image files and files whose size differs from the json's width/height.")] = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Check a COCO json: duplicate ids, undeclared categories, missing images, bad boxes, missing files.
+    """Check a COCO json: duplicate ids, undeclared categories, missing images, bad boxes; with --img-dir missing, empty, truncated or mis-sized image files.
 
     Prints a summary table (errors, warnings, info). Exit code 1 when there are errors;
     warnings and info do not fail.

@@ -18,8 +18,8 @@ def convert_checkpoint(
     cfg_options: Annotated[Optional[list[str]], typer.Option("--cfg-options", help="Override keys of the preset: a.b.c=V.")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the summary and the load table as JSON on stdout.")] = False,
 ) -> None:
-    """Convert an MMDetection or torchvision detector checkpoint into a det checkpoint (weights, resolved config,
-    class names, provenance); every det weight must be filled. Prints the load table."""
+    """Convert an MMDetection or torchvision detector checkpoint into a det checkpoint (weights, resolved
+    config, class names, provenance); every det weight must be filled. Prints the load table."""
     from detcli.engine.conversion import convert_checkpoint as run
 
     result = run(source, input_path, output, preset=preset, cfg_options=cfg_options)

@@ -25,7 +25,7 @@ from torch.utils.data import Dataset
 
 from detcli.data.sample import Sample
 from detcli.data.transforms.compose import RNG_KEY, Compose
-from detcli.data.transforms.loading import LoadImageFromFile
+from detcli.data.transforms.loading import IMAGE_FIX, LoadImageFromFile, image_file_problem
 from detcli.errors import DatasetError
 from detcli.fileio import read_image_file
 
@@ -241,15 +241,25 @@ class AnnotationFileDataset(DetDataset):
         return results
 
     def check_images(self, decode: bool = False) -> None:
-        """Raise :class:`DatasetError` if an image file is missing (or, with ``decode``, unreadable).
+        """Raise :class:`DatasetError` if an image file is missing, empty or truncated (or, with ``decode``,
+        does not decode).
 
-        Lets the engine fail before training starts rather than at the first bad batch.
+        Only each file's first and last bytes are read (:func:`~detcli.data.transforms.loading.image_file_problem`,
+        the rule ``LoadImageFromFile`` applies), so the engine can check a whole split before any work
+        instead of failing at the iteration that reaches a bad file.
         """
-        missing = []
+        missing, broken = [], []
         for idx, info in enumerate(self.data_infos):
             path = os.path.join(self.img_prefix, info["filename"]) if self.img_prefix else info["filename"]
             if not os.path.isfile(path):
                 missing.append((idx, path))
+                continue
+            try:
+                problem = image_file_problem(path)
+            except OSError as e:
+                problem = f"cannot be read ({e.strerror or e})"
+            if problem is not None:
+                broken.append(f"{path} (index {idx}): {problem}")
             elif decode and _unreadable(path):
                 raise DatasetError(f"cannot decode image {path} (dataset index {idx}): corrupted or not an image")
         if missing:
@@ -257,6 +267,10 @@ class AnnotationFileDataset(DetDataset):
             more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
             raise DatasetError(f"{len(missing)} image files of {self.ann_file} are missing: {shown}{more}; "
                                "check img_prefix/data_root")
+        if broken:
+            more = f"; and {len(broken) - 5} more" if len(broken) > 5 else ""
+            raise DatasetError(f"{len(broken)} image files of {self.ann_file} are incomplete: {'; '.join(broken[:5])}{more}; "
+                               f"{IMAGE_FIX}")
 
 
 def _unreadable(path: str) -> bool:

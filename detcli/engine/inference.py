@@ -78,8 +78,12 @@ class InferenceSummary:
 def expand_inputs(inputs: Iterable[str]) -> list[Path]:
     """Expand files, folders (images and videos inside, sorted) and glob patterns into paths.
 
+    Image files are checked here, before a model is loaded: a missing, empty or truncated image
+    (:func:`~detcli.data.transforms.loading.image_file_problem`) fails the run instead of being drawn on
+    half grey.
+
     Raises:
-        DatasetError: an input that matches nothing, naming it.
+        DatasetError: an input that matches nothing, or an empty or truncated image file, naming it.
     """
     paths: list[Path] = []
     for item in inputs:
@@ -100,7 +104,21 @@ def expand_inputs(inputs: Iterable[str]) -> list[Path]:
             paths.extend(matches)
         else:
             raise DatasetError(f"{item}: no such file, folder or pattern")
+    for path in paths:
+        if path.suffix.lower() in IMAGE_EXTENSIONS:
+            _check_image(path)
     return paths
+
+
+def _check_image(path: Path) -> None:
+    from detcli.data.transforms.loading import image_file_problem
+
+    try:
+        problem = image_file_problem(path)
+    except OSError as e:
+        raise DatasetError(f"{path}: cannot read the image ({e.strerror or e})") from e
+    if problem is not None:
+        raise DatasetError(f"{path}: {problem}; re-copy or re-download the file, or leave it out of the inputs")
 
 
 def _read_image(path: Path) -> np.ndarray:
@@ -108,6 +126,7 @@ def _read_image(path: Path) -> np.ndarray:
 
     if not path.is_file():
         raise DatasetError(f"{path}: no such image file")
+    _check_image(path)
     try:
         img = read_image_file(path, cv2.IMREAD_COLOR)
     except OSError as e:

@@ -137,7 +137,11 @@ def split_node(cfg: Mapping[str, Any], split: str) -> tuple[dict[str, Any], int,
 
 
 def build_split(cfg: Mapping[str, Any], split: str, test_mode: bool) -> tuple[Any, int, int]:
-    """Build the dataset of ``data.<split>``; return ``(dataset, samples_per_gpu, workers_per_gpu)``."""
+    """Build the dataset of ``data.<split>``; return ``(dataset, samples_per_gpu, workers_per_gpu)``.
+
+    Raises:
+        DatasetError: the split is empty, or an image file is missing, empty or truncated.
+    """
     from detcli.data import build_dataset
 
     node, samples, workers = split_node(cfg, split)
@@ -146,6 +150,8 @@ def build_split(cfg: Mapping[str, Any], split: str, test_mode: bool) -> tuple[An
         from detcli.errors import DatasetError
 
         raise DatasetError(f"data.{split}: the dataset is empty (no images{' with annotations' if not test_mode else ''})")
+    if hasattr(dataset, "check_images"):  # missing, empty or truncated files fail here, before any work
+        dataset.check_images()
     return dataset, samples, workers
 
 

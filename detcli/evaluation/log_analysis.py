@@ -6,6 +6,11 @@ a header line (env info, config; no ``mode``), then one line per logging interva
 evaluation (``{"mode": "val", "epoch", "iter", "bbox_mAP", ...}``). Non-finite numbers are
 written as strings (``"nan"``) and read back as floats.
 
+The train ``time`` of a line written at an iteration that ran an evaluation (iteration-based runs:
+the ``val`` line with the same ``(epoch, iter)``) includes the evaluation, so
+:func:`cal_train_time` leaves such lines out. Whether a run counts in epochs or iterations comes from
+the header's config (``runner.type``), else from the train ``iter`` restarting at each epoch.
+
 Resumed runs log the iterations between the last checkpoint and the interruption twice; a later
 line for the same ``(mode, epoch, iter)`` replaces the earlier one (the resumed run is the one
 whose weights continued), and records are ordered by ``(epoch, iter)``.
@@ -45,17 +50,30 @@ class TrainLog:
         train: train records, deduplicated, ordered by ``(epoch, iter)``.
         val: evaluation records, deduplicated, ordered by ``(epoch, iter)``.
         duplicates: lines replaced by a later line for the same ``(mode, epoch, iter)``.
+        runner: ``runner.type`` of the config in the header (``EpochBasedRunner``, ``IterBasedRunner``);
+            None when the log has no readable header.
     """
 
     name: str
     train: list[dict[str, Any]] = field(default_factory=list)
     val: list[dict[str, Any]] = field(default_factory=list)
     duplicates: int = 0
+    runner: str | None = None
 
     @property
     def by_epoch(self) -> bool:
-        """True when train ``iter`` restarts every epoch (epoch-based run)."""
-        return len({r["epoch"] for r in self.train}) > 1 or len({r["epoch"] for r in self.val}) > 1
+        """True for an epoch-based run: the header's runner, else train ``iter`` restarts every epoch.
+
+        Without a header, a log of one epoch counts as iteration-based.
+        """
+        if self.runner is not None:
+            return self.runner != "IterBasedRunner"
+        iters = [int(r["iter"]) for r in self.train]
+        if any(b < a for a, b in zip(iters, iters[1:])):
+            return True
+        if self.train:
+            return False  # one epoch, or several with a global iteration count
+        return len({r["epoch"] for r in self.val}) > 1
 
     @property
     def iters_per_epoch(self) -> int:
@@ -82,6 +100,22 @@ def _number(value: Any) -> Any:
     return value
 
 
+def _runner_type(header: dict[str, Any]) -> str | None:
+    """``runner.type`` of the YAML config a header line carries (None when absent or unreadable)."""
+    config = header.get("config")
+    if not isinstance(config, str):
+        return None
+    import yaml
+
+    try:
+        cfg = yaml.safe_load(config)
+    except yaml.YAMLError:
+        return None
+    runner = cfg.get("runner") if isinstance(cfg, dict) else None
+    kind = runner.get("type") if isinstance(runner, dict) else None
+    return kind if isinstance(kind, str) else None
+
+
 def parse_log(text: str, name: str) -> TrainLog:
     """Parse JSON-lines ``text`` of the file ``name``; raise :class:`DatasetError` naming the line.
 
@@ -90,6 +124,7 @@ def parse_log(text: str, name: str) -> TrainLog:
     """
     records: dict[tuple[str, int, int], dict[str, Any]] = {}
     duplicates = 0
+    runner: str | None = None
     for lineno, line in enumerate(text.splitlines(), 1):
         line = line.strip()
         if not line:
@@ -100,6 +135,8 @@ def parse_log(text: str, name: str) -> TrainLog:
             raise DatasetError(
                 f"{name}:{lineno}: not a JSON line ({e.msg}); pass the <timestamp>.log.json file of the work dir, not the .log text"
             ) from None
+        if isinstance(record, dict) and "mode" not in record and "config" in record:
+            runner = _runner_type(record) or runner
         if not isinstance(record, dict) or record.get("mode") not in ("train", "val"):
             continue  # header lines (env info, config) and anything else without a mode
         if "epoch" not in record or "iter" not in record:
@@ -114,7 +151,7 @@ def parse_log(text: str, name: str) -> TrainLog:
             f"{name}: no train or val record (lines with \"mode\": \"train\"/\"val\"); is this a det <timestamp>.log.json?"
         )
     ordered = [records[k] for k in sorted(records, key=lambda k: (k[1], k[2], k[0] == "val"))]
-    log = TrainLog(name=name, duplicates=duplicates)
+    log = TrainLog(name=name, duplicates=duplicates, runner=runner)
     for r in ordered:
         (log.train if r["mode"] == "train" else log.val).append(r)
     if duplicates:
@@ -156,31 +193,43 @@ class TrainTime:
     std_over_epochs: float
     average_iter_time: float
     epochs: int
+    eval_lines_excluded: int = 0
 
     def format(self) -> str:
-        """mmdet's printout."""
-        return "\n".join([
+        """mmdet's printout (plus the count of lines left out because they include an evaluation)."""
+        lines = [
             f"-----Analyze train time of {self.name}-----",
             f"slowest epoch {self.slowest_epoch}, average time is {self.slowest_time:.4f}",
             f"fastest epoch {self.fastest_epoch}, average time is {self.fastest_time:.4f}",
             f"time std over epochs is {self.std_over_epochs:.4f}",
             f"average iter time: {self.average_iter_time:.4f} s/iter",
-        ])
+        ]
+        if self.eval_lines_excluded:
+            lines.append(f"({self.eval_lines_excluded} train line(s) left out: their time includes an evaluation)")
+        return "\n".join(lines)
 
 
 def cal_train_time(log: TrainLog, include_outliers: bool = False) -> TrainTime:
     """Per-epoch mean of the train ``time`` values; the first line of each epoch (data loader start-up,
-    cudnn autotune) is left out unless ``include_outliers``.
+    cudnn autotune) is left out unless ``include_outliers``. In iteration-based runs the lines written
+    at an evaluation iteration (a ``val`` line with the same ``(epoch, iter)``) are always left out:
+    their time includes the evaluation.
 
     Raises:
         DatasetError: no train line has a ``time``, or every epoch has only its first line.
     """
+    evaluated = set() if log.by_epoch else {(int(r["epoch"]), int(r["iter"])) for r in log.val}
     per_epoch: dict[int, list[float]] = {}
+    excluded = 0
     for r in log.train:
+        if (int(r["epoch"]), int(r["iter"])) in evaluated:
+            excluded += 1
+            continue
         if isinstance(r.get("time"), (int, float)) and math.isfinite(r["time"]):
             per_epoch.setdefault(int(r["epoch"]), []).append(float(r["time"]))
     if not per_epoch:
-        raise DatasetError(f"{log.name}: no train line with a 'time' value")
+        left_out = f" ({excluded} line(s) holding an evaluation left out)" if excluded else ""
+        raise DatasetError(f"{log.name}: no train line with a 'time' value{left_out}")
     times = {e: (t if include_outliers else t[1:]) for e, t in per_epoch.items()}
     times = {e: t for e, t in times.items() if t}
     if not times:
@@ -192,6 +241,7 @@ def cal_train_time(log: TrainLog, include_outliers: bool = False) -> TrainTime:
         name=log.name, slowest_epoch=epochs[slow], slowest_time=float(means[slow]), fastest_epoch=epochs[fast],
         fastest_time=float(means[fast]), std_over_epochs=float(means.std()),
         average_iter_time=float(np.mean(np.concatenate([times[e] for e in epochs]))), epochs=len(epochs),
+        eval_lines_excluded=excluded,
     )
 
 

@@ -63,5 +63,8 @@ def test_folder_scan_and_unreadable_file(tmp_path: Path, monkeypatch: pytest.Mon
     records = list(inference.infer("c.pth", [str(tmp_path)], out_dir=None))
     assert [os.fsencode(r.file).endswith(BAD_NAME) for r in records] == [True]
     (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8 truncated")
+    with pytest.raises(DatasetError, match=r"broken\.jpg: truncated JPEG: the file ends before its end-of-image marker"):
+        list(inference.infer("c.pth", [str(tmp_path / "broken.jpg")], out_dir=None))
+    (tmp_path / "broken.jpg").write_bytes(b"not an image at all")
     with pytest.raises(DatasetError, match=r"broken\.jpg: cannot decode the image \(corrupted or not an image\)"):
         list(inference.infer("c.pth", [str(tmp_path / "broken.jpg")], out_dir=None))

@@ -150,3 +150,59 @@ def test_cli_errors(tmp_path: Path) -> None:
     assert result.exit_code != 0 and "--out" in result.output
     result = invoke("analyze-logs", "cal-train-time", "-", "-")
     assert result.exit_code == 1 and "stdin ('-') can be given only once" in result.output
+
+
+def make_iter_log(max_iters: int = 300, ipe: int = 200, interval: int = 50, eval_every: int = 100, eval_s: float = 30.0,
+                  header: bool = True) -> str:
+    """An IterBasedRunner log as LoggerHook writes it: global ``iter``, ``epoch`` = loader epoch, and a
+    train line at an evaluation iteration whose time includes the evaluation (EvalHook runs first)."""
+    lines = [json.dumps({**HEADER, "config": "runner: {type: IterBasedRunner, max_iters: %d}\n" % max_iters})] if header else []
+    for it in range(1, max_iters + 1):
+        epoch = (it - 1) // ipe + 1
+        evaluated = it % eval_every == 0 or it == max_iters
+        if it % interval == 0 or it == max_iters:
+            t = 0.2 + (eval_s / interval if evaluated else 0.0)
+            lines.append(json.dumps({"mode": "train", "epoch": epoch, "iter": it, "lr": 0.01, "memory": 0,
+                                     "data_time": 0.01, "loss": 1.0, "time": t}))
+        if evaluated:
+            lines.append(json.dumps({"mode": "val", "epoch": epoch, "iter": it, "lr": 0.01, "bbox_mAP": it / 1000}))
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize("header", [True, False])
+def test_cal_train_time_leaves_out_evaluation_lines(header: bool) -> None:
+    log = parse_log(make_iter_log(header=header), "it.log.json")
+    assert log.runner == ("IterBasedRunner" if header else None) and not log.by_epoch
+    t = cal_train_time(log, include_outliers=True)
+    assert t.eval_lines_excluded == 3  # iterations 100, 200, 300
+    assert t.average_iter_time == pytest.approx(0.2) and t.slowest_time == pytest.approx(0.2)
+    assert "3 train line(s) left out: their time includes an evaluation" in t.format()
+    # the train curve stays over the global iteration, the metric over iterations
+    x, _, unit = curve(log, "loss")
+    assert unit == "iter" and x.tolist() == [50, 100, 150, 200, 250, 300]
+    x, _, unit = curve(log, "bbox_mAP")
+    assert unit == "iter" and x.tolist() == [100, 200, 300]
+
+
+def test_cal_train_time_keeps_epoch_end_lines_of_epoch_based_runs() -> None:
+    # epoch-based: evaluation runs after the epoch, outside the timed iterations
+    log = parse_log(make_log(epochs=2), "e")  # no header: train iter restarting tells the kind
+    assert log.by_epoch and cal_train_time(log).eval_lines_excluded == 0 and len(log.train) == 8
+    text = make_log(epochs=1)
+    with_header = json.dumps({**HEADER, "config": "runner: {type: EpochBasedRunner, max_epochs: 1}\n"}) + "\n" + text
+    log = parse_log(with_header, "e")
+    assert log.runner == "EpochBasedRunner" and log.by_epoch
+    t = cal_train_time(log)
+    assert t.eval_lines_excluded == 0 and "left out" not in t.format()
+
+
+def test_cli_cal_train_time_with_evaluation_entry(tmp_path: Path) -> None:
+    a = tmp_path / "it.log.json"
+    a.write_text(make_iter_log())
+    result = invoke("analyze-logs", "cal-train-time", str(a), "--json")
+    assert result.exit_code == 0, result.output
+    (figures,) = json.loads(result.stdout)
+    assert figures["average_iter_time"] == pytest.approx(0.2, abs=1e-6) and figures["eval_lines_excluded"] == 3
+    only_eval = "\n".join(line for line in make_iter_log(max_iters=100, interval=100).splitlines() if '"iter": 100' in line)
+    result = invoke("analyze-logs", "cal-train-time", "-", input=only_eval)
+    assert result.exit_code == 1 and "no train line with a 'time' value (1 line(s) holding an evaluation left out)" in result.output

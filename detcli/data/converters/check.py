@@ -3,7 +3,8 @@
 * **error** (the file will mislead or break training/evaluation): duplicate image, annotation or
   category ids; malformed entries; annotations of undeclared categories or of images not in
   ``images``; boxes of zero or negative size; boxes entirely outside their image; image files
-  missing from ``img_dir``.
+  missing from ``img_dir``, empty (0 bytes), truncated (:func:`detcli.data.transforms.loading.image_problem`),
+  unreadable, or of another size than the json's ``width``/``height``.
 * **warning** (loads, but probably not what was meant): boxes partly outside the image, boxes
   thinner than 1 px (training drops them), duplicate file names or category names.
 * **info**: images without annotations, categories without annotations, category ids that are not
@@ -22,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from detcli.data.transforms.loading import image_file_problem
 from detcli.errors import DatasetError
 
 SEVERITIES = ("error", "warning", "info")
@@ -170,6 +172,37 @@ def _number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
+def _check_image_file(root: Path, img: dict[str, Any], found: _Collector) -> None:
+    """Report a missing, empty, truncated or unreadable file of ``img`` and a size other than the json's."""
+    from detcli.data.converters._common import image_size  # _common imports this module
+
+    path = root / str(img["file_name"])
+    where = f"{img['file_name']} (image id {img['id']})"
+    if not path.is_file():
+        found.add("error", "missing_file", f"image file not found under {root}", where)
+        return
+    try:
+        problem = image_file_problem(path)
+    except OSError as e:
+        found.add("error", "unreadable_image", "image file cannot be read or decoded", f"{where}: {e.strerror or e}")
+        return
+    if problem is not None:
+        empty = problem.startswith("the image file is empty")
+        found.add("error", "empty_image" if empty else "truncated_image",
+                  "image file is empty (0 bytes)" if empty else "image file is truncated (a cut download or copy)",
+                  f"{where}: {problem}")
+        return
+    try:
+        width, height = image_size(path)
+    except DatasetError as e:
+        found.add("error", "unreadable_image", "image file cannot be read or decoded", f"{where}: {e}")
+        return
+    if _number(img.get("width")) and _number(img.get("height")) and (width, height) != (img["width"], img["height"]):
+        found.add("error", "image_size_mismatch", "image file size differs from the json's width x height "
+                  "(boxes and masks would be placed wrongly)",
+                  f"{where}: file {width}x{height}, json {img['width']}x{img['height']}")
+
+
 def check_coco(data: dict[str, Any], ann_file: str = "<memory>",
                img_dir: str | os.PathLike[str] | None = None) -> CheckReport:
     """Check a COCO dict (see the module docstring for what is checked); never raises on bad content.
@@ -177,7 +210,8 @@ def check_coco(data: dict[str, Any], ann_file: str = "<memory>",
     Args:
         data: the loaded json (``images`` and ``categories`` lists; ``annotations`` optional).
         ann_file: name used in the report.
-        img_dir: when given, every ``file_name`` must exist under it.
+        img_dir: when given, every ``file_name`` must be a complete image under it, of the size the
+            json gives (only headers and file ends are read, so this stays fast).
     """
     found = _Collector()
     images = data.get("images", [])
@@ -229,9 +263,8 @@ def check_coco(data: dict[str, Any], ann_file: str = "<memory>",
     if img_dir is not None:
         root = Path(img_dir)
         for img in valid_images:
-            if "file_name" in img and not (root / str(img["file_name"])).is_file():
-                found.add("error", "missing_file", f"image file not found under {root}",
-                          f"{img['file_name']} (image id {img['id']})")
+            if "file_name" in img:
+                _check_image_file(root, img, found)
 
     # annotations
     ann_ids = [a.get("id") for a in annotations if isinstance(a, dict)]

@@ -20,6 +20,76 @@ _COLOR_TYPES = {"color": cv2.IMREAD_COLOR, "grayscale": cv2.IMREAD_GRAYSCALE, "u
 _DECODE_BACKENDS = ("cv2", "pillow")
 
 
+_JPEG_SOI, _JPEG_EOI = b"\xff\xd8", b"\xff\xd9"
+_PNG_SIGNATURE, _PNG_IEND = b"\x89PNG\r\n\x1a\n", b"IEND\xaeB`\x82"
+#: Bytes read from the end of a file to look for the JPEG end-of-image marker / the PNG IEND chunk.
+_TAIL = 4096
+#: The fix every truncated or empty image message ends with.
+IMAGE_FIX = "re-copy or re-download the file, or remove the image from the annotation file"
+
+
+def _tail_problem(head: bytes, tail: bytes) -> str | None:
+    """Why a file starting with ``head`` and ending with ``tail`` looks truncated (None: it does not)."""
+    tail = tail.rstrip(b"\x00")  # some cameras pad files with zeros after the end marker
+    if head.startswith(_JPEG_SOI) and not tail.endswith(_JPEG_EOI):
+        return "truncated JPEG: the file ends before its end-of-image marker (FF D9)"
+    if head.startswith(_PNG_SIGNATURE) and not tail.endswith(_PNG_IEND):
+        return "truncated PNG: the file ends before its IEND chunk"
+    return None
+
+
+def _pillow_decodes(data: bytes) -> bool:
+    """Whether Pillow decodes ``data`` completely (it raises on truncated JPEG/PNG data)."""
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            im.load()
+    except Exception:  # noqa: BLE001 - any decoder failure means "not a complete image"
+        return False
+    return True
+
+
+def image_problem(data: bytes | np.ndarray) -> str | None:
+    """Why the bytes of an image file are not a complete image, or None.
+
+    The rule det applies wherever it reads images (training/test pipelines, ``det infer``,
+    ``det convert-dataset check --img-dir``): an empty file, and a JPEG without its end-of-image
+    marker or a PNG without its IEND chunk that Pillow cannot decode completely (truncated: an
+    interrupted download or copy; OpenCV would decode the part present and fill the rest with grey).
+    Data appended after a complete image (motion photos) is accepted. Other content problems show
+    as a failed decode.
+    """
+    raw = data.tobytes() if isinstance(data, np.ndarray) else bytes(data)
+    if not raw:
+        return "the image file is empty (0 bytes)"
+    problem = _tail_problem(raw[:8], raw[-_TAIL:])
+    if problem is not None and not _pillow_decodes(raw):
+        return problem
+    return None
+
+
+def image_file_problem(path: str | os.PathLike[str]) -> str | None:
+    """:func:`image_problem` of the file at ``path``, reading only its first and last bytes unless it
+    looks truncated.
+
+    Raises:
+        OSError: the file cannot be opened.
+    """
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if not head:
+            return "the image file is empty (0 bytes)"
+        f.seek(0, os.SEEK_END)
+        size = f.tell()
+        f.seek(max(0, size - _TAIL))
+        tail = f.read()
+        if _tail_problem(head, tail) is None:
+            return None
+        f.seek(0)
+        return image_problem(f.read())
+
+
 def _where(results: dict[str, Any]) -> str:
     idx = results.get("sample_idx")
     return f" (dataset index {idx})" if idx is not None else ""
@@ -45,7 +115,8 @@ class LoadImageFromFile:
             decoded: an image already in ``results['img']`` is used as it is.
 
     Raises:
-        DatasetError: the file is missing or cannot be decoded (names the path and dataset index).
+        DatasetError: the file is missing, empty, truncated (:func:`image_problem`) or cannot be
+            decoded (names the path and dataset index).
     """
 
     def __init__(self, to_float32: bool = False, color_type: str = "color", channel_order: str = "bgr",
@@ -97,7 +168,10 @@ class LoadImageFromFile:
             buf = np.fromfile(filename, dtype=np.uint8)
         except OSError as e:
             raise DatasetError(f"cannot read image {filename}{_where(results)}: {e}") from e
-        img = self._decode(buf) if buf.size else None
+        problem = image_problem(buf)
+        if problem is not None:
+            raise DatasetError(f"image {filename}{_where(results)}: {problem}; {IMAGE_FIX}")
+        img = self._decode(buf)
         if img is None:
             raise DatasetError(
                 f"cannot decode image {filename}{_where(results)}: the file is corrupted or not an image"

@@ -68,9 +68,14 @@ def test_errors_and_warnings_are_classified() -> None:
 
 
 def test_missing_files_with_img_dir(tmp_path: Path) -> None:
-    (tmp_path / "a.jpg").write_bytes(b"")
+    import cv2
+    import numpy as np
+
+    (tmp_path / "a.jpg").write_bytes(cv2.imencode(".jpg", np.zeros((50, 100, 3), np.uint8))[1].tobytes())
     report = check_coco(_clean(), img_dir=tmp_path)
     assert _codes(report, "error") == {"missing_file": 1}
+    (tmp_path / "a.jpg").write_bytes(b"")  # an empty file is no image (was accepted before)
+    assert _codes(check_coco(_clean(), img_dir=tmp_path), "error") == {"missing_file": 1, "empty_image": 1}
     assert next(i for i in report.issues if i.code == "missing_file").examples == ["b.jpg (image id 2)"]
 
 

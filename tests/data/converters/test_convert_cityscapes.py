@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 
 from detcli.data.converters import CITYSCAPES_CLASSES, convert_cityscapes
@@ -17,7 +19,7 @@ def _city(root: Path, split: str, stem: str, objects: list[dict]) -> None:
     (gt / f"{stem}_gtFine_polygons.json").write_text(json.dumps({"imgHeight": 100, "imgWidth": 200, "objects": objects}))
     img = root / "leftImg8bit" / split / "aachen"
     img.mkdir(parents=True, exist_ok=True)
-    (img / f"{stem}_leftImg8bit.png").write_bytes(b"")
+    (img / f"{stem}_leftImg8bit.png").write_bytes(cv2.imencode(".png", np.zeros((100, 200, 3), np.uint8))[1].tobytes())
 
 
 def test_instances_crowd_and_background(tmp_path: Path) -> None:
