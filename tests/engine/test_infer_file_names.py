@@ -17,7 +17,7 @@ import detcli.engine.inference as inference
 from detcli.errors import DatasetError
 from detcli.fileio import read_image_file
 
-from _fake_predictor import FakePredictor
+from fake_predictor import FakePredictor
 
 HERE = Path(__file__).resolve().parent
 BAD_NAME = b"bad\xff\xfe name.jpg"  # not UTF-8
@@ -43,7 +43,7 @@ def test_read_image_file_takes_any_path(tmp_path: Path) -> None:
 def test_cli_infer_on_a_non_utf8_file_name(tmp_path: Path) -> None:
     path = _bad_image(tmp_path)
     out = tmp_path / "out"
-    code = ("import sys; sys.path.insert(0, sys.argv.pop(1)); import _fake_predictor; "
+    code = ("import sys; sys.path.insert(0, sys.argv.pop(1)); import fake_predictor; fake_predictor.install(); "
             "sys.argv[0] = 'det'; from detcli.cli import main; main()")
     env = {**os.environ, "PYTHONPATH": str(HERE.parents[1])}
     # argv as bytes: the OS hands the process the raw name, exactly as a shell would

@@ -1,5 +1,6 @@
-"""A stand-in for detcli.engine.inference.Predictor (one box per image), installed by importing this module;
-used by the `det infer` subprocess tests, which need no checkpoint."""
+"""A stand-in for detcli.engine.inference.Predictor (one box per image) for the `det infer` tests, which need no
+checkpoint. Importing this module changes nothing (pytest imports every test module before running any):
+tests monkeypatch it in, subprocesses call :func:`install`."""
 
 from __future__ import annotations
 
@@ -20,4 +21,6 @@ class FakePredictor:
         return Detections((h, w), torch.tensor([[2.0, 2.0, 20.0, 20.0]]), torch.tensor([0.9]), torch.tensor([0]))
 
 
-inference.Predictor = FakePredictor  # type: ignore[misc]
+def install() -> None:
+    """Replace det's Predictor in this process (for a `det infer` subprocess)."""
+    inference.Predictor = FakePredictor  # type: ignore[misc]
