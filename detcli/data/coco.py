@@ -47,7 +47,7 @@ def coco_from_dict(data: dict[str, Any]) -> COCO:
     return coco
 
 
-def _join_root(data_root: str | None, path: str | None) -> str | None:
+def join_root(data_root: str | None, path: str | None) -> str | None:
     if data_root is None or path is None or os.path.isabs(path):
         return path
     return os.path.join(data_root, path)
@@ -91,9 +91,9 @@ class CocoDataset(AnnotationFileDataset):
         if proposal_file is not None:
             raise DatasetError(f"{ann_file}: proposal_file is not supported by det; remove it from the dataset config")
         self.data_root = data_root
-        self.ann_file = str(_join_root(data_root, ann_file))
-        self.img_prefix = _join_root(data_root, img_prefix)
-        self.seg_prefix = _join_root(data_root, seg_prefix)
+        self.ann_file = str(join_root(data_root, ann_file))
+        self.img_prefix = join_root(data_root, img_prefix)
+        self.seg_prefix = join_root(data_root, seg_prefix)
         raw = self._read_json()
         self._coco = coco_from_dict(raw)
         self.classes, self.cat_ids = self._resolve_classes(raw, classes)

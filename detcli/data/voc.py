@@ -30,7 +30,7 @@ import numpy as np
 from pycocotools.coco import COCO
 
 from detcli.data.base import AnnotationFileDataset, load_class_names
-from detcli.data.coco import _join_root, coco_from_dict
+from detcli.data.coco import join_root, coco_from_dict
 from detcli.errors import DatasetError
 from detcli.fileio import read_image_file
 from detcli.registry import DATASETS
@@ -116,9 +116,9 @@ class VOCDataset(AnnotationFileDataset):
             raise DatasetError(f"{ann_file}: min_size turns small objects into ignore boxes in training only; "
                                "remove it from the test/val dataset config")
         self.data_root = data_root
-        self.ann_file = str(_join_root(data_root, ann_file))
-        self.img_prefix = _join_root(data_root, img_prefix) or ""
-        self.seg_prefix = _join_root(data_root, seg_prefix)
+        self.ann_file = str(join_root(data_root, ann_file))
+        self.img_prefix = join_root(data_root, img_prefix) or ""
+        self.seg_prefix = join_root(data_root, seg_prefix)
         self.img_subdir, self.ann_subdir = img_subdir, ann_subdir
         self.min_size = min_size
         self.classes = VOC_CLASSES if classes is None else load_class_names(classes, self.ann_file)

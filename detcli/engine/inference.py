@@ -121,7 +121,7 @@ def _check_image(path: Path) -> None:
         raise DatasetError(f"{path}: {problem}; re-copy or re-download the file, or leave it out of the inputs")
 
 
-def _read_image(path: Path) -> np.ndarray:
+def read_image(path: Path) -> np.ndarray:
     import cv2
 
     if not path.is_file():
@@ -215,7 +215,7 @@ def infer(
         if path.suffix.lower() in VIDEO_EXTENSIONS:
             yield from _run_video(predictor, str(path), str(path), out, keep, max_frames, summary, draw_detections)
             continue
-        image = _read_image(path)
+        image = read_image(path)
         dets = keep(predictor(image, filename=str(path)))
         written = None
         if out is not None:

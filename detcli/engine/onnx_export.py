@@ -113,7 +113,7 @@ class ExportResult:
 def _load_inputs(cfg: Mapping[str, Any], images: Sequence[str | None]) -> list[tuple[str, ImageBatch]]:
     """Preprocess each image path (None: the first image of ``data.test``) with the test pipeline."""
     from detcli.data import build_test_pipeline, collate, prepare_image
-    from detcli.engine.inference import _read_image
+    from detcli.engine.inference import read_image
 
     out = []
     pipeline = None
@@ -130,7 +130,7 @@ def _load_inputs(cfg: Mapping[str, Any], images: Sequence[str | None]) -> list[t
             if not node.get("pipeline"):
                 raise ConfigError("data.test.pipeline: the config has no test pipeline to preprocess --input-img with")
             pipeline = build_test_pipeline(node["pipeline"])
-        samples = prepare_image(_read_image(Path(path)), pipeline, filename=str(path))
+        samples = prepare_image(read_image(Path(path)), pipeline, filename=str(path))
         out.append((str(path), collate(samples[:1]).images))
     return out
 

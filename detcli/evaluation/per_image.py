@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from detcli.evaluation.voc import _eval_images, _image
+from detcli.evaluation.voc import eval_images, image_record
 
 IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)
 
@@ -45,5 +45,5 @@ def image_map(ann: Mapping[str, Any], det_boxes: np.ndarray, det_scores: np.ndar
     # detections grouped by class (stable), negative labels dropped: eval_map's per-class input, made once
     keep = np.flatnonzero(labels >= 0)
     keep = keep[np.argsort(labels[keep], kind="stable")]
-    image = _image(boxes[keep], scores[keep], labels[keep], dict(ann), 0)
-    return float(np.mean([_eval_images([image], num_classes, None, float(t), "area", None, False)[0] for t in iou_thrs]))
+    image = image_record(boxes[keep], scores[keep], labels[keep], dict(ann), 0)
+    return float(np.mean([eval_images([image], num_classes, None, float(t), "area", None, False)[0] for t in iou_thrs]))

@@ -253,7 +253,7 @@ def _gt_arrays(ann: dict[str, Any], index: int) -> tuple[np.ndarray, np.ndarray,
             np.concatenate((np.zeros(len(boxes), bool), np.ones(len(ign), bool))))
 
 
-def _image(boxes: Any, scores: Any, labels: Any, ann: dict[str, Any], index: int) -> _Image:
+def image_record(boxes: Any, scores: Any, labels: Any, ann: dict[str, Any], index: int) -> _Image:
     """One image's record from its detections and its ground truth (``annotations[index]``)."""
     return _Image(np.asarray(boxes, np.float32).reshape(-1, 4), np.asarray(scores, np.float32).reshape(-1),
                   np.asarray(labels, np.int64).reshape(-1), *_gt_arrays(ann, index))
@@ -275,7 +275,7 @@ def _images_from_mmdet(det_results: Sequence[Sequence[np.ndarray]], annotations:
     return images, num_classes
 
 
-def _eval_images(images: Sequence[_Image], num_classes: int, scale_ranges: Sequence[Sequence[float]] | None,
+def eval_images(images: Sequence[_Image], num_classes: int, scale_ranges: Sequence[Sequence[float]] | None,
                  iou_thr: float, mode: str, tpfp_fn: TpFpFn | None, use_legacy_coordinate: bool
                  ) -> tuple[Any, list[dict[str, Any]]]:
     area_ranges = _area_ranges(scale_ranges)
@@ -383,7 +383,7 @@ def eval_map(
         0.5
     """
     images, num_classes = _images_from_mmdet(det_results, annotations)
-    return _eval_images(images, num_classes, scale_ranges, float(iou_thr), _ap_mode(dataset, mode), tpfp_fn,
+    return eval_images(images, num_classes, scale_ranges, float(iou_thr), _ap_mode(dataset, mode), tpfp_fn,
                         use_legacy_coordinate)
 
 
@@ -562,16 +562,16 @@ def evaluate_voc(
         raise ConfigError("iou_thr: give at least one IoU threshold")
     out = VocEvaluation()
     if "mAP" in names:
-        images = [_image(b, s, lb, ann, i) for i, ((b, s, lb), ann) in enumerate(zip(detections, annotations))]
+        images = [image_record(b, s, lb, ann, i) for i, ((b, s, lb), ann) in enumerate(zip(detections, annotations))]
         ranges: list[tuple[float, float] | None] = [None]
         if scale_ranges:
             ranges += [(float(a), float(b)) for a, b in scale_ranges]
         means: dict[tuple[float, float] | None, list[float]] = {rg: [] for rg in ranges}
         for thr in thrs:
-            mean_all, per_class = _eval_images(images, len(classes), None, thr, eval_mode, None, use_legacy_coordinate)
+            mean_all, per_class = eval_images(images, len(classes), None, thr, eval_mode, None, use_legacy_coordinate)
             results = [(None, mean_all, per_class, None)]
             if scale_ranges:
-                mean_rg, per_rg = _eval_images(images, len(classes), scale_ranges, thr, eval_mode, None,
+                mean_rg, per_rg = eval_images(images, len(classes), scale_ranges, thr, eval_mode, None,
                                                use_legacy_coordinate)
                 results += [(rg, mean_rg[k], per_rg, k) for k, rg in enumerate(ranges[1:])]
             for rg, mean_ap, per, k in results:

@@ -55,7 +55,7 @@ from detcli.models.export_ops import (
     top_detections,
     topk_padded,
 )
-from detcli.models.mask_heads import _axis_weights
+from detcli.models.mask_heads import axis_weights
 from detcli.models.roi_extractors import SingleRoIExtractor
 from detcli.models.two_stage import TwoStageDetector
 
@@ -218,8 +218,8 @@ class DeployTwoStage(nn.Module):
         probs = logits.gather(1, channel[:, None, None, None].expand(-1, 1, m, m))[:, 0].sigmoid()  # (D, M, M)
         ys = arange_like(images[0, 0, :, 0])
         xs = arange_like(images[0, 0, 0, :])
-        wy = _axis_weights(boxes[:, 1], boxes[:, 3], ys, m)  # (D, H, M)
-        wx = _axis_weights(boxes[:, 0], boxes[:, 2], xs, m)  # (D, W, M)
+        wy = axis_weights(boxes[:, 1], boxes[:, 3], ys, m)  # (D, H, M)
+        wx = axis_weights(boxes[:, 0], boxes[:, 2], xs, m)  # (D, W, M)
         pasted = torch.matmul(torch.matmul(wy, probs), wx.transpose(1, 2))  # (D, H, W)
         thr = self.rcnn_cfg.mask_thr_binary
         if thr >= 0:

@@ -208,7 +208,7 @@ class FCNMaskHead(nn.Module):
         return paste_masks(probs.sigmoid(), boxes, image_size, mask_thr_binary)
 
 
-def _axis_weights(lo: Tensor, hi: Tensor, pixels: Tensor, size: int) -> Tensor:
+def axis_weights(lo: Tensor, hi: Tensor, pixels: Tensor, size: int) -> Tensor:
     """Bilinear weights ``(n, L, size)`` of the output pixels ``pixels`` (``(L,)`` shared or ``(n, L)``
     per box; centres at ``pixels + 0.5``) over a mask of ``size`` cells stretched over ``[lo, hi]``
     (grid_sample, align_corners=False, zero padding). Torch ops on tensors only, so the export graph
@@ -274,8 +274,8 @@ def paste_masks(masks: Tensor, boxes: Tensor, image_size: tuple[int, int], thres
         idx = torch.tensor(members, device=masks.device)
         rows = top[idx].to(masks.dtype)[:, None] + torch.arange(ch, device=masks.device, dtype=masks.dtype)
         cols = left[idx].to(masks.dtype)[:, None] + torch.arange(cw, device=masks.device, dtype=masks.dtype)
-        wy = _axis_weights(y0[idx], y1[idx], rows, mh)  # (c, ch, M)
-        wx = _axis_weights(x0[idx], x1[idx], cols, mw)  # (c, cw, M)
+        wy = axis_weights(y0[idx], y1[idx], rows, mh)  # (c, ch, M)
+        wx = axis_weights(x0[idx], x1[idx], cols, mw)  # (c, cw, M)
         local = torch.bmm(torch.bmm(wy, masks[idx]), wx.transpose(1, 2))  # (c, ch, cw)
         values = local >= threshold if binary else local
         for j, i in enumerate(members):

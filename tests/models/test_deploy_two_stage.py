@@ -3,7 +3,7 @@
 import torch
 
 from detcli.models.deploy_two_stage import _roi_features
-from detcli.models.mask_heads import _axis_weights, paste_masks
+from detcli.models.mask_heads import axis_weights, paste_masks
 from detcli.models.roi_extractors import SingleRoIExtractor
 
 
@@ -12,8 +12,8 @@ def test_matmul_paste_equals_paste_masks():
     probs = torch.rand(5, 28, 28)
     boxes = torch.tensor([[3.0, 4, 40, 30], [0, 0, 64, 48], [10.5, 20.25, 11, 21], [50, 40, 64, 48], [-5, -5, 20, 10]])
     h, w = 48, 64
-    wy = _axis_weights(boxes[:, 1], boxes[:, 3], torch.arange(h, dtype=torch.float32), 28)
-    wx = _axis_weights(boxes[:, 0], boxes[:, 2], torch.arange(w, dtype=torch.float32), 28)
+    wy = axis_weights(boxes[:, 1], boxes[:, 3], torch.arange(h, dtype=torch.float32), 28)
+    wx = axis_weights(boxes[:, 0], boxes[:, 2], torch.arange(w, dtype=torch.float32), 28)
     pasted = wy @ probs @ wx.transpose(1, 2)
     torch.testing.assert_close(pasted, paste_masks(probs, boxes, (h, w), threshold=-1), atol=1e-5, rtol=0)
     assert torch.equal(pasted >= 0.5, paste_masks(probs, boxes, (h, w), threshold=0.5))

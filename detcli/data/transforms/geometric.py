@@ -43,7 +43,7 @@ def rescale_size(old_size: tuple[int, int], scale: Sequence[float]) -> tuple[tup
     return (int(w * factor + 0.5), int(h * factor + 0.5)), factor
 
 
-def _parse_scales(img_scale: Any) -> list[Scale] | None:
+def parse_scales(img_scale: Any) -> list[Scale] | None:
     if img_scale is None:
         return None
     if isinstance(img_scale, (list, tuple)) and len(img_scale) == 2 and all(
@@ -141,7 +141,7 @@ class Resize:
         if backend not in _RESIZE_BACKENDS:
             raise ValueError(f"Resize: backend must be one of {list(_RESIZE_BACKENDS)}, got {backend!r}")
         self.backend = backend
-        self.img_scale = _parse_scales(img_scale)
+        self.img_scale = parse_scales(img_scale)
         if multiscale_mode not in ("range", "value"):
             raise ValueError(f"multiscale_mode must be 'range' or 'value', got {multiscale_mode!r}")
         if ratio_range is not None:

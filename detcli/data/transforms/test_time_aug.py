@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from detcli.data.transforms.compose import Compose
-from detcli.data.transforms.geometric import RandomFlip, _parse_scales
+from detcli.data.transforms.geometric import RandomFlip, parse_scales
 from detcli.registry import TRANSFORMS
 
 logger = logging.getLogger(__name__)
@@ -46,7 +46,7 @@ class MultiScaleFlipAug:
             raise ValueError("MultiScaleFlipAug: set exactly one of img_scale or scale_factor")
         self.transforms = Compose(transforms)
         if img_scale is not None:
-            self.scales: list[Any] = _parse_scales(img_scale) or []
+            self.scales: list[Any] = parse_scales(img_scale) or []
             self.scale_key = "scale"
         else:
             factors = scale_factor if isinstance(scale_factor, (list, tuple)) else [scale_factor]
