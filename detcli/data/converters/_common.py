@@ -12,13 +12,12 @@ from pathlib import Path
 from typing import Any
 
 from detcli.data.base import load_class_names
-from detcli.data.converters.check import CheckReport, check_coco
+from detcli.data.converters.check import CheckReport, check_coco, image_size  # noqa: F401  (converters use it from here)
 from detcli.errors import DatasetError, did_you_mean
 from detcli.fileio import IMAGE_EXTENSIONS, write_json_atomic
 
 logger = logging.getLogger(__name__)
 
-_EXIF_ORIENTATION = 0x0112
 
 
 @dataclass
@@ -104,27 +103,6 @@ def require_dir(path: str | os.PathLike[str], what: str) -> Path:
     if not p.is_dir():
         raise DatasetError(f"{what} must be a folder, got the file {p}")
     return p
-
-
-def image_size(path: str | os.PathLike[str]) -> tuple[int, int]:
-    """``(width, height)`` of an image as a decoder that honours EXIF orientation sees it.
-
-    Only the file header is read (PIL opens lazily). Raises :class:`DatasetError` on a missing or
-    unreadable file.
-    """
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as im:
-            w, h = im.size
-            orientation = im.getexif().get(_EXIF_ORIENTATION, 1)
-    except FileNotFoundError as e:
-        raise DatasetError(f"image not found: {path}") from e
-    except (UnidentifiedImageError, OSError) as e:
-        raise DatasetError(f"cannot read the size of {path}: not an image or corrupted ({e})") from e
-    if orientation in (5, 6, 7, 8):  # rotated by 90 degrees: cv2.imread returns it transposed
-        w, h = h, w
-    return int(w), int(h)
 
 
 def list_images(root: Path, exclude_extensions: Iterable[str] = ()) -> list[Path]:

@@ -174,7 +174,6 @@ def _number(v: Any) -> bool:
 
 def _check_image_file(root: Path, img: dict[str, Any], found: _Collector) -> None:
     """Report a missing, empty, truncated or unreadable file of ``img`` and a size other than the json's."""
-    from detcli.data.converters._common import image_size  # _common imports this module
 
     path = root / str(img["file_name"])
     where = f"{img['file_name']} (image id {img['id']})"
@@ -332,3 +331,28 @@ def check_coco_file(path: str | os.PathLike[str], img_dir: str | os.PathLike[str
     if img_dir is not None and not Path(img_dir).is_dir():
         raise DatasetError(f"image folder not found: {img_dir}")
     return check_coco(load_coco_json(path), str(path), img_dir=img_dir)
+
+
+#: EXIF tag of the orientation (rotations by 90 degrees swap width and height).
+EXIF_ORIENTATION = 0x0112
+
+
+def image_size(path: str | os.PathLike[str]) -> tuple[int, int]:
+    """``(width, height)`` of an image as a decoder that honours EXIF orientation sees it.
+
+    Only the file header is read (PIL opens lazily). Raises :class:`DatasetError` on a missing or
+    unreadable file.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+            orientation = im.getexif().get(EXIF_ORIENTATION, 1)
+    except FileNotFoundError as e:
+        raise DatasetError(f"image not found: {path}") from e
+    except (UnidentifiedImageError, OSError) as e:
+        raise DatasetError(f"cannot read the size of {path}: not an image or corrupted ({e})") from e
+    if orientation in (5, 6, 7, 8):  # rotated by 90 degrees: cv2.imread returns it transposed
+        w, h = h, w
+    return int(w), int(h)
