@@ -23,3 +23,28 @@ def test_readme_first_command_trains_evaluates_and_infers() -> None:
     assert "det train presets/quickstart.yaml" in readme
     assert "det test presets/quickstart.yaml" in readme
     assert "det infer" in readme
+
+
+def _zoo_table_rows() -> dict[str, list[str]]:
+    """README's "Model zoo" table: preset name -> its cells."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Model zoo", 1)[1].split("\n## ", 1)[0]
+    rows = {}
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.startswith("| `") and cells:
+            rows[cells[0].strip("`")] = cells
+    return rows
+
+
+def test_readme_zoo_table_lists_every_preset_with_its_published_ap() -> None:
+    from detcli.engine.zoo import list_zoo
+
+    rows = _zoo_table_rows()
+    presets = list_zoo()
+    assert {p["name"] for p in presets} == set(rows), "README's Model zoo table must list exactly the shipped presets"
+    for preset in presets:
+        cells = rows[preset["name"]]
+        for key, col in (("box_ap", 2), ("mask_ap", 3)):
+            want = "–" if preset[key] is None else f"{preset[key]:.1f}"
+            assert cells[col] == want, f"{preset['name']}: README says {key} {cells[col]!r}, the preset {want!r}"
