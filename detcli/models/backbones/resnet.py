@@ -55,9 +55,10 @@ class ResNet(nn.Module):
         deep_stem: replace the 7x7 stem conv by three 3x3 convs (32, 32, 64 channels; the first with
             stride 2), each followed by BN and ReLU, held in ``stem`` (mmdet's ``stem.0`` ... ``stem.7``
             names; ``conv1`` / ``bn1`` are then absent). ``frozen_stages >= 0`` freezes it.
-        avg_down: in a downsampling shortcut, a 2x2 average pool (stride 2, ``ceil_mode``, padding not
-            counted) before a stride-1 1x1 conv, instead of a stride-2 1x1 conv (``downsample.0`` is the
-            pool, ``.1`` the conv, ``.2`` the norm; shortcuts that keep the size stay ``.0`` / ``.1``).
+        avg_down: every projection shortcut starts with an average pool of the block's stride (2x2,
+            ``ceil_mode``, padding not counted; 1x1, an identity, in ``layer1``) followed by a stride-1 1x1
+            conv, instead of a strided 1x1 conv: ``downsample.0`` is the pool, ``.1`` the conv, ``.2`` the
+            norm, as in mmdet's ``ResLayer``.
         init_cfg: ``{type: Pretrained, checkpoint: URI, prefix, strict}`` loaded by :meth:`init_weights`
             (a path, ``torchvision://resnet50``, ``open-mmlab://NAME`` or an http(s) URL).
         pretrained: deprecated path form of ``init_cfg``.
@@ -167,15 +168,16 @@ class ResNet(nn.Module):
         return nn.Sequential(*layers)
 
     def _pool_in_downsample(self) -> None:
-        """``avg_down``: every strided shortcut ``(conv1x1 stride s, norm)`` becomes
-        ``(AvgPool2d(s, s, ceil_mode, count_include_pad=False), conv1x1 stride 1, norm)``, same weights."""
+        """``avg_down``: every projection shortcut ``(conv1x1 stride s, norm)`` becomes
+        ``(AvgPool2d(s, s, ceil_mode, count_include_pad=False), conv1x1 stride 1, norm)``, same weights
+        (``s = 1``, an identity pool, where the shortcut only changes the channels, as mmdet does)."""
         for stage in self.stage_names:
             for block in getattr(self, stage):
                 down = block.downsample
-                if down is None or down[0].stride == (1, 1):
+                if down is None:
                     continue
                 conv, norm = down[0], down[1]
-                stride = conv.stride
+                stride = conv.stride[0]  # square in torchvision's blocks
                 conv.stride = (1, 1)
                 pool = nn.AvgPool2d(kernel_size=stride, stride=stride, ceil_mode=True, count_include_pad=False)
                 block.downsample = nn.Sequential(pool, conv, norm)
