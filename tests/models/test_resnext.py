@@ -272,3 +272,23 @@ def test_torchvision_resnext_names_and_shapes_fit(name, depth, groups, base_widt
     assert {k: v.shape for k, v in model.state_dict().items()} == want
     url = torchvision_weights_url(name)  # what torchvision://NAME downloads
     assert url.startswith("https://download.pytorch.org/models/") and name in url.replace("-", "_")
+
+
+def test_conv_bn_fusion_covers_deep_stem_and_pooled_shortcuts():
+    from detcli.models.fuse import fuse_conv_bn
+
+    model = randomize(ResNeXt(depth=50, groups=4, base_width=4, deep_stem=True, avg_down=True), 2).double().eval()
+    x = torch.randn(1, 3, 64, 64, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        want = model(x)
+        # 3 stem pairs, 3 per Bottleneck (16 blocks), 4 shortcuts
+        assert fuse_conv_bn(model) == 3 + 3 * 16 + 4
+        got = model(x)
+    assert all(float((g - w).abs().max()) <= 1e-9 * max(1.0, float(w.abs().max())) for g, w in zip(got, want))
+
+
+def test_errors_name_the_subclass():
+    with pytest.raises(ConfigError, match=r"ResNeXt style 'x' is not supported"):
+        ResNeXt(depth=50, groups=32, style="x")
+    with pytest.raises(ConfigError, match=r"ResNetV1d frozen_stages must be in -1\.\.4, got 5"):
+        ResNetV1d(depth=18, frozen_stages=5)

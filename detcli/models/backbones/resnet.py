@@ -92,18 +92,18 @@ class ResNet(nn.Module):
         if depth not in arch:
             raise ConfigError(f"invalid depth {depth} for {name} (choose from {sorted(arch)})")
         if style not in self.STYLES:
-            raise ConfigError(f"ResNet style '{style}' is not supported (choose from {', '.join(self.STYLES)})")
+            raise ConfigError(f"{name} style '{style}' is not supported (choose from {', '.join(self.STYLES)})")
         if not 1 <= num_stages <= 4:
-            raise ConfigError(f"ResNet num_stages must be in 1..4, got {num_stages}")
+            raise ConfigError(f"{name} num_stages must be in 1..4, got {num_stages}")
         if any(not 0 <= i < num_stages for i in out_indices):
-            raise ConfigError(f"ResNet out_indices {list(out_indices)} must lie in 0..{num_stages - 1}")
+            raise ConfigError(f"{name} out_indices {list(out_indices)} must lie in 0..{num_stages - 1}")
         if not -1 <= frozen_stages <= num_stages:
-            raise ConfigError(f"ResNet frozen_stages must be in -1..{num_stages}, got {frozen_stages}")
+            raise ConfigError(f"{name} frozen_stages must be in -1..{num_stages}, got {frozen_stages}")
         norm_cfg = {"type": "BN", "requires_grad": True} if norm_cfg is None else dict(norm_cfg)
         if norm_cfg.get("type") != "BN" or set(norm_cfg) - {"type", "requires_grad", "eps", "momentum"}:
-            raise ConfigError(f"ResNet norm_cfg: only {{type: BN, requires_grad: bool}} is supported, got {norm_cfg}")
+            raise ConfigError(f"{name} norm_cfg: only {{type: BN, requires_grad: bool}} is supported, got {norm_cfg}")
         if pretrained is not None and init_cfg is not None:
-            raise ConfigError("ResNet: give init_cfg or pretrained, not both")
+            raise ConfigError(f"{name}: give init_cfg or pretrained, not both")
         self.pretrained = parse_init_cfg(init_cfg, "backbone") if pretrained is None else PretrainedCfg(str(pretrained))
         self.depth = depth
         self.style = style
