@@ -116,9 +116,18 @@ def test_full_size_backbones_match_mmdet_names_shapes_and_counts(name):
     assert signature(model) == (params, entries, digest)
 
 
+#: mmdet 3.3.0's configs of the same name (``.mim/configs``, backbone ``init_cfg`` dropped), built on the meta
+#: device: parameter count, state-dict entries, sha256 prefix of the sorted (key, shape) list as above
+MMDET_DETECTORS = {
+    "retinanet_x101_32x4d_fpn_1x_coco": (32, 56589364, 660, "9beb4914f14929e1"),
+    "retinanet_x101_64x4d_fpn_1x_coco": (64, 95866932, 660, "30c9b78f0f420d9f"),
+    "faster_rcnn_x101_32x4d_fpn_1x_coco": (32, 60373728, 654, "1daea3a2f1bbc0ca"),
+    "faster_rcnn_x101_64x4d_fpn_1x_coco": (64, 99651296, 654, "2cb20baa64b7ba21"),
+}
+
+
 def test_x101_presets_build_with_mmdet_backbones_and_keep_detector_keys():
-    for preset, groups in (("retinanet_x101_32x4d_fpn_1x_coco", 32), ("retinanet_x101_64x4d_fpn_1x_coco", 64),
-                           ("faster_rcnn_x101_32x4d_fpn_1x_coco", 32), ("faster_rcnn_x101_64x4d_fpn_1x_coco", 64)):
+    for preset, (groups, params, entries, digest) in MMDET_DETECTORS.items():
         cfg = load_config(str(ROOT / "presets" / f"{preset}.yaml"))
         backbone = cfg["model"]["backbone"]
         assert backbone["type"] == "ResNeXt" and (backbone["depth"], backbone["groups"], backbone["base_width"]) == (101, groups, 4)
@@ -127,11 +136,15 @@ def test_x101_presets_build_with_mmdet_backbones_and_keep_detector_keys():
         assert f"resnext101_{groups}x4d" in OPEN_MMLAB_URLS
         with torch.device("meta"):
             model = build(cfg["model"], DETECTORS, path="model")
-        _, _, entries, digest = MMDET_FULL_SIZE[f"x101_{groups}x4d"]
-        assert signature(model.backbone)[1:] == (entries, digest)
-        # an mmdet detector file of this model: backbone keys pass through the key map unchanged
+        _, _, bb_entries, bb_digest = MMDET_FULL_SIZE[f"x101_{groups}x4d"]
+        assert signature(model.backbone)[1:] == (bb_entries, bb_digest)
+        # the whole detector under mmdet's names is mmdet's model, key for key and shape for shape
         own = model.state_dict()
         mm = to_mmdet_names(own)
+        keys = repr(sorted((k, tuple(v.shape)) for k, v in mm.items()))
+        assert (sum(p.numel() for p in model.parameters()), len(mm), hashlib.sha256(keys.encode()).hexdigest()[:16]) == (
+            params, entries, digest)
+        # and an mmdet file of it goes back through the key map (backbone keys unchanged)
         assert all(f"backbone.{k}" in mm for k in model.backbone.state_dict())
         assert set(convert_state_dict("mmdet", model, mm)) == set(own)
 
