@@ -21,6 +21,11 @@ PUBLISHED = {
     "fcos_center-normbbox-centeronreg-giou_r50_caffe_fpn_gn-head_1x_coco": (38.7, None),
     "fcos_r50_fpn_gn-head_1x_coco": (38.7, None),  # former name of the one above
     "retinanet_r50_fpn_1x_voc0712": (77.3, None),
+    # ResNeXt-101 backbones (mmdet configs/retinanet, configs/faster_rcnn metafiles)
+    "retinanet_x101_32x4d_fpn_1x_coco": (39.9, None),
+    "retinanet_x101_64x4d_fpn_1x_coco": (41.0, None),
+    "faster_rcnn_x101_32x4d_fpn_1x_coco": (41.2, None),
+    "faster_rcnn_x101_64x4d_fpn_1x_coco": (42.1, None),
 }
 #: torchvision's COCO_V1 detection weights (their meta ``_metrics``)
 TORCHVISION = {

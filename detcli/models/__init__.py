@@ -2,7 +2,7 @@
 
 from detcli.models import assigners, coders, losses, mask_heads, priors, samplers
 from detcli.models.assigners import AssignResult, BatchAssigner, MaxIoUAssigner
-from detcli.models.backbones import ResNet
+from detcli.models.backbones import ResNet, ResNetV1d, ResNeXt
 from detcli.models.bbox_heads import ConvFCBBoxHead, Shared2FCBBoxHead
 from detcli.models.coders import DeltaXYWHBBoxCoder, DistancePointBBoxCoder
 from detcli.models.dense_head import BaseDenseHead, LevelScores
@@ -42,3 +42,4 @@ from detcli.models.coders import TorchvisionDeltaXYWHBBoxCoder  # noqa: E402
 from detcli.models.mask_heads import paste_masks_torchvision  # noqa: E402
 
 __all__ += ["TorchvisionDeltaXYWHBBoxCoder", "paste_masks_torchvision", "BaseDenseHead", "BatchAssigner", "LevelScores"]
+__all__ += ["ResNeXt", "ResNetV1d"]

@@ -1,5 +1,9 @@
 """Write the MMDetection golden files ``tests/golden/mmdet_<model>.pt`` (run by hand, not by CI).
 
+Backbone-only cases (``mmdet_backbone_<name>.pt``, :data:`BACKBONE_CONFIGS`: ResNeXt-50 4x4d, ResNetV1d-18/50)
+store the key names, shapes and the four stage maps on the same batch
+(``make_mmdet_golden.py backbone_resnext50_4x4d``).
+
 For RetinaNet, FCOS, Faster R-CNN and Mask R-CNN, a small MMDetection model (ResNet-18, 32-channel
 FPN and heads, 4 classes) mirroring det's preset of that family runs in float64 on weights and a
 batch rebuilt from ``mmdet_recipe.py``; every stage is stored: the state-dict key names and shapes,
@@ -340,6 +344,18 @@ CONFIGS = {
     "mask_rcnn": two_stage_cfg(with_mask=True),
 }
 
+#: Backbone-only cases (``mmdet_backbone_<name>.pt``): mmdet's ResNeXt / ResNetV1d on the recipe batch.
+#: frozen_stages / norm_eval as the detector presets; every BN runs on its running statistics (eval mode).
+BACKBONE_COMMON = dict(num_stages=4, out_indices=(0, 1, 2, 3), frozen_stages=1,
+                       norm_cfg=dict(type="BN", requires_grad=True), norm_eval=True, style="pytorch", init_cfg=None)
+BACKBONE_CONFIGS = {
+    "resnext50_4x4d": dict(type="ResNeXt", depth=50, groups=4, base_width=4, **BACKBONE_COMMON),
+    "resnext50_4x4d_v1d": dict(type="ResNeXt", depth=50, groups=4, base_width=4, deep_stem=True, avg_down=True,
+                               **BACKBONE_COMMON),
+    "resnetv1d18": dict(type="ResNetV1d", depth=18, **BACKBONE_COMMON),
+    "resnetv1d50": dict(type="ResNetV1d", depth=50, **BACKBONE_COMMON),
+}
+
 #: channel step of the stored maps (every map also keeps its whole-tensor sum and sum of squares).
 STEPS = {"backbone": 16, "neck": 8, "head": 2, "rpn_head": 3}
 #: masks stored (bit-packed) for the first detections of each image only (file size)
@@ -439,6 +455,28 @@ def run(name: str) -> dict:
     return out
 
 
+def run_backbone(name: str) -> dict:
+    """A backbone-only golden case: key names / shapes and the four stage maps on the recipe images."""
+    from mmdet.registry import MODELS
+    from mmengine.config import ConfigDict
+    from mmengine.registry import init_default_scope
+
+    init_default_scope("mmdet")
+    cfg = BACKBONE_CONFIGS[name]
+    model = MODELS.build(ConfigDict(copy.deepcopy(cfg))).double()
+    sd = model.state_dict()
+    shapes = {k: tuple(v.shape) for k, v in sd.items()}
+    # recipe values under the names a detector file gives them (``backbone.`` prefix)
+    weights = recipe.make_state_dict({f"backbone.{k}": s for k, s in shapes.items()})
+    model.load_state_dict({k.removeprefix("backbone."): torch.from_numpy(v) for k, v in weights.items()}, strict=True)
+    model.eval()
+    with torch.no_grad():
+        maps = model(torch.from_numpy(recipe.make_images()))
+    return {"model": name, "mmdet_config": cfg, "state_dict_shapes": {k: list(s) for k, s in shapes.items()},
+            "num_params": sum(p.numel() for p in model.parameters()),
+            "backbone": summarize_maps(maps, STEPS["backbone"])}
+
+
 def predict(model, with_masks: bool) -> list[dict]:
     with torch.no_grad():
         preds = model.predict(torch.from_numpy(recipe.make_images()), data_samples(with_masks), rescale=False)
@@ -462,7 +500,14 @@ def main() -> None:
     patch_float32_casts()
     versions = {"mmdet": mmdet.__version__, "mmengine": mmengine.__version__, "torch": str(torch.__version__),
                 "torchvision": torchvision.__version__, "mmcv": "mmcv-lite 2.2.0 + torchvision stand-in ops"}
-    for name in (sys.argv[1:] or list(CONFIGS)):
+    for name in (sys.argv[1:] or list(CONFIGS) + [f"backbone_{n}" for n in BACKBONE_CONFIGS]):
+        if name.startswith("backbone_"):
+            out = run_backbone(name.removeprefix("backbone_"))
+            out["versions"] = versions
+            path = HERE / f"mmdet_{name}.pt"
+            torch.save(out, path)
+            print(f"{path.name}: {path.stat().st_size / 1e3:.0f} kB, {out['num_params']} parameters")
+            continue
         out = run(name)
         out["versions"] = versions
         path = HERE / f"mmdet_{name}.pt"

@@ -1,7 +1,10 @@
 """ResNet backbone on torchvision's block definitions, with mmdet 2.x options.
 
 Parameter names are torchvision's (``conv1``, ``bn1``, ``layer1.0.conv1``, ``layer1.0.downsample.0``),
-which are also mmdet's, so ImageNet weights from either load without renaming.
+which are also mmdet's, so ImageNet weights from either load without renaming. The ``deep_stem``
+(``stem.0`` ... ``stem.7``) and ``avg_down`` (``downsample.1`` / ``.2`` after the pooling) options carry
+mmdet's names too; :class:`ResNetV1d` is ResNet with both. ResNeXt lives in
+:mod:`detcli.models.backbones.resnext`.
 """
 
 from __future__ import annotations
@@ -49,6 +52,13 @@ class ResNet(nn.Module):
         norm_cfg: ``{type: BN, requires_grad: bool}``.
         norm_eval: keep every BatchNorm in eval mode (running statistics) while training.
         zero_init_residual: initialise the last norm of each block to zero.
+        deep_stem: replace the 7x7 stem conv by three 3x3 convs (32, 32, 64 channels; the first with
+            stride 2), each followed by BN and ReLU, held in ``stem`` (mmdet's ``stem.0`` ... ``stem.7``
+            names; ``conv1`` / ``bn1`` are then absent). ``frozen_stages >= 0`` freezes it.
+        avg_down: every projection shortcut starts with an average pool of the block's stride (2x2,
+            ``ceil_mode``, padding not counted; 1x1, an identity, in ``layer1``) followed by a stride-1 1x1
+            conv, instead of a strided 1x1 conv: ``downsample.0`` is the pool, ``.1`` the conv, ``.2`` the
+            norm, as in mmdet's ``ResLayer``.
         init_cfg: ``{type: Pretrained, checkpoint: URI, prefix, strict}`` loaded by :meth:`init_weights`
             (a path, ``torchvision://resnet50``, ``open-mmlab://NAME`` or an http(s) URL).
         pretrained: deprecated path form of ``init_cfg``.
@@ -71,25 +81,29 @@ class ResNet(nn.Module):
         norm_cfg: Mapping[str, Any] | None = None,
         norm_eval: bool = True,
         zero_init_residual: bool = True,
+        deep_stem: bool = False,
+        avg_down: bool = False,
         init_cfg: Mapping[str, Any] | None = None,
         pretrained: str | None = None,
     ) -> None:
         super().__init__()
-        if depth not in ARCH_SETTINGS:
-            raise ConfigError(f"invalid depth {depth} for ResNet (choose from {sorted(ARCH_SETTINGS)})")
+        name = type(self).__name__
+        arch = self.arch_settings()
+        if depth not in arch:
+            raise ConfigError(f"invalid depth {depth} for {name} (choose from {sorted(arch)})")
         if style not in self.STYLES:
-            raise ConfigError(f"ResNet style '{style}' is not supported (choose from {', '.join(self.STYLES)})")
+            raise ConfigError(f"{name} style '{style}' is not supported (choose from {', '.join(self.STYLES)})")
         if not 1 <= num_stages <= 4:
-            raise ConfigError(f"ResNet num_stages must be in 1..4, got {num_stages}")
+            raise ConfigError(f"{name} num_stages must be in 1..4, got {num_stages}")
         if any(not 0 <= i < num_stages for i in out_indices):
-            raise ConfigError(f"ResNet out_indices {list(out_indices)} must lie in 0..{num_stages - 1}")
+            raise ConfigError(f"{name} out_indices {list(out_indices)} must lie in 0..{num_stages - 1}")
         if not -1 <= frozen_stages <= num_stages:
-            raise ConfigError(f"ResNet frozen_stages must be in -1..{num_stages}, got {frozen_stages}")
+            raise ConfigError(f"{name} frozen_stages must be in -1..{num_stages}, got {frozen_stages}")
         norm_cfg = {"type": "BN", "requires_grad": True} if norm_cfg is None else dict(norm_cfg)
         if norm_cfg.get("type") != "BN" or set(norm_cfg) - {"type", "requires_grad", "eps", "momentum"}:
-            raise ConfigError(f"ResNet norm_cfg: only {{type: BN, requires_grad: bool}} is supported, got {norm_cfg}")
+            raise ConfigError(f"{name} norm_cfg: only {{type: BN, requires_grad: bool}} is supported, got {norm_cfg}")
         if pretrained is not None and init_cfg is not None:
-            raise ConfigError("ResNet: give init_cfg or pretrained, not both")
+            raise ConfigError(f"{name}: give init_cfg or pretrained, not both")
         self.pretrained = parse_init_cfg(init_cfg, "backbone") if pretrained is None else PretrainedCfg(str(pretrained))
         self.depth = depth
         self.style = style
@@ -97,6 +111,8 @@ class ResNet(nn.Module):
         self.out_indices = tuple(out_indices)
         self.frozen_stages = frozen_stages
         self.norm_eval = norm_eval
+        self.deep_stem = deep_stem
+        self.avg_down = avg_down
         self.norm_requires_grad = bool(norm_cfg.get("requires_grad", True))
         eps = float(norm_cfg.get("eps", 1e-5))
         momentum = float(norm_cfg.get("momentum", 0.1))
@@ -104,17 +120,24 @@ class ResNet(nn.Module):
         def norm_layer(channels: int) -> nn.BatchNorm2d:
             return nn.BatchNorm2d(channels, eps=eps, momentum=momentum)
 
-        block, layers = ARCH_SETTINGS[depth]
-        net = tv_resnet.ResNet(block, list(layers), norm_layer=norm_layer, zero_init_residual=zero_init_residual)  # type: ignore[arg-type]
-        if in_channels != 3:
-            net.conv1 = nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
-            nn.init.kaiming_normal_(net.conv1.weight, mode="fan_out", nonlinearity="relu")
-        self.conv1, self.bn1, self.relu, self.maxpool = net.conv1, net.bn1, net.relu, net.maxpool
+        block, layers = arch[depth]
+        net = tv_resnet.ResNet(block, list(layers), norm_layer=norm_layer, zero_init_residual=zero_init_residual,  # type: ignore[arg-type]
+                               **self.block_width_args())
+        if deep_stem:
+            self.stem = self._make_deep_stem(in_channels, norm_layer)
+        else:
+            if in_channels != 3:
+                net.conv1 = nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
+                nn.init.kaiming_normal_(net.conv1.weight, mode="fan_out", nonlinearity="relu")
+            self.conv1, self.bn1, self.relu = net.conv1, net.bn1, net.relu
+        self.maxpool = net.maxpool
         self.stage_names = [f"layer{i + 1}" for i in range(num_stages)]
-        for name in self.stage_names:
-            self.add_module(name, getattr(net, name))
+        for stage in self.stage_names:
+            self.add_module(stage, getattr(net, stage))
         if style == "caffe":
             self._move_strides_to_conv1()
+        if avg_down:
+            self._pool_in_downsample()
         expansion = 4 if block is tv_resnet.Bottleneck else 1
         self.out_channels = [64 * 2**i * expansion for i in range(num_stages)]
         if not self.norm_requires_grad:
@@ -123,6 +146,45 @@ class ResNet(nn.Module):
                     m.weight.requires_grad_(False)
                     m.bias.requires_grad_(False)
         self._freeze_stages()
+
+    @classmethod
+    def arch_settings(cls) -> Mapping[int, tuple[type[nn.Module], tuple[int, int, int, int]]]:
+        """depth -> (block class, blocks per stage) this class accepts."""
+        return ARCH_SETTINGS
+
+    def block_width_args(self) -> dict[str, int]:
+        """Extra arguments of torchvision's ResNet for the block widths (``groups``, ``width_per_group``);
+        plain ResNet: none."""
+        return {}
+
+    @staticmethod
+    def _make_deep_stem(in_channels: int, norm_layer: Any) -> nn.Sequential:
+        """Three 3x3 conv + BN + ReLU (``in -> 32``, stride 2; ``32 -> 32``; ``32 -> 64``), mmdet's layout."""
+        layers: list[nn.Module] = []
+        for cin, cout, stride in ((in_channels, 32, 2), (32, 32, 1), (32, 64, 1)):
+            conv = nn.Conv2d(cin, cout, kernel_size=3, stride=stride, padding=1, bias=False)
+            nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
+            layers += [conv, norm_layer(cout), nn.ReLU(inplace=True)]
+        return nn.Sequential(*layers)
+
+    def _pool_in_downsample(self) -> None:
+        """``avg_down``: every projection shortcut ``(conv1x1 stride s, norm)`` becomes
+        ``(AvgPool2d(s, s, ceil_mode, count_include_pad=False), conv1x1 stride 1, norm)``, same weights
+        (``s = 1``, an identity pool, where the shortcut only changes the channels, as mmdet does)."""
+        for stage in self.stage_names:
+            for block in getattr(self, stage):
+                down = block.downsample
+                if down is None:
+                    continue
+                conv, norm = down[0], down[1]
+                stride = conv.stride[0]  # square in torchvision's blocks
+                conv.stride = (1, 1)
+                pool = nn.AvgPool2d(kernel_size=stride, stride=stride, ceil_mode=True, count_include_pad=False)
+                block.downsample = nn.Sequential(pool, conv, norm)
+
+    def stem_modules(self) -> list[nn.Module]:
+        """The modules before the max-pool (frozen by ``frozen_stages >= 0``)."""
+        return [self.stem] if self.deep_stem else [self.conv1, self.bn1]
 
     def _move_strides_to_conv1(self) -> None:
         """Caffe style: move the stride of each downsampling Bottleneck from its 3x3 ``conv2`` to its 1x1 ``conv1``.
@@ -139,7 +201,7 @@ class ResNet(nn.Module):
         """Put the stem and the first ``frozen_stages`` stages in eval mode without gradients."""
         frozen: list[nn.Module] = []
         if self.frozen_stages >= 0:
-            frozen += [self.conv1, self.bn1]
+            frozen += self.stem_modules()
         frozen += [getattr(self, self.stage_names[i]) for i in range(max(self.frozen_stages, 0))]
         for m in frozen:
             m.eval()
@@ -164,10 +226,37 @@ class ResNet(nn.Module):
 
     def forward(self, x: Tensor) -> tuple[Tensor, ...]:
         """x (Tensor[B, C, H, W]) -> the maps of ``out_indices``, each (B, C_i, H / 2**(i+2), W / 2**(i+2))."""
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))  # (B, 64, H/4, W/4)
+        x = self.stem(x) if self.deep_stem else self.relu(self.bn1(self.conv1(x)))  # (B, 64, H/2, W/2)
+        x = self.maxpool(x)  # (B, 64, H/4, W/4)
         outs = []
         for i, name in enumerate(self.stage_names):
             x = getattr(self, name)(x)
             if i in self.out_indices:
                 outs.append(x)
         return tuple(outs)
+
+
+@BACKBONES.register()
+class ResNetV1d(ResNet):
+    """ResNet-D of "Bag of Tricks" (mmdet's ``ResNetV1d``): ResNet with ``deep_stem`` and ``avg_down``.
+
+    Takes ResNet's arguments except those two. mmdet's ``open-mmlab://resnet50_v1c`` weights are
+    ``deep_stem`` only (``type: ResNet, deep_stem: true``).
+    """
+
+    def __init__(
+        self,
+        depth: int,
+        in_channels: int = 3,
+        num_stages: int = 4,
+        out_indices: Sequence[int] = (0, 1, 2, 3),
+        style: str = "pytorch",
+        frozen_stages: int = -1,
+        norm_cfg: Mapping[str, Any] | None = None,
+        norm_eval: bool = True,
+        zero_init_residual: bool = True,
+        init_cfg: Mapping[str, Any] | None = None,
+        pretrained: str | None = None,
+    ) -> None:
+        super().__init__(depth, in_channels, num_stages, out_indices, style, frozen_stages, norm_cfg, norm_eval,
+                         zero_init_residual, deep_stem=True, avg_down=True, init_cfg=init_cfg, pretrained=pretrained)

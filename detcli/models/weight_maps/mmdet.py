@@ -3,7 +3,9 @@
 det's modules already carry mmdet's names except where mmdet wraps a conv in a ``ConvModule``
 (``.conv.`` / ``.gn.`` / ``.bn.`` children; det uses ``nn.Sequential`` indices ``.0.`` / ``.1.``) or
 puts activations outside a ``Sequential`` (``rpn_conv``, ``shared_fcs``). MMDetection 3.x kept the 2.x
-parameter names for these models, so one map serves both.
+parameter names for these models, so one map serves both. Backbone keys pass unchanged: det's ResNet,
+ResNetV1d and ResNeXt carry mmdet's names, the deep stem's ``stem.0`` ... ``stem.7`` and the ``avg_down``
+shortcuts' ``downsample.1`` / ``.2`` included (tests/models/test_resnext.py).
 """
 
 from __future__ import annotations
