@@ -12,12 +12,15 @@ from detcli.models.detector import (
     SingleStageDetector,
 )
 from detcli.models.fcos import FCOS, FCOSHead
+from detcli.models.gfl import GFL, GFLHead, Integral
 from detcli.models.losses import (
     CrossEntropyLoss,
+    DistributionFocalLoss,
     FocalLoss,
     GIoULoss,
     IoULoss,
     L1Loss,
+    QualityFocalLoss,
     SmoothL1Loss,
 )
 from detcli.models.mask_heads import FCNMaskHead, paste_masks
@@ -42,3 +45,4 @@ from detcli.models.coders import TorchvisionDeltaXYWHBBoxCoder  # noqa: E402
 from detcli.models.mask_heads import paste_masks_torchvision  # noqa: E402
 
 __all__ += ["TorchvisionDeltaXYWHBBoxCoder", "paste_masks_torchvision", "BaseDenseHead", "BatchAssigner", "LevelScores"]
+__all__ += ["GFL", "GFLHead", "Integral", "QualityFocalLoss", "DistributionFocalLoss"]

@@ -34,6 +34,13 @@ def mmdet_single_stage(state_dict: Mapping[str, Tensor], model: nn.Module) -> di
     return rename_keys(state_dict, CONV_MODULE_RULES)
 
 
+@register_key_map("mmdet", "GFL")
+def mmdet_gfl(state_dict: Mapping[str, Tensor], model: nn.Module) -> dict[str, Tensor]:
+    """GFL: as RetinaNet / FCOS (ConvModule renames in the FPN and the GN towers); ``integral.project``
+    and ``scales.<l>.scale`` keep their names."""
+    return rename_keys(state_dict, CONV_MODULE_RULES)
+
+
 @register_key_map("mmdet", "FasterRCNN", "MaskRCNN")
 def mmdet_two_stage(state_dict: Mapping[str, Tensor], model: nn.Module) -> dict[str, Tensor]:
     """Faster / Mask R-CNN: FPN ConvModules, RPN conv, the box head's fc pair and the mask head convs."""
