@@ -1,7 +1,7 @@
 """Models: backbones, necks, priors, coders, assigners, losses and detectors (all registered)."""
 
 from detcli.models import assigners, coders, losses, mask_heads, priors, samplers
-from detcli.models.assigners import AssignResult, BatchAssigner, MaxIoUAssigner
+from detcli.models.assigners import AssignResult, ATSSAssigner, BatchAssigner, MaxIoUAssigner
 from detcli.models.backbones import ResNet
 from detcli.models.bbox_heads import ConvFCBBoxHead, Shared2FCBBoxHead
 from detcli.models.coders import DeltaXYWHBBoxCoder, DistancePointBBoxCoder
@@ -45,4 +45,5 @@ from detcli.models.coders import TorchvisionDeltaXYWHBBoxCoder  # noqa: E402
 from detcli.models.mask_heads import paste_masks_torchvision  # noqa: E402
 
 __all__ += ["TorchvisionDeltaXYWHBBoxCoder", "paste_masks_torchvision", "BaseDenseHead", "BatchAssigner", "LevelScores"]
+__all__ += ["ATSSAssigner"]
 __all__ += ["GFL", "GFLHead", "Integral", "QualityFocalLoss", "DistributionFocalLoss"]

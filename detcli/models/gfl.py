@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from detcli.errors import ConfigError
-from detcli.models.assigners import IGNORE
+from detcli.models.assigners import IGNORE, ATSSAssigner
 from detcli.models.coders import DistancePointBBoxCoder
 from detcli.models.dense_head import BaseDenseHead, LevelScores
 from detcli.models.dense_utils import (
@@ -299,6 +299,8 @@ class GFL(SingleStageDetector):
         test_cfg: ``{nms_pre, min_bbox_size, score_thr, nms: {type: nms, iou_threshold}, max_per_img}``.
         init_cfg: ``{type: Pretrained, checkpoint: PATH}`` of a whole detector.
     """
+
+    default_assigner = ATSSAssigner(topk=9)
 
     def __init__(
         self,
