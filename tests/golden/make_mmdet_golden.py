@@ -237,12 +237,26 @@ def patch_float32_casts() -> None:
     _patch_source(fcos_head.FCOSHead, "forward_single", ("scale(bbox_pred).float()", "scale(bbox_pred)"),
                   ("super()", "super(FCOSHead, self)"))
 
+    patch_gfl()
+
     paste = fcn_mask_head._do_paste_mask
 
     def paste_float32(masks, boxes, img_h, img_w, skip_empty=True):
         return paste(masks, boxes.float(), img_h, img_w, skip_empty)
 
     fcn_mask_head._do_paste_mask = paste_float32
+
+
+def patch_gfl() -> None:
+    """GFL's float32 casts, removed as above (each only rounds): ``forward_single`` casts the bin logits
+    to float32 (``scale(...).float()``), and ``loss_by_feat_single`` makes the QFL IoU targets with
+    ``label_weights.new_zeros`` (float32 label weights), so the IoUs would be stored in float32."""
+    from mmdet.models.dense_heads import gfl_head
+
+    _patch_source(gfl_head.GFLHead, "forward_single", ("scale(self.gfl_reg(reg_feat)).float()",
+                                                       "scale(self.gfl_reg(reg_feat))"))
+    _patch_source(gfl_head.GFLHead, "loss_by_feat_single", ("score = label_weights.new_zeros(labels.shape)",
+                                                            "score = cls_score.new_zeros(labels.shape)"))
 
 
 # ----------------------------------------------------------------------------- configs
@@ -338,7 +352,25 @@ CONFIGS = {
                       max_per_img=100)),
     "faster_rcnn": two_stage_cfg(with_mask=False),
     "mask_rcnn": two_stage_cfg(with_mask=True),
+    "gfl": dict(
+        type="GFL",
+        backbone=copy.deepcopy(BACKBONE),
+        neck=dict(type="FPN", in_channels=[64, 128, 256, 512], out_channels=CH, start_level=1,
+                  add_extra_convs="on_output", num_outs=5),
+        bbox_head=dict(type="GFLHead", num_classes=recipe.NUM_CLASSES, in_channels=CH, stacked_convs=4,
+                       feat_channels=CH, norm_cfg=dict(type="GN", num_groups=8, requires_grad=True),
+                       anchor_generator=dict(type="AnchorGenerator", ratios=[1.0], octave_base_scale=8,
+                                             scales_per_octave=1, strides=[8, 16, 32, 64, 128]),
+                       loss_cls=dict(type="QualityFocalLoss", use_sigmoid=True, beta=2.0, loss_weight=1.0),
+                       loss_dfl=dict(type="DistributionFocalLoss", loss_weight=0.25), reg_max=16,
+                       loss_bbox=dict(type="GIoULoss", loss_weight=2.0)),
+        train_cfg=dict(assigner=dict(type="ATSSAssigner", topk=9, ignore_iof_thr=0.5), allowed_border=-1,
+                       pos_weight=-1, debug=False),
+        test_cfg=dict(nms_pre=1000, min_bbox_size=0, score_thr=0.05, nms=dict(type="nms", iou_threshold=0.6),
+                      max_per_img=100)),
 }
+#: the single-stage (dense) models: raw head outputs stored, and 2.x detections (``detections_2x``)
+DENSE = ("retinanet", "fcos", "gfl")
 
 #: channel step of the stored maps (every map also keeps its whole-tensor sum and sum of squares).
 STEPS = {"backbone": 16, "neck": 8, "head": 2, "rpn_head": 3}
@@ -409,7 +441,7 @@ def run(name: str) -> dict:
         out["backbone"] = summarize_maps(c, STEPS["backbone"])
         feats = model.neck(c)
         out["neck"] = summarize_maps(feats, STEPS["neck"])
-        if name in ("retinanet", "fcos"):
+        if name in DENSE:
             model.bbox_head.train()  # FCOS multiplies its distances by the stride in eval mode only
             raw = model.bbox_head(feats)
             model.bbox_head.eval()
@@ -432,7 +464,7 @@ def run(name: str) -> dict:
     out["losses"] = {k: (sum(v) if isinstance(v, list) else v).detach().clone() for k, v in losses.items()}
     model.eval()
     out["detections"] = predict(model, with_masks)
-    if name in ("retinanet", "fcos"):
+    if name in DENSE:
         # mmdet 2.x dense heads never filter by size; 3.x with min_bbox_size < 0 does the same
         model.test_cfg.min_bbox_size = -1
         out["detections_2x"] = predict(model, with_masks)
