@@ -292,3 +292,13 @@ def test_preset_equals_mmdet_config_and_builds() -> None:
     assert model.train_settings.assigner.topk == 9
     assert sum(p.numel() for p in model.bbox_head.parameters()) == 4 * 2 * (256 * 256 * 9 + 2 * 256) \
         + (256 * 80 * 9 + 80) + (256 * 68 * 9 + 68) + 5
+
+
+@pytest.mark.parametrize("preset", ["gfl_r50_fpn_1x_coco", "gfl_r18_fpn_shapes"])
+def test_det_config_check_builds_the_presets(preset: str) -> None:
+    from typer.testing import CliRunner
+
+    from detcli.cli import app
+
+    result = CliRunner().invoke(app, ["config", "check", preset])
+    assert result.exit_code == 0, result.output
