@@ -52,9 +52,7 @@ def det_config(name: str, mmdet3: bool = False) -> dict:
         cfg["bbox_head"].update(num_classes=recipe.NUM_CLASSES, in_channels=CH, feat_channels=CH)
         if name in ("fcos", "gfl"):
             cfg["bbox_head"]["norm_cfg"]["num_groups"] = 8
-        if name == "gfl":
-            cfg["train_cfg"]["assigner"]["ignore_iof_thr"] = 0.5
-        else:
+        if name != "fcos":  # FCOS assigns points itself (and ignores crowd boxes, as mmdet's FCOS)
             cfg["train_cfg"]["assigner"]["ignore_iof_thr"] = 0.5
         if mmdet3:
             cfg["test_cfg"]["drop_empty_boxes"] = True
