@@ -25,7 +25,7 @@ from engine_helpers import tiny_cfg
 pytest.importorskip("onnxruntime")
 
 PRESETS = {"fcos": "presets/quickstart.yaml", "retinanet": "presets/retinanet_r18_fpn_shapes.yaml",
-           "gfl": "presets/gfl_r18_fpn_shapes.yaml"}
+           "gfl": "tests/engine/gfl_r18_fpn_shapes.yaml"}  # test-only config (no shipped shapes preset)
 ROOT = Path(__file__).resolve().parents[2]
 TINY = [
     "model.neck.out_channels=16", "model.bbox_head.in_channels=16", "model.bbox_head.feat_channels=16",

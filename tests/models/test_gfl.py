@@ -294,7 +294,7 @@ def test_preset_equals_mmdet_config_and_builds() -> None:
         + (256 * 80 * 9 + 80) + (256 * 68 * 9 + 68) + 5
 
 
-@pytest.mark.parametrize("preset", ["gfl_r50_fpn_1x_coco", "gfl_r18_fpn_shapes"])
+@pytest.mark.parametrize("preset", ["gfl_r50_fpn_1x_coco", str(ROOT / "tests" / "engine" / "gfl_r18_fpn_shapes.yaml")])
 def test_det_config_check_builds_the_presets(preset: str) -> None:
     from typer.testing import CliRunner
 
