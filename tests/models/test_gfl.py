@@ -302,3 +302,45 @@ def test_det_config_check_builds_the_presets(preset: str) -> None:
 
     result = CliRunner().invoke(app, ["config", "check", preset])
     assert result.exit_code == 0, result.output
+
+
+@pytest.mark.slow
+def test_tiny_gfl_overfits_one_image() -> None:
+    """ResNet-18, 32-channel FPN and head from the preset, one synthetic image with three boxes: the
+    losses fall and the top detections find every box with its class (as RetinaNet / FCOS in test_overfit)."""
+    from detcli.structures import box_iou
+
+    torch.manual_seed(0)
+    cfg = load_config(str(ROOT / "presets" / "gfl_r50_fpn_1x_coco.yaml"))["model"]
+    cfg["backbone"].update(depth=18, frozen_stages=-1, norm_eval=False, init_cfg=None)
+    cfg["neck"].update(in_channels=[64, 128, 256, 512], out_channels=32)
+    cfg["bbox_head"].update(num_classes=4, in_channels=32, feat_channels=32, stacked_convs=2)
+    cfg["bbox_head"]["norm_cfg"]["num_groups"] = 8
+    model = build(cfg, DETECTORS, path="model")
+    boxes = torch.tensor([[10.0, 12, 60, 50], [70, 30, 118, 110], [20, 70, 55, 120]])
+    g = torch.Generator().manual_seed(0)
+    img = torch.rand(3, 128, 128, generator=g) * 0.3
+    for b, c in zip(boxes.int(), torch.tensor([[1.0, 0.2, 0.2], [0.2, 1.0, 0.2], [0.2, 0.2, 1.0]])):
+        img[:, b[1]:b[3], b[0]:b[2]] = c[:, None, None]
+    images = ImageBatch(((img - 0.45) / 0.25)[None], [(128, 128)])
+    targets = [GroundTruth((128, 128), Boxes(boxes), torch.tensor([0, 1, 2]))]
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=1e-3, weight_decay=1e-4)
+    model.train()
+    first = None
+    for _ in range(60):
+        losses = model(images, targets)
+        loss = sum(losses.values())
+        first = loss.item() if first is None else first
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 35)
+        opt.step()
+    assert loss.item() < 0.4 * first
+    dets = model.eval()(images)[0]
+    top = dets[torch.arange(min(len(dets), 10))]
+    ious = box_iou(targets[0].boxes, top.boxes)  # (3, k)
+    for k, label in enumerate(targets[0].labels.tolist()):
+        same_class = top.labels == label
+        assert same_class.any(), f"no detection of class {label} in the top 10"
+        assert ious[k][same_class].max() > 0.5, f"box {k} not found: IoUs {ious[k]}"
