@@ -11,6 +11,7 @@ from detcli.models.detector import (
     DenseTrainConfig,
     SingleStageDetector,
 )
+from detcli.models.atss import ATSS, ATSSHead
 from detcli.models.fcos import FCOS, FCOSHead
 from detcli.models.gfl import GFL, GFLHead, Integral
 from detcli.models.losses import (
@@ -45,5 +46,5 @@ from detcli.models.coders import TorchvisionDeltaXYWHBBoxCoder  # noqa: E402
 from detcli.models.mask_heads import paste_masks_torchvision  # noqa: E402
 
 __all__ += ["TorchvisionDeltaXYWHBBoxCoder", "paste_masks_torchvision", "BaseDenseHead", "BatchAssigner", "LevelScores"]
-__all__ += ["ATSSAssigner"]
+__all__ += ["ATSS", "ATSSAssigner", "ATSSHead"]
 __all__ += ["GFL", "GFLHead", "Integral", "QualityFocalLoss", "DistributionFocalLoss"]

@@ -28,9 +28,9 @@ TWO_STAGE_RULES: tuple[tuple[str, str], ...] = CONV_MODULE_RULES + (
 )
 
 
-@register_key_map("mmdet", "RetinaNet", "FCOS")
+@register_key_map("mmdet", "RetinaNet", "FCOS", "ATSS")
 def mmdet_single_stage(state_dict: Mapping[str, Tensor], model: nn.Module) -> dict[str, Tensor]:
-    """RetinaNet and FCOS: ConvModule renames in the FPN and the head towers."""
+    """RetinaNet, FCOS and ATSS: ConvModule renames in the FPN and the head towers."""
     return rename_keys(state_dict, CONV_MODULE_RULES)
 
 
