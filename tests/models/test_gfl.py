@@ -208,9 +208,9 @@ def test_bbox_and_dfl_are_divided_by_the_weight_sum_once_it_exceeds_one() -> Non
     losses = head.loss(feats(), images, [target], DenseTrainConfig(assigner=ScriptedAssigner(gt_inds)))
     # second positive in stride-16 units: pred [-2, -2, 2, 2], GT [0, 0, 2, 2]: IoU 1/4 = GIoU (enclosing = pred)
     assert float(losses["loss_bbox"].detach()) == pytest.approx(2.0 * (0 + 0.75) / 2, rel=1e-12)
-    # DFL targets: positive 1 all 2 (ln5 each); positive 2: (2, 2, 2, 2) from centre (0, 0) to GT (0, 0, 2, 2):
-    # left/top 0, right/bottom 2
-    ce0 = math.log(5)  # uniform bins: CE is ln5 at every bin
+    # DFL targets: positive 1 all bin 2; positive 2 (centre (0, 0), GT (0, 0, 2, 2)) left/top 0, right/bottom 2.
+    # All integer bins, and uniform bins have CE ln5 at every bin
+    ce0 = math.log(5)
     assert float(losses["loss_dfl"].detach()) == pytest.approx(0.25 * ce0, rel=1e-12)
 
 
