@@ -26,6 +26,8 @@ PUBLISHED = {
     "retinanet_x101_64x4d_fpn_1x_coco": (41.0, None),
     "faster_rcnn_x101_32x4d_fpn_1x_coco": (41.2, None),
     "faster_rcnn_x101_64x4d_fpn_1x_coco": (42.1, None),
+    "atss_r50_fpn_1x_coco": (39.4, None),
+    "gfl_r50_fpn_1x_coco": (40.2, None),
 }
 #: torchvision's COCO_V1 detection weights (their meta ``_metrics``)
 TORCHVISION = {

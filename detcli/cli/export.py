@@ -1,4 +1,4 @@
-"""`det export-onnx` / `det export onnx`: export a RetinaNet, FCOS, Faster R-CNN or Mask R-CNN checkpoint to ONNX."""
+"""`det export-onnx` / `det export onnx`: export a RetinaNet, FCOS, GFL, Faster R-CNN or Mask R-CNN checkpoint to ONNX."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Models: backbones, necks, priors, coders, assigners, losses and detectors (all registered)."""
 
 from detcli.models import assigners, coders, losses, mask_heads, priors, samplers
-from detcli.models.assigners import AssignResult, BatchAssigner, MaxIoUAssigner
+from detcli.models.assigners import AssignResult, ATSSAssigner, BatchAssigner, MaxIoUAssigner
 from detcli.models.backbones import ResNet, ResNetV1d, ResNeXt
 from detcli.models.bbox_heads import ConvFCBBoxHead, Shared2FCBBoxHead
 from detcli.models.coders import DeltaXYWHBBoxCoder, DistancePointBBoxCoder
@@ -11,13 +11,17 @@ from detcli.models.detector import (
     DenseTrainConfig,
     SingleStageDetector,
 )
+from detcli.models.atss import ATSS, ATSSHead
 from detcli.models.fcos import FCOS, FCOSHead
+from detcli.models.gfl import GFL, GFLHead, Integral
 from detcli.models.losses import (
     CrossEntropyLoss,
+    DistributionFocalLoss,
     FocalLoss,
     GIoULoss,
     IoULoss,
     L1Loss,
+    QualityFocalLoss,
     SmoothL1Loss,
 )
 from detcli.models.mask_heads import FCNMaskHead, paste_masks
@@ -43,3 +47,5 @@ from detcli.models.mask_heads import paste_masks_torchvision  # noqa: E402
 
 __all__ += ["TorchvisionDeltaXYWHBBoxCoder", "paste_masks_torchvision", "BaseDenseHead", "BatchAssigner", "LevelScores"]
 __all__ += ["ResNeXt", "ResNetV1d"]
+__all__ += ["ATSS", "ATSSAssigner", "ATSSHead"]
+__all__ += ["GFL", "GFLHead", "Integral", "QualityFocalLoss", "DistributionFocalLoss"]

@@ -1,4 +1,4 @@
-"""Label assignment of priors to ground-truth boxes by IoU (mmdet 2.x ``MaxIoUAssigner``).
+"""Label assignment of priors to ground-truth boxes (mmdet 2.x ``MaxIoUAssigner``, ``ATSSAssigner``).
 
 Assignment codes (:class:`AssignResult`):
 
@@ -12,6 +12,7 @@ ground truth padded to a common count; :meth:`MaxIoUAssigner.assign` is the one-
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -269,3 +270,176 @@ class MaxIoUAssigner:
     def __repr__(self) -> str:
         return (f"MaxIoUAssigner(pos_iou_thr={self.pos_iou_thr}, neg_iou_thr={self.neg_iou_thr}, "
                 f"min_pos_iou={self.min_pos_iou}, ignore_iof_thr={self.ignore_iof_thr})")
+
+
+#: distance standing for "this prior lies in an ignore region" (mmdet's ``INF``)
+_IGNORED_DISTANCE = 1e8
+
+
+@MATCHERS.register()
+class ATSSAssigner:
+    """Adaptive training sample selection (Zhang et al., 2020), mmdet 2.x semantics.
+
+    For every ground-truth box:
+
+    1. on each pyramid level, the ``topk`` priors whose centres are closest to the box centre
+       (Euclidean) are candidates (all of a level's priors when it has fewer);
+    2. the IoU threshold is the mean plus the (unbiased) standard deviation of the candidates' IoUs;
+    3. a candidate is positive when its IoU is ``>=`` the threshold and its centre lies strictly inside
+       the box, more than 0.01 from every side.
+
+    A prior positive for several boxes goes to the one it overlaps most (the first of equal IoUs).
+    Everything else is negative. With ``ignore_iof_thr > 0``, priors whose IoF with an ignore box
+    exceeds it are ``IGNORE`` and rank last in step 1 (distance 1e8, as in mmdet); they still count
+    as candidates when a level has no others, and a positive result overrides the ignore. An image
+    without ground truth is all negative (its ignore boxes are not applied, as in mmdet). Priors
+    marked invalid (``prior_valid``: outside the padded image's feature map) are ``IGNORE`` and take
+    no part, as if they were not there.
+
+    Args:
+        topk: candidates per level and GT.
+        ignore_iof_thr: IoF with ignore boxes above which a prior is ignored (``<= 0``: off).
+        alpha: mmdet's prediction-cost variant (DDOD); only None is supported.
+
+    Example:
+        >>> priors = torch.tensor([[0., 0, 8, 8], [8, 0, 16, 8], [16, 0, 24, 8]])
+        >>> ATSSAssigner(topk=3).assign(priors, torch.tensor([[0., 0, 9, 9]]), num_level_priors=[3]).gt_inds
+        tensor([1, 0, 0])
+    """
+
+    #: IoU and centres alone decide (:class:`BatchAssigner`)
+    needs_predictions = False
+
+    def __init__(self, topk: int = 9, ignore_iof_thr: float = -1, alpha: float | None = None) -> None:
+        if int(topk) < 1:
+            raise ValueError(f"ATSSAssigner topk must be >= 1, got {topk}")
+        if alpha is not None:
+            raise ValueError("ATSSAssigner alpha (the prediction-cost variant of DDOD) is not supported; use null")
+        self.topk = int(topk)
+        self.ignore_iof_thr = float(ignore_iof_thr)
+
+    @torch.no_grad()
+    def assign(self, bboxes: Tensor, gt_bboxes: Tensor, gt_bboxes_ignore: Tensor | None = None,
+               gt_labels: Tensor | None = None, *, num_level_priors: Sequence[int] | None = None) -> AssignResult:
+        """Assign the priors of one image (``num_level_priors`` default: one level)."""
+        g = gt_bboxes.shape[0]
+        gt_valid = torch.ones(1, g, dtype=torch.bool, device=bboxes.device)
+        ignore = None if gt_bboxes_ignore is None else gt_bboxes_ignore[None]
+        levels = [bboxes.shape[0]] if num_level_priors is None else num_level_priors
+        gt_inds, max_overlaps = self.assign_batch(bboxes, gt_bboxes[None], gt_valid, ignore,
+                                                  num_level_priors=levels)
+        labels = None
+        if gt_labels is not None:
+            labels = torch.full_like(gt_inds[0], -1)
+            pos = gt_inds[0] > 0
+            labels[pos] = gt_labels[gt_inds[0][pos] - 1]
+        return AssignResult(g, gt_inds[0], max_overlaps[0], labels)
+
+    @torch.no_grad()
+    def assign_batch(
+        self,
+        priors: Tensor,
+        gt_bboxes: Tensor,
+        gt_valid: Tensor,
+        gt_bboxes_ignore: Tensor | None = None,
+        ignore_valid: Tensor | None = None,
+        prior_valid: Tensor | None = None,
+        *,
+        num_level_priors: Sequence[int] | None = None,
+        pred_bboxes: Tensor | None = None,
+        pred_scores: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor]:
+        """Assign priors shared by ``B`` images to their padded ground truth.
+
+        Args:
+            priors (Tensor[N, 4]): anchors (x1, y1, x2, y2) of all levels, level by level.
+            gt_bboxes (Tensor[B, G, 4]), gt_valid (Tensor[B, G]): padded ground truth.
+            gt_bboxes_ignore (Tensor[B, K, 4]), ignore_valid (Tensor[B, K]): padded ignore regions.
+            prior_valid (Tensor[B, N]): bool, False for priors to leave out (they are ``IGNORE``).
+            num_level_priors: priors per level (required), summing to ``N``.
+            pred_bboxes, pred_scores: unused (:class:`BatchAssigner`).
+
+        Returns:
+            gt_inds (Tensor[B, N]) int64 codes as in :class:`AssignResult`, and max_overlaps
+            (Tensor[B, N]): the IoU with the assigned GT for positives, 0 elsewhere.
+        """
+        if priors.dim() != 2:
+            raise ValueError(f"ATSSAssigner needs priors shared by the batch (N, 4), got {tuple(priors.shape)}")
+        if num_level_priors is None:
+            raise ValueError("ATSSAssigner needs num_level_priors (priors per pyramid level)")
+        b, g = gt_bboxes.shape[:2]
+        n = priors.shape[0]
+        device = priors.device
+        if sum(num_level_priors) != n:
+            raise ValueError(f"num_level_priors {list(num_level_priors)} sum to {sum(num_level_priors)}, "
+                             f"but there are {n} priors")
+        gt_inds = torch.zeros((b, n), dtype=torch.long, device=device)
+        max_overlaps = priors.new_zeros((b, n))
+        if g == 0 or n == 0 or not bool(gt_valid.any()):
+            if prior_valid is not None:
+                gt_inds[~prior_valid] = IGNORE
+            return gt_inds, max_overlaps
+        overlaps = box_overlaps(priors[None].expand(b, n, 4), gt_bboxes)  # (B, N, G)
+        # centre distances (B, N, G)
+        gt_centres = torch.stack(((gt_bboxes[..., 0] + gt_bboxes[..., 2]) / 2.0,
+                                  (gt_bboxes[..., 1] + gt_bboxes[..., 3]) / 2.0), dim=-1)  # (B, G, 2)
+        pcx = (priors[:, 0] + priors[:, 2]) / 2.0
+        pcy = (priors[:, 1] + priors[:, 3]) / 2.0
+        prior_centres = torch.stack((pcx, pcy), dim=1)  # (N, 2)
+        distances = (prior_centres[None, :, None, :] - gt_centres[:, None, :, :]).pow(2).sum(-1).sqrt()
+        if self.ignore_iof_thr > 0 and gt_bboxes_ignore is not None and gt_bboxes_ignore.shape[1] > 0:
+            iof = box_overlaps(priors[None].expand(b, n, 4), gt_bboxes_ignore, mode="iof")  # (B, N, K)
+            if ignore_valid is not None:
+                iof = iof.masked_fill(~ignore_valid[:, None, :], 0.0)
+            in_ignore = iof.amax(dim=2) > self.ignore_iof_thr  # (B, N)
+            distances = distances.masked_fill(in_ignore[:, :, None], _IGNORED_DISTANCE)
+            gt_inds[in_ignore] = IGNORE
+        partial = prior_valid is not None and not bool(prior_valid.all())
+        if partial:
+            # left-out priors rank after everything, then drop out of the candidates below
+            distances = distances.masked_fill(~prior_valid[:, :, None], math.inf)
+        # 1. per level the topk closest priors per GT
+        cand_idx = []
+        start = 0
+        for count in num_level_priors:
+            if count > 0:
+                _, idx = distances[:, start:start + count].topk(min(self.topk, count), dim=1, largest=False)
+                cand_idx.append(idx + start)
+            start += count
+        cand = torch.cat(cand_idx, dim=1)  # (B, K, G)
+        cand_overlaps = overlaps.gather(1, cand)  # (B, K, G)
+        # 2. threshold mean + std of the candidates' IoUs
+        if partial:
+            cand_ok = prior_valid.gather(1, cand.flatten(1)).view_as(cand)  # (B, K, G)
+            count = cand_ok.sum(dim=1).to(overlaps.dtype)  # (B, G)
+            mean = (cand_overlaps * cand_ok).sum(dim=1) / count
+            var = (((cand_overlaps - mean[:, None]) ** 2) * cand_ok).sum(dim=1) / (count - 1)
+            thr = mean + var.sqrt()
+        else:
+            cand_ok = None
+            thr = cand_overlaps.mean(dim=1) + cand_overlaps.std(dim=1)  # (B, G)
+        is_pos = cand_overlaps >= thr[:, None, :]  # (B, K, G)
+        # 3. candidates' centres strictly inside the GT
+        ccx, ccy = pcx[cand], pcy[cand]  # (B, K, G)
+        sides = torch.stack((ccx - gt_bboxes[:, None, :, 0], ccy - gt_bboxes[:, None, :, 1],
+                             gt_bboxes[:, None, :, 2] - ccx, gt_bboxes[:, None, :, 3] - ccy), dim=-1)
+        is_pos &= sides.amin(dim=-1) > 0.01
+        is_pos &= gt_valid[:, None, :]
+        if cand_ok is not None:
+            is_pos &= cand_ok
+        # a prior positive for several GTs takes the one of highest IoU (first of ties)
+        pos_overlaps = torch.full_like(overlaps, -math.inf)  # (B, N, G)
+        pos_overlaps.scatter_(1, cand, torch.where(is_pos, cand_overlaps, -math.inf))
+        best, argbest = pos_overlaps.max(dim=2)  # (B, N)
+        pos = best != -math.inf
+        gt_inds = torch.where(pos, argbest + 1, gt_inds)
+        max_overlaps = torch.where(pos, best, max_overlaps)
+        no_gt = ~gt_valid.any(dim=1)  # (B,): all negative, ignore regions not applied (mmdet)
+        if bool(no_gt.any()):
+            gt_inds[no_gt] = NEGATIVE
+        if prior_valid is not None:
+            gt_inds[~prior_valid] = IGNORE
+        return gt_inds, max_overlaps
+
+    def __repr__(self) -> str:
+        return f"ATSSAssigner(topk={self.topk}, ignore_iof_thr={self.ignore_iof_thr})"

@@ -1,6 +1,6 @@
 """Export graphs of the dense detectors: the network plus post-processing in standard ONNX ops.
 
-:class:`DeployDetector` wraps a trained :class:`SingleStageDetector` (RetinaNet, FCOS, any detector
+:class:`DeployDetector` wraps a trained :class:`SingleStageDetector` (RetinaNet, FCOS, ATSS, any detector
 whose head is on the dense-head template :class:`~detcli.models.dense_head.BaseDenseHead`) for
 ``torch.onnx.export`` (TorchScript tracing). Input: ``images (B, 3, H, W)`` float32, the
 preprocessed (normalised, padded) tensor. Outputs:
@@ -25,16 +25,19 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from detcli.errors import ConfigError
+from detcli.models.atss import ATSS
 from detcli.models.dense_head import BaseDenseHead
 from detcli.models.detector import SingleStageDetector
 from detcli.models.fcos import FCOS
+from detcli.models.gfl import GFL
 from detcli.models.retinanet import RetinaNet
 from detcli.models.two_stage import FasterRCNN, MaskRCNN, TwoStageDetector
 
 #: the built-in detectors ONNX export supports, by config ``type`` (two-stage ones by
 #: :class:`detcli.models.deploy_two_stage.DeployTwoStage`); any single-stage detector whose head is a
 #: :class:`~detcli.models.dense_head.BaseDenseHead` is exportable too (:func:`exportable`)
-SUPPORTED_DETECTORS = {"RetinaNet": RetinaNet, "FCOS": FCOS, "FasterRCNN": FasterRCNN, "MaskRCNN": MaskRCNN}
+SUPPORTED_DETECTORS = {"RetinaNet": RetinaNet, "FCOS": FCOS, "ATSS": ATSS, "GFL": GFL, "FasterRCNN": FasterRCNN,
+                       "MaskRCNN": MaskRCNN}
 #: lowest ONNX opset of every op the dense graph uses (NonMaxSuppression 10, TopK with a K input
 #: 10, ScatterND 11)
 MIN_OPSET = 11

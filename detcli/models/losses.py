@@ -436,6 +436,120 @@ class CrossEntropyLoss(_ReducedLoss):
         return self.loss_weight * weight_reduce_loss(loss, weight, reduction, avg_factor)
 
 
+def quality_focal_loss(pred: Tensor, label: Tensor, score: Tensor, beta: float = 2.0,
+                       activated: bool = False) -> Tensor:
+    """Element-wise Quality Focal Loss (Li et al., GFL), summed over classes.
+
+    Every (prior, class) pair is a binary problem whose target is ``score`` on the prior's class
+    and 0 elsewhere: ``BCE(p, t) * |t - p| ** beta`` with ``p = sigmoid(pred)`` (so negatives get
+    ``BCE(p, 0) * p ** beta``).
+
+    Args:
+        pred (Tensor[M, C]): logits (probabilities when ``activated``).
+        label (Tensor[M]): class indices; any value outside ``[0, C)`` is background.
+        score (Tensor[M]): the soft target (IoU) of each prior on its class.
+
+    Returns:
+        Tensor[M].
+    """
+    num_classes = pred.shape[1]
+    if activated:
+        prob = pred
+        bce = F.binary_cross_entropy
+    else:
+        prob = pred.sigmoid()
+        bce = F.binary_cross_entropy_with_logits
+    loss = bce(pred, torch.zeros_like(pred), reduction="none") * prob.pow(beta)  # (M, C)
+    rows = ((label >= 0) & (label < num_classes)).nonzero(as_tuple=True)[0]
+    if rows.numel():
+        cols = label[rows].long()
+        target = score[rows].to(pred.dtype)
+        pos_pred = pred[rows, cols]
+        pos_loss = bce(pos_pred, target, reduction="none") * (target - prob[rows, cols]).abs().pow(beta)
+        loss = loss.index_put((rows, cols), pos_loss)
+    return loss.sum(dim=1)
+
+
+def distribution_focal_loss(pred: Tensor, target: Tensor) -> Tensor:
+    """Element-wise Distribution Focal Loss: cross-entropy on the two bins around a real target.
+
+    A target ``y`` between bins ``i = floor(y)`` and ``i + 1`` gives
+    ``(i + 1 - y) * CE(pred, i) + (y - i) * CE(pred, i + 1)`` (an integer target: ``CE(pred, y)``).
+
+    Args:
+        pred (Tensor[M, n + 1]): logits over the bins ``0..n``.
+        target (Tensor[M]): in ``[0, n)`` (GFL clamps the distances to ``n - 0.1``).
+
+    Returns:
+        Tensor[M].
+    """
+    left = target.long()
+    right = left + 1
+    weight_left = right.to(target.dtype) - target
+    weight_right = target - left.to(target.dtype)
+    return (F.cross_entropy(pred, left, reduction="none") * weight_left
+            + F.cross_entropy(pred, right, reduction="none") * weight_right)
+
+
+@LOSSES.register()
+class QualityFocalLoss(_ReducedLoss):
+    """Quality Focal Loss (GFL): sigmoid classification against IoU-valued soft targets.
+
+    Called as ``loss(pred, (labels, scores), weight, avg_factor)``; ``weight (M,)`` scales each
+    prior's summed loss.
+
+    Args:
+        use_sigmoid: must be True (only the sigmoid form exists).
+        beta: the modulating exponent on ``|target - p|``.
+        reduction: ``'none'``, ``'mean'`` or ``'sum'``.
+        loss_weight: multiplier of the result.
+        activated: ``pred`` are probabilities instead of logits.
+
+    Example (logit 0, target 0.5 on class 0: only the other class contributes, 0.25 * ln 2):
+        >>> QualityFocalLoss()(torch.zeros(1, 2), (torch.tensor([0]), torch.tensor([0.5])))
+        tensor(0.1733)
+    """
+
+    def __init__(self, use_sigmoid: bool = True, beta: float = 2.0, reduction: str = "mean",
+                 loss_weight: float = 1.0, activated: bool = False) -> None:
+        super().__init__(reduction, loss_weight)
+        if not use_sigmoid:
+            raise ValueError("QualityFocalLoss supports only use_sigmoid=True (set use_sigmoid: true)")
+        self.use_sigmoid = use_sigmoid
+        self.beta = float(beta)
+        self.activated = activated
+
+    def forward(self, pred: Tensor, target: tuple[Tensor, Tensor], weight: Tensor | None = None,
+                avg_factor: float | Tensor | None = None, reduction_override: str | None = None) -> Tensor:
+        """pred (Tensor[M, C]); target: labels (Tensor[M]) with background ``C`` and scores (Tensor[M])."""
+        labels, scores = target
+        loss = quality_focal_loss(pred, labels, scores, self.beta, self.activated)
+        return self.loss_weight * weight_reduce_loss(loss, weight, self._reduction(reduction_override), avg_factor)
+
+    def extra_repr(self) -> str:
+        return f"beta={self.beta}, " + super().extra_repr()
+
+
+@LOSSES.register()
+class DistributionFocalLoss(_ReducedLoss):
+    """Distribution Focal Loss (GFL) on the bins of the integral box representation.
+
+    Args:
+        reduction: ``'none'``, ``'mean'`` or ``'sum'``.
+        loss_weight: multiplier of the result (GFL: 0.25).
+
+    Example (uniform logits over 3 bins: ``ln 3`` whatever the target):
+        >>> DistributionFocalLoss(loss_weight=1.0)(torch.zeros(1, 3), torch.tensor([0.5]))
+        tensor(1.0986)
+    """
+
+    def forward(self, pred: Tensor, target: Tensor, weight: Tensor | None = None,
+                avg_factor: float | Tensor | None = None, reduction_override: str | None = None) -> Tensor:
+        """pred (Tensor[M, n + 1]) bin logits; target (Tensor[M]) distances in bins; weight (Tensor[M])."""
+        loss = distribution_focal_loss(pred, target)
+        return self.loss_weight * weight_reduce_loss(loss, weight, self._reduction(reduction_override), avg_factor)
+
+
 def centerness_target(distances: Tensor) -> Tensor:
     """FCOS centerness ``sqrt(min(l, r) / max(l, r) * min(t, b) / max(t, b))``.
 
@@ -454,6 +568,7 @@ def centerness_target(distances: Tensor) -> Tensor:
 
 
 __all__ = [
-    "CrossEntropyLoss", "FocalLoss", "GIoULoss", "IoULoss", "L1Loss", "SmoothL1Loss", "centerness_target",
-    "l1_loss", "reduce_loss", "sigmoid_focal_loss", "smooth_l1_loss", "weight_reduce_loss", "weighted_loss",
+    "CrossEntropyLoss", "DistributionFocalLoss", "FocalLoss", "GIoULoss", "IoULoss", "L1Loss",
+    "QualityFocalLoss", "SmoothL1Loss", "centerness_target", "distribution_focal_loss", "l1_loss",
+    "quality_focal_loss", "reduce_loss", "sigmoid_focal_loss", "smooth_l1_loss", "weight_reduce_loss", "weighted_loss",
 ]

@@ -1,4 +1,4 @@
-"""ONNX export: graph + checker + parity gate (RetinaNet, FCOS), dynamic shapes, zero detections,
+"""ONNX export: graph + checker + parity gate (RetinaNet, FCOS, ATSS, GFL), dynamic shapes, zero detections,
 errors, ``det test --backend onnxruntime`` and the CLI."""
 
 from __future__ import annotations
@@ -24,7 +24,9 @@ from engine_helpers import tiny_cfg
 
 pytest.importorskip("onnxruntime")
 
-PRESETS = {"fcos": "presets/quickstart.yaml", "retinanet": "presets/retinanet_r18_fpn_shapes.yaml"}
+PRESETS = {"fcos": "presets/quickstart.yaml", "retinanet": "presets/retinanet_r18_fpn_shapes.yaml",
+           "atss": "presets/atss_r18_fpn_shapes.yaml",
+           "gfl": "tests/engine/gfl_r18_fpn_shapes.yaml"}  # test-only config (no shipped shapes preset)
 ROOT = Path(__file__).resolve().parents[2]
 TINY = [
     "model.neck.out_channels=16", "model.bbox_head.in_channels=16", "model.bbox_head.feat_channels=16",
@@ -34,12 +36,12 @@ TINY = [
 
 
 def _checkpoint(tmp: Path, name: str, extra: list[str] | None = None) -> Path:
-    overrides = TINY + (["model.bbox_head.norm_cfg.num_groups=4"] if name == "fcos" else []) + (extra or [])
+    overrides = TINY + (["model.bbox_head.norm_cfg.num_groups=4"] if name in ("fcos", "atss", "gfl") else []) + (extra or [])
     cfg = load_config(str(ROOT / PRESETS[name]), overrides)
     torch.manual_seed(0)
     model = build_model(cfg)
     head = model.bbox_head
-    cls_conv = head.conv_cls if name == "fcos" else head.retina_cls
+    cls_conv = getattr(head, {"fcos": "conv_cls", "retinanet": "retina_cls", "atss": "atss_cls", "gfl": "gfl_cls"}[name])
     torch.nn.init.normal_(cls_conv.weight, std=0.3)  # spread the scores: no near-ties in the parity check
     torch.nn.init.constant_(cls_conv.bias, -1.0)
     if name == "fcos":  # positive distances: no zero-area boxes (ONNX Runtime's NMS drops those)
@@ -49,7 +51,7 @@ def _checkpoint(tmp: Path, name: str, extra: list[str] | None = None) -> Path:
     return path
 
 
-@pytest.fixture(scope="module", params=["fcos", "retinanet"])
+@pytest.fixture(scope="module", params=["fcos", "retinanet", "atss", "gfl"])
 def ckpt(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return _checkpoint(tmp_path_factory.mktemp(request.param), request.param)
 
@@ -120,7 +122,7 @@ def test_unsupported_model_and_bad_opset(tmp_path: Path) -> None:
     """Fast: both errors come before any tracing."""
     run = engine.train(tiny_cfg(runner={"type": "EpochBasedRunner", "max_epochs": 1}), work_dir=tmp_path / "run",
                        cfg_source="tiny.yaml", validate=False)
-    with pytest.raises(ConfigError, match="supports RetinaNet, FCOS, FasterRCNN, MaskRCNN; got TinyTestDetector"):
+    with pytest.raises(ConfigError, match="supports RetinaNet, FCOS, ATSS, GFL, FasterRCNN, MaskRCNN; got TinyTestDetector"):
         export_onnx(None, run.last_checkpoint, output_file=tmp_path / "x.onnx")
     ckpt = _checkpoint(tmp_path, "fcos")
     with pytest.raises(ConfigError, match="opset >= 11"):

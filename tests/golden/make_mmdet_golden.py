@@ -4,7 +4,7 @@ Backbone-only cases (``mmdet_backbone_<name>.pt``, :data:`BACKBONE_CONFIGS`: Res
 store the key names, shapes and the four stage maps on the same batch
 (``make_mmdet_golden.py backbone_resnext50_4x4d``).
 
-For RetinaNet, FCOS, Faster R-CNN and Mask R-CNN, a small MMDetection model (ResNet-18, 32-channel
+For RetinaNet, FCOS, ATSS, GFL, Faster R-CNN and Mask R-CNN, a small MMDetection model (ResNet-18, 32-channel
 FPN and heads, 4 classes) mirroring det's preset of that family runs in float64 on weights and a
 batch rebuilt from ``mmdet_recipe.py``; every stage is stored: the state-dict key names and shapes,
 backbone maps, neck maps, head raw outputs, proposals (two-stage), losses and final detections
@@ -30,7 +30,7 @@ hard-coded float32 casts and 3.x's avg_factor epsilon removed, so the float64 ru
 loss reduction), ``pad_shape = img_shape`` in the image metas (det takes the valid anchor locations from
 the image size), and the dense heads' mmdet 2.x detections (``detections_2x``) made with
 ``min_bbox_size: -1`` (3.x then skips the size filter, as 2.x's dense heads do). See docs/mmdet-compat.md.
-The batch has one crowd box per image (``ignored_instances``; RetinaNet, RPN and R-CNN assigners use
+The batch has one crowd box per image (``ignored_instances``; RetinaNet, ATSS, RPN and R-CNN assigners use
 ``ignore_iof_thr: 0.5``; FCOS ignores crowd boxes in both libraries). Run time: about 45 s on a CPU.
 
 Randomness: the two-stage samplers take every candidate (RPN ``num: 8192``, R-CNN ``num: 2048``,
@@ -212,7 +212,8 @@ def patch_float32_casts() -> None:
     - ``AnchorGenerator`` / ``MlvlPointGenerator.grid_priors`` default to ``dtype=torch.float32`` and the
       anchor heads' training path (``AnchorHead.get_anchors``) does not pass a dtype: default float64;
     - ``bbox2delta`` (``DeltaXYWHBBoxCoder.encode``) casts anchors and GT to float32: casts removed;
-    - ``FCOSHead.forward_single`` casts the regression to float32 (``scale(bbox_pred).float()``): removed;
+    - ``FCOSHead.forward_single`` and ``ATSSHead.forward_single`` cast the regression to float32
+      (``scale(...).float()``): removed;
     - ``binary_cross_entropy`` / ``mask_cross_entropy`` pass float32 targets (``label.float()``, float32
       mask targets) to ``F.binary_cross_entropy_with_logits``, which then computes in float32: the
       targets are cast to the logits' dtype instead (RPN objectness, FCOS centerness, mask losses);
@@ -222,7 +223,7 @@ def patch_float32_casts() -> None:
     - ``_do_paste_mask`` pastes masks in float32 on a grid built from the boxes: given float32 boxes, which
       is what mmdet does in a float32 run and what det does (det pastes in float32 too).
     """
-    from mmdet.models.dense_heads import fcos_head
+    from mmdet.models.dense_heads import atss_head, fcos_head
     from mmdet.models.losses import cross_entropy_loss, focal_loss
     from mmdet.models.losses import utils as loss_utils
     from mmdet.models.roi_heads.mask_heads import fcn_mask_head
@@ -240,6 +241,10 @@ def patch_float32_casts() -> None:
     _patch_source(cross_entropy_loss, "mask_cross_entropy", ("pred_slice, target,", "pred_slice, target.to(pred_slice.dtype),"))
     _patch_source(fcos_head.FCOSHead, "forward_single", ("scale(bbox_pred).float()", "scale(bbox_pred)"),
                   ("super()", "super(FCOSHead, self)"))
+    _patch_source(atss_head.ATSSHead, "forward_single", ("scale(self.atss_reg(reg_feat)).float()",
+                                                          "scale(self.atss_reg(reg_feat))"))
+
+    patch_gfl()
 
     paste = fcn_mask_head._do_paste_mask
 
@@ -247,6 +252,18 @@ def patch_float32_casts() -> None:
         return paste(masks, boxes.float(), img_h, img_w, skip_empty)
 
     fcn_mask_head._do_paste_mask = paste_float32
+
+
+def patch_gfl() -> None:
+    """GFL's float32 casts, removed as above (each only rounds): ``forward_single`` casts the bin logits
+    to float32 (``scale(...).float()``), and ``loss_by_feat_single`` makes the QFL IoU targets with
+    ``label_weights.new_zeros`` (float32 label weights), so the IoUs would be stored in float32."""
+    from mmdet.models.dense_heads import gfl_head
+
+    _patch_source(gfl_head.GFLHead, "forward_single", ("scale(self.gfl_reg(reg_feat)).float()",
+                                                       "scale(self.gfl_reg(reg_feat))"))
+    _patch_source(gfl_head.GFLHead, "loss_by_feat_single", ("score = label_weights.new_zeros(labels.shape)",
+                                                            "score = cls_score.new_zeros(labels.shape)"))
 
 
 # ----------------------------------------------------------------------------- configs
@@ -340,8 +357,42 @@ CONFIGS = {
         train_cfg=dict(assigner=None, allowed_border=-1, pos_weight=-1, debug=False),
         test_cfg=dict(nms_pre=1000, min_bbox_size=0, score_thr=0.05, nms=dict(type="nms", iou_threshold=0.6),
                       max_per_img=100)),
+    "atss": dict(
+        type="ATSS",
+        backbone=copy.deepcopy(BACKBONE),
+        neck=dict(type="FPN", in_channels=[64, 128, 256, 512], out_channels=CH, start_level=1,
+                  add_extra_convs="on_output", num_outs=5),
+        bbox_head=dict(type="ATSSHead", num_classes=recipe.NUM_CLASSES, in_channels=CH, stacked_convs=4,
+                       feat_channels=CH, norm_cfg=dict(type="GN", num_groups=8, requires_grad=True),
+                       anchor_generator=dict(type="AnchorGenerator", ratios=[1.0], octave_base_scale=8,
+                                             scales_per_octave=1, strides=[8, 16, 32, 64, 128]),
+                       bbox_coder=dict(type="DeltaXYWHBBoxCoder", target_means=[0.0] * 4,
+                                       target_stds=[0.1, 0.1, 0.2, 0.2]),
+                       loss_cls=dict(type="FocalLoss", use_sigmoid=True, gamma=2.0, alpha=0.25, loss_weight=1.0),
+                       loss_bbox=dict(type="GIoULoss", loss_weight=2.0),
+                       loss_centerness=dict(type="CrossEntropyLoss", use_sigmoid=True, loss_weight=1.0)),
+        train_cfg=dict(assigner=dict(type="ATSSAssigner", topk=9, ignore_iof_thr=0.5), allowed_border=-1,
+                       pos_weight=-1, debug=False),
+        test_cfg=dict(nms_pre=1000, min_bbox_size=0, score_thr=0.05, nms=dict(type="nms", iou_threshold=0.6),
+                      max_per_img=100)),
     "faster_rcnn": two_stage_cfg(with_mask=False),
     "mask_rcnn": two_stage_cfg(with_mask=True),
+    "gfl": dict(
+        type="GFL",
+        backbone=copy.deepcopy(BACKBONE),
+        neck=dict(type="FPN", in_channels=[64, 128, 256, 512], out_channels=CH, start_level=1,
+                  add_extra_convs="on_output", num_outs=5),
+        bbox_head=dict(type="GFLHead", num_classes=recipe.NUM_CLASSES, in_channels=CH, stacked_convs=4,
+                       feat_channels=CH, norm_cfg=dict(type="GN", num_groups=8, requires_grad=True),
+                       anchor_generator=dict(type="AnchorGenerator", ratios=[1.0], octave_base_scale=8,
+                                             scales_per_octave=1, strides=[8, 16, 32, 64, 128]),
+                       loss_cls=dict(type="QualityFocalLoss", use_sigmoid=True, beta=2.0, loss_weight=1.0),
+                       loss_dfl=dict(type="DistributionFocalLoss", loss_weight=0.25), reg_max=16,
+                       loss_bbox=dict(type="GIoULoss", loss_weight=2.0)),
+        train_cfg=dict(assigner=dict(type="ATSSAssigner", topk=9, ignore_iof_thr=0.5), allowed_border=-1,
+                       pos_weight=-1, debug=False),
+        test_cfg=dict(nms_pre=1000, min_bbox_size=0, score_thr=0.05, nms=dict(type="nms", iou_threshold=0.6),
+                      max_per_img=100)),
 }
 
 #: Backbone-only cases (``mmdet_backbone_<name>.pt``): mmdet's ResNeXt / ResNetV1d on the recipe batch.
@@ -356,6 +407,8 @@ BACKBONE_CONFIGS = {
     "resnetv1d50": dict(type="ResNetV1d", depth=50, **BACKBONE_COMMON),
 }
 
+#: the single-stage (dense) models: raw head outputs stored, and 2.x detections (``detections_2x``)
+DENSE = ("retinanet", "fcos", "atss", "gfl")
 #: channel step of the stored maps (every map also keeps its whole-tensor sum and sum of squares).
 STEPS = {"backbone": 16, "neck": 8, "head": 2, "rpn_head": 3}
 #: masks stored (bit-packed) for the first detections of each image only (file size)
@@ -425,7 +478,7 @@ def run(name: str) -> dict:
         out["backbone"] = summarize_maps(c, STEPS["backbone"])
         feats = model.neck(c)
         out["neck"] = summarize_maps(feats, STEPS["neck"])
-        if name in ("retinanet", "fcos"):
+        if name in DENSE:
             model.bbox_head.train()  # FCOS multiplies its distances by the stride in eval mode only
             raw = model.bbox_head(feats)
             model.bbox_head.eval()
@@ -448,7 +501,7 @@ def run(name: str) -> dict:
     out["losses"] = {k: (sum(v) if isinstance(v, list) else v).detach().clone() for k, v in losses.items()}
     model.eval()
     out["detections"] = predict(model, with_masks)
-    if name in ("retinanet", "fcos"):
+    if name in DENSE:
         # mmdet 2.x dense heads never filter by size; 3.x with min_bbox_size < 0 does the same
         model.test_cfg.min_bbox_size = -1
         out["detections_2x"] = predict(model, with_masks)

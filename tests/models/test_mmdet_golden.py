@@ -31,9 +31,11 @@ _spec = importlib.util.spec_from_file_location("mmdet_recipe", GOLDEN / "mmdet_r
 recipe = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(recipe)
 
-MODELS = ("retinanet", "fcos", "faster_rcnn", "mask_rcnn")
+MODELS = ("retinanet", "fcos", "atss", "gfl", "faster_rcnn", "mask_rcnn")
+DENSE = ("retinanet", "fcos", "atss", "gfl")
 # FCOS: the pytorch-style R50 model file (the mmdet-named FCOS presets use the caffe backbone)
 PRESETS = {"retinanet": "retinanet_r50_fpn_1x_coco.yaml", "fcos": "_base_/models/fcos_r50_fpn.yaml",
+           "atss": "atss_r50_fpn_1x_coco.yaml", "gfl": "gfl_r50_fpn_1x_coco.yaml",
            "faster_rcnn": "faster_rcnn_r50_fpn_1x_coco.yaml", "mask_rcnn": "mask_rcnn_r50_fpn_1x_coco.yaml"}
 CH = 32
 F64_TOL = 1e-9
@@ -46,11 +48,11 @@ def det_config(name: str, mmdet3: bool = False) -> dict:
     cfg = copy.deepcopy(load_config(str(ROOT / "presets" / PRESETS[name]))["model"])
     cfg["backbone"]["depth"] = 18
     cfg["neck"].update(in_channels=[64, 128, 256, 512], out_channels=CH)
-    if name in ("retinanet", "fcos"):
+    if name in DENSE:
         cfg["bbox_head"].update(num_classes=recipe.NUM_CLASSES, in_channels=CH, feat_channels=CH)
-        if name == "fcos":
+        if name in ("fcos", "atss", "gfl"):
             cfg["bbox_head"]["norm_cfg"]["num_groups"] = 8
-        else:
+        if name != "fcos":  # FCOS assigns points itself (and ignores crowd boxes, as mmdet's FCOS)
             cfg["train_cfg"]["assigner"]["ignore_iof_thr"] = 0.5
         if mmdet3:
             cfg["test_cfg"]["drop_empty_boxes"] = True
@@ -148,7 +150,7 @@ def run_stages(name: str, model: torch.nn.Module, golden: dict, dtype: torch.dty
         d.add_maps("backbone", c, golden["backbone"])
         feats = tuple(model.neck(c))
         d.add_maps("neck", feats, golden["neck"])
-        if name in ("retinanet", "fcos"):
+        if name in DENSE:
             raw = model.bbox_head(feats)  # FCOS distances in stride units (mmdet's training-mode output)
             for key, maps in zip(("cls_scores", "bbox_preds", "centernesses"), raw):
                 d.add_maps("head", maps, golden["head"][key])
@@ -239,7 +241,7 @@ def test_float32_close_to_mmdet(golden, tmp_path):
     d.check(torch.float32)
 
 
-@pytest.mark.parametrize("name", ["retinanet", "fcos"])
+@pytest.mark.parametrize("name", ["retinanet", "fcos", "gfl"])  # ATSS: no flat candidates in this batch
 def test_drop_empty_boxes_selects_mmdet3_dense_post_processing(name, tmp_path):
     """mmdet 3.x drops flat boxes (a side <= min_bbox_size = 0, clipped at the border) before NMS; 2.x keeps them."""
     g = torch.load(GOLDEN / f"mmdet_{name}.pt", map_location="cpu", weights_only=True)

@@ -30,9 +30,16 @@ TWO_STAGE_RULES: tuple[tuple[str, str], ...] = CONV_MODULE_RULES + (
 )
 
 
-@register_key_map("mmdet", "RetinaNet", "FCOS")
+@register_key_map("mmdet", "RetinaNet", "FCOS", "ATSS")
 def mmdet_single_stage(state_dict: Mapping[str, Tensor], model: nn.Module) -> dict[str, Tensor]:
-    """RetinaNet and FCOS: ConvModule renames in the FPN and the head towers."""
+    """RetinaNet, FCOS and ATSS: ConvModule renames in the FPN and the head towers."""
+    return rename_keys(state_dict, CONV_MODULE_RULES)
+
+
+@register_key_map("mmdet", "GFL")
+def mmdet_gfl(state_dict: Mapping[str, Tensor], model: nn.Module) -> dict[str, Tensor]:
+    """GFL: as RetinaNet / FCOS (ConvModule renames in the FPN and the GN towers); ``integral.project``
+    and ``scales.<l>.scale`` keep their names."""
     return rename_keys(state_dict, CONV_MODULE_RULES)
 
 
