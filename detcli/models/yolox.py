@@ -252,8 +252,8 @@ class YOLOX(SingleStageDetector):
         backbone, neck, bbox_head: built components (``bbox_head`` a :class:`YOLOXHead`).
         train_cfg: ``{assigner}`` (default :class:`SimOTAAssigner` with centre radius 2.5).
         test_cfg: ``{score_thr, nms, max_per_img, nms_pre}``; ``nms_pre`` defaults to -1 (all priors:
-            mmdet 2.x's YOLOX has no per-level top-k) and ``max_per_img`` to -1 (2.x keeps every box
-            NMS leaves).
+            mmdet 2.x's YOLOX has no per-level top-k) and ``max_per_img`` to -1 (mmdet's YOLOX, 2.x and
+            3.x, keeps every box NMS leaves; the export graph needs a cap, so the presets set 100).
         input_size, random_size_range, random_size_interval: mmdet 2.x's multi-scale training settings,
             kept as attributes for the engine's random-size hook.
         init_cfg: ``{type: Pretrained, checkpoint: PATH}`` of a whole detector.
