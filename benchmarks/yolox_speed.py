@@ -7,10 +7,13 @@ padded to 800x1344 by its ``size_divisor: 32``). ``torch.set_num_threads(2)`` an
 threads; the four timings run round-robin (interleaved, so a change of machine load hits every side
 alike) and the median is reported. On untrained weights few or no scores pass the thresholds, so this times
 the network plus the cheap part of post-processing (the graphs still run decoding and NonMaxSuppression).
-The issue's target: YOLOX-s at least 4x faster than RetinaNet-R50 in ONNX Runtime.
+The issue's target: YOLOX-s at least 4x faster than RetinaNet-R50 in ONNX Runtime. ``--fuse-conv-bn``
+folds the BatchNorms into the convolutions of the eager models (as ``det benchmark --fuse-conv-bn``;
+the ONNX graphs are exported unfused: ONNX Runtime folds them itself). YOLOX's eager time is dominated
+by its many BatchNorm and Swish passes, which the fold halves.
 
 Usage:
-    python benchmarks/yolox_speed.py [--repeats 5] [--warmup 1] [--json]
+    python benchmarks/yolox_speed.py [--repeats 5] [--warmup 1] [--fuse-conv-bn] [--json]
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 from detcli.config import load_config  # noqa: E402
 from detcli.engine.onnx_export import trace_to_onnx  # noqa: E402
 from detcli.models.deploy import deploy_model, min_opset  # noqa: E402
+from detcli.models.fuse import fuse_conv_bn  # noqa: E402
 from detcli.registry import DETECTORS, build  # noqa: E402
 from detcli.structures import ImageBatch  # noqa: E402
 
@@ -65,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--fuse-conv-bn", action="store_true", help="eager models: BatchNorm folded into the convs")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     import onnxruntime as ort
@@ -82,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
             options.intra_op_num_threads = 2
             options.log_severity_level = 3
             sess = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            if args.fuse_conv_bn:
+                fuse_conv_bn(model)
             batch = ImageBatch(x, [(h, w)])
             fns += [lambda m=model, b=batch: m.predict(b), lambda s=sess, f={"input": x.numpy()}: s.run(None, f)]
             names += [(name, "det_eager_s"), (name, "onnxruntime_s")]
