@@ -28,6 +28,8 @@ PUBLISHED = {
     "faster_rcnn_x101_64x4d_fpn_1x_coco": (42.1, None),
     "atss_r50_fpn_1x_coco": (39.4, None),
     "gfl_r50_fpn_1x_coco": (40.2, None),
+    "yolox_s_8x8_300e_coco": (40.5, None),
+    "yolox_tiny_8x8_300e_coco": (32.0, None),
 }
 #: torchvision's COCO_V1 detection weights (their meta ``_metrics``)
 TORCHVISION = {
