@@ -4,6 +4,7 @@ from detcli.models import assigners, coders, losses, mask_heads, priors, sampler
 from detcli.models.assigners import AssignResult, BatchAssigner, MaxIoUAssigner
 from detcli.models.backbones import ResNet
 from detcli.models.bbox_heads import ConvFCBBoxHead, Shared2FCBBoxHead
+from detcli.models.cascade import CascadeRCNN, CascadeRoIHead
 from detcli.models.coders import DeltaXYWHBBoxCoder, DistancePointBBoxCoder
 from detcli.models.dense_head import BaseDenseHead, LevelScores
 from detcli.models.detector import (
@@ -41,4 +42,5 @@ __all__ = [
 from detcli.models.coders import TorchvisionDeltaXYWHBBoxCoder  # noqa: E402
 from detcli.models.mask_heads import paste_masks_torchvision  # noqa: E402
 
+__all__ += ["CascadeRCNN", "CascadeRoIHead"]
 __all__ += ["TorchvisionDeltaXYWHBBoxCoder", "paste_masks_torchvision", "BaseDenseHead", "BatchAssigner", "LevelScores"]
