@@ -203,3 +203,20 @@ def test_cascade_export_parity(with_mask: bool, other_image: Path, tmp_path: Pat
         torch.testing.assert_close(g.scores, r.scores, atol=1e-4, rtol=0)
         if with_mask:
             assert float((g.masks ^ r.masks).float().mean()) < 1e-3
+
+
+@pytest.mark.slow
+def test_cli_cascade_export_and_test_backend(tmp_path: Path) -> None:
+    ckpt = _cascade_checkpoint(tmp_path, with_mask=True)
+    runner = CliRunner()
+    out = tmp_path / "c.onnx"
+    res = runner.invoke(app, ["export-onnx", str(ckpt), "--output-file", str(out), "--dynamic-export", "--json"])
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.stdout)
+    assert summary["model"] == "CascadeRCNN" and summary["verify"][0]["ok"]
+    onnx_res = runner.invoke(app, ["test", str(out), "--backend", "onnxruntime", "--metric", "bbox", "--metric", "segm", "--json"])
+    assert onnx_res.exit_code == 0, onnx_res.output
+    torch_res = runner.invoke(app, ["test", str(ckpt), "--metric", "bbox", "--metric", "segm", "--json"])
+    assert torch_res.exit_code == 0, torch_res.output
+    a, b = json.loads(onnx_res.stdout), json.loads(torch_res.stdout)
+    assert abs(a["bbox_mAP"] - b["bbox_mAP"]) <= 0.002 and abs(a["segm_mAP"] - b["segm_mAP"]) <= 0.002

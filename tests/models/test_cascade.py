@@ -200,3 +200,19 @@ def test_presets_build_with_mmdet_stage_settings(path):
     assert isinstance(model, CascadeRCNN) and len(model.roi_head.stages) == 3
     assert model.roi_head.with_mask == ("mask" in path.stem)
     assert len(model.rcnn_train.stages) == 3
+
+
+def test_mmdet_key_map_round_trip_and_names():
+    from detcli.models.weight_maps import convert_state_dict, describe_checkpoint
+    from detcli.models.weight_maps.mmdet import to_mmdet_names
+
+    cfg = load_config([p for p in CASCADE_PRESETS if p.stem == "cascade_mask_rcnn_r18_fpn_shapes"][0])["model"]
+    model = build(cfg, DETECTORS, path="model")
+    own = model.state_dict()
+    mmdet = to_mmdet_names(own)
+    # mmdet's layout: per-stage lists under roi_head.bbox_head.<t> / roi_head.mask_head.<t>
+    assert "roi_head.bbox_head.2.shared_fcs.1.weight" in mmdet and "roi_head.mask_head.1.convs.0.conv.weight" in mmdet
+    assert "roi_head.mask_head.0.conv_logits.bias" in mmdet and not any(".stages." in k for k in mmdet)
+    back = convert_state_dict("mmdet", model, mmdet)
+    assert set(back) == set(own) and all(torch.equal(back[k], own[k]) for k in own)
+    assert "Cascade Mask R-CNN" in describe_checkpoint(mmdet)
