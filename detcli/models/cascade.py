@@ -176,8 +176,6 @@ class CascadeRoIHead(nn.Module):
         proposals = list(proposals)
         for t, (stage, stage_cfg, weight) in enumerate(zip(self.stages, cfg.stages, self.stage_loss_weights)):
             sampled = stage.sample(proposals, targets, stage_cfg, padded)
-            if sampled.rois.shape[0] == 0:  # nothing to train on (no proposal and no GT)
-                break
             cls_score, bbox_pred = stage.bbox_head(stage.bbox_roi_extractor(feats, sampled.rois))
             stage_losses = stage.bbox_head.loss(cls_score, bbox_pred, sampled.rois, sampled.labels,
                                                 sampled.gt_boxes, stage_cfg.pos_weight)
@@ -185,6 +183,8 @@ class CascadeRoIHead(nn.Module):
                 stage_losses.update(stage.mask_loss(feats, sampled, targets, stage_cfg))
             for name, value in stage_losses.items():
                 losses[f"s{t}.{name}"] = value * weight if "loss" in name else value
+            if sampled.rois.shape[0] == 0:  # no RoI (no proposal and no GT): no later stage (as mmdet)
+                break
             if t < self.num_stages - 1:
                 proposals = self.refine_training_rois(t, sampled, cls_score.detach(), bbox_pred.detach(), images)
         return losses

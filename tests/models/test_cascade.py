@@ -117,7 +117,8 @@ def test_stage_losses_are_weighted_and_named_per_stage():
     assert set(weighted) == {f"s{t}.{k}" for t in range(3) for k in ("loss_cls", "loss_bbox", "acc")}
     for t, w in enumerate((1, 0.5, 0.25)):
         for k in ("loss_cls", "loss_bbox"):
-            assert float(weighted[f"s{t}.{k}"]) == pytest.approx(w * float(unweighted[f"s{t}.{k}"]), rel=1e-6)
+            assert float(weighted[f"s{t}.{k}"].detach()) == pytest.approx(w * float(unweighted[f"s{t}.{k}"].detach()),
+                                                                   rel=1e-6)
         assert float(weighted[f"s{t}.acc"]) == float(unweighted[f"s{t}.acc"])  # logged, not weighted
     total = sum(v for k, v in weighted.items() if "loss" in k)
     total.backward()
@@ -216,3 +217,13 @@ def test_mmdet_key_map_round_trip_and_names():
     back = convert_state_dict("mmdet", model, mmdet)
     assert set(back) == set(own) and all(torch.equal(back[k], own[k]) for k in own)
     assert "Cascade Mask R-CNN" in describe_checkpoint(mmdet)
+
+
+def test_no_roi_at_all_gives_first_stage_zero_losses_and_stops():
+    head = _cascade()
+    feats = (torch.randn(1, 4, 16, 16),)
+    images = ImageBatch(torch.zeros(1, 3, 64, 64), [(64, 64)])
+    gt = [GroundTruth((64, 64), Boxes(torch.zeros(0, 4)), torch.zeros(0, dtype=torch.long))]
+    losses = head.loss(feats, [torch.zeros(0, 4)], images, gt, _train_cfg())
+    assert set(losses) == {"s0.loss_cls", "s0.loss_bbox", "s0.acc"}
+    assert float(losses["s0.loss_cls"]) == 0.0 and float(losses["s0.loss_bbox"]) == 0.0
