@@ -30,6 +30,8 @@ PUBLISHED = {
     "gfl_r50_fpn_1x_coco": (40.2, None),
     "yolox_s_8x8_300e_coco": (40.5, None),
     "yolox_tiny_8x8_300e_coco": (32.0, None),
+    "cascade_rcnn_r50_fpn_1x_coco": (40.3, None),
+    "cascade_mask_rcnn_r50_fpn_1x_coco": (41.2, 35.9),
 }
 #: torchvision's COCO_V1 detection weights (their meta ``_metrics``)
 TORCHVISION = {

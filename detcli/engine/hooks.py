@@ -145,6 +145,12 @@ def _num_classes_keys(model: nn.Module, n: int) -> str:
     roi_head = getattr(model, "roi_head", None)
     if roi_head is None:
         return f"model.bbox_head.num_classes={n}"
+    stages = getattr(roi_head, "stages", None)
+    if stages is not None:  # a cascade: one box (and mask) head per stage
+        keys = " and ".join(f"model.roi_head.bbox_head.{t}.num_classes={n}" for t in range(len(stages)))
+        if getattr(roi_head, "with_mask", False):
+            keys += f" and model.roi_head.mask_head.num_classes={n}"
+        return keys
     keys = f"model.roi_head.bbox_head.num_classes={n}"
     if getattr(roi_head, "mask_head", None) is not None:
         keys += f" and model.roi_head.mask_head.num_classes={n}"

@@ -419,6 +419,8 @@ class OnnxPredictor:
         self.session = _session(str(path))
         model = self.cfg["model"]
         head = model["roi_head"]["bbox_head"] if "roi_head" in model else model["bbox_head"]
+        if isinstance(head, list):  # a cascade's per-stage heads
+            head = head[-1]
         self.num_classes = int(head["num_classes"])
         #: the graph has a ``masks`` output (Mask R-CNN), so ``det test --metric segm`` works
         self.with_mask = any(o.name == "masks" for o in proto.graph.output)

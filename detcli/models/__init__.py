@@ -4,6 +4,7 @@ from detcli.models import assigners, coders, losses, mask_heads, priors, sampler
 from detcli.models.assigners import AssignResult, ATSSAssigner, BatchAssigner, MaxIoUAssigner
 from detcli.models.backbones import ResNet, ResNetV1d, ResNeXt
 from detcli.models.bbox_heads import ConvFCBBoxHead, Shared2FCBBoxHead
+from detcli.models.cascade import CascadeRCNN, CascadeRoIHead
 from detcli.models.coders import DeltaXYWHBBoxCoder, DistancePointBBoxCoder
 from detcli.models.dense_head import BaseDenseHead, LevelScores
 from detcli.models.detector import (
@@ -51,6 +52,7 @@ from detcli.models.necks import YOLOXPAFPN  # noqa: E402
 from detcli.models.yolox import YOLOX, YOLOXHead  # noqa: E402
 
 __all__ += ["CSPDarknet", "SimOTAAssigner", "YOLOX", "YOLOXHead", "YOLOXPAFPN"]
+__all__ += ["CascadeRCNN", "CascadeRoIHead"]
 __all__ += ["TorchvisionDeltaXYWHBBoxCoder", "paste_masks_torchvision", "BaseDenseHead", "BatchAssigner", "LevelScores"]
 __all__ += ["ResNeXt", "ResNetV1d"]
 __all__ += ["ATSS", "ATSSAssigner", "ATSSHead"]

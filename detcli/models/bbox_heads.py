@@ -191,6 +191,14 @@ class ConvFCBBoxHead(nn.Module):
         loss_bbox = self.loss_bbox(pos_pred, target, avg_factor=avg_factor)
         return {"loss_cls": loss_cls, "loss_bbox": loss_bbox, "acc": accuracy(cls_score, labels)}
 
+    def regress(self, boxes: Tensor, labels: Tensor, bbox_pred: Tensor, max_shape: Sequence[int]) -> Tensor:
+        """Boxes ``(k, 4)`` moved by their deltas of class ``labels (k,)`` (the only set when
+        class-agnostic), clipped to ``max_shape = (h, w)`` (mmdet ``regress_by_class``)."""
+        if not self.reg_class_agnostic and bbox_pred.shape[1] != 4:
+            rows = torch.arange(bbox_pred.shape[0], device=bbox_pred.device)
+            bbox_pred = bbox_pred.view(bbox_pred.shape[0], -1, 4)[rows, labels]
+        return self.bbox_coder.decode(boxes, bbox_pred, max_shape=max_shape)
+
     def predict(self, rois: Tensor, cls_score: Tensor, bbox_pred: Tensor, image_sizes: Sequence[tuple[int, int]],
                 score_thr: float, nms_cfg: Mapping[str, Any], max_per_img: int,
                 min_bbox_size: float = -1) -> list[Detections]:

@@ -32,13 +32,14 @@ from detcli.models.fcos import FCOS
 from detcli.models.gfl import GFL
 from detcli.models.retinanet import RetinaNet
 from detcli.models.yolox import YOLOX
+from detcli.models.cascade import CascadeRCNN
 from detcli.models.two_stage import FasterRCNN, MaskRCNN, TwoStageDetector
 
 #: the built-in detectors ONNX export supports, by config ``type`` (two-stage ones by
 #: :class:`detcli.models.deploy_two_stage.DeployTwoStage`); any single-stage detector whose head is a
 #: :class:`~detcli.models.dense_head.BaseDenseHead` is exportable too (:func:`exportable`)
 SUPPORTED_DETECTORS = {"RetinaNet": RetinaNet, "FCOS": FCOS, "ATSS": ATSS, "GFL": GFL, "YOLOX": YOLOX,
-                       "FasterRCNN": FasterRCNN, "MaskRCNN": MaskRCNN}
+                       "FasterRCNN": FasterRCNN, "MaskRCNN": MaskRCNN, "CascadeRCNN": CascadeRCNN}
 #: lowest ONNX opset of every op the dense graph uses (NonMaxSuppression 10, TopK with a K input
 #: 10, ScatterND 11)
 MIN_OPSET = 11

@@ -1,5 +1,5 @@
-"""Export graphs of the two-stage detectors (Faster R-CNN, Mask R-CNN) with every post-processing
-step in standard ONNX ops.
+"""Export graphs of the two-stage detectors (Faster R-CNN, Mask R-CNN, Cascade (Mask) R-CNN) with every
+post-processing step in standard ONNX ops.
 
 :class:`DeployTwoStage` wraps a trained :class:`~detcli.models.two_stage.TwoStageDetector` for
 ``torch.onnx.export`` (TorchScript tracing). Input: ``images (B, 3, H, W)`` float32, the
@@ -28,11 +28,15 @@ The graph follows the PyTorch path (``TwoStageDetector.predict``):
    ``class_agnostic`` runs one NMS over every (box, class) pair), capped at
    ``max_output_boxes_per_class`` (default ``max_per_img``, which changes nothing), and the top
    ``max_per_img``.
+   Cascade R-CNN: every stage's box head runs in turn, the RoIs regressed between stages with the
+   arg-max foreground class and clipped; the stages' class logits are averaged and the last stage's
+   deltas decoded (as :meth:`detcli.models.cascade.CascadeRoIHead.predict`).
 4. Mask R-CNN: the mask head on the final boxes (``NonZero`` picks the used rows; ``ScatterND``
    puts their masks back), each detection's class channel, sigmoid, and a
    grid-sample-free paste: bilinear weights are separable, so the image-sized mask is
    ``Wy @ mask @ Wx^T`` (``MatMul``), the same sampling as :func:`detcli.models.mask_heads.paste_masks`.
-   ``paste_mode: torchvision`` (integer-sized per-box resizing) is refused.
+   ``paste_mode: torchvision`` (integer-sized per-box resizing) is refused. Cascade Mask R-CNN: the
+   stages' sigmoid probabilities are averaged before pasting.
 
 Priors are computed inside the graph from the feature-map shapes, so a graph exported with dynamic
 axes accepts other batch sizes and image sizes.
@@ -56,6 +60,7 @@ from detcli.models.export_ops import (
     topk_padded,
 )
 from detcli.models.mask_heads import axis_weights
+from detcli.models.cascade import CascadeRoIHead
 from detcli.models.roi_extractors import SingleRoIExtractor
 from detcli.models.two_stage import TwoStageDetector
 
@@ -113,14 +118,21 @@ class DeployTwoStage(nn.Module):
         self.max_output = int(max_output_boxes_per_class or self.rcnn_cfg.max_per_img)
         if self.max_output <= 0:
             raise ConfigError(f"max_output_boxes_per_class must be > 0, got {self.max_output}")
-        mask_head = detector.roi_head.mask_head
-        if mask_head is not None and getattr(mask_head, "paste_mode", "mmdet") != "mmdet":
-            raise ConfigError(f"model.roi_head.mask_head.paste_mode: ONNX export pastes masks the mmdet way only, "
-                              f"got {mask_head.paste_mode!r} (set paste_mode: mmdet to export; masks then differ "
-                              f"slightly at the edges)")
-        for name in ("bbox_roi_extractor", "mask_roi_extractor"):
-            if not isinstance(getattr(detector.roi_head, name), SingleRoIExtractor):
-                raise ConfigError(f"model.roi_head.{name}: ONNX export needs a SingleRoIExtractor")
+        for stage in self.stages:
+            mask_head = stage.mask_head
+            if mask_head is not None and getattr(mask_head, "paste_mode", "mmdet") != "mmdet":
+                raise ConfigError(f"model.roi_head.mask_head.paste_mode: ONNX export pastes masks the mmdet way "
+                                  f"only, got {mask_head.paste_mode!r} (set paste_mode: mmdet to export; masks then "
+                                  f"differ slightly at the edges)")
+            for name in ("bbox_roi_extractor", "mask_roi_extractor"):
+                if not isinstance(getattr(stage, name), SingleRoIExtractor):
+                    raise ConfigError(f"model.roi_head.{name}: ONNX export needs a SingleRoIExtractor")
+
+    @property
+    def stages(self) -> list[nn.Module]:
+        """The box / mask stages: the RoI head itself, or a cascade's stages in order."""
+        head = self.detector.roi_head
+        return list(head.stages) if isinstance(head, CascadeRoIHead) else [head]
 
     @property
     def max_per_img(self) -> int:
@@ -175,13 +187,26 @@ class DeployTwoStage(nn.Module):
 
     def _detections(self, feats: tuple[Tensor, ...], proposals: Tensor, valid: Tensor,
                     images: Tensor) -> tuple[Tensor, Tensor]:
-        head = self.detector.roi_head
+        stages = self.stages
+        head = stages[-1]
         cfg = self.rcnn_cfg
         b, n = proposals.shape[:2]
         c = head.num_classes
         flat = proposals.reshape(-1, 4)
         batch = (arange_like(proposals[:, 0, 0])[:, None] + torch.zeros_like(proposals[:, :, 0])).reshape(-1)
-        cls_score, bbox_pred = head.bbox_head(_roi_features(head.bbox_roi_extractor, feats, batch, flat))
+        logits = []
+        for t, stage in enumerate(stages):
+            cls_score, bbox_pred = stage.bbox_head(_roi_features(stage.bbox_roi_extractor, feats, batch, flat))
+            logits.append(cls_score)
+            if t < len(stages) - 1:  # cascade: regress with the arg-max foreground class, clip
+                deltas = bbox_pred
+                if deltas.shape[1] != 4:
+                    label = cls_score[:, :c].argmax(dim=1)
+                    deltas = deltas.reshape(-1, c, 4).gather(1, label[:, None, None].expand(-1, 1, 4))[:, 0]
+                flat = clip_to_input(stage.bbox_head.bbox_coder.decode(flat, deltas).reshape(b, n, 4),
+                                     images).reshape(-1, 4)
+        if len(logits) > 1:
+            cls_score = sum(logits) / float(len(logits))
         scores = cls_score.softmax(dim=1)[:, :c].reshape(b, n, c)
         scores = torch.where(valid[:, :, None], scores, -1.0)
         if bbox_pred.shape[1] == 4:
@@ -206,16 +231,18 @@ class DeployTwoStage(nn.Module):
     # ------------------------------------------------------------------ mask branch
 
     def _masks(self, feats: tuple[Tensor, ...], dets: Tensor, labels: Tensor, images: Tensor) -> Tensor:
-        head = self.detector.roi_head
         b, n = labels.shape
         flat_labels = labels.reshape(-1)
         used = (flat_labels >= 0).nonzero()[:, 0]  # the mask head runs on the detections only
         boxes = dets[..., :4].reshape(-1, 4)[used]
         batch = (arange_like(dets[:, 0, 0])[:, None] + torch.zeros_like(dets[:, :, 0])).reshape(-1)[used]
-        logits = head.mask_head(_roi_features(head.mask_roi_extractor, feats, batch, boxes))  # (D, C or 1, M, M)
-        m = logits.shape[-1]
-        channel = flat_labels[used] if logits.shape[1] > 1 else torch.zeros_like(flat_labels[used])
-        probs = logits.gather(1, channel[:, None, None, None].expand(-1, 1, m, m))[:, 0].sigmoid()  # (D, M, M)
+        stage_probs = []
+        for stage in self.stages:  # a cascade averages its stages' probabilities
+            logits = stage.mask_head(_roi_features(stage.mask_roi_extractor, feats, batch, boxes))  # (D, C|1, M, M)
+            m = logits.shape[-1]
+            channel = flat_labels[used] if logits.shape[1] > 1 else torch.zeros_like(flat_labels[used])
+            stage_probs.append(logits.gather(1, channel[:, None, None, None].expand(-1, 1, m, m))[:, 0].sigmoid())
+        probs = stage_probs[0] if len(stage_probs) == 1 else torch.stack(stage_probs).mean(dim=0)  # (D, M, M)
         ys = arange_like(images[0, 0, :, 0])
         xs = arange_like(images[0, 0, 0, :])
         wy = axis_weights(boxes[:, 1], boxes[:, 3], ys, m)  # (D, H, M)

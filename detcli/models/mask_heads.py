@@ -196,16 +196,25 @@ class FCNMaskHead(nn.Module):
             ``Tensor[n, h, w]`` bool (float32 probabilities when ``mask_thr_binary < 0``).
         """
         n = mask_logits.shape[0]
+        if n and mask_logits.shape[1] > 1 and not self.class_agnostic:  # the label's channel only
+            mask_logits = mask_logits[torch.arange(n, device=mask_logits.device), labels.long()][:, None]
+        return self.paste_probs(mask_logits[:, :1].sigmoid(), boxes, labels, image_size, mask_thr_binary)
+
+    def paste_probs(self, mask_probs: Tensor, boxes: Tensor, labels: Tensor, image_size: tuple[int, int],
+                    mask_thr_binary: float = 0.5) -> Tensor:
+        """:meth:`predict` from probabilities ``Tensor[n, C or 1, M, M]`` instead of logits (for
+        probabilities merged from several heads, as Cascade Mask R-CNN's test does)."""
+        n = mask_probs.shape[0]
         if n == 0:
             dtype = torch.bool if mask_thr_binary >= 0 else torch.float32
-            return torch.zeros(0, int(image_size[0]), int(image_size[1]), dtype=dtype, device=mask_logits.device)
-        if mask_logits.shape[1] == 1 or self.class_agnostic:
-            probs = mask_logits[:, 0]
+            return torch.zeros(0, int(image_size[0]), int(image_size[1]), dtype=dtype, device=mask_probs.device)
+        if mask_probs.shape[1] == 1 or self.class_agnostic:
+            probs = mask_probs[:, 0]
         else:
-            probs = mask_logits[torch.arange(n, device=mask_logits.device), labels.long()]
+            probs = mask_probs[torch.arange(n, device=mask_probs.device), labels.long()]
         if self.paste_mode == "torchvision":
-            return paste_masks_torchvision(probs.sigmoid(), boxes, image_size, mask_thr_binary)
-        return paste_masks(probs.sigmoid(), boxes, image_size, mask_thr_binary)
+            return paste_masks_torchvision(probs, boxes, image_size, mask_thr_binary)
+        return paste_masks(probs, boxes, image_size, mask_thr_binary)
 
 
 def axis_weights(lo: Tensor, hi: Tensor, pixels: Tensor, size: int) -> Tensor:

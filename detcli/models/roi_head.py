@@ -92,13 +92,15 @@ class SampledRoIs:
 
     Attributes:
         rois (Tensor[K, 5]); labels (Tensor[K]) int64, ``C`` for negatives; gt_boxes (Tensor[K, 4])
-        matched GT (zeros for negatives); gt_index (Tensor[K]) 0-based matched GT (``-1`` negatives).
+        matched GT (zeros for negatives); gt_index (Tensor[K]) 0-based matched GT (``-1`` negatives);
+        from_gt (Tensor[K]) bool: the RoI is a GT box added as a proposal (mmdet ``pos_is_gt``).
     """
 
     rois: Tensor
     labels: Tensor
     gt_boxes: Tensor
     gt_index: Tensor
+    from_gt: Tensor | None = None
 
     @property
     def pos(self) -> Tensor:
@@ -155,6 +157,11 @@ class StandardRoIHead(nn.Module):
     def with_mask(self) -> bool:
         return self.mask_head is not None
 
+    @staticmethod
+    def parse_train_cfg(cfg: Any, path: str) -> RCNNTrainConfig:
+        """The detector's ``train_cfg.rcnn`` for this head, parsed once."""
+        return RCNNTrainConfig.parse(cfg, path)
+
     @torch.no_grad()
     def sample(self, proposals: Sequence[Tensor], targets: Sequence[GroundTruth], cfg: RCNNTrainConfig,
                padded: PaddedGroundTruth | None = None) -> SampledRoIs:
@@ -181,6 +188,7 @@ class StandardRoIHead(nn.Module):
             self_inds = torch.where(gt_valid, self_inds, torch.full_like(self_inds, IGNORE))
             cand = torch.cat([gt_boxes, cand], dim=1)
             gt_inds = torch.cat([self_inds, gt_inds], dim=1)
+        added = g if cfg.sampler.add_gt_as_proposals else 0  # candidates [0, added) are GT boxes
         pos, neg = cfg.sampler.sample_batch(gt_inds)
         img, idx = (pos | neg).nonzero(as_tuple=True)  # grouped by image
         matched = gt_inds[img, idx] - 1  # -1 for negatives
@@ -190,7 +198,8 @@ class StandardRoIHead(nn.Module):
                              torch.full_like(safe, self.num_classes))
         matched_boxes = gt_boxes[img, safe] if g else cand.new_zeros((img.shape[0], 4))
         rois = torch.cat([img[:, None].to(cand.dtype), cand[img, idx]], dim=1)
-        return SampledRoIs(rois, labels, matched_boxes, torch.where(is_pos, matched, torch.full_like(matched, -1)))
+        return SampledRoIs(rois, labels, matched_boxes, torch.where(is_pos, matched, torch.full_like(matched, -1)),
+                           idx < added)
 
     def loss(self, feats: tuple[Tensor, ...], proposals: Sequence[Tensor], images: ImageBatch,
              targets: Sequence[GroundTruth], cfg: RCNNTrainConfig,
@@ -203,11 +212,12 @@ class StandardRoIHead(nn.Module):
         losses = self.bbox_head.loss(cls_score, bbox_pred, sampled.rois, sampled.labels, sampled.gt_boxes,
                                      cfg.pos_weight)
         if self.mask_head is not None:
-            losses.update(self._mask_loss(feats, sampled, targets, cfg))
+            losses.update(self.mask_loss(feats, sampled, targets, cfg))
         return losses
 
-    def _mask_loss(self, feats: tuple[Tensor, ...], sampled: SampledRoIs, targets: Sequence[GroundTruth],
-                   cfg: RCNNTrainConfig) -> dict[str, Tensor]:
+    def mask_loss(self, feats: tuple[Tensor, ...], sampled: SampledRoIs, targets: Sequence[GroundTruth],
+                  cfg: RCNNTrainConfig) -> dict[str, Tensor]:
+        """``{"loss_mask"}`` of the sampled positives (their GT masks cropped to the RoIs)."""
         assert self.mask_head is not None
         pos = sampled.pos.nonzero(as_tuple=True)[0]
         pos_rois = sampled.rois[pos]

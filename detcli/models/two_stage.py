@@ -15,7 +15,7 @@ averaged per rank over the sampled anchors / RoIs (no collective), as in mmdet 2
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -24,7 +24,7 @@ from detcli.errors import ConfigError
 from detcli.models.pretrained import parse_init_cfg
 from detcli.models.dense_utils import PaddedGroundTruth
 from detcli.models.detector import BaseDetector, check_keys
-from detcli.models.roi_head import RCNNTestConfig, RCNNTrainConfig, StandardRoIHead
+from detcli.models.roi_head import RCNNTestConfig, StandardRoIHead
 from detcli.models.rpn import ProposalConfig, RPNHead, RPNTrainConfig
 from detcli.registry import DETECTORS
 from detcli.structures import Detections, GroundTruth, ImageBatch
@@ -48,7 +48,13 @@ class TwoStageDetector(BaseDetector):
         test_cfg: ``{rpn, rcnn}``.
         neck: built neck, or None.
         init_cfg: ``{type: Pretrained, checkpoint: PATH}`` of a whole detector.
+
+    A subclass with another RoI head lists it in ``roi_head_types``; the head parses its own
+    ``train_cfg.rcnn`` (``parse_train_cfg``) and provides ``loss`` / ``predict`` with the signatures of
+    :class:`StandardRoIHead`.
     """
+
+    roi_head_types: ClassVar[tuple[type[nn.Module], ...]] = (StandardRoIHead,)
 
     def __init__(
         self,
@@ -63,8 +69,9 @@ class TwoStageDetector(BaseDetector):
         super().__init__()
         if not isinstance(rpn_head, RPNHead):
             raise ConfigError(f"model.rpn_head: {type(self).__name__} needs an RPNHead, got {type(rpn_head).__name__}")
-        if not isinstance(roi_head, StandardRoIHead):
-            raise ConfigError(f"model.roi_head: {type(self).__name__} needs a StandardRoIHead, "
+        if not isinstance(roi_head, self.roi_head_types):
+            names = " or ".join(t.__name__ for t in self.roi_head_types)
+            raise ConfigError(f"model.roi_head: {type(self).__name__} needs a {names}, "
                               f"got {type(roi_head).__name__}")
         self.backbone = backbone
         self.neck = neck
@@ -75,7 +82,7 @@ class TwoStageDetector(BaseDetector):
         self.rpn_train = RPNTrainConfig.parse(train.get("rpn"), "model.train_cfg.rpn")
         self.rpn_proposal = ProposalConfig.parse(
             train.get("rpn_proposal", test.get("rpn")), "model.train_cfg.rpn_proposal")
-        self.rcnn_train = RCNNTrainConfig.parse(train.get("rcnn"), "model.train_cfg.rcnn")
+        self.rcnn_train = roi_head.parse_train_cfg(train.get("rcnn"), "model.train_cfg.rcnn")
         self.rpn_test = ProposalConfig.parse(test.get("rpn"), "model.test_cfg.rpn")
         self.rcnn_test = RCNNTestConfig.parse(test.get("rcnn"), "model.test_cfg.rcnn")
         self.pretrained = parse_init_cfg(init_cfg, "model")

@@ -122,7 +122,7 @@ def test_unsupported_model_and_bad_opset(tmp_path: Path) -> None:
     """Fast: both errors come before any tracing."""
     run = engine.train(tiny_cfg(runner={"type": "EpochBasedRunner", "max_epochs": 1}), work_dir=tmp_path / "run",
                        cfg_source="tiny.yaml", validate=False)
-    with pytest.raises(ConfigError, match="supports RetinaNet, FCOS, ATSS, GFL, YOLOX, FasterRCNN, MaskRCNN; got TinyTestDetector"):
+    with pytest.raises(ConfigError, match="supports RetinaNet, FCOS, ATSS, GFL, YOLOX, FasterRCNN, MaskRCNN, CascadeRCNN; got TinyTestDetector"):
         export_onnx(None, run.last_checkpoint, output_file=tmp_path / "x.onnx")
     ckpt = _checkpoint(tmp_path, "fcos")
     with pytest.raises(ConfigError, match="opset >= 11"):

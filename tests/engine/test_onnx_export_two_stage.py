@@ -159,3 +159,64 @@ def test_float_mask_export_and_mask_diff(tmp_path: Path) -> None:
     dets = OnnxPredictor(out).predict(ImageBatch(torch.randn(1, 3, 96, 96), [(90, 80)]))
     assert dets[0].masks.dtype == torch.float32 and dets[0].masks.shape[1:] == (90, 80)
     assert 0 <= float(dets[0].masks.min()) and float(dets[0].masks.max()) <= 1
+
+
+CASCADE_PRESET = ROOT / "presets" / "cascade_mask_rcnn_r18_fpn_shapes.yaml"
+CASCADE_TINY = [o for o in TINY if not o.startswith("model.roi_head.bbox_head.")] + [
+    f"model.roi_head.bbox_head.{t}.{k}" for t in range(3) for k in ("in_channels=16", "fc_out_channels=32")]
+
+
+def _cascade_checkpoint(tmp: Path, with_mask: bool) -> Path:
+    cfg = load_config(str(CASCADE_PRESET), CASCADE_TINY)
+    if not with_mask:
+        roi = cfg["model"]["roi_head"]
+        del roi["mask_head"], roi["mask_roi_extractor"]
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    torch.nn.init.normal_(model.rpn_head.rpn_cls.weight, std=0.3)
+    for stage in model.roi_head.stages:  # spread the averaged scores
+        torch.nn.init.normal_(stage.bbox_head.fc_cls.weight, std=0.3)
+        torch.nn.init.normal_(stage.bbox_head.fc_reg.weight, std=0.05)
+    path = tmp / f"cascade_{'mask' if with_mask else 'box'}.pth"
+    atomic_save(make_checkpoint(model, epoch=0, iter=0, config=cfg, classes=CLASSES), path)
+    return path
+
+
+@pytest.mark.parametrize("with_mask", [True, False], ids=["cascade_mask", "cascade"])
+def test_cascade_export_parity(with_mask: bool, other_image: Path, tmp_path: Path) -> None:
+    """Cascade (Mask) R-CNN: the three stages in the graph, averaged scores (and masks), the parity gate."""
+    ckpt = _cascade_checkpoint(tmp_path, with_mask)
+    out = tmp_path / "cascade.onnx"
+    result = export_onnx(None, ckpt, output_file=out, dynamic_export=True, test_img=str(other_image))
+    assert result.model_type == "CascadeRCNN"
+    assert result.outputs == (["dets", "labels", "masks"] if with_mask else ["dets", "labels"])
+    report = result.verify
+    assert report is not None and report.passed and len(report.rows) == 2
+    assert all(r.torch_dets > 0 and r.matched == r.torch_dets == r.onnx_dets for r in report.rows)
+    model = engine.load_model(ckpt).model
+    x = ImageBatch(torch.randn(2, 3, 64, 96), [(64, 96)] * 2)
+    got = OnnxPredictor(out).predict(x)
+    ref = model.predict(x)
+    for g, r in zip(got, ref):
+        assert len(g) == len(r) > 0 and torch.equal(g.labels, r.labels)
+        torch.testing.assert_close(g.boxes.tensor, r.boxes.tensor, atol=1e-3, rtol=0)
+        torch.testing.assert_close(g.scores, r.scores, atol=1e-4, rtol=0)
+        if with_mask:
+            assert float((g.masks ^ r.masks).float().mean()) < 1e-3
+
+
+@pytest.mark.slow
+def test_cli_cascade_export_and_test_backend(tmp_path: Path) -> None:
+    ckpt = _cascade_checkpoint(tmp_path, with_mask=True)
+    runner = CliRunner()
+    out = tmp_path / "c.onnx"
+    res = runner.invoke(app, ["export-onnx", str(ckpt), "--output-file", str(out), "--dynamic-export", "--json"])
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.stdout)
+    assert summary["model"] == "CascadeRCNN" and summary["verify"][0]["ok"]
+    onnx_res = runner.invoke(app, ["test", str(out), "--backend", "onnxruntime", "--metric", "bbox", "--metric", "segm", "--json"])
+    assert onnx_res.exit_code == 0, onnx_res.output
+    torch_res = runner.invoke(app, ["test", str(ckpt), "--metric", "bbox", "--metric", "segm", "--json"])
+    assert torch_res.exit_code == 0, torch_res.output
+    a, b = json.loads(onnx_res.stdout), json.loads(torch_res.stdout)
+    assert abs(a["bbox_mAP"] - b["bbox_mAP"]) <= 0.002 and abs(a["segm_mAP"] - b["segm_mAP"]) <= 0.002

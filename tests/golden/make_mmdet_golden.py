@@ -332,6 +332,36 @@ def two_stage_cfg(with_mask: bool) -> dict:
         roi_head=roi_head, train_cfg=train, test_cfg=test)
 
 
+CASCADE_SCORE_THR = 0.03
+
+
+def cascade_cfg(with_mask: bool) -> dict:
+    """Cascade (Mask) R-CNN: the two-stage model above with three class-agnostic box stages (IoU 0.5 / 0.6 /
+    0.7, mmdet's per-stage target stds, stage loss weights 1 / 0.5 / 0.25) and one mask head per stage."""
+    cfg = two_stage_cfg(with_mask)
+    cfg["type"] = "CascadeRCNN"
+    roi = cfg["roi_head"]
+    roi["type"] = "CascadeRoIHead"
+    roi["num_stages"] = 3
+    roi["stage_loss_weights"] = [1, 0.5, 0.25]
+    heads = []
+    for stds in ([0.1, 0.1, 0.2, 0.2], [0.05, 0.05, 0.1, 0.1], [0.033, 0.033, 0.067, 0.067]):
+        head = copy.deepcopy(roi["bbox_head"])
+        head["bbox_coder"]["target_stds"] = stds
+        head["reg_class_agnostic"] = True
+        heads.append(head)
+    roi["bbox_head"] = heads
+    stages = []
+    for thr in (0.5, 0.6, 0.7):
+        stage = copy.deepcopy(cfg["train_cfg"]["rcnn"])
+        stage["assigner"].update(pos_iou_thr=thr, neg_iou_thr=thr, min_pos_iou=thr)
+        stages.append(stage)
+    cfg["train_cfg"]["rcnn"] = stages
+    # the recipe's random weights score few boxes above 0.05 once three stages are averaged
+    cfg["test_cfg"]["rcnn"]["score_thr"] = CASCADE_SCORE_THR
+    return cfg
+
+
 CONFIGS = {
     "retinanet": dict(
         type="RetinaNet",
@@ -410,6 +440,8 @@ CONFIGS = {
                        pos_weight=-1, debug=False),
         test_cfg=dict(nms_pre=1000, min_bbox_size=0, score_thr=0.05, nms=dict(type="nms", iou_threshold=0.6),
                       max_per_img=100)),
+    "cascade_rcnn": cascade_cfg(with_mask=False),
+    "cascade_mask_rcnn": cascade_cfg(with_mask=True),
 }
 
 #: Backbone-only cases (``mmdet_backbone_<name>.pt``): mmdet's ResNeXt / ResNetV1d on the recipe batch.
@@ -489,7 +521,7 @@ def run(name: str) -> dict:
     model.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()}, strict=True)
     model.eval()  # BN in inference mode everywhere (norm_eval in training too)
     images = torch.from_numpy(recipe.make_images())
-    with_masks = name == "mask_rcnn"
+    with_masks = name in ("mask_rcnn", "cascade_mask_rcnn")
     out: dict = {"model": name, "mmdet_config": cfg, "classes": list(recipe.CLASSES),
                  "state_dict_shapes": {k: list(s) for k, s in shapes.items()},
                  "state_dict_dtypes": {k: str(v.dtype).removeprefix("torch.") for k, v in sd.items()}}
@@ -515,7 +547,10 @@ def run(name: str) -> dict:
             out["proposals"] = [{"boxes": p.bboxes.clone(), "scores": p.scores.clone()} for p in proposals]
             rois = torch.cat([torch.cat([p.bboxes.new_full((len(p), 1), i), p.bboxes], 1)
                               for i, p in enumerate(proposals)])
-            bbox_res = model.roi_head._bbox_forward(feats, rois)
+            if name.startswith("cascade"):  # the first stage on the proposals
+                bbox_res = model.roi_head._bbox_forward(0, feats, rois)
+            else:
+                bbox_res = model.roi_head._bbox_forward(feats, rois)
             out["roi_head"] = {"cls_score": bbox_res["cls_score"].clone(), "bbox_pred": bbox_res["bbox_pred"].clone()}
     torch.manual_seed(0)
     model.train()  # norm_eval keeps the backbone BN in eval mode; the test model's BN layers are all frozen

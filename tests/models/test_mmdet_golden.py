@@ -31,16 +31,20 @@ _spec = importlib.util.spec_from_file_location("mmdet_recipe", GOLDEN / "mmdet_r
 recipe = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(recipe)
 
-MODELS = ("retinanet", "fcos", "atss", "gfl", "yolox", "faster_rcnn", "mask_rcnn")
+MODELS = ("retinanet", "fcos", "atss", "gfl", "yolox", "faster_rcnn", "mask_rcnn", "cascade_rcnn", "cascade_mask_rcnn")
 # FCOS: the pytorch-style R50 model file (the mmdet-named FCOS presets use the caffe backbone)
 PRESETS = {"retinanet": "retinanet_r50_fpn_1x_coco.yaml", "fcos": "_base_/models/fcos_r50_fpn.yaml",
            "atss": "atss_r50_fpn_1x_coco.yaml", "gfl": "gfl_r50_fpn_1x_coco.yaml",
            "faster_rcnn": "faster_rcnn_r50_fpn_1x_coco.yaml", "mask_rcnn": "mask_rcnn_r50_fpn_1x_coco.yaml",
-           "yolox": "_base_/models/yolox_s.yaml"}
+           "yolox": "_base_/models/yolox_s.yaml", "cascade_rcnn": "cascade_rcnn_r50_fpn_1x_coco.yaml",
+           "cascade_mask_rcnn": "cascade_mask_rcnn_r50_fpn_1x_coco.yaml"}
 #: dense heads: the names of their raw output groups in the golden files
 DENSE = {"retinanet": ("cls_scores", "bbox_preds"), "fcos": ("cls_scores", "bbox_preds", "centernesses"),
          "atss": ("cls_scores", "bbox_preds", "centernesses"), "gfl": ("cls_scores", "bbox_preds"),
          "yolox": ("cls_scores", "bbox_preds", "objectnesses")}
+WITH_MASKS = ("mask_rcnn", "cascade_mask_rcnn")
+#: the generator's test score threshold of the cascades (its random weights score few boxes above 0.05)
+CASCADE_SCORE_THR = 0.03
 CH = 32
 F64_TOL = 1e-9
 F32_REL = 1e-3
@@ -70,8 +74,12 @@ def det_config(name: str, mmdet3: bool = False) -> dict:
     cfg["rpn_head"].update(in_channels=CH, feat_channels=CH)
     roi = cfg["roi_head"]
     roi["bbox_roi_extractor"]["out_channels"] = CH
-    roi["bbox_head"].update(in_channels=CH, fc_out_channels=64, num_classes=recipe.NUM_CLASSES)
-    if name == "mask_rcnn":
+    cascade = name.startswith("cascade")
+    for head in roi["bbox_head"] if cascade else [roi["bbox_head"]]:
+        head.update(in_channels=CH, fc_out_channels=64, num_classes=recipe.NUM_CLASSES)
+        if cascade:  # the generator uses mmdet's Faster R-CNN losses (L1) in every stage
+            head["loss_bbox"] = {"type": "L1Loss", "loss_weight": 1.0}
+    if name in WITH_MASKS:
         roi["mask_roi_extractor"]["out_channels"] = CH
         roi["mask_head"].update(num_convs=2, in_channels=CH, conv_out_channels=CH, num_classes=recipe.NUM_CLASSES)
     train, test = cfg["train_cfg"], cfg["test_cfg"]
@@ -79,9 +87,15 @@ def det_config(name: str, mmdet3: bool = False) -> dict:
     train["rpn"]["assigner"]["ignore_iof_thr"] = 0.5
     train["rpn"]["sampler"].update(num=8192, pos_fraction=0.5)
     train["rpn_proposal"]["max_per_img"] = 300
-    train["rcnn"]["assigner"]["ignore_iof_thr"] = 0.5
-    train["rcnn"]["sampler"].update(num=2048, pos_fraction=0.5)
+    for stage in train["rcnn"] if cascade else [train["rcnn"]]:
+        stage["assigner"]["ignore_iof_thr"] = 0.5
+        stage["sampler"].update(num=2048, pos_fraction=0.5)
     test["rpn"]["max_per_img"] = 300
+    if cascade:  # the generator's RPN settings are Faster R-CNN's
+        cfg["rpn_head"]["loss_bbox"] = {"type": "L1Loss", "loss_weight": 1.0}
+        train["rpn"]["allowed_border"] = -1
+        train["rpn_proposal"]["max_per_img"] = 300
+        test["rcnn"]["score_thr"] = CASCADE_SCORE_THR
     return cfg
 
 
@@ -152,7 +166,7 @@ class Diff:
 def run_stages(name: str, model: torch.nn.Module, golden: dict, dtype: torch.dtype) -> tuple[Diff, list, list]:
     """Compare every stage; return the diffs, det's detections and the golden ones."""
     d = Diff()
-    with_masks = name == "mask_rcnn"
+    with_masks = name in WITH_MASKS
     images, targets = batch(dtype, with_masks)
     model.eval()
     with torch.no_grad():
@@ -177,7 +191,8 @@ def run_stages(name: str, model: torch.nn.Module, golden: dict, dtype: torch.dty
             from detcli.models.roi_head import boxes_to_rois
 
             rois = boxes_to_rois([p["boxes"] for p in golden["proposals"]]).to(dtype)
-            cls_score, bbox_pred = model.roi_head.bbox_head(model.roi_head.bbox_roi_extractor(feats, rois))
+            head = model.roi_head.stages[0] if name.startswith("cascade") else model.roi_head  # the first stage
+            cls_score, bbox_pred = head.bbox_head(head.bbox_roi_extractor(feats, rois))
             d.add("roi_head", cls_score, golden["roi_head"]["cls_score"])
             d.add("roi_head", bbox_pred, golden["roi_head"]["bbox_pred"])
     model.train()

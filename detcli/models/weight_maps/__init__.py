@@ -92,6 +92,8 @@ CLASS_LAYER_PATTERNS: tuple[str, ...] = (
 
 #: (key fragment, what a file holding it is), most specific first: names the family of a file that does not fit.
 FAMILY_SIGNATURES: tuple[tuple[str, str], ...] = (
+    ("roi_head.mask_head.0.", "an MMDetection Cascade Mask R-CNN"),
+    ("roi_head.bbox_head.0.", "an MMDetection Cascade R-CNN"),
     ("roi_head.mask_head.", "an MMDetection Mask R-CNN"),
     ("roi_heads.mask_", "a torchvision Mask R-CNN"),
     ("roi_head.bbox_head.", "an MMDetection Faster R-CNN"),

@@ -57,6 +57,23 @@ def mmdet_yolox(state_dict: Mapping[str, Tensor], model: nn.Module) -> dict[str,
     return {k: v for k, v in state_dict.items() if not k.startswith("ema_")}
 
 
+#: Cascade R-CNN: mmdet's per-stage lists (``roi_head.bbox_head.<t>``, ``roi_head.mask_head.<t>``) are det's
+#: ``roi_head.stages.<t>`` :class:`StandardRoIHead` modules (RoIAlign extractors have no weights).
+CASCADE_RULES: tuple[tuple[str, str], ...] = CONV_MODULE_RULES[:1] + (
+    (r"^rpn_head\.rpn_conv\.", "rpn_head.rpn_conv.0."),
+    (r"^roi_head\.bbox_head\.(\d+)\.shared_fcs\.1\.", r"roi_head.stages.\1.bbox_head.shared_fcs.2."),
+    (r"^roi_head\.bbox_head\.(\d+)\.", r"roi_head.stages.\1.bbox_head."),
+    (r"^roi_head\.mask_head\.(\d+)\.convs\.(\d+)\.conv\.", r"roi_head.stages.\1.mask_head.convs.\2.0."),
+    (r"^roi_head\.mask_head\.(\d+)\.", r"roi_head.stages.\1.mask_head."),
+)
+
+
+@register_key_map("mmdet", "CascadeRCNN")
+def mmdet_cascade(state_dict: Mapping[str, Tensor], model: nn.Module) -> dict[str, Tensor]:
+    """Cascade (Mask) R-CNN: FPN ConvModules, RPN conv and each stage's box and mask heads."""
+    return rename_keys(state_dict, CASCADE_RULES)
+
+
 #: det -> MMDetection names: the inverse of the rules above (GN towers: ``.1.`` -> ``.gn.``).
 TO_MMDET_RULES: tuple[tuple[str, str], ...] = (
     (r"^(neck\.(?:lateral|fpn)_convs\.\d+)\.0\.", r"\1.conv."),
@@ -65,6 +82,10 @@ TO_MMDET_RULES: tuple[tuple[str, str], ...] = (
     (r"^rpn_head\.rpn_conv\.0\.", "rpn_head.rpn_conv."),
     (r"^roi_head\.bbox_head\.shared_fcs\.2\.", "roi_head.bbox_head.shared_fcs.1."),
     (r"^(roi_head\.mask_head\.convs\.\d+)\.0\.", r"\1.conv."),
+    (r"^roi_head\.stages\.(\d+)\.bbox_head\.shared_fcs\.2\.", r"roi_head.bbox_head.\1.shared_fcs.1."),
+    (r"^roi_head\.stages\.(\d+)\.bbox_head\.", r"roi_head.bbox_head.\1."),
+    (r"^roi_head\.stages\.(\d+)\.mask_head\.convs\.(\d+)\.0\.", r"roi_head.mask_head.\1.convs.\2.conv."),
+    (r"^roi_head\.stages\.(\d+)\.mask_head\.", r"roi_head.mask_head.\1."),
 )
 
 
