@@ -26,6 +26,7 @@ GUESSED_PRESETS: dict[tuple[str, str], str] = {
     ("Mask R-CNN", "mmdet"): "mask_rcnn_r50_fpn_1x_coco",
     ("Faster R-CNN", "mmdet"): "faster_rcnn_r50_fpn_1x_coco",
     ("FCOS", "mmdet"): "fcos_r50_fpn_gn-head_1x_coco",
+    ("ATSS", "mmdet"): "atss_r50_fpn_1x_coco",
     ("RetinaNet", "mmdet"): "retinanet_r50_fpn_1x_coco",
     ("Mask R-CNN", "torchvision"): "mask_rcnn_r50_fpn_coco_tv",
     ("Faster R-CNN", "torchvision"): "faster_rcnn_r50_fpn_coco_tv",

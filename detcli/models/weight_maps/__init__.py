@@ -99,6 +99,7 @@ FAMILY_SIGNATURES: tuple[tuple[str, str], ...] = (
     ("roi_head.bbox_head.", "an MMDetection Faster R-CNN"),
     ("roi_heads.box_", "a torchvision Faster R-CNN"),
     ("bbox_head.multi_level_conv_obj.", "an MMDetection YOLOX"),
+    ("bbox_head.atss_centerness.", "an MMDetection ATSS"),
     ("bbox_head.conv_centerness.", "an MMDetection FCOS"),
     ("head.regression_head.bbox_ctrness", "a torchvision FCOS"),
     ("bbox_head.retina_cls.", "an MMDetection RetinaNet"),
