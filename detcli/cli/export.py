@@ -1,4 +1,5 @@
-"""`det export-onnx` / `det export onnx`: export a RetinaNet, FCOS, GFL, Faster R-CNN or Mask R-CNN checkpoint to ONNX."""
+"""`det export-onnx` / `det export onnx`: export a dense (RetinaNet, FCOS, ATSS, GFL, YOLOX) or two-stage (Faster / Mask /
+Cascade R-CNN) checkpoint to ONNX."""
 
 from __future__ import annotations
 
@@ -16,9 +17,9 @@ def export_onnx(
     args: Annotated[list[str], typer.Argument(help="[PRESET] CHECKPOINT: a det checkpoint carries its config; MMDetection / torchvision checkpoints need the PRESET; `PRESET zoo` uses its published weights.", metavar="[PRESET] CHECKPOINT")],
     output_file: Annotated[Optional[str], typer.Option("--output-file", "-o", help="The .onnx file to write (default: <checkpoint stem>.onnx).")] = None,
     shape: Annotated[Optional[tuple[int, int]], typer.Option("--shape", help="H W of the traced input (default: the preprocessed input image's size).")] = None,
-    opset_version: Annotated[Optional[int], typer.Option("--opset-version", help="ONNX opset (default: the lowest that has every op used: 11 for RetinaNet/FCOS, 16 for Faster/Mask R-CNN).")] = None,
+    opset_version: Annotated[Optional[int], typer.Option("--opset-version", help="ONNX opset (default: the lowest that has every op used: 11 for the dense detectors, 16 for the two-stage ones).")] = None,
     dynamic_export: Annotated[bool, typer.Option("--dynamic-export", help="Dynamic batch, height and width.")] = False,
-    skip_postprocess: Annotated[bool, typer.Option("--skip-postprocess", help="Export the raw head outputs (no NMS; RetinaNet/FCOS only).")] = False,
+    skip_postprocess: Annotated[bool, typer.Option("--skip-postprocess", help="Export the raw head outputs (no NMS; dense detectors only).")] = False,
     cfg_options: Annotated[Optional[list[str]], typer.Option("--cfg-options", help="Override config keys: a.b.c=V.")] = None,
     input_img: Annotated[Optional[str], typer.Option("--input-img", help="Image to trace with and verify on (default: the first test image).")] = None,
     test_img: Annotated[Optional[str], typer.Option("--test-img", help="Another image to verify on.")] = None,
@@ -26,8 +27,8 @@ def export_onnx(
     simplify: Annotated[bool, typer.Option("--simplify", help="Simplify the graph with onnxslim.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print the export summary as one JSON object on stdout.")] = False,
 ) -> None:
-    """Export RetinaNet / FCOS / Faster R-CNN / Mask R-CNN to ONNX with NMS in the graph (outputs dets (B, N, 5)
-    and labels (B, N), plus masks (B, N, H, W) bool at the input size for Mask R-CNN)."""
+    """Export RetinaNet / FCOS / ATSS / GFL / YOLOX / Faster, Mask and Cascade R-CNN to ONNX with NMS in the graph (outputs dets (B, N, 5)
+    and labels (B, N), plus masks (B, N, H, W) bool at the input size for the mask models)."""
     from detcli.config import apply_overrides, check_schema, load_config, resolve_preset_path
     from detcli.engine.onnx_export import ParityError, export_onnx as run_export
 
