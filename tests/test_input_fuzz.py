@@ -177,3 +177,14 @@ def test_cli_prints_one_line_and_exits_1(tmp_path: Path) -> None:
     assert proc.returncode == 1, proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: --gt ") and "categories[1].id is [2]" in lines[0], proc.stderr
+
+
+def test_null_annotations_is_an_error_and_missing_ones_are_not(tmp_path: Path) -> None:
+    from detcli.data.coco import CocoDataset
+
+    path = tmp_path / "ann.json"
+    path.write_text(json.dumps({**fz.COCO_BASE, "annotations": None}))
+    with pytest.raises(DatasetError, match=r"ann\.json: 'annotations' must be a list, got null"):
+        CocoDataset(str(path), pipeline=[])
+    path.write_text(json.dumps({k: v for k, v in fz.COCO_BASE.items() if k != "annotations"}))
+    assert len(CocoDataset(str(path), pipeline=[], test_mode=True)) == 2
