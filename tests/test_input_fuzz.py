@@ -188,3 +188,14 @@ def test_null_annotations_is_an_error_and_missing_ones_are_not(tmp_path: Path) -
         CocoDataset(str(path), pipeline=[])
     path.write_text(json.dumps({k: v for k, v in fz.COCO_BASE.items() if k != "annotations"}))
     assert len(CocoDataset(str(path), pipeline=[], test_mode=True)) == 2
+
+
+def test_segm_needs_image_sizes_in_the_ground_truth(tmp_path: Path) -> None:
+    from detcli.evaluation import evaluate_files
+
+    gt = _coco(tmp_path, [("images", 1, "<del:height>", None)])
+    dt = tmp_path / "dt.json"
+    dt.write_text(fz.dump(fz.RESULTS_BASE))
+    with pytest.raises(DatasetError, match=r"images\[1\] \(id 2\) has no height or width; --metric segm needs both"):
+        evaluate_files(gt, dt, ["segm"])
+    assert evaluate_files(gt, dt, ["bbox"]).metrics["bbox_mAP"] >= 0  # boxes do not need them

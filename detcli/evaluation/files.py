@@ -335,6 +335,11 @@ def evaluate_files(
 
     names = check_metrics(metrics, FILE_METRICS)
     coco_gt = load_ground_truth(gt)
+    if "segm" in names:  # masks are rasterised at the image size
+        for k, img in enumerate(coco_gt.dataset["images"]):
+            if "height" not in img or "width" not in img:
+                raise DatasetError(f"--gt {gt}: images[{k}] (id {img['id']}) has no height or width; --metric segm "
+                                   "needs both")
     source = "stdin" if str(dt) == "-" else str(dt)
     text = read_text_file(dt, "--dt")
     results: list[dict[str, Any]] | ResultColumns | None = None
