@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from vs_torchvision import TWO_STAGE, build_det, build_torchvision, set_score_thr  # noqa: E402
 
 import detcli.models  # noqa: E402,F401
-from detcli.engine.onnx_export import trace_to_onnx  # noqa: E402
+from detcli.engine.onnx_export import graph_feed, trace_to_onnx  # noqa: E402
 from detcli.models.deploy import deploy_model, min_opset  # noqa: E402
 from detcli.structures import ImageBatch  # noqa: E402
 
@@ -81,8 +81,8 @@ def main(argv: list[str] | None = None) -> int:
             options.intra_op_num_threads = 2
             options.log_severity_level = 3
             sess = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-            feed = {"input": x.numpy()}
             batch = ImageBatch(x, [(SIZE, SIZE)])
+            feed = graph_feed([i.name for i in sess.get_inputs()], batch)
             image = [torch.rand(3, SIZE, SIZE)]
 
             def tv_infer() -> None:

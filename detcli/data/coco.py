@@ -26,6 +26,8 @@ from pycocotools.coco import COCO
 
 from detcli.data.base import AnnotationFileDataset, load_class_names
 from detcli.errors import DatasetError, did_you_mean
+from detcli.evaluation.coco_format import check_coco_types
+from detcli.evaluation.files import nesting_message
 from detcli.registry import DATASETS
 from detcli.structures import BoxFormat, convert
 
@@ -112,6 +114,8 @@ class CocoDataset(AnnotationFileDataset):
             raw = json.loads(data)
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise DatasetError(f"{path}: not valid JSON: {e}") from e
+        except RecursionError:
+            raise DatasetError(nesting_message(str(path))) from None
         if not isinstance(raw, dict):
             raise DatasetError(f"{path}: a COCO annotation file must be a JSON object")
         for key in ("images", "categories"):
@@ -119,12 +123,15 @@ class CocoDataset(AnnotationFileDataset):
                 raise DatasetError(f"{path}: missing the '{key}' list of a COCO annotation file")
         raw.setdefault("annotations", [])
         for i, img in enumerate(raw["images"]):
+            if not isinstance(img, dict):
+                raise DatasetError(f"{path}: images[{i}] is not an object")
             missing = [k for k in ("id", "file_name", "height", "width") if k not in img]
             if missing:
                 raise DatasetError(f"{path}: images[{i}] lacks {', '.join(missing)}")
         for i, cat in enumerate(raw["categories"]):
-            if "id" not in cat or "name" not in cat:
+            if not isinstance(cat, dict) or "id" not in cat or "name" not in cat:
                 raise DatasetError(f"{path}: categories[{i}] needs 'id' and 'name'")
+        check_coco_types(raw, str(path))  # list/object/null ids, NaN boxes: one error naming section[index].key
         cat_ids = [c["id"] for c in raw["categories"]]
         if len(set(cat_ids)) != len(cat_ids):
             raise DatasetError(f"{path}: category ids are not unique: {cat_ids}")

@@ -9,7 +9,8 @@ Layout::
 VOC boxes are 1-based inclusive pixel indices; as mmdet does, ``xmin, ymin, xmax, ymax`` are read
 with ``int(float(v))`` and shifted by -1. ``difficult`` objects, and with ``min_size`` objects whose
 width or height is below it, become ignore boxes (``bboxes_ignore``/``labels_ignore``), which VOC
-evaluation neither rewards nor punishes. Objects of other classes are skipped. The year is read from
+evaluation neither rewards nor punishes. Objects of other classes are skipped. In training, boxes of
+zero or negative size (``xmax <= xmin`` or ``ymax <= ymin``) are dropped and counted in one warning. The year is read from
 ``img_prefix`` (``VOC2007`` → 11-point AP, ``VOC2012`` → area AP; other folders: area).
 
 Every XML file is parsed once, when the dataset is built.
@@ -18,6 +19,7 @@ Every XML file is parsed once, when the dataset is built.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import xml.etree.ElementTree as ET
 from collections import Counter
@@ -34,6 +36,8 @@ from detcli.data.coco import join_root, coco_from_dict
 from detcli.errors import DatasetError
 from detcli.fileio import read_image_file
 from detcli.registry import DATASETS
+
+logger = logging.getLogger(__name__)
 
 #: The 20 PASCAL VOC classes, in mmdet's label order.
 VOC_CLASSES: tuple[str, ...] = (
@@ -130,11 +134,15 @@ class VOCDataset(AnnotationFileDataset):
         digest = hashlib.sha256()
         infos, anns = [], []
         numeric = all(i.isdigit() for i in ids) and len({int(i) for i in ids}) == len(ids)
+        self._num_empty_boxes = 0  # counted by _parse
         for pos, img_id in enumerate(ids):
             info, ann = self._parse(img_id, digest)
             info["id"] = int(img_id) if numeric else pos + 1
             infos.append(info)
             anns.append(ann)
+        if self._num_empty_boxes:
+            logger.warning("dropped %d boxes with zero or negative size (xmax <= xmin or ymax <= ymin) in %s",
+                           self._num_empty_boxes, os.path.basename(self.ann_file))
         self._xml_sha256 = digest.hexdigest()
         self._store(infos, anns)
         self._coco: COCO | None = None
@@ -200,6 +208,9 @@ class VOCDataset(AnnotationFileDataset):
                 box = [int(float(_text(bnd, t, where))) for t in ("xmin", "ymin", "xmax", "ymax")]
             except ValueError as e:
                 raise DatasetError(f"{where} ('{name}'): a bndbox value is not a number: {e}") from e
+            if not self.test_mode and (box[2] <= box[0] or box[3] <= box[1]):
+                self._num_empty_boxes += 1  # no area to learn from: dropped in training (evaluation keeps them)
+                continue
             small = False
             if self.min_size:
                 small = box[2] - box[0] < self.min_size or box[3] - box[1] < self.min_size

@@ -89,6 +89,31 @@ class AnalyzeResult:
     show_dir: Path
 
 
+def _detections_of(grouped: Mapping[int, list[tuple[list[float], float, int]]], image_id: int
+                   ) -> tuple[Any, Any, Any]:
+    """``(boxes xyxy (N, 4), scores (N,), labels (N,))`` of one image of :func:`group_results`' output."""
+    import numpy as np
+
+    rows = grouped.get(image_id, [])
+    xywh = np.asarray([r[0] for r in rows], dtype=np.float64).reshape(-1, 4)
+    boxes = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1)
+    return boxes, np.asarray([r[1] for r in rows], dtype=np.float64), np.asarray([r[2] for r in rows], dtype=np.int64)
+
+
+def score_images(dataset: Any, grouped: Mapping[int, list[tuple[list[float], float, int]]]) -> list[ImageScore]:
+    """The single-image mAP of every image of ``dataset`` (dataset order) against ``grouped`` detections
+    (:func:`detcli.evaluation.confusion.group_results` of a results file)."""
+    from detcli.evaluation.per_image import image_map
+
+    scores = []
+    for i, image_id in enumerate(dataset.image_ids):
+        boxes, sc, labels = _detections_of(grouped, image_id)
+        value = image_map(dataset.get_ann_info(i), boxes, sc, labels)
+        name = str(dataset.get_img_info(i).get("filename", f"{image_id}.jpg"))
+        scores.append(ImageScore(i, int(image_id), name, value))
+    return scores
+
+
 def analyze_results(
     cfg: Mapping[str, Any],
     results: str | os.PathLike[str],
@@ -115,7 +140,6 @@ def analyze_results(
     from detcli.errors import ConfigError
     from detcli.evaluation.confusion import group_results
     from detcli.evaluation.files import read_json_file
-    from detcli.evaluation.per_image import image_map
     from detcli.structures import Detections, GroundTruth
     from detcli.visualization import draw_detections, draw_ground_truth, output_name, save_image
 
@@ -131,20 +155,7 @@ def analyze_results(
     dataset, _, _ = build_split(cfg, "test", test_mode=True)
     source = "stdin" if str(results) == "-" else str(results)
     grouped = group_results(read_json_file(results, "RESULTS"), dataset.image_ids, list(dataset.cat_ids), source)
-
-    def dets_of(image_id: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        rows = grouped.get(image_id, [])
-        xywh = np.asarray([r[0] for r in rows], dtype=np.float64).reshape(-1, 4)
-        boxes = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1)
-        return boxes, np.asarray([r[1] for r in rows], dtype=np.float64), np.asarray([r[2] for r in rows], dtype=np.int64)
-
-    scores = []
-    for i, image_id in enumerate(dataset.image_ids):
-        ann = dataset.get_ann_info(i)
-        boxes, sc, labels = dets_of(image_id)
-        value = image_map(ann, boxes, sc, labels)
-        name = str(dataset.get_img_info(i).get("filename", f"{image_id}.jpg"))
-        scores.append(ImageScore(i, int(image_id), name, value))
+    scores = score_images(dataset, grouped)
     k = min(topk, len(scores))  # sorted() is stable: ties keep dataset order in both lists
     bad, good = sorted(scores, key=lambda s: s.map)[:k], sorted(scores, key=lambda s: -s.map)[:k]
     out = Path(show_dir)
@@ -157,7 +168,7 @@ def analyze_results(
             h, w = image.shape[:2]
             gt = GroundTruth((h, w), torch.as_tensor(ann["bboxes"], dtype=torch.float32).reshape(-1, 4), ann["labels"],
                              torch.as_tensor(ann.get("bboxes_ignore", np.zeros((0, 4))), dtype=torch.float32).reshape(-1, 4))
-            boxes, sc, labels = dets_of(item.image_id)
+            boxes, sc, labels = _detections_of(grouped, item.image_id)
             dets = Detections((h, w), torch.as_tensor(boxes, dtype=torch.float32), sc, labels)
             drawn = draw_detections(draw_ground_truth(image, gt, dataset.classes), dets, dataset.classes, score_thr=show_score_thr)
             stem = Path(output_name(item.filename, f"{item.image_id}.jpg"))

@@ -244,6 +244,9 @@ def export_onnx(
                 if test_img is not None:
                     name, batch = _load_inputs(loaded.cfg, [test_img])[0]
                     checks.append((name, batch if dynamic_export else _resize(batch, tuple(tensor.shape[-2:]))))
+                if dynamic_export and "image_sizes" in getattr(wrapper, "input_names", []):
+                    # two images of different sizes in one batch: each must get its eager detections
+                    checks.append((f"{inputs[0][0]} + 3/4 crop (batch)", mixed_size_batch(export_batch)))
                 report = verify_parity(wrapper, str(tmp), checks, box_tol=box_tol, score_tol=score_tol,
                                        mask_tol=mask_tol)
                 if not report.passed:
@@ -262,11 +265,44 @@ def trace_to_onnx(wrapper: torch.nn.Module, tensor: torch.Tensor, path: str | os
     ops forced to torchvision). ``dynamic_axes`` as in ``torch.onnx.export`` (input name ``input``)."""
     from detcli.ops import use_backend
 
+    input_names = list(getattr(wrapper, "input_names", ["input"]))
+    args: tuple[torch.Tensor, ...] = (tensor,)
+    axes = dict(dynamic_axes) if dynamic_axes else None
+    if "image_sizes" in input_names:  # each image's valid (h, w): boxes are clipped to it before NMS
+        args = (tensor, image_sizes_tensor([tuple(tensor.shape[-2:])] * tensor.shape[0]))
+        if axes is not None:
+            axes["image_sizes"] = {0: "batch"}
     with use_backend("torchvision"), torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(wrapper, (tensor,), str(path), dynamo=False, opset_version=opset_version,
-                          input_names=["input"], output_names=wrapper.output_names,
-                          dynamic_axes=dict(dynamic_axes) if dynamic_axes else None, do_constant_folding=True)
+        torch.onnx.export(wrapper, args, str(path), dynamo=False, opset_version=opset_version,
+                          input_names=input_names, output_names=wrapper.output_names,
+                          dynamic_axes=axes, do_constant_folding=True)
+
+
+def image_sizes_tensor(sizes: Sequence[tuple[int, int]]) -> torch.Tensor:
+    """``(B, 2)`` float32 ``(h, w)`` per image: the ``image_sizes`` input of a dense export graph."""
+    return torch.tensor([[float(h), float(w)] for h, w in sizes], dtype=torch.float32).reshape(-1, 2)
+
+
+def graph_feed(input_names: Sequence[str], batch: ImageBatch) -> dict[str, np.ndarray]:
+    """The ONNX Runtime inputs of ``batch``: the padded tensor, and the image sizes when the graph takes them
+    (graphs exported before the image_sizes input existed take the tensor alone and clip to it)."""
+    feed = {"input": batch.tensor.detach().cpu().contiguous().numpy()}
+    if "image_sizes" in input_names:
+        feed["image_sizes"] = image_sizes_tensor(batch.image_sizes).numpy()
+    return feed
+
+
+def mixed_size_batch(batch: ImageBatch) -> ImageBatch:
+    """A batch of 2 from one preprocessed image: the image, and a copy cropped to 3/4 of its valid height
+    and width and zero-padded to the same tensor (two images of different sizes in one padded batch,
+    the case where per-image clipping matters)."""
+    x = batch.tensor[:1]
+    h, w = batch.image_sizes[0]
+    sh, sw = max(1, h * 3 // 4), max(1, w * 3 // 4)
+    small = torch.zeros_like(x)
+    small[..., :sh, :sw] = x[..., :sh, :sw]
+    return ImageBatch(torch.cat([x, small]), [(h, w), (sh, sw)])
 
 
 def _simplify(proto: Any) -> Any:
@@ -295,7 +331,8 @@ def _match(ref: Detections, got: Detections, max_per_img: int) -> tuple[int, flo
     Returns:
         (matched, max box diff, max score diff, serious unmatched, max mask diff; see
         :func:`_mask_diff`, 0 without masks). An unmatched detection is not
-        serious when it is a zero-area box (ONNX Runtime's NonMaxSuppression drops those), when the
+        serious when it is a zero-area box (ONNX Runtime's NonMaxSuppression may drop those; on either
+        side they match nothing, IoU being 0: boxes clipped flat at an image border), when the
         other side holds ``max_per_img`` detections all scoring above it (the cut-off moved), or
         when it is within the lowest-score 1% (near-ties at the score threshold).
     """
@@ -324,7 +361,8 @@ def _match(ref: Detections, got: Detections, max_per_img: int) -> tuple[int, flo
     got_cut = float(got.scores.min()) if len(got) >= max_per_img else -1.0
     ref_area = ref.boxes.tensor[:, 2:].sub(ref.boxes.tensor[:, :2]).prod(dim=1)
     serious = sum(1 for i in missing if ref_area[i] > 0 and float(ref.scores[i]) > max(floor, got_cut))
-    serious += sum(1 for s in got.scores[~used].tolist() if s > max(floor, ref_cut))
+    got_area = got.boxes.tensor[:, 2:].sub(got.boxes.tensor[:, :2]).prod(dim=1)  # flat boxes never match (IoU 0)
+    serious += sum(1 for s, a in zip(got.scores[~used].tolist(), got_area[~used].tolist()) if a > 0 and s > max(floor, ref_cut))
     return matched, box_diff, score_diff, serious, mask_diff
 
 
@@ -362,11 +400,12 @@ def verify_parity(wrapper: torch.nn.Module, onnx_path: str, checks: Sequence[tup
     """Run ONNX Runtime and PyTorch (``wrapper.detector.predict``, or the raw head outputs with
     ``postprocess`` off) on each ``(name, batch)`` and compare (masks too when the graph has them)."""
     sess = _session(onnx_path)
+    input_names = [i.name for i in sess.get_inputs()]
     with_masks = "masks" in getattr(wrapper, "output_names", [])
     rows = []
     for name, batch in checks:
         x = batch.tensor.contiguous()
-        outs = sess.run(None, {"input": x.numpy()})
+        outs = sess.run(None, graph_feed(input_names, batch))
         shape = tuple(x.shape[-2:])
         if not wrapper.postprocess:
             with torch.no_grad():
@@ -374,11 +413,13 @@ def verify_parity(wrapper: torch.nn.Module, onnx_path: str, checks: Sequence[tup
             diff = max(float(np.abs(a - b).max()) if a.size else 0.0 for a, b in zip(ref, outs))
             rows.append(ParityRow(name, shape, 0, 0, 0, 0.0, diff, diff <= score_tol * 10))
             continue
-        full = ImageBatch(x, [shape] * x.shape[0])  # the graph clips to the input, not to the valid region
-        refs = wrapper.detector.predict(full)
+        # a graph with an image_sizes input clips each image to its valid region, as eager mode does;
+        # one without clips to the input
+        ref_batch = batch if "image_sizes" in input_names else ImageBatch(x, [shape] * x.shape[0])
+        refs = wrapper.detector.predict(ref_batch)
         for ref in refs:  # as onnx_detections does (heads that do not clip, e.g. YOLOX, leave boxes outside)
             ref.boxes.clip_(ref.image_size)
-        gots = onnx_detections(outs[0], outs[1], full.image_sizes, outs[2] if with_masks else None)
+        gots = onnx_detections(outs[0], outs[1], ref_batch.image_sizes, outs[2] if with_masks else None)
         for ref, got in zip(refs, gots):
             matched, box_diff, score_diff, serious, mask_diff = _match(ref, got, wrapper.max_per_img)
             ok = box_diff <= box_tol and score_diff <= score_tol and serious == 0 and mask_diff <= mask_tol
@@ -417,6 +458,7 @@ class OnnxPredictor:
         self.static_shape = None if any(d.dim_param or not d.dim_value for d in dims[2:]) else (dims[2].dim_value, dims[3].dim_value)
         self.static_batch = dims[0].dim_value if dims[0].dim_value and not dims[0].dim_param else None
         self.session = _session(str(path))
+        self.input_names = [i.name for i in self.session.get_inputs()]
         model = self.cfg["model"]
         head = model["roi_head"]["bbox_head"] if "roi_head" in model else model["bbox_head"]
         if isinstance(head, list):  # a cascade's per-stage heads
@@ -433,7 +475,7 @@ class OnnxPredictor:
                               "or --shape matching the pipeline")
         if self.static_batch is not None and x.shape[0] != self.static_batch:
             return [d for i in range(x.shape[0]) for d in self.predict(ImageBatch(x[i:i + 1], [images.image_sizes[i]]))]
-        outs = self.session.run(None, {"input": x.cpu().numpy()})
+        outs = self.session.run(None, graph_feed(self.input_names, ImageBatch(x, images.image_sizes)))
         return onnx_detections(outs[0], outs[1], images.image_sizes, outs[2] if len(outs) > 2 else None)
 
     def parameters(self):  # noqa: ANN201  (run_inference asks for the device)

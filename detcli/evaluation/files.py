@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from detcli.errors import DatasetError
+from detcli.evaluation.coco_format import check_coco_types, segmentation_problem
 from detcli.evaluation.coco import FILE_METRICS, CocoEvaluation, evaluate_coco, ids_known
 from detcli.evaluation.fast_coco import ResultColumns, auto_workers, result_columns
 
@@ -154,6 +155,10 @@ def results_columns_of_text(text: str, coco_gt: Any, metrics: Sequence[str], wor
     if not ids_known(coco_gt, columns.image_id, columns.category_id).all():
         return None
     if columns.segmentation is not None:
+        for i, seg in zip(columns.image_id.tolist(), columns.segmentation):
+            img = coco_gt.imgs[int(i)]
+            if segmentation_problem(seg, img.get("height"), img.get("width")) is not None:
+                return None  # check_results names the entry
         columns.segmentation = [
             seg if isinstance(seg, dict) and isinstance(seg.get("counts"), str)
             else _polygons_to_rle({"image_id": int(i), "segmentation": seg}, coco_gt)["segmentation"]
@@ -177,6 +182,9 @@ def load_ground_truth(path: str | os.PathLike[str]) -> Any:
     missing = [k for k in ("images", "annotations", "categories") if k not in data]
     if missing:
         raise DatasetError(f"--gt {path}: not a COCO annotation file: missing key(s) {', '.join(missing)}")
+    check_coco_types(data, f"--gt {path}", also_required={"annotations": ("bbox", "area")})
+    for ann in data["annotations"]:
+        ann.setdefault("iscrowd", 0)  # optional in COCO files; pycocotools' evaluation reads it
     coco = COCO()
     coco.dataset = data
     with contextlib.redirect_stdout(io.StringIO()):
@@ -198,8 +206,23 @@ def check_results(results: Any, coco_gt: Any, metrics: Sequence[str], source: st
     if not _results_look_valid(results, coco_gt, metrics):
         _find_bad_result(results, coco_gt, metrics, source)
     if "segm" in metrics:
-        results = [_polygons_to_rle(r, coco_gt) for r in results]
+        converted = []
+        for i, r in enumerate(results):
+            img = coco_gt.imgs[r["image_id"]]
+            problem = segmentation_problem(r["segmentation"], img.get("height"), img.get("width"))
+            if problem is not None:
+                raise DatasetError(f"--dt {source}: entry {i}: segmentation {problem}")
+            converted.append(_polygons_to_rle(r, coco_gt))
+        results = converted
     return results
+
+
+def _needs_bbox(results: list[Any], metrics: Sequence[str]) -> bool:
+    """Whether every entry needs a ``bbox``: for bbox/proposal metrics, and whenever the first entry has a
+    non-empty one (pycocotools' ``loadRes`` reads every entry as a box result then, whatever the metric)."""
+    first = results[0] if results else None
+    return "bbox" in metrics or "proposal" in metrics or (
+        isinstance(first, dict) and "bbox" in first and first["bbox"] != [])
 
 
 def _results_look_valid(results: list[Any], coco_gt: Any, metrics: Sequence[str]) -> bool:
@@ -208,7 +231,7 @@ def _results_look_valid(results: list[Any], coco_gt: Any, metrics: Sequence[str]
     if not results:
         return True
     keys = ["image_id", "category_id", "score"]
-    if "bbox" in metrics or "proposal" in metrics:
+    if _needs_bbox(results, metrics):
         keys.append("bbox")
     if "segm" in metrics:
         keys.append("segmentation")
@@ -236,16 +259,20 @@ def _find_bad_result(results: list[Any], coco_gt: Any, metrics: Sequence[str], s
     image_ids = set(coco_gt.getImgIds())
     cat_ids = set(coco_gt.getCatIds())
     need = {"image_id", "category_id", "score"}
+    with_bbox = _needs_bbox(results, metrics)
     for i, r in enumerate(results):
         if not isinstance(r, dict):
             raise DatasetError(f"--dt {source}: entry {i} is a {type(r).__name__}, expected an object")
         missing = need - set(r)
-        if "bbox" in metrics or "proposal" in metrics:
+        if with_bbox:
             missing |= {"bbox"} - set(r)
         if "segm" in metrics:
             missing |= {"segmentation"} - set(r)
         if missing:
-            raise DatasetError(f"--dt {source}: entry {i} has no {', '.join(sorted(missing))} (needed by --metric {' '.join(metrics)})")
+            why = f"needed by --metric {' '.join(metrics)}"
+            if "bbox" in missing and not ("bbox" in metrics or "proposal" in metrics):
+                why = "entry 0 has a bbox, so every entry needs one: the first entry sets the kind of the results"
+            raise DatasetError(f"--dt {source}: entry {i} has no {', '.join(sorted(missing))} ({why})")
         if not (isinstance(r["image_id"], Hashable) and r["image_id"] in image_ids):
             raise DatasetError(
                 f"--dt {source}: entry {i}: image_id {_shown(r['image_id'])} is not an image of the ground truth "
@@ -256,7 +283,7 @@ def _find_bad_result(results: list[Any], coco_gt: Any, metrics: Sequence[str], s
                 f"--dt {source}: entry {i}: category_id {_shown(r['category_id'])} is not a category of the ground "
                 f"truth (it has {sorted(cat_ids)}; were the results made with another class list?)"
             )
-        problem = result_value_problem(r, "bbox" in metrics or "proposal" in metrics)
+        problem = result_value_problem(r, with_bbox)
         if problem is not None:
             raise DatasetError(f"--dt {source}: entry {i}: {problem}")
     raise DatasetError(f"--dt {source}: the results cannot be evaluated (an entry has ids or values of the wrong type)")
@@ -308,6 +335,11 @@ def evaluate_files(
 
     names = check_metrics(metrics, FILE_METRICS)
     coco_gt = load_ground_truth(gt)
+    if "segm" in names:  # masks are rasterised at the image size
+        for k, img in enumerate(coco_gt.dataset["images"]):
+            if "height" not in img or "width" not in img:
+                raise DatasetError(f"--gt {gt}: images[{k}] (id {img['id']}) has no height or width; --metric segm "
+                                   "needs both")
     source = "stdin" if str(dt) == "-" else str(dt)
     text = read_text_file(dt, "--dt")
     results: list[dict[str, Any]] | ResultColumns | None = None

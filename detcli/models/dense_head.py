@@ -40,6 +40,7 @@ from detcli.models.dense_utils import logit_threshold, nms_detections, prior_pad
 from detcli.models.detector import DenseTestConfig, DenseTrainConfig
 from detcli.models.export_ops import (
     clip_to_input,
+    clip_to_sizes,
     gather_padded,
     grid_priors,
     nms_keep,
@@ -227,7 +228,8 @@ class BaseDenseHead(nn.Module):
         return results
 
     def export(self, outs: Sequence[Sequence[Tensor]], images: Tensor, test_cfg: DenseTestConfig,
-               nms_pre: int, max_output_boxes_per_class: int) -> tuple[Tensor, Tensor]:
+               nms_pre: int, max_output_boxes_per_class: int,
+               image_sizes: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """The export form of :meth:`postprocess` (traceable, dynamic shapes).
 
         Args:
@@ -235,6 +237,8 @@ class BaseDenseHead(nn.Module):
             images (Tensor[B, 3, H, W]): the graph input (boxes are clipped to its ``(H, W)``).
             nms_pre: candidates per level (``<= 0``: all).
             max_output_boxes_per_class: ``NonMaxSuppression``'s cap per class and image.
+            image_sizes (Tensor[B, 2] | None): ``(h, w)`` of each image's valid region: boxes are clipped
+                to it before NMS, as :meth:`postprocess` does (None: to the input's ``(H, W)``).
 
         Returns:
             dets (Tensor[B, max_per_img, 5]) ``(x1, y1, x2, y2, score)`` sorted by score, zero rows
@@ -246,7 +250,7 @@ class BaseDenseHead(nn.Module):
                  for level, priors in enumerate(self.export_level_priors(cls_scores, images))]
         boxes = torch.cat([p.boxes for p in parts], dim=1)  # (B, K, 4)
         if self.clip_boxes:
-            boxes = clip_to_input(boxes, images)
+            boxes = clip_to_input(boxes, images) if image_sizes is None else clip_to_sizes(boxes, image_sizes)
         scores = torch.cat([p.scores for p in parts], dim=1)  # (B, K)
         labels = torch.cat([p.labels for p in parts], dim=1)  # (B, K)
         # drop small boxes (and, with drop_empty_boxes, flat ones: mmdet 3.x)

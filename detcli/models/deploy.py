@@ -5,9 +5,13 @@ whose head is on the dense-head template :class:`~detcli.models.dense_head.BaseD
 ``torch.onnx.export`` (TorchScript tracing). Input: ``images (B, 3, H, W)`` float32, the
 preprocessed (normalised, padded) tensor. Outputs:
 
-- ``dets (B, N, 5)``: ``(x1, y1, x2, y2, score)`` in input pixels, clipped to ``(H, W)``, sorted by
+- ``dets (B, N, 5)``: ``(x1, y1, x2, y2, score)`` in input pixels, clipped to ``image_sizes``, sorted by
   score; ``N = max_per_img``; unused rows are zeros.
 - ``labels (B, N)`` int64: class index ``0..C-1``; ``-1`` on unused rows.
+
+A second input ``image_sizes (B, 2)`` float32 gives each image's valid ``(h, w)`` in the padded
+batch; boxes are clipped to it before NMS, as eager post-processing does, so a batch of images of
+different sizes gives each image the detections eager mode gives it.
 
 Post-processing is the head's own, the template's export form (:meth:`BaseDenseHead.export
 <detcli.models.dense_head.BaseDenseHead.export>`, the same steps as ``predict``): per level the top
@@ -91,13 +95,19 @@ class DeployDetector(nn.Module):
         head = self.detector.bbox_head
         return [f"{k}_{i}" for k in head.output_kinds for i in range(head.num_levels)]
 
-    def forward(self, images: Tensor) -> tuple[Tensor, ...]:
+    @property
+    def input_names(self) -> list[str]:
+        """Graph inputs: ``input``, and with post-processing ``image_sizes (B, 2)`` (each image's valid
+        ``(h, w)`` in the padded batch, which boxes are clipped to before NMS as in eager mode)."""
+        return ["input", "image_sizes"] if self.postprocess else ["input"]
+
+    def forward(self, images: Tensor, image_sizes: Tensor | None = None) -> tuple[Tensor, ...]:
         feats = self.detector.extract_feat(images)
         head = self.detector.bbox_head
         outs = head(feats)
         if not self.postprocess:
             return tuple(t.contiguous() for group in outs for t in group)
-        return head.export(outs, images, self.cfg, self.nms_pre, self.max_output)
+        return head.export(outs, images, self.cfg, self.nms_pre, self.max_output, image_sizes)
 
 
 def exportable(detector: nn.Module) -> bool:

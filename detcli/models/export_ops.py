@@ -143,6 +143,16 @@ def clip_to_input(boxes: Tensor, images: Tensor) -> Tensor:
                         torch.minimum(torch.maximum(x2, zero), w), torch.minimum(torch.maximum(y2, zero), h)], dim=-1)
 
 
+def clip_to_sizes(boxes: Tensor, sizes: Tensor) -> Tensor:
+    """Clamp ``boxes (B, K, 4)`` of each image to its own ``(h, w)`` of ``sizes (B, 2)`` (traced, dynamic):
+    the valid region of each image of a padded batch, as eager post-processing clips."""
+    h, w = sizes[:, 0:1].to(boxes.dtype), sizes[:, 1:2].to(boxes.dtype)  # (B, 1)
+    zero = torch.zeros_like(h)
+    x1, y1, x2, y2 = boxes.unbind(-1)
+    return torch.stack([torch.minimum(torch.maximum(x1, zero), w), torch.minimum(torch.maximum(y1, zero), h),
+                        torch.minimum(torch.maximum(x2, zero), w), torch.minimum(torch.maximum(y2, zero), h)], dim=-1)
+
+
 def nms_keep(boxes: Tensor, scores: Tensor, max_output: int, iou_threshold: float,
              score_threshold: float) -> Tensor:
     """``NonMaxSuppression`` of ``boxes (B, K, 4)`` per class of ``scores (B, C, K)`` (each class

@@ -147,3 +147,22 @@ def test_built_from_config_with_shapes_devkit(tmp_path: Path) -> None:
     assert ds.test_mode and len(ds) == 2 and ds.image_ids == [1000, 1001]
     total = sum(len(ds.get_ann_info(i)["bboxes"]) + len(ds.get_ann_info(i)["bboxes_ignore"]) for i in range(2))
     assert total > 0
+
+
+def test_training_drops_zero_and_negative_size_boxes_with_one_counted_warning(tmp_path: Path, caplog) -> None:
+    images = [VocImage("000001", blank(), [VocObject("dog", (5, 6, 30, 40)), VocObject("dog", (30, 6, 5, 40)),
+                                           VocObject("cat", (9, 9, 20, 9)), VocObject("cat", (9, 9, 9, 20), 1)])]
+    write_voc(tmp_path / "VOCdevkit", 2007, {"trainval": images})
+    import logging
+
+    with caplog.at_level(logging.WARNING, logger="detcli.data.voc"):
+        ds = make(tmp_path / "VOCdevkit")
+    ann = ds.get_ann_info(0)
+    np.testing.assert_array_equal(ann["bboxes"], [[4, 5, 29, 39]])  # only the valid dog is left
+    assert ann["bboxes_ignore"].shape == (0, 4)  # the empty difficult box is dropped too
+    msgs = [r.getMessage() for r in caplog.records]
+    assert msgs == ["dropped 3 boxes with zero or negative size (xmax <= xmin or ymax <= ymin) in trainval.txt"]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="detcli.data.voc"):  # evaluation keeps the file's boxes
+        test = make(tmp_path / "VOCdevkit", test_mode=True, pipeline=tta_pipeline())
+    assert len(test.get_ann_info(0)["bboxes"]) == 3 and not caplog.records

@@ -73,18 +73,20 @@ def test_dynamic_export_checker_and_parity(ckpt: Path, other_image: Path, tmp_pa
     onnx.checker.check_model(onnx.load(str(out)))
     assert result.opset_version == 11 and result.outputs == ["dets", "labels"]
     report = result.verify
-    assert report is not None and report.passed and len(report.rows) == 2
+    assert report is not None and report.passed and len(report.rows) == 4  # + the mixed-size batch of 2
     assert report.rows[0].shape == (64, 64) and report.rows[1].shape == (64, 32)  # a size other than the export size
-    assert all(r.torch_dets > 0 and r.matched == r.torch_dets == r.onnx_dets for r in report.rows)
+    assert all(r.torch_dets > 0 and r.matched == r.torch_dets == r.onnx_dets for r in report.rows[:2])
+    assert report.rows[2].image == report.rows[3].image == "data.test[0] + 3/4 crop (batch)"
     # batch of 2 at yet another size: same detections as PyTorch
     predictor = OnnxPredictor(out)
     from detcli.structures import ImageBatch
 
     model = engine.load_model(ckpt).model
     x = ImageBatch(torch.randn(2, 3, 96, 64), [(96, 64), (80, 60)])
-    got, ref = predictor.predict(x), model.predict(ImageBatch(x.tensor, [(96, 64)] * 2))
-    assert len(got[0]) == len(ref[0]) > 0
-    torch.testing.assert_close(got[0].boxes.tensor, ref[0].boxes.tensor, atol=1e-3, rtol=0)
+    got, ref = predictor.predict(x), model.predict(x)  # each image clipped to its own size, in both
+    for g, r in zip(got, ref):
+        assert len(g) == len(r) > 0
+        torch.testing.assert_close(g.boxes.tensor, r.boxes.tensor, atol=1e-3, rtol=0)
     assert got[1].boxes.tensor[:, 0::2].max() <= 60 and got[1].boxes.tensor[:, 1::2].max() <= 80
 
 

@@ -168,6 +168,20 @@ def _hashable_keys(section: str, entries: list[Any], found: _Collector) -> list[
     return out
 
 
+def _missing_ids(sorted_ids: list[int], limit: int) -> list[int]:
+    """The first ``limit`` integers of ``1..max(sorted_ids)`` absent from ``sorted_ids`` (sorted, unique)."""
+    out: list[int] = []
+    expected = 1
+    for i in sorted_ids:
+        while expected < i and len(out) < limit:
+            out.append(expected)
+            expected += 1
+        if len(out) >= limit:
+            break
+        expected = max(expected, i + 1)
+    return out
+
+
 def _number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
@@ -237,7 +251,7 @@ def check_coco(data: dict[str, Any], ann_file: str = "<memory>",
                   "loading by name is ambiguous", f"'{d}'")
     int_ids = sorted({i for i in cat_ids if isinstance(i, int)})
     if int_ids and int_ids != list(range(1, len(int_ids) + 1)):
-        missing = sorted(set(range(1, int_ids[-1] + 1)) - set(int_ids))
+        missing = _missing_ids(int_ids, 11)  # ids may be huge: never build range(1, max)
         shown = ", ".join(map(str, missing[:10])) + (", ..." if len(missing) > 10 else "")
         found.add("info", "category_id_gaps", "category ids are not 1..K (harmless: labels follow the "
                   "order of 'categories')", f"ids {int_ids[0]}..{int_ids[-1]}" + (f", missing {shown}" if missing else ""))

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,9 @@ def _read(path: Path) -> dict[str, Any] | None:
         data = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise DatasetError(f"{path}: not valid JSON ({e})") from e
+    except RecursionError:
+        raise DatasetError(f"{path}: JSON nested deeper than the parser's limit (about {sys.getrecursionlimit()} "
+                           "levels; labelme files need 4)") from None
     if not isinstance(data, dict) or not isinstance(data.get("shapes"), list):
         return None
     return data
@@ -129,6 +133,8 @@ def convert_labelme(folder: str | os.PathLike[str], out_file: str | os.PathLike[
                 skipped[kind] = skipped.get(kind, 0) + 1
                 continue
             group = shape.get("group_id")
+            if group is not None and not isinstance(group, (int, str)):
+                raise DatasetError(f"{where}: group_id is {json.dumps(group)[:40]}; it is an integer or null")
             key = (label, group) if group is not None else ("#", k)
             instances.setdefault(key, (label, []))[1].append(poly)
         for label, polys in instances.values():

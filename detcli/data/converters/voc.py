@@ -79,7 +79,7 @@ def _xml_size(root: ET.Element) -> tuple[int, int] | None:
         return None
     try:
         w, h = int(float(size.findtext("width", "0"))), int(float(size.findtext("height", "0")))
-    except ValueError:
+    except (ValueError, OverflowError):  # not a number, nan, infinite: read the image's size instead
         return None
     return (w, h) if w > 0 and h > 0 else None
 

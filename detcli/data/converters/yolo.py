@@ -14,6 +14,7 @@ has no boxes; label files without an image are listed in the result's warnings.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 from pathlib import Path
@@ -68,6 +69,9 @@ def _parse_label_file(txt: Path, num_classes: int, width: int, height: int,
             values = [float(t) for t in tokens[1:]]
         except ValueError:
             bad.append(f"{where}: not numbers ({line.strip()[:60]!r}); {_LINE_FIX}")
+            continue
+        if not all(math.isfinite(v) for v in [cls_f, *values]):
+            bad.append(f"{where}: nan or infinite value ({line.strip()[:60]!r}); {_LINE_FIX}")
             continue
         if cls_f != int(cls_f) or not 0 <= cls_f < num_classes:
             bad.append(f"{where}: class {tokens[0]} is not an index of the {num_classes} names (0..{num_classes - 1}); "
