@@ -259,16 +259,4 @@ class ATSS(SingleStageDetector):
     """
 
     default_assigner = ATSSAssigner(topk=9)
-
-    def __init__(
-        self,
-        backbone: nn.Module,
-        neck: nn.Module,
-        bbox_head: nn.Module,
-        train_cfg: Mapping[str, Any] | None = None,
-        test_cfg: Mapping[str, Any] | None = None,
-        init_cfg: Mapping[str, Any] | None = None,
-    ) -> None:
-        if not isinstance(bbox_head, ATSSHead):
-            raise ConfigError(f"model.bbox_head: ATSS needs an ATSSHead, got {type(bbox_head).__name__}")
-        super().__init__(backbone, neck, bbox_head, train_cfg, test_cfg, init_cfg)
+    head_type = ATSSHead

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 import torch
 from torch import Tensor, nn
@@ -186,6 +186,8 @@ class SingleStageDetector(BaseDetector):
     """
 
     default_assigner: BatchAssigner | None = None
+    #: the dense-head class a subclass requires (``model.bbox_head`` of another type is a ConfigError)
+    head_type: ClassVar[type[nn.Module] | None] = None
 
     def __init__(
         self,
@@ -196,6 +198,10 @@ class SingleStageDetector(BaseDetector):
         test_cfg: Mapping[str, Any] | None = None,
         init_cfg: Mapping[str, Any] | None = None,
     ) -> None:
+        head = self.head_type
+        if head is not None and not isinstance(bbox_head, head):
+            raise ConfigError(f"model.bbox_head: {type(self).__name__} needs a head of type {head.__name__}, "
+                              f"got {type(bbox_head).__name__}")
         super().__init__()
         self.backbone = backbone
         self.neck = neck

@@ -305,6 +305,8 @@ class FCOS(SingleStageDetector):
         init_cfg: ``{type: Pretrained, checkpoint: PATH}`` of a whole detector.
     """
 
+    head_type = FCOSHead
+
     def __init__(
         self,
         backbone: nn.Module,
@@ -314,8 +316,6 @@ class FCOS(SingleStageDetector):
         test_cfg: Mapping[str, Any] | None = None,
         init_cfg: Mapping[str, Any] | None = None,
     ) -> None:
-        if not isinstance(bbox_head, FCOSHead):
-            raise ConfigError(f"model.bbox_head: FCOS needs an FCOSHead, got {type(bbox_head).__name__}")
         if train_cfg is not None and train_cfg.get("assigner") is not None:
             raise ConfigError("model.train_cfg.assigner: FCOS assigns points itself; set assigner: null or remove it")
         super().__init__(backbone, neck, bbox_head, train_cfg, test_cfg, init_cfg)

@@ -301,16 +301,4 @@ class GFL(SingleStageDetector):
     """
 
     default_assigner = ATSSAssigner(topk=9)
-
-    def __init__(
-        self,
-        backbone: nn.Module,
-        neck: nn.Module,
-        bbox_head: nn.Module,
-        train_cfg: Mapping[str, Any] | None = None,
-        test_cfg: Mapping[str, Any] | None = None,
-        init_cfg: Mapping[str, Any] | None = None,
-    ) -> None:
-        if not isinstance(bbox_head, GFLHead):
-            raise ConfigError(f"model.bbox_head: GFL needs a GFLHead, got {type(bbox_head).__name__}")
-        super().__init__(backbone, neck, bbox_head, train_cfg, test_cfg, init_cfg)
+    head_type = GFLHead

@@ -210,16 +210,4 @@ class RetinaNet(SingleStageDetector):
     """
 
     default_assigner = MaxIoUAssigner(pos_iou_thr=0.5, neg_iou_thr=0.4, min_pos_iou=0.0)
-
-    def __init__(
-        self,
-        backbone: nn.Module,
-        neck: nn.Module,
-        bbox_head: nn.Module,
-        train_cfg: Mapping[str, Any] | None = None,
-        test_cfg: Mapping[str, Any] | None = None,
-        init_cfg: Mapping[str, Any] | None = None,
-    ) -> None:
-        if not isinstance(bbox_head, RetinaHead):
-            raise ConfigError(f"model.bbox_head: RetinaNet needs a RetinaHead, got {type(bbox_head).__name__}")
-        super().__init__(backbone, neck, bbox_head, train_cfg, test_cfg, init_cfg)
+    head_type = RetinaHead

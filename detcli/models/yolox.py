@@ -261,6 +261,8 @@ class YOLOX(SingleStageDetector):
 
     default_assigner = None
 
+    head_type = YOLOXHead
+
     def __init__(
         self,
         backbone: nn.Module,
@@ -273,8 +275,6 @@ class YOLOX(SingleStageDetector):
         random_size_range: Sequence[int] = (15, 25),
         random_size_interval: int = 10,
     ) -> None:
-        if not isinstance(bbox_head, YOLOXHead):
-            raise ConfigError(f"model.bbox_head: YOLOX needs a YOLOXHead, got {type(bbox_head).__name__}")
         test_cfg = {"nms_pre": -1, "max_per_img": -1, **dict(test_cfg or {})}
         train_cfg = dict(train_cfg or {})
         if train_cfg.get("assigner") is None:

@@ -122,7 +122,7 @@ def test_config_errors():
         ATSSHead(num_classes=2, in_channels=8, conv_cfg={"type": "Conv2d"})
     cfg = load_config(str(ROOT / "presets" / "atss_r18_fpn_shapes.yaml"))["model"]
     cfg["bbox_head"] = {"type": "RetinaHead", "num_classes": 4, "in_channels": 64}
-    with pytest.raises(ConfigError, match="ATSS needs an ATSSHead"):
+    with pytest.raises(ConfigError, match="ATSS needs a head of type ATSSHead"):
         build(cfg, DETECTORS, path="model")
 
 
