@@ -278,7 +278,7 @@ class EvalHook(Hook):
     def _evaluate(self, runner: "Runner", unit: str, count: int) -> None:
         runner.model.eval()
         try:
-            with preserved_rng():
+            with preserved_rng(), runner.eval_weights():
                 result = self.evaluate_fn(runner.model, runner.progress)
         finally:
             runner.model.train()
@@ -471,3 +471,247 @@ def build_custom_hooks(nodes: Sequence[Mapping[str, Any]] | None, *, dry_run: bo
         if not dry_run:
             hooks.append((hook, priority))
     return hooks
+
+
+# ----------------------------------------------------------------------------- YOLOX training hooks
+def _train_dataset(runner: "Runner", needs: str, hook: str) -> Any:
+    dataset = runner.datasets.get("train")
+    if dataset is None or not hasattr(dataset, needs):
+        raise ConfigError(f"{hook} needs data.train to be a MultiImageMixDataset (it has no {needs}), got "
+                          f"{type(dataset).__name__}")
+    return dataset
+
+
+def restart_workers(runner: "Runner") -> None:
+    """Make the next epoch's loader start new worker processes, so that they see a dataset changed
+    in the main process (persistent workers keep their copy otherwise)."""
+    loader = runner.make_loader(runner.epoch)
+    if getattr(loader, "persistent_workers", False) and getattr(loader, "_iterator", None) is not None:
+        loader._iterator = None
+
+
+def run_epochs(runner: "Runner") -> int:
+    """The run's length in epochs (an iteration-based run: its iterations in whole epochs, rounded up)."""
+    if runner.max_epochs:
+        return int(runner.max_epochs)
+    return -(-runner.max_iters // runner.iters_per_epoch)
+
+
+@HOOKS.register()
+class ExpMomentumEMAHook(Hook):
+    """Exponential moving average of the model's weights (mmdet 2.x ``ExpMomentumEMAHook``).
+
+    After iteration ``i`` (1-based, every ``interval``), every floating-point entry of the model's
+    ``state_dict`` (parameters and buffers such as BN statistics) updates
+    ``ema = (1 - m) * ema + m * weight`` with ``m = (1 - momentum) * exp(-i / total_iter) + momentum``
+    (mmdet's ``momentum_fun`` of its 0-based iteration ``i - 1``). Integer buffers are kept as copies.
+
+    Evaluation and checkpoints use the EMA weights (the runner swaps them in,
+    :meth:`~detcli.engine.runner.Runner.eval_weights`): a checkpoint's ``state_dict`` holds the EMA
+    weights, ready for ``det test``/export, and ``hooks.ExpMomentumEMAHook.train_weights`` the
+    weights training continues from, so ``--resume`` is bit-identical to an uninterrupted run.
+
+    Args:
+        momentum: the final momentum.
+        total_iter: time constant of the momentum's decay.
+        interval: update every ``interval`` iterations.
+        skip_buffers: average parameters only (buffers are then swapped with their copies, unchanged).
+        resume_from: must be None: det resumes the EMA with the run (``--resume``/``resume_from``).
+    """
+
+    priority = 49
+
+    def __init__(self, momentum: float = 0.0002, total_iter: int = 2000, interval: int = 1, skip_buffers: bool = False,
+                 resume_from: str | None = None) -> None:
+        if not 0 < momentum < 1:
+            raise ConfigError(f"ExpMomentumEMAHook.momentum must be in (0, 1), got {momentum}")
+        if total_iter <= 0 or interval < 1:
+            raise ConfigError("ExpMomentumEMAHook: total_iter must be > 0 and interval >= 1")
+        if resume_from is not None:
+            raise ConfigError("ExpMomentumEMAHook.resume_from: det resumes the EMA weights with the run; "
+                              "use det train --resume (or the top-level resume_from) instead")
+        self.momentum = float(momentum)
+        self.total_iter = float(total_iter)
+        self.interval = int(interval)
+        self.skip_buffers = bool(skip_buffers)
+        self.live: dict[str, Tensor] = {}
+        self.ema: dict[str, Tensor] = {}
+        self.swapped = False
+
+    def momentum_at(self, iteration: int) -> float:
+        """``m`` after the 1-based ``iteration``."""
+        return (1 - self.momentum) * math.exp(-iteration / self.total_iter) + self.momentum
+
+    def before_run(self, runner: "Runner") -> None:
+        model = runner.model
+        names = {n for n, _ in model.named_parameters()} if self.skip_buffers else None
+        self.live = {k: v for k, v in model.state_dict().items() if names is None or k in names}
+        self.ema = {k: v.detach().clone() for k, v in self.live.items()}
+        state = runner.resumed_hook_states.get(type(self).__name__)
+        if state is not None:  # the model holds the checkpoint's (EMA) weights: put training's back
+            train = state["train_weights"]
+            missing = sorted(set(self.live) - set(train))
+            if missing:
+                raise ConfigError(f"ExpMomentumEMAHook: the checkpoint's training weights lack {missing[:3]}")
+            with torch.no_grad():
+                for k, v in self.live.items():
+                    v.copy_(train[k])
+        self.swapped = False
+
+    @torch.no_grad()
+    def after_iter(self, runner: "Runner") -> None:
+        if runner.iter % self.interval:
+            return
+        m = self.momentum_at(runner.iter)
+        for k, v in self.live.items():
+            if v.dtype.is_floating_point:
+                self.ema[k].mul_(1 - m).add_(v, alpha=m)
+
+    @torch.no_grad()
+    def swap_weights(self, runner: "Runner") -> None:
+        """Exchange the model's weights with the EMA ones (exactly; called in pairs)."""
+        for k, v in self.live.items():
+            tmp = v.clone()
+            v.copy_(self.ema[k])
+            self.ema[k].copy_(tmp)
+        self.swapped = not self.swapped
+
+    def checkpoint_state(self, runner: "Runner") -> dict[str, Any]:
+        train = self.ema if self.swapped else self.live
+        return {"train_weights": {k: v.detach().clone() for k, v in train.items()}}
+
+
+@HOOKS.register()
+class YOLOXModeSwitchHook(Hook):
+    """For the last epochs, drop the strong augmentations and add the L1 box loss (mmdet 2.x).
+
+    From the epoch where ``epoch + 1 >= max_epochs - num_last_epochs`` (0-based; mmdet switches
+    before that same epoch, so ``num_last_epochs + 1`` epochs run in the final mode) the training
+    dataset skips ``skip_type_keys`` and ``model.bbox_head.use_l1`` becomes True when the head has
+    that attribute. The check runs before every epoch, so a resumed run is in the right mode too.
+    Needs ``data.train`` of type MultiImageMixDataset.
+    """
+
+    priority = 48
+
+    def __init__(self, num_last_epochs: int = 15, skip_type_keys: Sequence[str] = ("Mosaic", "RandomAffine", "MixUp")) -> None:
+        if int(num_last_epochs) < 0:
+            raise ConfigError(f"YOLOXModeSwitchHook.num_last_epochs must be >= 0, got {num_last_epochs}")
+        self.num_last_epochs = int(num_last_epochs)
+        self.skip_type_keys = tuple(skip_type_keys)
+        self.switched = False
+
+    def before_run(self, runner: "Runner") -> None:
+        _train_dataset(runner, "update_skip_type_keys", "YOLOXModeSwitchHook")
+
+    def switch_epoch(self, runner: "Runner") -> int:
+        """The 0-based epoch the final mode starts at."""
+        return run_epochs(runner) - self.num_last_epochs - 1
+
+    def before_epoch(self, runner: "Runner") -> None:
+        if self.switched or runner.epoch < self.switch_epoch(runner):
+            return
+        logger.info("epoch %d: no Mosaic/MixUp from now on (skipping %s); L1 box loss on",
+                    runner.epoch + 1, ", ".join(self.skip_type_keys))
+        _train_dataset(runner, "update_skip_type_keys", "YOLOXModeSwitchHook").update_skip_type_keys(self.skip_type_keys)
+        restart_workers(runner)
+        head = getattr(runner.model, "bbox_head", None)
+        if head is not None and hasattr(head, "use_l1"):
+            head.use_l1 = True
+        self.switched = True
+
+
+@HOOKS.register()
+class SyncRandomSizeHook(Hook):
+    """Multi-scale training: a new training size every ``interval`` epochs (mmdet 2.x ``SyncRandomSizeHook``).
+
+    After every ``interval``-th epoch ``k`` the size becomes ``(32 * s, 32 * int(s * w / h))`` with
+    ``s`` uniform in the integers of ``ratio_range`` (inclusive) and ``(h, w) = img_scale``; it is
+    the dataset's dynamic scale (``results['scale']``, used by ``Resize`` and ``MixUp``) from epoch
+    ``k + 1`` on. ``s`` is drawn from ``default_rng([seed, k, 0x5157])`` — the same on every rank,
+    so no broadcast is needed, and resumed runs use the same sizes (the size of the current epoch is
+    recomputed before every epoch). Needs ``data.train`` of type MultiImageMixDataset.
+
+    Args:
+        ratio_range: ``(min, max)`` multiples of 32.
+        img_scale: ``(h, w)`` giving the aspect ratio.
+        interval: epochs between changes.
+        device: accepted for mmdet configs; unused.
+    """
+
+    priority = 48
+
+    def __init__(self, ratio_range: Sequence[int] = (14, 26), img_scale: Sequence[int] = (640, 640), interval: int = 1,
+                 device: str | None = None) -> None:
+        if len(ratio_range) != 2 or int(ratio_range[0]) > int(ratio_range[1]) or int(ratio_range[0]) < 1:
+            raise ConfigError(f"SyncRandomSizeHook.ratio_range must be (min, max) >= 1, got {ratio_range!r}")
+        if int(interval) < 1:
+            raise ConfigError(f"SyncRandomSizeHook.interval must be >= 1, got {interval}")
+        self.ratio_range = (int(ratio_range[0]), int(ratio_range[1]))
+        self.img_scale = (int(img_scale[0]), int(img_scale[1]))
+        self.interval = int(interval)
+        self.current: tuple[int, int] | None = None
+
+    def size_after(self, seed: int, epoch: int) -> tuple[int, int]:
+        """The size drawn after the (1-based) ``epoch``."""
+        import numpy as np
+
+        s = int(np.random.default_rng([int(seed) & 0xFFFFFFFF, int(epoch), 0x5157]).integers(
+            self.ratio_range[0], self.ratio_range[1] + 1))
+        return 32 * s, 32 * int(s * self.img_scale[1] / self.img_scale[0])
+
+    def before_run(self, runner: "Runner") -> None:
+        _train_dataset(runner, "update_dynamic_scale", "SyncRandomSizeHook")
+
+    def before_epoch(self, runner: "Runner") -> None:
+        last = runner.epoch - runner.epoch % self.interval  # the last epoch count a size was drawn after
+        if last < 1:
+            return
+        size = self.size_after(int(runner.meta.get("seed", 0)), last)
+        if size != self.current:
+            _train_dataset(runner, "update_dynamic_scale", "SyncRandomSizeHook").update_dynamic_scale(size)
+            restart_workers(runner)
+            self.current = size
+
+
+@HOOKS.register()
+class SyncNormHook(Hook):
+    """Average the BatchNorm statistics over the ranks (mmdet 2.x ``SyncNormHook``; DDP only).
+
+    After every ``interval``-th epoch, and after every epoch from ``max_epochs - num_last_epochs``
+    on, each norm layer's buffers (running mean/var) are replaced by their mean over the ranks, so
+    that every rank evaluates and saves the same model. Nothing happens with one process.
+    """
+
+    priority = 48
+
+    def __init__(self, num_last_epochs: int = 15, interval: int = 1) -> None:
+        if int(interval) < 1:
+            raise ConfigError(f"SyncNormHook.interval must be >= 1, got {interval}")
+        self.num_last_epochs = int(num_last_epochs)
+        self.interval = int(interval)
+
+    def due(self, runner: "Runner") -> bool:
+        """Whether to synchronise after the epoch just finished (``runner.epoch`` counts it)."""
+        last_phase = runner.epoch >= run_epochs(runner) - self.num_last_epochs
+        return last_phase or runner.epoch % self.interval == 0
+
+    def after_epoch(self, runner: "Runner") -> None:
+        if runner.world_size == 1 or not self.due(runner):
+            return
+        sync_norm_stats(runner.model)
+
+
+def sync_norm_stats(model: nn.Module) -> None:
+    """Replace every floating-point buffer of the model's BatchNorm layers by its mean over the ranks."""
+    import torch.distributed as torch_dist
+
+    norms = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
+    world_size = torch_dist.get_world_size()
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, norms):
+                for buf in module.buffers(recurse=False):
+                    if buf.dtype.is_floating_point:
+                        torch_dist.all_reduce(buf)
+                        buf.div_(world_size)

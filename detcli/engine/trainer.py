@@ -367,6 +367,7 @@ def _train(
             except (ValueError, KeyError) as e:
                 raise CheckpointError(f"{resume_path}: the optimizer state does not fit this config's optimizer: {e}") from e
             meta = ckpt["meta"]
+            runner.resumed_hook_states = dict(ckpt.get("hooks") or {})
             runner.resume_state(
                 meta["epoch"], meta["iter"], {"best": meta.get("best")} if meta.get("best") else None, rng_state=ckpt["rng"]
             )
