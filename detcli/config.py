@@ -93,7 +93,8 @@ SECTION_KEYS: dict[str, frozenset[str] | None] = {
     "checkpoint_config": frozenset({"interval", "max_keep_ckpts", "save_optimizer", "by_epoch", "save_last"}),
     "log_config": frozenset({"interval", "hooks"}),
     "evaluation": frozenset({"interval", "metric", "save_best", "rule", "classwise", "start", "by_epoch",
-                             "iou_thrs", "proposal_nums", "iou_thr", "scale_ranges", "eval_mode"}),
+                             "iou_thrs", "proposal_nums", "iou_thr", "scale_ranges", "eval_mode",
+                             "dynamic_intervals"}),
     "auto_scale_lr": frozenset({"enable", "base_batch_size"}),
     # the published counterpart of a preset: its weights file and published COCO val numbers
     "zoo": frozenset({"url", "box_ap", "mask_ap", "source"}),

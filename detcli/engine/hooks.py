@@ -24,6 +24,7 @@ are built from the ``HOOKS`` registry (register yours with ``@HOOKS.register()``
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -33,7 +34,9 @@ from datetime import timedelta
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from detcli.engine.checkpoint import preserved_rng
@@ -41,6 +44,7 @@ from detcli.engine.lr import LrSchedule
 from detcli.engine.progress import ProgressEvent
 from detcli.errors import ConfigError, TrainingError
 from detcli.registry import HOOKS
+from detcli.structures import Boxes, GroundTruth, ImageBatch
 
 if TYPE_CHECKING:
     from detcli.engine.runner import Runner
@@ -224,6 +228,20 @@ class CheckpointHook(Hook):
                     stale.unlink()
 
 
+def check_dynamic_intervals(value: Any) -> list[tuple[int, int]]:
+    """``evaluation.dynamic_intervals`` as sorted ``(milestone, interval)`` pairs; raises ConfigError."""
+    if value is None:
+        return []
+    pairs = []
+    for item in value if isinstance(value, (list, tuple)) else [value]:
+        if (not isinstance(item, (list, tuple)) or len(item) != 2
+                or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in item)):
+            raise ConfigError(f"evaluation.dynamic_intervals: expected [[milestone, interval], ...] of positive "
+                              f"integers, got {value!r}")
+        pairs.append((int(item[0]), int(item[1])))
+    return sorted(pairs)
+
+
 #: rule inference for ``save_best`` keys, as mmcv: substrings meaning "greater is better" / "less".
 GREATER_KEYS = ("mAP", "AR", "acc", "top", "auc", "precision")
 LESS_KEYS = ("loss",)
@@ -239,6 +257,8 @@ class EvalHook(Hook):
         start: first epoch (iteration) to evaluate at; None: ``interval``.
         save_best: ``"auto"`` (the first metric, ``bbox_mAP``), a metric key, or None.
         rule: ``"greater"`` or ``"less"``; None infers it from the key (``mAP``/``AR``: greater, ``loss``: less).
+        dynamic_intervals: ``[(milestone, interval), ...]``: from ``milestone`` epochs (iterations) on,
+            evaluate every ``interval`` (mmcv's ``dynamic_intervals``; YOLOX evaluates every epoch at the end).
     """
 
     priority = "LOW"
@@ -251,9 +271,11 @@ class EvalHook(Hook):
         start: int | None = None,
         save_best: str | None = None,
         rule: str | None = None,
+        dynamic_intervals: Sequence[Sequence[int]] | None = None,
     ) -> None:
         if rule is not None and rule not in ("greater", "less"):
             raise ConfigError(f"evaluation.rule: must be 'greater' or 'less', got '{rule}'")
+        self.dynamic_intervals = check_dynamic_intervals(dynamic_intervals)
         self.evaluate_fn = evaluate_fn
         self.interval = max(1, interval)
         self.by_epoch = by_epoch
@@ -261,11 +283,19 @@ class EvalHook(Hook):
         self.save_best = save_best
         self.rule = rule
 
+    def interval_at(self, count: int) -> int:
+        """The interval in force at ``count`` finished epochs (iterations)."""
+        interval = self.interval
+        for milestone, value in self.dynamic_intervals:
+            if count >= milestone:
+                interval = value
+        return interval
+
     def _due(self, count: int, last: bool) -> bool:
         if self.start is not None and count < self.start:
             return False
         first = self.start if self.start is not None else 0
-        return last or (count - first) % self.interval == 0
+        return last or (count - first) % self.interval_at(count) == 0
 
     def after_epoch(self, runner: "Runner") -> None:
         if self.by_epoch and runner.by_epoch and self._due(runner.epoch, runner.finished):
@@ -621,27 +651,47 @@ class YOLOXModeSwitchHook(Hook):
         self.switched = True
 
 
+def resize_batch(images: ImageBatch, targets: list[GroundTruth], size: tuple[int, int]) -> tuple[ImageBatch, list[GroundTruth]]:
+    """Resize a training batch to ``size = (h, w)`` (bilinear, ``align_corners=False``), boxes scaled
+    with it (mmdet 2.x ``YOLOX._preprocess``). Masks are not supported."""
+    h, w = images.tensor.shape[-2:]
+    th, tw = int(size[0]), int(size[1])
+    if (th, tw) == (h, w):
+        return images, targets
+    sy, sx = th / h, tw / w
+    tensor = F.interpolate(images.tensor, size=(th, tw), mode="bilinear", align_corners=False)
+    sizes = [(min(th, int(round(ih * sy))), min(tw, int(round(iw * sx)))) for ih, iw in images.image_sizes]
+    factor = images.tensor.new_tensor([sx, sy, sx, sy])
+    out = []
+    for t, image_size in zip(targets, sizes):
+        if t.masks is not None:
+            raise ConfigError("SyncRandomSizeHook resizes boxes only; the training data has masks")
+        out.append(dataclasses.replace(t, image_size=image_size, boxes=Boxes(t.boxes.tensor * factor),
+                                       ignore_boxes=Boxes(t.ignore_boxes.tensor * factor)))
+    return ImageBatch(tensor, sizes), out
+
+
 @HOOKS.register()
 class SyncRandomSizeHook(Hook):
-    """Multi-scale training: a new training size every ``interval`` epochs (mmdet 2.x ``SyncRandomSizeHook``).
+    """Multi-scale training: every ``interval`` iterations a new input size for the batches
+    (mmdet 2.x ``SyncRandomSizeHook``; the detector-side random resize of v2.19+).
 
-    After every ``interval``-th epoch ``k`` the size becomes ``(32 * s, 32 * int(s * w / h))`` with
-    ``s`` uniform in the integers of ``ratio_range`` (inclusive) and ``(h, w) = img_scale``; it is
-    the dataset's dynamic scale (``results['scale']``, used by ``Resize`` and ``MixUp``) from epoch
-    ``k + 1`` on. ``s`` is drawn from ``default_rng([seed, k, 0x5157])`` — the same on every rank,
-    so no broadcast is needed, and resumed runs use the same sizes (the size of the current epoch is
-    recomputed before every epoch). Needs ``data.train`` of type MultiImageMixDataset.
+    From iteration ``k`` (0-based, ``k`` a positive multiple of ``interval``) until the next draw, each
+    batch is resized (:func:`resize_batch`) to ``(32 * s, 32 * int(s * w / h))`` with ``s`` uniform
+    over the integers of ``ratio_range`` (inclusive) and ``(h, w) = img_scale``; before the first draw
+    batches keep their size. ``s`` comes from ``default_rng([seed, k, 0x5157])``: the same on every
+    rank without a broadcast, and a resumed run draws the same sizes.
 
     Args:
         ratio_range: ``(min, max)`` multiples of 32.
         img_scale: ``(h, w)`` giving the aspect ratio.
-        interval: epochs between changes.
+        interval: iterations between draws.
         device: accepted for mmdet configs; unused.
     """
 
     priority = 48
 
-    def __init__(self, ratio_range: Sequence[int] = (14, 26), img_scale: Sequence[int] = (640, 640), interval: int = 1,
+    def __init__(self, ratio_range: Sequence[int] = (14, 26), img_scale: Sequence[int] = (640, 640), interval: int = 10,
                  device: str | None = None) -> None:
         if len(ratio_range) != 2 or int(ratio_range[0]) > int(ratio_range[1]) or int(ratio_range[0]) < 1:
             raise ConfigError(f"SyncRandomSizeHook.ratio_range must be (min, max) >= 1, got {ratio_range!r}")
@@ -652,26 +702,25 @@ class SyncRandomSizeHook(Hook):
         self.interval = int(interval)
         self.current: tuple[int, int] | None = None
 
-    def size_after(self, seed: int, epoch: int) -> tuple[int, int]:
-        """The size drawn after the (1-based) ``epoch``."""
-        import numpy as np
-
-        s = int(np.random.default_rng([int(seed) & 0xFFFFFFFF, int(epoch), 0x5157]).integers(
+    def size_at(self, seed: int, iteration: int) -> tuple[int, int] | None:
+        """The input size of the 0-based ``iteration`` (None: unchanged)."""
+        k = iteration - iteration % self.interval
+        if k <= 0:
+            return None
+        s = int(np.random.default_rng([int(seed) & 0xFFFFFFFF, int(k), 0x5157]).integers(
             self.ratio_range[0], self.ratio_range[1] + 1))
         return 32 * s, 32 * int(s * self.img_scale[1] / self.img_scale[0])
 
     def before_run(self, runner: "Runner") -> None:
-        _train_dataset(runner, "update_dynamic_scale", "SyncRandomSizeHook")
+        runner.batch_transforms.append(self.transform)
 
-    def before_epoch(self, runner: "Runner") -> None:
-        last = runner.epoch - runner.epoch % self.interval  # the last epoch count a size was drawn after
-        if last < 1:
-            return
-        size = self.size_after(int(runner.meta.get("seed", 0)), last)
-        if size != self.current:
-            _train_dataset(runner, "update_dynamic_scale", "SyncRandomSizeHook").update_dynamic_scale(size)
-            restart_workers(runner)
-            self.current = size
+    def before_iter(self, runner: "Runner") -> None:
+        self.current = self.size_at(int(runner.meta.get("seed", 0)), runner.iter)
+
+    def transform(self, images: ImageBatch, targets: list[GroundTruth]) -> tuple[ImageBatch, list[GroundTruth]]:
+        if self.current is None:
+            return images, targets
+        return resize_batch(images, targets, self.current)
 
 
 @HOOKS.register()

@@ -168,6 +168,8 @@ class Runner:
         self.pending_val: dict[str, float] | None = None
         self.datasets: dict[str, Any] = {}
         self.resumed_hook_states: dict[str, Any] = {}
+        #: ``(images, targets) -> (images, targets)`` applied to every training batch on the device (hooks add them)
+        self.batch_transforms: list[Callable[[Any, Any], tuple[Any, Any]]] = []
         self._pending_rng: dict[str, Any] | None = None
         self.saved_checkpoints: list[Path] = []
         self.saved_iter = -1  # the iteration latest.pth resumes from (written with the optimizer, or resumed from)
@@ -331,6 +333,8 @@ class Runner:
         if self.device.type != "cpu":
             images = images.to(self.device, non_blocking=True)
             targets = [t.to(self.device) for t in targets]
+        for transform in self.batch_transforms:
+            images, targets = transform(images, targets)
         losses = self.train_module(images, targets)
         loss, log_vars = parse_losses(losses)
         log_vars = reduce_mean_dict(log_vars)  # logged values are means over ranks (one all-reduce)

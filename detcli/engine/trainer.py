@@ -406,6 +406,7 @@ def _train(
                     evaluate_fn, interval=int(eval_cfg.get("interval", 1)),
                     by_epoch=bool(eval_cfg.get("by_epoch", runner.by_epoch)), start=eval_cfg.get("start"),
                     save_best=eval_cfg.get("save_best"), rule=eval_cfg.get("rule"),
+                    dynamic_intervals=eval_cfg.get("dynamic_intervals"),
                 )
             )
         env = collect_env()

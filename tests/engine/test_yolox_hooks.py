@@ -19,7 +19,9 @@ from detcli.engine.hooks import (
     SyncRandomSizeHook,
     YOLOXModeSwitchHook,
     build_custom_hooks,
+    resize_batch,
 )
+from detcli.structures import Boxes, GroundTruth, ImageBatch
 from detcli.engine.lr import LrSchedule
 from detcli.errors import ConfigError
 
@@ -135,25 +137,33 @@ def test_mode_switch_happens_at_the_mmdet_epoch_and_enables_l1() -> None:
         YOLOXModeSwitchHook().before_run(fake_runner(model, datasets={"train": object()}))
 
 
-def test_sync_random_size_is_a_function_of_seed_and_epoch() -> None:
-    hook = SyncRandomSizeHook(ratio_range=(14, 26), img_scale=(640, 640), interval=2)
-    data = MixSet()
-    runner = fake_runner(nn.Module(), datasets={"train": data})
-    for epoch in (0, 1):
-        runner.epoch = epoch
-        hook.before_epoch(runner)
-        assert data.scale is None
-    runner.epoch = 2
-    hook.before_epoch(runner)
-    size = data.scale
-    assert size == hook.size_after(0, 2) and size[0] == size[1] and size[0] % 32 == 0 and 448 <= size[0] <= 832
-    runner.epoch = 3
-    hook.before_epoch(runner)
-    assert data.scale == size  # unchanged until after epoch 4
-    sizes = {SyncRandomSizeHook().size_after(0, e) for e in range(1, 60)}
-    assert len(sizes) > 5 and all(448 <= h <= 832 for h, _ in sizes)
-    wide = SyncRandomSizeHook(ratio_range=(10, 10), img_scale=(320, 640)).size_after(0, 1)
-    assert wide == (320, 640)
+def test_sync_random_size_draws_every_interval_iterations_and_resizes_batches() -> None:
+    hook = SyncRandomSizeHook(ratio_range=(14, 26), img_scale=(640, 640), interval=10)
+    runner = fake_runner(nn.Module(), batch_transforms=[])
+    hook.before_run(runner)
+    assert runner.batch_transforms == [hook.transform]
+    sizes = []
+    for it in range(35):
+        runner.iter = it
+        hook.before_iter(runner)
+        sizes.append(hook.current)
+    assert sizes[:10] == [None] * 10  # mmdet: the first draw after iteration 10
+    assert len(set(sizes[10:20])) == 1 and sizes[10] == hook.size_at(0, 10) == hook.size_at(0, 19)
+    assert sizes[20] == hook.size_at(0, 20) and sizes[30] == hook.size_at(0, 30)
+    drawn = {SyncRandomSizeHook().size_at(0, 10 * k) for k in range(1, 80)}
+    assert len(drawn) > 5 and all(h == w and h % 32 == 0 and 448 <= h <= 832 for h, w in drawn)
+    assert SyncRandomSizeHook(ratio_range=(10, 10), img_scale=(320, 640)).size_at(0, 10) == (320, 640)
+    assert hook.size_at(1, 10) == SyncRandomSizeHook(interval=10).size_at(1, 10)  # a function of (seed, k)
+    # a 2-image 64x64 batch resized to 32x96: boxes scale by (1.5, 0.5)
+    images = ImageBatch(torch.rand(2, 3, 64, 64), [(64, 64), (64, 48)])
+    targets = [GroundTruth((64, 64), Boxes(torch.tensor([[8.0, 8.0, 32.0, 16.0]])), torch.tensor([1])),
+               GroundTruth((64, 48), Boxes(torch.zeros(0, 4)), torch.zeros(0, dtype=torch.long))]
+    out_images, out_targets = resize_batch(images, targets, (32, 96))
+    assert tuple(out_images.tensor.shape) == (2, 3, 32, 96) and out_images.image_sizes == [(32, 96), (32, 72)]
+    assert out_targets[0].boxes.tensor.tolist() == [[12.0, 4.0, 48.0, 8.0]] and out_targets[0].labels.tolist() == [1]
+    assert out_targets[1].image_size == (32, 72) and len(out_targets[1]) == 0
+    same_images, same_targets = resize_batch(images, targets, (64, 64))
+    assert same_images is images and same_targets is targets
 
 
 def test_sync_norm_schedule_and_single_process_no_op() -> None:
@@ -192,3 +202,13 @@ def test_yolox_lr_policy_values() -> None:
     it_based = LrSchedule.from_config(cfg, max_epochs=None, max_iters=3000)
     assert it_based.lr(1.0, epoch=0, iter=2999, iters_per_epoch=10) == pytest.approx(0.05)
     assert it_based.lr(1.0, epoch=0, iter=2848, iters_per_epoch=10) > 0.05
+
+
+def test_eval_dynamic_intervals_switch_to_every_epoch() -> None:
+    from detcli.engine.hooks import EvalHook
+
+    hook = EvalHook(lambda *a: None, interval=10, dynamic_intervals=[[285, 1]])
+    due = [e for e in range(1, 301) if e % hook.interval_at(e) == 0]
+    assert due[:3] == [10, 20, 30] and 284 not in due and all(e in due for e in range(285, 301))
+    with pytest.raises(ConfigError, match="dynamic_intervals"):
+        EvalHook(lambda *a: None, dynamic_intervals=[[0, 1]])
