@@ -683,24 +683,37 @@ class SyncRandomSizeHook(Hook):
     rank without a broadcast, and a resumed run draws the same sizes.
 
     Args:
-        ratio_range: ``(min, max)`` multiples of 32.
-        img_scale: ``(h, w)`` giving the aspect ratio.
-        interval: iterations between draws.
+        ratio_range: ``(min, max)`` multiples of 32; None: the model's ``random_size_range``.
+        img_scale: ``(h, w)`` giving the aspect ratio; None: the model's ``input_size``.
+        interval: iterations between draws; None: the model's ``random_size_interval``.
         device: accepted for mmdet configs; unused.
     """
 
     priority = 48
 
-    def __init__(self, ratio_range: Sequence[int] = (14, 26), img_scale: Sequence[int] = (640, 640), interval: int = 10,
-                 device: str | None = None) -> None:
-        if len(ratio_range) != 2 or int(ratio_range[0]) > int(ratio_range[1]) or int(ratio_range[0]) < 1:
-            raise ConfigError(f"SyncRandomSizeHook.ratio_range must be (min, max) >= 1, got {ratio_range!r}")
-        if int(interval) < 1:
-            raise ConfigError(f"SyncRandomSizeHook.interval must be >= 1, got {interval}")
-        self.ratio_range = (int(ratio_range[0]), int(ratio_range[1]))
-        self.img_scale = (int(img_scale[0]), int(img_scale[1]))
-        self.interval = int(interval)
+    def __init__(self, ratio_range: Sequence[int] | None = None, img_scale: Sequence[int] | None = None,
+                 interval: int | None = None, device: str | None = None) -> None:
+        self.ratio_range: tuple[int, int] = (14, 26)
+        self.img_scale: tuple[int, int] = (640, 640)
+        self.interval = 10
+        self.given = {"ratio_range": ratio_range, "img_scale": img_scale, "interval": interval}
+        self.configure(ratio_range, img_scale, interval)
         self.current: tuple[int, int] | None = None
+
+    def configure(self, ratio_range: Sequence[int] | None, img_scale: Sequence[int] | None, interval: int | None) -> None:
+        """Set (and check) the settings that are not None."""
+        if ratio_range is not None:
+            if len(ratio_range) != 2 or int(ratio_range[0]) > int(ratio_range[1]) or int(ratio_range[0]) < 1:
+                raise ConfigError(f"SyncRandomSizeHook.ratio_range must be (min, max) >= 1, got {ratio_range!r}")
+            self.ratio_range = (int(ratio_range[0]), int(ratio_range[1]))
+        if img_scale is not None:
+            if len(img_scale) != 2 or min(int(v) for v in img_scale) < 1:
+                raise ConfigError(f"SyncRandomSizeHook.img_scale must be (h, w), got {img_scale!r}")
+            self.img_scale = (int(img_scale[0]), int(img_scale[1]))
+        if interval is not None:
+            if int(interval) < 1:
+                raise ConfigError(f"SyncRandomSizeHook.interval must be >= 1, got {interval}")
+            self.interval = int(interval)
 
     def size_at(self, seed: int, iteration: int) -> tuple[int, int] | None:
         """The input size of the 0-based ``iteration`` (None: unchanged)."""
@@ -712,6 +725,12 @@ class SyncRandomSizeHook(Hook):
         return 32 * s, 32 * int(s * self.img_scale[1] / self.img_scale[0])
 
     def before_run(self, runner: "Runner") -> None:
+        model = runner.model
+        self.configure(
+            self.given["ratio_range"] if self.given["ratio_range"] is not None else getattr(model, "random_size_range", None),
+            self.given["img_scale"] if self.given["img_scale"] is not None else getattr(model, "input_size", None),
+            self.given["interval"] if self.given["interval"] is not None else getattr(model, "random_size_interval", None),
+        )
         runner.batch_transforms.append(self.transform)
 
     def before_iter(self, runner: "Runner") -> None:

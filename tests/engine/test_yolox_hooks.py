@@ -153,6 +153,11 @@ def test_sync_random_size_draws_every_interval_iterations_and_resizes_batches() 
     drawn = {SyncRandomSizeHook().size_at(0, 10 * k) for k in range(1, 80)}
     assert len(drawn) > 5 and all(h == w and h % 32 == 0 and 448 <= h <= 832 for h, w in drawn)
     assert SyncRandomSizeHook(ratio_range=(10, 10), img_scale=(320, 640)).size_at(0, 10) == (320, 640)
+    from_model = SyncRandomSizeHook()
+    model = nn.Module()
+    model.random_size_range, model.input_size, model.random_size_interval = (10, 10), (416, 416), 5
+    from_model.before_run(fake_runner(model, batch_transforms=[]))
+    assert from_model.size_at(0, 4) is None and from_model.size_at(0, 5) == (320, 320)
     assert hook.size_at(1, 10) == SyncRandomSizeHook(interval=10).size_at(1, 10)  # a function of (seed, k)
     # a 2-image 64x64 batch resized to 32x96: boxes scale by (1.5, 0.5)
     images = ImageBatch(torch.rand(2, 3, 64, 64), [(64, 64), (64, 48)])
