@@ -41,4 +41,10 @@ __all__ = [
 from detcli.models.coders import TorchvisionDeltaXYWHBBoxCoder  # noqa: E402
 from detcli.models.mask_heads import paste_masks_torchvision  # noqa: E402
 
+from detcli.models.assigners import SimOTAAssigner  # noqa: E402
+from detcli.models.backbones import CSPDarknet  # noqa: E402
+from detcli.models.necks import YOLOXPAFPN  # noqa: E402
+from detcli.models.yolox import YOLOX, YOLOXHead  # noqa: E402
+
+__all__ += ["CSPDarknet", "SimOTAAssigner", "YOLOX", "YOLOXHead", "YOLOXPAFPN"]
 __all__ += ["TorchvisionDeltaXYWHBBoxCoder", "paste_masks_torchvision", "BaseDenseHead", "BatchAssigner", "LevelScores"]

@@ -269,3 +269,155 @@ class MaxIoUAssigner:
     def __repr__(self) -> str:
         return (f"MaxIoUAssigner(pos_iou_thr={self.pos_iou_thr}, neg_iou_thr={self.neg_iou_thr}, "
                 f"min_pos_iou={self.min_pos_iou}, ignore_iof_thr={self.ignore_iof_thr})")
+
+
+#: SimOTA's cost of a (prior, GT) pair outside the GT's box-and-centre region
+SIMOTA_INF = 100000.0
+#: added to the IoU inside SimOTA's ``-log`` IoU cost
+SIMOTA_EPS = 1e-7
+
+
+@MATCHERS.register()
+class SimOTAAssigner:
+    """YOLOX's SimOTA: dynamic-k matching of priors to GTs by a cost of predictions (mmdet 2.x semantics).
+
+    For one image, with priors ``(x, y, stride_w, stride_h)`` (cell centres), predicted boxes and
+    scores (``sqrt(sigmoid(cls) * sigmoid(obj))``):
+
+    1. candidates: priors inside some GT box or inside some GT's centre region (the square of
+       half-side ``center_radius * stride`` around the GT centre; strict inequalities); the others are
+       negative;
+    2. cost (candidate, GT) = ``cls_weight * BCE(score, one-hot(label)).sum() + iou_weight * -log(IoU +
+       1e-7)``, plus 1e5 when the prior is not inside both the GT box and its centre region;
+    3. each GT takes ``k`` candidates of lowest cost, ``k = max(int(sum of its top-min(candidate_topk,
+       #candidates) IoUs), 1)`` (dynamic k);
+    4. a prior taken by several GTs goes to the GT of least cost among all GTs (first on ties).
+
+    ``max_overlaps`` holds each positive's IoU with its GT (the IoU-aware classification target), 0
+    elsewhere. An image without GT (or without candidates) is all negative.
+
+    Args:
+        center_radius: half-side of the centre region, in strides.
+        candidate_topk: IoUs summed for the dynamic k.
+        iou_weight, cls_weight: weights of the two costs.
+        iou_calculator: accepted for mmdet compatibility; only ``BboxOverlaps2D``.
+    """
+
+    #: the cost needs predicted boxes and scores (:class:`BatchAssigner`)
+    needs_predictions = True
+
+    def __init__(self, center_radius: float = 2.5, candidate_topk: int = 10, iou_weight: float = 3.0,
+                 cls_weight: float = 1.0, iou_calculator: dict | None = None) -> None:
+        if iou_calculator is not None and dict(iou_calculator).get("type", "BboxOverlaps2D") != "BboxOverlaps2D":
+            raise ValueError(f"SimOTAAssigner iou_calculator must be BboxOverlaps2D, got {iou_calculator!r}")
+        self.center_radius = float(center_radius)
+        self.candidate_topk = int(candidate_topk)
+        self.iou_weight = float(iou_weight)
+        self.cls_weight = float(cls_weight)
+
+    @torch.no_grad()
+    def assign_batch(
+        self,
+        priors: Tensor,
+        gt_bboxes: Tensor,
+        gt_valid: Tensor,
+        gt_bboxes_ignore: Tensor | None = None,
+        ignore_valid: Tensor | None = None,
+        prior_valid: Tensor | None = None,
+        *,
+        num_level_priors: Sequence[int] | None = None,
+        pred_bboxes: Tensor | None = None,
+        pred_scores: Tensor | None = None,
+        gt_labels: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor]:
+        """Assign the priors of ``B`` images (one image at a time: the matching is sequential).
+
+        Args:
+            priors (Tensor[N, 4]): ``(x, y, stride_w, stride_h)`` points (cell centres).
+            gt_bboxes (Tensor[B, G, 4]), gt_valid (Tensor[B, G]): padded ground truth.
+            gt_bboxes_ignore, ignore_valid, prior_valid: not used (SimOTA has no ignore regions).
+            pred_bboxes (Tensor[B, N, 4]): decoded predictions; pred_scores (Tensor[B, N, C]):
+                predicted probabilities (required).
+            gt_labels (Tensor[B, G]): classes of ``gt_bboxes`` (required).
+
+        Returns:
+            gt_inds (Tensor[B, N]) int64 (0 negative, ``k`` GT ``k - 1``) and max_overlaps (Tensor[B, N]).
+        """
+        if pred_bboxes is None or pred_scores is None or gt_labels is None:
+            raise ValueError("SimOTAAssigner needs pred_bboxes, pred_scores and gt_labels")
+        b, n = pred_bboxes.shape[:2]
+        gt_inds = torch.zeros((b, n), dtype=torch.long, device=pred_bboxes.device)
+        overlaps = pred_bboxes.new_zeros((b, n))
+        for i in range(b):
+            keep = gt_valid[i]
+            inds, ious = self.assign_single(priors, gt_bboxes[i][keep], gt_labels[i][keep], pred_bboxes[i],
+                                            pred_scores[i])
+            # back to padded GT indices
+            padded = keep.nonzero(as_tuple=True)[0]
+            pos = inds > 0
+            gt_inds[i][pos] = padded[inds[pos] - 1] + 1
+            overlaps[i] = ious
+        return gt_inds, overlaps
+
+    def assign_single(self, priors: Tensor, gt_bboxes: Tensor, gt_labels: Tensor, pred_bboxes: Tensor,
+                      pred_scores: Tensor) -> tuple[Tensor, Tensor]:
+        """One image: ``gt_inds (N,)`` (0 negative, ``k``: GT ``k - 1``) and IoUs ``(N,)`` of positives."""
+        n, g = pred_bboxes.shape[0], gt_bboxes.shape[0]
+        gt_inds = torch.zeros(n, dtype=torch.long, device=pred_bboxes.device)
+        overlaps = pred_bboxes.new_zeros(n)
+        if g == 0 or n == 0:
+            return gt_inds, overlaps
+        valid, in_both = self.candidates(priors, gt_bboxes)  # (N,), (V, G)
+        num_valid = int(valid.sum())
+        if num_valid == 0:
+            return gt_inds, overlaps
+        ious = box_overlaps(pred_bboxes[valid], gt_bboxes)  # (V, G)
+        scores = pred_scores[valid]  # (V, C)
+        onehot = torch.nn.functional.one_hot(gt_labels.long(), scores.shape[-1]).to(scores.dtype)  # (G, C)
+        cls_cost = torch.nn.functional.binary_cross_entropy(
+            scores[:, None, :].expand(-1, g, -1), onehot[None].expand(num_valid, -1, -1), reduction="none").sum(-1)
+        cost = cls_cost * self.cls_weight + (-torch.log(ious + SIMOTA_EPS)) * self.iou_weight \
+            + (~in_both).to(ious.dtype) * SIMOTA_INF  # (V, G)
+        match, matched_ious = self.dynamic_k_matching(cost, ious)  # (V,) GT index or -1, (V,)
+        valid_inds = valid.nonzero(as_tuple=True)[0]
+        fg = match >= 0
+        gt_inds[valid_inds[fg]] = match[fg] + 1
+        overlaps[valid_inds[fg]] = matched_ious[fg]
+        return gt_inds, overlaps
+
+    def candidates(self, priors: Tensor, gt_bboxes: Tensor) -> tuple[Tensor, Tensor]:
+        """``valid (N,)``: inside some GT box or centre region; ``in_both (V, G)`` for the valid priors:
+        inside the GT box and its centre region."""
+        x, y = priors[:, 0:1], priors[:, 1:2]  # (N, 1)
+        sx, sy = priors[:, 2:3], priors[:, 3:4]
+        x1, y1, x2, y2 = gt_bboxes.unbind(-1)  # (G,)
+        in_box = torch.stack([x - x1, y - y1, x2 - x, y2 - y], dim=1).amin(dim=1) > 0  # (N, G)
+        cx, cy = (x1 + x2) / 2.0, (y1 + y2) / 2.0
+        r = self.center_radius
+        in_ctr = torch.stack([x - (cx - r * sx), y - (cy - r * sy), (cx + r * sx) - x, (cy + r * sy) - y],
+                             dim=1).amin(dim=1) > 0  # (N, G)
+        valid = in_box.any(dim=1) | in_ctr.any(dim=1)
+        return valid, in_box[valid] & in_ctr[valid]
+
+    def dynamic_k_matching(self, cost: Tensor, ious: Tensor) -> tuple[Tensor, Tensor]:
+        """Dynamic-k matching of a ``(V, G)`` cost: per candidate the GT index (``-1``: none) and its IoU."""
+        v, g = cost.shape
+        matching = torch.zeros((v, g), dtype=torch.bool, device=cost.device)
+        topk_ious = torch.topk(ious, min(self.candidate_topk, v), dim=0).values  # (k, G)
+        dynamic_ks = torch.clamp(topk_ious.sum(0).int(), min=1)  # (G,)
+        for j in range(g):
+            pos = torch.topk(cost[:, j], k=int(dynamic_ks[j]), largest=False).indices
+            matching[pos, j] = True
+        multiple = matching.sum(1) > 1
+        if bool(multiple.any()):
+            cheapest = cost[multiple].argmin(dim=1)  # over all GTs
+            matching[multiple] = False
+            matching[multiple.nonzero(as_tuple=True)[0], cheapest] = True
+        fg = matching.any(dim=1)
+        match = torch.where(fg, matching.to(torch.uint8).argmax(dim=1), -1)
+        matched_ious = (matching.to(ious.dtype) * ious).sum(1)
+        return match, matched_ious
+
+    def __repr__(self) -> str:
+        return (f"SimOTAAssigner(center_radius={self.center_radius}, candidate_topk={self.candidate_topk}, "
+                f"iou_weight={self.iou_weight}, cls_weight={self.cls_weight})")

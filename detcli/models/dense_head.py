@@ -60,14 +60,21 @@ class LevelScores:
             ``sigmoid(value)``; otherwise the threshold is ``score_thr`` and the score the value itself.
         factors (Tensor[B, N] or None): per-prior factors the final score is multiplied by after the
             selection (mmdet's ``score_factors``, e.g. FCOS's centerness probability).
+        labels (Tensor[B, N] or None): one candidate per prior (YOLOX: its best class): ``ranking`` is
+            ``(B, N, 1)`` and these are the candidates' classes; None: every (prior, class) pair.
+        inclusive: a value equal to the threshold passes (``>= score_thr``, YOLOX); else ``>``.
     """
 
     ranking: Tensor
     logits: bool = True
     factors: Tensor | None = None
+    labels: Tensor | None = None
+    inclusive: bool = False
 
     def threshold(self, score_thr: float) -> float:
-        """The bound ``ranking`` values must exceed (``-inf``: none)."""
+        """The bound ``ranking`` values must exceed (or reach, ``inclusive``; ``-inf``: none)."""
+        if self.inclusive and not self.logits:
+            return score_thr
         if self.logits:
             return logit_threshold(score_thr)
         return score_thr if score_thr > 0 else -math.inf
@@ -105,17 +112,22 @@ def level_candidates(head: BaseDenseHead, level: int, outputs: Sequence[Tensor],
         # fixed-size top-k over all pairs, then the threshold as a mask
         vals, idx = topk_padded(scores.ranking.flatten(1), nms_pre)  # (B, k)
         prior_inds, labels = idx // num_classes, idx % num_classes
-        valid = vals > thr if math.isfinite(thr) else vals > -math.inf
+        if scores.inclusive:
+            valid = vals >= thr
+        else:
+            valid = vals > thr if math.isfinite(thr) else vals > -math.inf
 
         def take(x: Tensor) -> Tensor:  # (B, N, k) -> (B, P, k)
             return gather_padded(x, prior_inds, nms_pre)
     else:
         # keep the top candidates above the threshold
-        inds, labels, vals = select_candidates(scores.ranking[0], thr, nms_pre)  # (P,)
+        inds, labels, vals = select_candidates(scores.ranking[0], thr, nms_pre, inclusive=scores.inclusive)  # (P,)
         labels, vals, valid = labels[None], vals[None], None
 
         def take(x: Tensor) -> Tensor:
             return x[:, inds]
+    if scores.labels is not None:  # one candidate per prior: its class comes with the scores
+        labels = take(scores.labels[..., None])[..., 0]
     final = vals.sigmoid() if scores.logits else vals  # (B, P)
     if scores.factors is not None:
         final = final * take(scores.factors[..., None])[..., 0]
@@ -138,6 +150,9 @@ class BaseDenseHead(nn.Module):
     num_classes: int
     #: names of ``forward``'s output groups; raw export outputs are ``{kind}_{level}``
     output_kinds: tuple[str, ...] = ("cls_score", "bbox_pred")
+    #: the export graph clips boxes to the input (eager: ``decode_level``'s ``max_shape``); False for
+    #: heads whose boxes are not clipped (YOLOX)
+    clip_boxes: bool = True
 
     # ------------------------------------------------------------------ hooks
 
@@ -229,7 +244,9 @@ class BaseDenseHead(nn.Module):
         parts = [level_candidates(self, level, self.flat_outputs(outs, level), priors, test_cfg.score_thr,
                                   nms_pre, None, padded=True)
                  for level, priors in enumerate(self.export_level_priors(cls_scores, images))]
-        boxes = clip_to_input(torch.cat([p.boxes for p in parts], dim=1), images)  # (B, K, 4)
+        boxes = torch.cat([p.boxes for p in parts], dim=1)  # (B, K, 4)
+        if self.clip_boxes:
+            boxes = clip_to_input(boxes, images)
         scores = torch.cat([p.scores for p in parts], dim=1)  # (B, K)
         labels = torch.cat([p.labels for p in parts], dim=1)  # (B, K)
         # drop small boxes (and, with drop_empty_boxes, flat ones: mmdet 3.x)

@@ -163,13 +163,15 @@ def logit_threshold(score_thr: float) -> float:
     return math.log(score_thr / (1 - score_thr))
 
 
-def select_candidates(cls_logits: Tensor, logit_thr: float, nms_pre: int) -> tuple[Tensor, Tensor, Tensor]:
+def select_candidates(cls_logits: Tensor, logit_thr: float, nms_pre: int,
+                      inclusive: bool = False) -> tuple[Tensor, Tensor, Tensor]:
     """Candidates of one level of one image above a threshold, top ``nms_pre`` by score.
 
     Args:
         cls_logits (Tensor[N, C]): class logits of the level's ``N`` priors, in prior order.
         logit_thr: keep logits ``> logit_thr``.
         nms_pre: keep at most this many (``<= 0``: all).
+        inclusive: keep values ``>= logit_thr`` instead.
 
     Returns:
         prior_inds (Tensor[P]), labels (Tensor[P]) and logits (Tensor[P]) sorted descending.
@@ -177,7 +179,7 @@ def select_candidates(cls_logits: Tensor, logit_thr: float, nms_pre: int) -> tup
     num_classes = cls_logits.shape[1]
     flat = cls_logits.reshape(-1)  # (N * C,)
     if math.isfinite(logit_thr):
-        idx = (flat > logit_thr).nonzero(as_tuple=True)[0]
+        idx = ((flat >= logit_thr) if inclusive else (flat > logit_thr)).nonzero(as_tuple=True)[0]
     else:
         idx = torch.arange(flat.numel(), device=flat.device)
     vals = flat[idx]

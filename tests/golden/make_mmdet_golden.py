@@ -1,7 +1,7 @@
 """Write the MMDetection golden files ``tests/golden/mmdet_<model>.pt`` (run by hand, not by CI).
 
 For RetinaNet, FCOS, Faster R-CNN and Mask R-CNN, a small MMDetection model (ResNet-18, 32-channel
-FPN and heads, 4 classes) mirroring det's preset of that family runs in float64 on weights and a
+FPN and heads, 4 classes; YOLOX: CSPDarknet deepen 0.33 / widen 0.25, 32-channel PAFPN and head) mirroring det's preset of that family runs in float64 on weights and a
 batch rebuilt from ``mmdet_recipe.py``; every stage is stored: the state-dict key names and shapes,
 backbone maps, neck maps, head raw outputs, proposals (two-stage), losses and final detections
 (and masks). ``tests/models/test_mmdet_golden.py`` rebuilds the same weights in det's venv, loads
@@ -215,6 +215,9 @@ def patch_float32_casts() -> None:
     - not a cast but a 3.x change: ``weight_reduce_loss`` divides by ``avg_factor + finfo(float32).eps``
       (added in its own precision: exact for Python numbers, rounded away for FCOS's float32 ``num_pos``),
       a relative 1.2e-7 / avg_factor; the 2.x sources det follows divide by ``avg_factor``: eps removed;
+    - ``SimOTAAssigner.assign`` computes the classification cost on float32 copies of the scores and
+      one-hot labels, and stores the positives' IoUs (YOLOX's classification targets) in a float32
+      ``max_overlaps``: the scores' dtype instead;
     - ``_do_paste_mask`` pastes masks in float32 on a grid built from the boxes: given float32 boxes, which
       is what mmdet does in a float32 run and what det does (det pastes in float32 too).
     """
@@ -222,6 +225,7 @@ def patch_float32_casts() -> None:
     from mmdet.models.losses import cross_entropy_loss, focal_loss
     from mmdet.models.losses import utils as loss_utils
     from mmdet.models.roi_heads.mask_heads import fcn_mask_head
+    from mmdet.models.task_modules.assigners import sim_ota_assigner
     from mmdet.models.task_modules.coders import delta_xywh_bbox_coder
     from mmdet.models.task_modules.prior_generators import anchor_generator, point_generator
 
@@ -237,6 +241,10 @@ def patch_float32_casts() -> None:
     _patch_source(fcos_head.FCOSHead, "forward_single", ("scale(bbox_pred).float()", "scale(bbox_pred)"),
                   ("super()", "super(FCOSHead, self)"))
 
+    _patch_source(sim_ota_assigner.SimOTAAssigner, "assign",
+                  ("pred_scores.shape[-1]).float().unsqueeze(0)", "pred_scores.shape[-1]).to(pred_scores.dtype).unsqueeze(0)"),
+                  ("valid_pred_scores.to(dtype=torch.float32)", "valid_pred_scores"),
+                  ("dtype=torch.float32)", "dtype=decoded_bboxes.dtype)"))
     paste = fcn_mask_head._do_paste_mask
 
     def paste_float32(masks, boxes, img_h, img_w, skip_empty=True):
@@ -336,10 +344,22 @@ CONFIGS = {
         train_cfg=dict(assigner=None, allowed_border=-1, pos_weight=-1, debug=False),
         test_cfg=dict(nms_pre=1000, min_bbox_size=0, score_thr=0.05, nms=dict(type="nms", iou_threshold=0.6),
                       max_per_img=100)),
+    "yolox": dict(
+        type="YOLOX",
+        backbone=dict(type="CSPDarknet", deepen_factor=0.33, widen_factor=0.25),
+        neck=dict(type="YOLOXPAFPN", in_channels=[64, 128, 256], out_channels=CH, num_csp_blocks=1),
+        bbox_head=dict(type="YOLOXHead", num_classes=recipe.NUM_CLASSES, in_channels=CH, feat_channels=CH),
+        train_cfg=dict(assigner=dict(type="SimOTAAssigner", center_radius=2.5)),
+        # mmdet's YOLOX (2.x and 3.x) keeps every box NMS leaves: no max_per_img. score_thr 0.015 (preset:
+        # 0.01, which every prior of this random model passes) so that the threshold drops some
+        test_cfg=dict(score_thr=0.015, nms=dict(type="nms", iou_threshold=0.65))),
     "faster_rcnn": two_stage_cfg(with_mask=False),
     "mask_rcnn": two_stage_cfg(with_mask=True),
 }
 
+#: dense heads: the names of their raw output groups
+DENSE = {"retinanet": ("cls_scores", "bbox_preds"), "fcos": ("cls_scores", "bbox_preds", "centernesses"),
+         "yolox": ("cls_scores", "bbox_preds", "objectnesses")}
 #: channel step of the stored maps (every map also keeps its whole-tensor sum and sum of squares).
 STEPS = {"backbone": 16, "neck": 8, "head": 2, "rpn_head": 3}
 #: masks stored (bit-packed) for the first detections of each image only (file size)
@@ -409,11 +429,13 @@ def run(name: str) -> dict:
         out["backbone"] = summarize_maps(c, STEPS["backbone"])
         feats = model.neck(c)
         out["neck"] = summarize_maps(feats, STEPS["neck"])
-        if name in ("retinanet", "fcos"):
-            model.bbox_head.train()  # FCOS multiplies its distances by the stride in eval mode only
+        if name in DENSE:
+            # FCOS multiplies its distances by the stride in eval mode only (its GN head has no running
+            # statistics); YOLOX's BN head stays in eval mode
+            model.bbox_head.train(name == "fcos")
             raw = model.bbox_head(feats)
             model.bbox_head.eval()
-            keys = ("cls_scores", "bbox_preds", "centernesses")[:len(raw)]
+            keys = DENSE[name]
             out["head"] = {k: summarize_maps(v, STEPS["head"]) for k, v in zip(keys, raw)}
         else:
             rpn_cls, rpn_reg = model.rpn_head(feats)
@@ -430,6 +452,11 @@ def run(name: str) -> dict:
     model.train()  # norm_eval keeps the backbone BN in eval mode; the test model's BN layers are all frozen
     losses = model.loss(images, data_samples(with_masks))
     out["losses"] = {k: (sum(v) if isinstance(v, list) else v).detach().clone() for k, v in losses.items()}
+    if name == "yolox":  # the last epochs' extra L1 loss (YOLOXModeSwitchHook sets use_l1)
+        model.bbox_head.use_l1 = True
+        losses = model.loss(images, data_samples(with_masks))
+        out["losses_l1"] = {k: v.detach().clone() for k, v in losses.items()}
+        model.bbox_head.use_l1 = False
     model.eval()
     out["detections"] = predict(model, with_masks)
     if name in ("retinanet", "fcos"):

@@ -11,7 +11,8 @@ Weights: every tensor of a checkpoint is a pure function of its MMDetection key 
 - 1-D ``*.weight`` (BN / GN scales) ``1 + 0.1 N(0, 1)``; biases ``0.1 N(0, 1)``;
 - BN ``running_mean`` ``0.1 N(0, 1)``, ``running_var`` ``U(0.5, 1.5)``, ``num_batches_tracked`` 0;
 - 0-d tensors (FCOS ``Scale``) 1.0;
-- sigmoid classification biases (``retina_cls``, ``conv_cls``, ``rpn_cls``) ``CLS_BIAS + 0.5 N(0, 1)``, and
+- sigmoid classification biases (``retina_cls``, ``conv_cls``, ``rpn_cls``, YOLOX's ``multi_level_conv_cls.<l>``)
+  ``CLS_BIAS + 0.5 N(0, 1)``, and
   the softmax ``fc_cls`` bias ``0.5 N(0, 1)`` with ``BG_BIAS`` added to the background logit, so that
   some anchors / RoIs score above the test thresholds and real detections (not only noise) come out.
 """
@@ -30,7 +31,7 @@ NUM_CLASSES = 4
 CLASSES = ("a", "b", "c", "d")
 #: mean of the classification biases (see the module docstring).
 CLS_BIAS = -4.0
-CLS_BIAS_RE = re.compile(r"(retina_cls|conv_cls|rpn_cls)\.bias$")
+CLS_BIAS_RE = re.compile(r"(retina_cls|conv_cls|rpn_cls|multi_level_conv_cls\.\d+)\.bias$")
 #: softmax box heads: the background logit (last) is raised by this much.
 BG_BIAS = 3.0
 

@@ -87,6 +87,7 @@ def rename_keys(state_dict: Mapping[str, Tensor], rules: Sequence[tuple[str, str
 #: load may leave random. A new head adds its classifier here.
 CLASS_LAYER_PATTERNS: tuple[str, ...] = (
     r"(^|\.)retina_cls\.", r"(^|\.)conv_cls\.", r"\.fc_cls\.", r"\.fc_reg\.", r"\.conv_logits\.",
+    r"\.multi_level_conv_cls\.",
 )
 
 #: (key fragment, what a file holding it is), most specific first: names the family of a file that does not fit.
@@ -95,6 +96,7 @@ FAMILY_SIGNATURES: tuple[tuple[str, str], ...] = (
     ("roi_heads.mask_", "a torchvision Mask R-CNN"),
     ("roi_head.bbox_head.", "an MMDetection Faster R-CNN"),
     ("roi_heads.box_", "a torchvision Faster R-CNN"),
+    ("bbox_head.multi_level_conv_obj.", "an MMDetection YOLOX"),
     ("bbox_head.conv_centerness.", "an MMDetection FCOS"),
     ("head.regression_head.bbox_ctrness", "a torchvision FCOS"),
     ("bbox_head.retina_cls.", "an MMDetection RetinaNet"),

@@ -40,6 +40,14 @@ def mmdet_two_stage(state_dict: Mapping[str, Tensor], model: nn.Module) -> dict[
     return rename_keys(state_dict, TWO_STAGE_RULES)
 
 
+@register_key_map("mmdet", "YOLOX")
+def mmdet_yolox(state_dict: Mapping[str, Tensor], model: nn.Module) -> dict[str, Tensor]:
+    """YOLOX: det's CSPDarknet / YOLOXPAFPN / YOLOXHead carry mmdet's names (``ConvModule`` children
+    ``conv`` / ``bn`` included). The ``ema_*`` buffers mmcv's EMA hook leaves in 2.x checkpoints (the
+    training weights, swapped out: the file's parameters are the EMA ones) are dropped."""
+    return {k: v for k, v in state_dict.items() if not k.startswith("ema_")}
+
+
 #: det -> MMDetection names: the inverse of the rules above (GN towers: ``.1.`` -> ``.gn.``).
 TO_MMDET_RULES: tuple[tuple[str, str], ...] = (
     (r"^(neck\.(?:lateral|fpn)_convs\.\d+)\.0\.", r"\1.conv."),
