@@ -308,6 +308,25 @@ class ConcatDataset(DatasetWrapper):
         return f"ConcatDataset({', '.join(repr(d) for d in self.datasets)})"
 
 
+def copy_results(results: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a results dict a transform may modify: arrays, lists and nested results are
+    copied, the annotation dicts (``ann_info``, ``img_info``: read-only by contract) and other
+    objects are shared."""
+    out: dict[str, Any] = {}
+    for k, v in results.items():
+        if isinstance(v, np.ndarray):
+            out[k] = v.copy()
+        elif k == "mix_results":
+            out[k] = [copy_results(r) for r in v]
+        elif isinstance(v, list):
+            out[k] = list(v)
+        elif k in ("ann_info", "img_info", RNG_KEY):
+            out[k] = v
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
 @DATASETS.register()
 class MultiImageMixDataset(DatasetWrapper):
     """Runs a pipeline of multi-image transforms over a dataset (mmdet 2.x ``MultiImageMixDataset``).
@@ -412,7 +431,7 @@ class MultiImageMixDataset(DatasetWrapper):
                     m.pop(RNG_KEY, None)
                 results["mix_results"] = mix
             for _ in range(self.max_refetch):
-                trial = copy.deepcopy(results)
+                trial = copy_results(results)
                 trial[RNG_KEY] = rng
                 out = transform(trial)
                 if out is not None:
