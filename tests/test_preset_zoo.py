@@ -21,6 +21,8 @@ PUBLISHED = {
     "fcos_center-normbbox-centeronreg-giou_r50_caffe_fpn_gn-head_1x_coco": (38.7, None),
     "fcos_r50_fpn_gn-head_1x_coco": (38.7, None),  # former name of the one above
     "retinanet_r50_fpn_1x_voc0712": (77.3, None),
+    "yolox_s_8x8_300e_coco": (40.5, None),
+    "yolox_tiny_8x8_300e_coco": (32.0, None),
 }
 #: torchvision's COCO_V1 detection weights (their meta ``_metrics``)
 TORCHVISION = {

@@ -376,6 +376,8 @@ def verify_parity(wrapper: torch.nn.Module, onnx_path: str, checks: Sequence[tup
             continue
         full = ImageBatch(x, [shape] * x.shape[0])  # the graph clips to the input, not to the valid region
         refs = wrapper.detector.predict(full)
+        for ref in refs:  # as onnx_detections does (heads that do not clip, e.g. YOLOX, leave boxes outside)
+            ref.boxes.clip_(ref.image_size)
         gots = onnx_detections(outs[0], outs[1], full.image_sizes, outs[2] if with_masks else None)
         for ref, got in zip(refs, gots):
             matched, box_diff, score_diff, serious, mask_diff = _match(ref, got, wrapper.max_per_img)

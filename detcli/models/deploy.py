@@ -29,12 +29,13 @@ from detcli.models.dense_head import BaseDenseHead
 from detcli.models.detector import SingleStageDetector
 from detcli.models.fcos import FCOS
 from detcli.models.retinanet import RetinaNet
+from detcli.models.yolox import YOLOX
 from detcli.models.two_stage import FasterRCNN, MaskRCNN, TwoStageDetector
 
 #: the built-in detectors ONNX export supports, by config ``type`` (two-stage ones by
 #: :class:`detcli.models.deploy_two_stage.DeployTwoStage`); any single-stage detector whose head is a
 #: :class:`~detcli.models.dense_head.BaseDenseHead` is exportable too (:func:`exportable`)
-SUPPORTED_DETECTORS = {"RetinaNet": RetinaNet, "FCOS": FCOS, "FasterRCNN": FasterRCNN, "MaskRCNN": MaskRCNN}
+SUPPORTED_DETECTORS = {"RetinaNet": RetinaNet, "FCOS": FCOS, "YOLOX": YOLOX, "FasterRCNN": FasterRCNN, "MaskRCNN": MaskRCNN}
 #: lowest ONNX opset of every op the dense graph uses (NonMaxSuppression 10, TopK with a K input
 #: 10, ScatterND 11)
 MIN_OPSET = 11
@@ -116,7 +117,7 @@ def min_opset(detector: nn.Module) -> int:
 
 
 def deploy_model(detector: nn.Module, postprocess: bool = True) -> nn.Module:
-    """The export wrapper of ``detector``: :class:`DeployDetector` (RetinaNet, FCOS) or
+    """The export wrapper of ``detector``: :class:`DeployDetector` (RetinaNet, FCOS, YOLOX) or
     :class:`~detcli.models.deploy_two_stage.DeployTwoStage` (Faster / Mask R-CNN), in eval mode.
 
     Raises:
