@@ -14,7 +14,13 @@ from detcli.data.sample import Sample
 from detcli.data.shapes import SHAPE_CLASSES, ShapesDataset, export_shapes_coco
 from detcli.structures.masks import BitmapMasks, PolygonMasks
 from detcli.data.voc import VOC_CLASSES, VOCDataset
-from detcli.data.wrappers import ClassBalancedDataset, ConcatDataset, DatasetWrapper, RepeatDataset
+from detcli.data.wrappers import (
+    ClassBalancedDataset,
+    ConcatDataset,
+    DatasetWrapper,
+    MultiImageMixDataset,
+    RepeatDataset,
+)
 
 __all__ = [
     "SHAPE_CLASSES",
@@ -25,6 +31,7 @@ __all__ = [
     "CocoDataset",
     "ConcatDataset",
     "DatasetWrapper",
+    "MultiImageMixDataset",
     "RepeatDataset",
     "VOCDataset",
     "DetDataset",

@@ -152,6 +152,26 @@ class DetDataset(Dataset):
         rng = np.random.default_rng([seed & 0xFFFFFFFF, epoch, idx])
         return self.pipeline(self._prepare_results(idx, rng))
 
+    def load_results(self, key: SampleKey) -> dict[str, Any]:
+        """The results dict the pipeline makes of ``key`` (a training pipeline that stops before
+        ``Collect``, e.g. ``LoadImageFromFile`` and ``LoadAnnotations``): what
+        :class:`~detcli.data.wrappers.MultiImageMixDataset` feeds its own pipeline with.
+
+        Raises:
+            DatasetError: the pipeline rejected the sample or ended with ``Collect``.
+        """
+        idx, epoch, seed = int(key[0]), int(key[1]), int(key[2])
+        if idx < 0:
+            idx += len(self)
+        out = self._run(idx, epoch, seed)
+        if out is None:
+            raise DatasetError(f"dataset index {idx}: the loading pipeline rejected the sample")
+        if not isinstance(out, dict):
+            raise DatasetError(f"dataset index {idx}: a dataset inside MultiImageMixDataset must have a loading "
+                               f"pipeline only (e.g. LoadImageFromFile, LoadAnnotations), got {type(out).__name__}; "
+                               "move the other transforms to the wrapper's pipeline")
+        return out
+
     def __getitem__(self, key: int | SampleKey) -> Sample | list[Sample]:
         if isinstance(key, tuple):
             idx, epoch, seed = int(key[0]), int(key[1]), int(key[2])

@@ -2,7 +2,7 @@
 
 Besides single datasets it builds mmdet 2.x's three ways of combining them:
 
-- wrappers (``RepeatDataset``, ``ClassBalancedDataset``, ``ConcatDataset``): their ``dataset(s)``
+- wrappers (``RepeatDataset``, ``ClassBalancedDataset``, ``ConcatDataset``, ``MultiImageMixDataset``): their ``dataset(s)``
   are built first, with the same ``test_mode``;
 - a list of dataset nodes (``data.train: [A, B]``): a ``ConcatDataset`` of them;
 - a node whose ``ann_file`` is a list (``img_prefix`` a list of the same length, or one prefix for
@@ -21,7 +21,8 @@ from detcli.errors import ConfigError
 from detcli.registry import DATASETS, build
 
 #: Wrapper types, and the key holding the dataset(s) they wrap.
-WRAPPERS: dict[str, str] = {"RepeatDataset": "dataset", "ClassBalancedDataset": "dataset", "ConcatDataset": "datasets"}
+WRAPPERS: dict[str, str] = {"RepeatDataset": "dataset", "ClassBalancedDataset": "dataset", "ConcatDataset": "datasets",
+                            "MultiImageMixDataset": "dataset"}
 
 
 def _split_ann_files(cfg: Mapping[str, Any], path: str) -> tuple[list[dict[str, Any]], bool]:

@@ -319,6 +319,8 @@ class ShapesDataset(DetDataset):
         max_objects: most shapes per image.
         min_size: smallest shape extent in px (default 12 at 256 px, scaled with the image).
         max_size: largest shape extent in px (default 160 at 256 px, scaled with the image).
+        cache_images: keep every rendered image in memory (``H * W * 3`` bytes each, per worker
+            process): multi-image augmentation (Mosaic, MixUp) renders 4-5 images per sample otherwise.
     """
 
     def __init__(
@@ -335,8 +337,11 @@ class ShapesDataset(DetDataset):
         max_objects: int = 8,
         min_size: float | None = None,
         max_size: float | None = None,
+        cache_images: bool = False,
     ) -> None:
         super().__init__(pipeline, test_mode, filter_empty_gt)
+        self.cache_images = bool(cache_images)
+        self._images: dict[int, np.ndarray] = {}
         if num_images < 1:
             raise DatasetError(f"ShapesDataset: num_images must be >= 1, got {num_images}")
         if not 1 <= min_objects <= max_objects:
@@ -363,6 +368,8 @@ class ShapesDataset(DetDataset):
         self.img_prefix = f"shapes/{self.split}"
         self._coco: COCO | None = None
         self._indices: list[int] | None = None
+        self._layouts: dict[int, ShapesLayout] = {}  # geometry is cheap to keep, costly to redo (multi-image mixing)
+        self._anns: dict[int, dict[str, Any]] = {}
         if not test_mode and filter_empty_gt and set(self.classes) != set(SHAPE_CLASSES):
             self._indices = [i for i in range(self.num_images)
                              if any(inst.label in self._label_of for inst in self.layout(i).instances)]
@@ -371,9 +378,13 @@ class ShapesDataset(DetDataset):
                                    "(filter_empty_gt=True)")
 
     def layout(self, raw_index: int) -> ShapesLayout:
-        """Geometry of image ``raw_index`` of the split (before filtering)."""
-        return make_layout(self.data_seed, self.split, raw_index, self.height, self.width,
-                           self.min_objects, self.max_objects, self.min_size, self.max_size)
+        """Geometry of image ``raw_index`` of the split (before filtering); computed once per process."""
+        layout = self._layouts.get(raw_index)
+        if layout is None:
+            layout = make_layout(self.data_seed, self.split, raw_index, self.height, self.width,
+                                 self.min_objects, self.max_objects, self.min_size, self.max_size)
+            self._layouts[raw_index] = layout
+        return layout
 
     def _raw(self, idx: int) -> int:
         return idx if self._indices is None else self._indices[idx]
@@ -394,22 +405,36 @@ class ShapesDataset(DetDataset):
             "masks": [[p.reshape(-1).tolist() for p in inst.visible] for inst in kept],
         }
 
+    def _render(self, raw: int, layout: ShapesLayout) -> np.ndarray:
+        if not self.cache_images:
+            return render(layout)
+        img = self._images.get(raw)
+        if img is None:
+            img = self._images[raw] = render(layout)
+            img.setflags(write=False)
+        return img.copy()
+
     def get_ann_info(self, idx: int) -> dict[str, Any]:
-        return self._ann_info(self.layout(self._raw(idx)))
+        """The annotation dict of ``idx`` (kept and shared: read it, never modify it)."""
+        raw = self._raw(idx)
+        ann = self._anns.get(raw)
+        if ann is None:
+            ann = self._anns[raw] = self._ann_info(self.layout(raw))
+        return ann
 
     def _prepare_results(self, idx: int, rng: np.random.Generator) -> dict[str, Any]:
         layout = self.layout(self._raw(idx))
         results = {
             "img_info": self.get_img_info(idx),
             "img_prefix": self.img_prefix,
-            "img": render(layout),
+            "img": self._render(self._raw(idx), layout),
             "bbox_fields": [],
             "mask_fields": [],
             "sample_idx": idx,
             RNG_KEY: rng,
         }
         if not self.test_mode:
-            results["ann_info"] = self._ann_info(layout)
+            results["ann_info"] = self.get_ann_info(idx)
         return results
 
     @property

@@ -1,4 +1,4 @@
-"""Dataset wrappers (mmdet 2.x): RepeatDataset, ClassBalancedDataset, ConcatDataset.
+"""Dataset wrappers (mmdet 2.x): RepeatDataset, ClassBalancedDataset, ConcatDataset, MultiImageMixDataset.
 
 A wrapper maps its index to ``(inner dataset, inner index)`` and forwards ``dataset[...]`` as a
 :class:`~detcli.data.base.SampleKey`, so augmentations stay a pure function of ``(seed, epoch,
@@ -16,6 +16,7 @@ ConcatDataset (``separate_eval``); Repeat/ClassBalanced are for training (mmdet 
 from __future__ import annotations
 
 import bisect
+import copy
 import math
 from collections import defaultdict
 from collections.abc import Sequence
@@ -25,11 +26,13 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from detcli.data.base import SampleKey
+from detcli.data.sample import Sample
+from detcli.data.transforms.compose import RNG_KEY
 from detcli.errors import ConfigError, DatasetError
-from detcli.registry import DATASETS
+from detcli.registry import DATASETS, TRANSFORMS, build
 
 #: Stream tags of :func:`derive_seed` (one per wrapper kind, so nested wrappers do not collide).
-_REPEAT, _CONCAT = 1, 2
+_REPEAT, _CONCAT, _MIX = 1, 2, 3
 
 
 def derive_seed(seed: int, tag: int, k: int) -> int:
@@ -80,6 +83,14 @@ class DatasetWrapper(Dataset):
             idx, epoch, seed = int(key), self.epoch, self.seed
         inner, inner_idx, tag, k = self.locate(self._checked(idx))
         return inner[SampleKey(inner_idx, epoch, derive_seed(seed, tag, k))]
+
+    def load_results(self, key: SampleKey) -> dict[str, Any]:
+        """The inner dataset's results dict of ``key`` (see :meth:`DetDataset.load_results`)."""
+        idx, epoch, seed = int(key[0]), int(key[1]), int(key[2])
+        inner, inner_idx, tag, k = self.locate(self._checked(idx))
+        if not hasattr(inner, "load_results"):
+            raise DatasetError(f"{type(inner).__name__} cannot feed a MultiImageMixDataset (no load_results)")
+        return inner.load_results(SampleKey(inner_idx, epoch, derive_seed(seed, tag, k)))
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -295,3 +306,153 @@ class ConcatDataset(DatasetWrapper):
 
     def __repr__(self) -> str:
         return f"ConcatDataset({', '.join(repr(d) for d in self.datasets)})"
+
+
+def copy_results(results: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a results dict a transform may modify: arrays, lists and nested results are
+    copied, the annotation dicts (``ann_info``, ``img_info``: read-only by contract) and other
+    objects are shared."""
+    out: dict[str, Any] = {}
+    for k, v in results.items():
+        if isinstance(v, np.ndarray):
+            out[k] = v.copy()
+        elif k == "mix_results":
+            out[k] = [copy_results(r) for r in v]
+        elif isinstance(v, list):
+            out[k] = list(v)
+        elif k in ("ann_info", "img_info", RNG_KEY):
+            out[k] = v
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+@DATASETS.register()
+class MultiImageMixDataset(DatasetWrapper):
+    """Runs a pipeline of multi-image transforms over a dataset (mmdet 2.x ``MultiImageMixDataset``).
+
+    The inner dataset's pipeline only loads (``LoadImageFromFile``, ``LoadAnnotations``); this
+    wrapper's ``pipeline`` does the rest and ends with ``Collect``. Before a transform that has
+    ``get_indexes(dataset, rng)`` (``Mosaic``, ``MixUp``), the images it asks for are loaded and
+    handed over as ``results['mix_results']``. A transform returning None is retried (with new
+    random draws) up to ``max_refetch`` times.
+
+    Randomness: wrapper index ``i`` of epoch ``e`` draws every augmentation, and the choice of its
+    extra images, from ``numpy.random.default_rng([seed, e, i, 3])``; images are loaded with the
+    inner dataset's own ``(seed, e, index)`` stream. A mixed sample is thus a pure function of
+    ``(seed, epoch, index)``, whatever the number of workers.
+
+    Args:
+        dataset: the dataset (built or a ``{type: ...}`` node) with a loading-only pipeline.
+        pipeline: the transforms (``{type: ...}`` nodes), ending with ``Collect``.
+        dynamic_scale: ``(h, w)`` put in ``results['scale']`` before the pipeline (``Resize`` and
+            ``MixUp`` use it); changed in training by :meth:`update_dynamic_scale`.
+        skip_type_keys: transform types to skip (e.g. ``[Mosaic, MixUp]``); changed in training by
+            :meth:`update_skip_type_keys` (``YOLOXModeSwitchHook``).
+        max_refetch: tries per transform (and per draw of extra images).
+
+    Raises:
+        ConfigError: a pipeline entry that is not a ``{type: ...}`` node, bad ``skip_type_keys``.
+    """
+
+    def __init__(self, dataset: Any, pipeline: Sequence[Any], dynamic_scale: Sequence[int] | None = None,
+                 skip_type_keys: Sequence[str] | None = None, max_refetch: int = 15) -> None:
+        super().__init__([dataset])
+        self.dataset = dataset
+        self.pipeline: list[Any] = []
+        self.pipeline_types: list[str] = []
+        for i, node in enumerate(pipeline):
+            if isinstance(node, dict) and "type" in node:
+                self.pipeline_types.append(str(node["type"]))
+                self.pipeline.append(build(node, TRANSFORMS, path=f"pipeline.{i}"))
+            elif callable(node):
+                self.pipeline_types.append(type(node).__name__)
+                self.pipeline.append(node)
+            else:
+                raise ConfigError(f"MultiImageMixDataset.pipeline.{i}: expected a {{type: ...}} node, got {node!r}")
+        self.skip_type_keys: tuple[str, ...] | None = None
+        self.update_skip_type_keys(skip_type_keys)
+        self.dynamic_scale: tuple[int, int] | None = None
+        if dynamic_scale is not None:
+            self.update_dynamic_scale(dynamic_scale)
+        if isinstance(max_refetch, bool) or int(max_refetch) < 1:
+            raise ConfigError(f"MultiImageMixDataset.max_refetch must be >= 1, got {max_refetch!r}")
+        self.max_refetch = int(max_refetch)
+        self._len = len(dataset)
+
+    def update_skip_type_keys(self, skip_type_keys: Sequence[str] | None) -> None:
+        """Skip the transforms of these types from now on (None: skip none)."""
+        if skip_type_keys is None:
+            self.skip_type_keys = None
+            return
+        if isinstance(skip_type_keys, str) or not all(isinstance(k, str) for k in skip_type_keys):
+            raise ConfigError(f"skip_type_keys must be a list of transform type names, got {skip_type_keys!r}")
+        self.skip_type_keys = tuple(skip_type_keys)
+
+    def update_dynamic_scale(self, dynamic_scale: Sequence[int]) -> None:
+        """Set ``results['scale']`` of every later sample to ``dynamic_scale``."""
+        if not (isinstance(dynamic_scale, (list, tuple)) and len(dynamic_scale) == 2):
+            raise ConfigError(f"dynamic_scale must be a pair, got {dynamic_scale!r}")
+        self.dynamic_scale = (int(dynamic_scale[0]), int(dynamic_scale[1]))
+
+    def __len__(self) -> int:
+        return self._len
+
+    def locate(self, idx: int) -> tuple[Any, int, int, int]:
+        return self.dataset, idx, _MIX, 0
+
+    @property
+    def image_ids(self) -> list[int]:
+        return list(self.dataset.image_ids)
+
+    def _load(self, idx: int, epoch: int, seed: int) -> dict[str, Any]:
+        return self.dataset.load_results(SampleKey(idx, epoch, seed))
+
+    def __getitem__(self, key: int | SampleKey) -> Any:
+        if isinstance(key, tuple):
+            idx, epoch, seed = int(key[0]), int(key[1]), int(key[2])
+        else:
+            idx, epoch, seed = int(key), self.epoch, self.seed
+        idx = self._checked(idx)
+        results = self._load(idx, epoch, seed)
+        rng = np.random.default_rng([seed & 0xFFFFFFFF, epoch, idx, _MIX])
+        results.pop(RNG_KEY, None)
+        if self.dynamic_scale is not None:
+            results["scale"] = self.dynamic_scale
+        for transform, kind in zip(self.pipeline, self.pipeline_types):
+            if self.skip_type_keys is not None and kind in self.skip_type_keys:
+                continue
+            if hasattr(transform, "get_indexes"):
+                indexes = transform.get_indexes(self.dataset, rng)
+                if isinstance(indexes, (int, np.integer)):
+                    indexes = [indexes]
+                mix = [self._load(int(j), epoch, seed) for j in indexes]
+                for m in mix:
+                    m.pop(RNG_KEY, None)
+                results["mix_results"] = mix
+            for _ in range(self.max_refetch):
+                trial = copy_results(results)
+                trial[RNG_KEY] = rng
+                out = transform(trial)
+                if out is not None:
+                    results = out
+                    if isinstance(results, dict):
+                        results.pop(RNG_KEY, None)
+                    break
+            else:
+                raise DatasetError(f"MultiImageMixDataset index {idx}: {kind} rejected the sample "
+                                   f"{self.max_refetch} times in a row")
+            if isinstance(results, dict):
+                results.pop("mix_results", None)
+        if not isinstance(results, Sample):
+            raise DatasetError(f"MultiImageMixDataset index {idx}: the pipeline must end with Collect "
+                               f"(got {type(results).__name__})")
+        return results
+
+    def fingerprint(self) -> dict[str, Any]:
+        return {"type": "MultiImageMixDataset", "pipeline": self.pipeline_types, "num_images": len(self),
+                "dataset": self._inner_fingerprints()[0]}
+
+    def __repr__(self) -> str:
+        return (f"MultiImageMixDataset(pipeline={self.pipeline_types}, skip_type_keys={self.skip_type_keys}, "
+                f"dynamic_scale={self.dynamic_scale}, dataset={self.dataset!r})")

@@ -34,7 +34,7 @@ COCO_METRICS: tuple[str, ...] = SUPPORTED_METRICS
 ALL_METRICS: tuple[str, ...] = COCO_METRICS + VOC_METRICS
 
 #: Keys of the ``evaluation`` section that configure the EvalHook, not the metrics.
-HOOK_KEYS: tuple[str, ...] = ("interval", "by_epoch", "start", "save_best", "rule", "metric")
+HOOK_KEYS: tuple[str, ...] = ("interval", "by_epoch", "start", "save_best", "rule", "metric", "dynamic_intervals")
 
 #: Evaluation options and what they do (``--eval-options KEY=VALUE``, ``evaluation.KEY``).
 EVAL_OPTIONS: dict[str, str] = {

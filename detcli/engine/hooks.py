@@ -24,6 +24,7 @@ are built from the ``HOOKS`` registry (register yours with ``@HOOKS.register()``
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -33,7 +34,9 @@ from datetime import timedelta
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from detcli.engine.checkpoint import preserved_rng
@@ -41,6 +44,7 @@ from detcli.engine.lr import LrSchedule
 from detcli.engine.progress import ProgressEvent
 from detcli.errors import ConfigError, TrainingError
 from detcli.registry import HOOKS
+from detcli.structures import Boxes, GroundTruth, ImageBatch
 
 if TYPE_CHECKING:
     from detcli.engine.runner import Runner
@@ -230,6 +234,20 @@ class CheckpointHook(Hook):
                     stale.unlink()
 
 
+def check_dynamic_intervals(value: Any) -> list[tuple[int, int]]:
+    """``evaluation.dynamic_intervals`` as sorted ``(milestone, interval)`` pairs; raises ConfigError."""
+    if value is None:
+        return []
+    pairs = []
+    for item in value if isinstance(value, (list, tuple)) else [value]:
+        if (not isinstance(item, (list, tuple)) or len(item) != 2
+                or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in item)):
+            raise ConfigError(f"evaluation.dynamic_intervals: expected [[milestone, interval], ...] of positive "
+                              f"integers, got {value!r}")
+        pairs.append((int(item[0]), int(item[1])))
+    return sorted(pairs)
+
+
 #: rule inference for ``save_best`` keys, as mmcv: substrings meaning "greater is better" / "less".
 GREATER_KEYS = ("mAP", "AR", "acc", "top", "auc", "precision")
 LESS_KEYS = ("loss",)
@@ -245,6 +263,8 @@ class EvalHook(Hook):
         start: first epoch (iteration) to evaluate at; None: ``interval``.
         save_best: ``"auto"`` (the first metric, ``bbox_mAP``), a metric key, or None.
         rule: ``"greater"`` or ``"less"``; None infers it from the key (``mAP``/``AR``: greater, ``loss``: less).
+        dynamic_intervals: ``[(milestone, interval), ...]``: from ``milestone`` epochs (iterations) on,
+            evaluate every ``interval`` (mmcv's ``dynamic_intervals``; YOLOX evaluates every epoch at the end).
     """
 
     priority = "LOW"
@@ -257,9 +277,11 @@ class EvalHook(Hook):
         start: int | None = None,
         save_best: str | None = None,
         rule: str | None = None,
+        dynamic_intervals: Sequence[Sequence[int]] | None = None,
     ) -> None:
         if rule is not None and rule not in ("greater", "less"):
             raise ConfigError(f"evaluation.rule: must be 'greater' or 'less', got '{rule}'")
+        self.dynamic_intervals = check_dynamic_intervals(dynamic_intervals)
         self.evaluate_fn = evaluate_fn
         self.interval = max(1, interval)
         self.by_epoch = by_epoch
@@ -267,11 +289,19 @@ class EvalHook(Hook):
         self.save_best = save_best
         self.rule = rule
 
+    def interval_at(self, count: int) -> int:
+        """The interval in force at ``count`` finished epochs (iterations)."""
+        interval = self.interval
+        for milestone, value in self.dynamic_intervals:
+            if count >= milestone:
+                interval = value
+        return interval
+
     def _due(self, count: int, last: bool) -> bool:
         if self.start is not None and count < self.start:
             return False
         first = self.start if self.start is not None else 0
-        return last or (count - first) % self.interval == 0
+        return last or (count - first) % self.interval_at(count) == 0
 
     def after_epoch(self, runner: "Runner") -> None:
         if self.by_epoch and runner.by_epoch and self._due(runner.epoch, runner.finished):
@@ -284,7 +314,7 @@ class EvalHook(Hook):
     def _evaluate(self, runner: "Runner", unit: str, count: int) -> None:
         runner.model.eval()
         try:
-            with preserved_rng():
+            with preserved_rng(), runner.eval_weights():
                 result = self.evaluate_fn(runner.model, runner.progress)
         finally:
             runner.model.train()
@@ -477,3 +507,285 @@ def build_custom_hooks(nodes: Sequence[Mapping[str, Any]] | None, *, dry_run: bo
         if not dry_run:
             hooks.append((hook, priority))
     return hooks
+
+
+# ----------------------------------------------------------------------------- YOLOX training hooks
+def _train_dataset(runner: "Runner", needs: str, hook: str) -> Any:
+    dataset = runner.datasets.get("train")
+    if dataset is None or not hasattr(dataset, needs):
+        raise ConfigError(f"{hook} needs data.train to be a MultiImageMixDataset (it has no {needs}), got "
+                          f"{type(dataset).__name__}")
+    return dataset
+
+
+def restart_workers(runner: "Runner") -> None:
+    """Make the next epoch's loader start new worker processes, so that they see a dataset changed
+    in the main process (persistent workers keep their copy otherwise)."""
+    loader = runner.make_loader(runner.epoch)
+    if getattr(loader, "persistent_workers", False) and getattr(loader, "_iterator", None) is not None:
+        loader._iterator = None
+
+
+def run_epochs(runner: "Runner") -> int:
+    """The run's length in epochs (an iteration-based run: its iterations in whole epochs, rounded up)."""
+    if runner.max_epochs:
+        return int(runner.max_epochs)
+    return -(-runner.max_iters // runner.iters_per_epoch)
+
+
+@HOOKS.register()
+class ExpMomentumEMAHook(Hook):
+    """Exponential moving average of the model's weights (mmdet 2.x ``ExpMomentumEMAHook``).
+
+    After iteration ``i`` (1-based, every ``interval``), every floating-point entry of the model's
+    ``state_dict`` (parameters and buffers such as BN statistics) updates
+    ``ema = (1 - m) * ema + m * weight`` with ``m = (1 - momentum) * exp(-i / total_iter) + momentum``
+    (mmdet's ``momentum_fun`` of its 0-based iteration ``i - 1``). Integer buffers are kept as copies.
+
+    Evaluation and checkpoints use the EMA weights (the runner swaps them in,
+    :meth:`~detcli.engine.runner.Runner.eval_weights`): a checkpoint's ``state_dict`` holds the EMA
+    weights, ready for ``det test``/export, and ``hooks.ExpMomentumEMAHook.train_weights`` the
+    weights training continues from, so ``--resume`` is bit-identical to an uninterrupted run.
+
+    Args:
+        momentum: the final momentum.
+        total_iter: time constant of the momentum's decay.
+        interval: update every ``interval`` iterations.
+        skip_buffers: average parameters only (buffers are then swapped with their copies, unchanged).
+        resume_from: must be None: det resumes the EMA with the run (``--resume``/``resume_from``).
+    """
+
+    priority = 49
+
+    def __init__(self, momentum: float = 0.0002, total_iter: int = 2000, interval: int = 1, skip_buffers: bool = False,
+                 resume_from: str | None = None) -> None:
+        if not 0 < momentum < 1:
+            raise ConfigError(f"ExpMomentumEMAHook.momentum must be in (0, 1), got {momentum}")
+        if total_iter <= 0 or interval < 1:
+            raise ConfigError("ExpMomentumEMAHook: total_iter must be > 0 and interval >= 1")
+        if resume_from is not None:
+            raise ConfigError("ExpMomentumEMAHook.resume_from: det resumes the EMA weights with the run; "
+                              "use det train --resume (or the top-level resume_from) instead")
+        self.momentum = float(momentum)
+        self.total_iter = float(total_iter)
+        self.interval = int(interval)
+        self.skip_buffers = bool(skip_buffers)
+        self.live: dict[str, Tensor] = {}
+        self.ema: dict[str, Tensor] = {}
+        self.swapped = False
+
+    def momentum_at(self, iteration: int) -> float:
+        """``m`` after the 1-based ``iteration``."""
+        return (1 - self.momentum) * math.exp(-iteration / self.total_iter) + self.momentum
+
+    def before_run(self, runner: "Runner") -> None:
+        model = runner.model
+        names = {n for n, _ in model.named_parameters()} if self.skip_buffers else None
+        self.live = {k: v for k, v in model.state_dict().items() if names is None or k in names}
+        self.ema = {k: v.detach().clone() for k, v in self.live.items()}
+        state = runner.resumed_hook_states.get(type(self).__name__)
+        if state is not None:  # the model holds the checkpoint's (EMA) weights: put training's back
+            train = state["train_weights"]
+            missing = sorted(set(self.live) - set(train))
+            if missing:
+                raise ConfigError(f"ExpMomentumEMAHook: the checkpoint's training weights lack {missing[:3]}")
+            with torch.no_grad():
+                for k, v in self.live.items():
+                    v.copy_(train[k])
+        self.swapped = False
+
+    @torch.no_grad()
+    def after_iter(self, runner: "Runner") -> None:
+        if runner.iter % self.interval:
+            return
+        m = self.momentum_at(runner.iter)
+        for k, v in self.live.items():
+            if v.dtype.is_floating_point:
+                self.ema[k].mul_(1 - m).add_(v, alpha=m)
+
+    @torch.no_grad()
+    def swap_weights(self, runner: "Runner") -> None:
+        """Exchange the model's weights with the EMA ones (exactly; called in pairs)."""
+        for k, v in self.live.items():
+            tmp = v.clone()
+            v.copy_(self.ema[k])
+            self.ema[k].copy_(tmp)
+        self.swapped = not self.swapped
+
+    def checkpoint_state(self, runner: "Runner") -> dict[str, Any]:
+        train = self.ema if self.swapped else self.live
+        return {"train_weights": {k: v.detach().clone() for k, v in train.items()}}
+
+
+@HOOKS.register()
+class YOLOXModeSwitchHook(Hook):
+    """For the last epochs, drop the strong augmentations and add the L1 box loss (mmdet 2.x).
+
+    From the epoch where ``epoch + 1 >= max_epochs - num_last_epochs`` (0-based; mmdet switches
+    before that same epoch, so ``num_last_epochs + 1`` epochs run in the final mode) the training
+    dataset skips ``skip_type_keys`` and ``model.bbox_head.use_l1`` becomes True when the head has
+    that attribute. The check runs before every epoch, so a resumed run is in the right mode too.
+    Needs ``data.train`` of type MultiImageMixDataset.
+    """
+
+    priority = 48
+
+    def __init__(self, num_last_epochs: int = 15, skip_type_keys: Sequence[str] = ("Mosaic", "RandomAffine", "MixUp")) -> None:
+        if int(num_last_epochs) < 0:
+            raise ConfigError(f"YOLOXModeSwitchHook.num_last_epochs must be >= 0, got {num_last_epochs}")
+        self.num_last_epochs = int(num_last_epochs)
+        self.skip_type_keys = tuple(skip_type_keys)
+        self.switched = False
+
+    def before_run(self, runner: "Runner") -> None:
+        _train_dataset(runner, "update_skip_type_keys", "YOLOXModeSwitchHook")
+
+    def switch_epoch(self, runner: "Runner") -> int:
+        """The 0-based epoch the final mode starts at."""
+        return run_epochs(runner) - self.num_last_epochs - 1
+
+    def before_epoch(self, runner: "Runner") -> None:
+        if self.switched or runner.epoch < self.switch_epoch(runner):
+            return
+        logger.info("epoch %d: no Mosaic/MixUp from now on (skipping %s); L1 box loss on",
+                    runner.epoch + 1, ", ".join(self.skip_type_keys))
+        _train_dataset(runner, "update_skip_type_keys", "YOLOXModeSwitchHook").update_skip_type_keys(self.skip_type_keys)
+        restart_workers(runner)
+        head = getattr(runner.model, "bbox_head", None)
+        if head is not None and hasattr(head, "use_l1"):
+            head.use_l1 = True
+        self.switched = True
+
+
+def resize_batch(images: ImageBatch, targets: list[GroundTruth], size: tuple[int, int]) -> tuple[ImageBatch, list[GroundTruth]]:
+    """Resize a training batch to ``size = (h, w)`` (bilinear, ``align_corners=False``), boxes scaled
+    with it (mmdet 2.x ``YOLOX._preprocess``). Masks are not supported."""
+    h, w = images.tensor.shape[-2:]
+    th, tw = int(size[0]), int(size[1])
+    if (th, tw) == (h, w):
+        return images, targets
+    sy, sx = th / h, tw / w
+    tensor = F.interpolate(images.tensor, size=(th, tw), mode="bilinear", align_corners=False)
+    sizes = [(min(th, int(round(ih * sy))), min(tw, int(round(iw * sx)))) for ih, iw in images.image_sizes]
+    factor = images.tensor.new_tensor([sx, sy, sx, sy])
+    out = []
+    for t, image_size in zip(targets, sizes):
+        if t.masks is not None:
+            raise ConfigError("SyncRandomSizeHook resizes boxes only; the training data has masks")
+        out.append(dataclasses.replace(t, image_size=image_size, boxes=Boxes(t.boxes.tensor * factor),
+                                       ignore_boxes=Boxes(t.ignore_boxes.tensor * factor)))
+    return ImageBatch(tensor, sizes), out
+
+
+@HOOKS.register()
+class SyncRandomSizeHook(Hook):
+    """Multi-scale training: every ``interval`` iterations a new input size for the batches
+    (mmdet 2.x ``SyncRandomSizeHook``; the detector-side random resize of v2.19+).
+
+    From iteration ``k`` (0-based, ``k`` a positive multiple of ``interval``) until the next draw, each
+    batch is resized (:func:`resize_batch`) to ``(32 * s, 32 * int(s * w / h))`` with ``s`` uniform
+    over the integers of ``ratio_range`` (inclusive) and ``(h, w) = img_scale``; before the first draw
+    batches keep their size. ``s`` comes from ``default_rng([seed, k, 0x5157])``: the same on every
+    rank without a broadcast, and a resumed run draws the same sizes.
+
+    Args:
+        ratio_range: ``(min, max)`` multiples of 32; None: the model's ``random_size_range``.
+        img_scale: ``(h, w)`` giving the aspect ratio; None: the model's ``input_size``.
+        interval: iterations between draws; None: the model's ``random_size_interval``.
+        device: accepted for mmdet configs; unused.
+    """
+
+    priority = 48
+
+    def __init__(self, ratio_range: Sequence[int] | None = None, img_scale: Sequence[int] | None = None,
+                 interval: int | None = None, device: str | None = None) -> None:
+        self.ratio_range: tuple[int, int] = (14, 26)
+        self.img_scale: tuple[int, int] = (640, 640)
+        self.interval = 10
+        self.given = {"ratio_range": ratio_range, "img_scale": img_scale, "interval": interval}
+        self.configure(ratio_range, img_scale, interval)
+        self.current: tuple[int, int] | None = None
+
+    def configure(self, ratio_range: Sequence[int] | None, img_scale: Sequence[int] | None, interval: int | None) -> None:
+        """Set (and check) the settings that are not None."""
+        if ratio_range is not None:
+            if len(ratio_range) != 2 or int(ratio_range[0]) > int(ratio_range[1]) or int(ratio_range[0]) < 1:
+                raise ConfigError(f"SyncRandomSizeHook.ratio_range must be (min, max) >= 1, got {ratio_range!r}")
+            self.ratio_range = (int(ratio_range[0]), int(ratio_range[1]))
+        if img_scale is not None:
+            if len(img_scale) != 2 or min(int(v) for v in img_scale) < 1:
+                raise ConfigError(f"SyncRandomSizeHook.img_scale must be (h, w), got {img_scale!r}")
+            self.img_scale = (int(img_scale[0]), int(img_scale[1]))
+        if interval is not None:
+            if int(interval) < 1:
+                raise ConfigError(f"SyncRandomSizeHook.interval must be >= 1, got {interval}")
+            self.interval = int(interval)
+
+    def size_at(self, seed: int, iteration: int) -> tuple[int, int] | None:
+        """The input size of the 0-based ``iteration`` (None: unchanged)."""
+        k = iteration - iteration % self.interval
+        if k <= 0:
+            return None
+        s = int(np.random.default_rng([int(seed) & 0xFFFFFFFF, int(k), 0x5157]).integers(
+            self.ratio_range[0], self.ratio_range[1] + 1))
+        return 32 * s, 32 * int(s * self.img_scale[1] / self.img_scale[0])
+
+    def before_run(self, runner: "Runner") -> None:
+        model = runner.model
+        self.configure(
+            self.given["ratio_range"] if self.given["ratio_range"] is not None else getattr(model, "random_size_range", None),
+            self.given["img_scale"] if self.given["img_scale"] is not None else getattr(model, "input_size", None),
+            self.given["interval"] if self.given["interval"] is not None else getattr(model, "random_size_interval", None),
+        )
+        runner.batch_transforms.append(self.transform)
+
+    def before_iter(self, runner: "Runner") -> None:
+        self.current = self.size_at(int(runner.meta.get("seed", 0)), runner.iter)
+
+    def transform(self, images: ImageBatch, targets: list[GroundTruth]) -> tuple[ImageBatch, list[GroundTruth]]:
+        if self.current is None:
+            return images, targets
+        return resize_batch(images, targets, self.current)
+
+
+@HOOKS.register()
+class SyncNormHook(Hook):
+    """Average the BatchNorm statistics over the ranks (mmdet 2.x ``SyncNormHook``; DDP only).
+
+    After every ``interval``-th epoch, and after every epoch from ``max_epochs - num_last_epochs``
+    on, each norm layer's buffers (running mean/var) are replaced by their mean over the ranks, so
+    that every rank evaluates and saves the same model. Nothing happens with one process.
+    """
+
+    priority = 48
+
+    def __init__(self, num_last_epochs: int = 15, interval: int = 1) -> None:
+        if int(interval) < 1:
+            raise ConfigError(f"SyncNormHook.interval must be >= 1, got {interval}")
+        self.num_last_epochs = int(num_last_epochs)
+        self.interval = int(interval)
+
+    def due(self, runner: "Runner") -> bool:
+        """Whether to synchronise after the epoch just finished (``runner.epoch`` counts it)."""
+        last_phase = runner.epoch >= run_epochs(runner) - self.num_last_epochs
+        return last_phase or runner.epoch % self.interval == 0
+
+    def after_epoch(self, runner: "Runner") -> None:
+        if runner.world_size == 1 or not self.due(runner):
+            return
+        sync_norm_stats(runner.model)
+
+
+def sync_norm_stats(model: nn.Module) -> None:
+    """Replace every floating-point buffer of the model's BatchNorm layers by its mean over the ranks."""
+    import torch.distributed as torch_dist
+
+    norms = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
+    world_size = torch_dist.get_world_size()
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, norms):
+                for buf in module.buffers(recurse=False):
+                    if buf.dtype.is_floating_point:
+                        torch_dist.all_reduce(buf)
+                        buf.div_(world_size)

@@ -11,7 +11,12 @@ The lr is a pure function of ``(epoch, iter)``, so a resumed run lands on the sa
     an int ``step`` means every ``step``), never below ``min_lr``;
   - ``CosineAnnealing``: from ``base_lr`` to ``min_lr`` (or ``base_lr * min_lr_ratio``) over the run;
   - ``poly``: ``(base_lr - min_lr) * (1 - progress / max_progress) ** power + min_lr``;
-  - ``fixed``: ``base_lr``.
+  - ``fixed``: ``base_lr``;
+  - ``YOLOX`` (mmcv ``YOLOXLrUpdaterHook``, per iteration, ``by_epoch: false``): with ``p = iter + 1``,
+    ``W`` the warmup length and ``L = num_last_epochs * iters_per_epoch``, cosine from ``base_lr``
+    to ``min_lr`` (or ``base_lr * min_lr_ratio``) at ``(p - W) / (max_iters - W - L)``, then the end
+    value for ``p >= max_iters - L``. Its ``exp`` warmup is
+    ``base_lr * warmup_ratio * ((iter + 1) / W) ** 2``.
 
 - *Warmup* is per iteration over the first ``warmup_iters`` iterations (``warmup_by_epoch``:
   epochs instead), applied to the regular lr:
@@ -41,6 +46,7 @@ POLICIES: dict[str, frozenset[str]] = {
     "CosineAnnealing": frozenset({"min_lr", "min_lr_ratio"}),
     "poly": frozenset({"power", "min_lr"}),
     "fixed": frozenset(),
+    "YOLOX": frozenset({"num_last_epochs", "min_lr", "min_lr_ratio"}),
 }
 WARMUPS = ("linear", "exp", "constant")
 COMMON_KEYS = frozenset({"policy", "by_epoch", "warmup", "warmup_iters", "warmup_ratio", "warmup_by_epoch"})
@@ -62,6 +68,8 @@ class LrSchedule:
         min_lr: lower bound (``step``), end value (``CosineAnnealing``, ``poly``); absolute.
         min_lr_ratio: ``CosineAnnealing`` end value relative to the base lr.
         power: ``poly`` exponent.
+        num_last_epochs: ``YOLOX``: epochs at the end held at the final lr.
+        max_epochs: the run's length in epochs (``YOLOX`` of an epoch-based run), None for iteration-based runs.
     """
 
     def __init__(
@@ -79,6 +87,8 @@ class LrSchedule:
         min_lr: float | None = None,
         min_lr_ratio: float | None = None,
         power: float = 1.0,
+        num_last_epochs: int = 15,
+        max_epochs: int | None = None,
     ) -> None:
         canonical = {p.lower(): p for p in POLICIES} | {"cosine": "CosineAnnealing"}
         if policy.lower() not in canonical:
@@ -95,8 +105,14 @@ class LrSchedule:
             raise ConfigError(f"lr_config.warmup_ratio must be in (0, 1], got {warmup_ratio}")
         if self.policy == "step" and step is None:
             raise ConfigError("lr_config.step: the step policy needs 'step' (e.g. step: [8, 11])")
-        if self.policy == "CosineAnnealing" and (min_lr is None) == (min_lr_ratio is None):
-            raise ConfigError("lr_config: CosineAnnealing needs exactly one of 'min_lr' and 'min_lr_ratio'")
+        if self.policy in ("CosineAnnealing", "YOLOX") and (min_lr is None) == (min_lr_ratio is None):
+            raise ConfigError(f"lr_config: {self.policy} needs exactly one of 'min_lr' and 'min_lr_ratio'")
+        if self.policy == "YOLOX" and by_epoch:
+            raise ConfigError("lr_config.by_epoch: the YOLOX policy is per iteration; set by_epoch: false")
+        if isinstance(num_last_epochs, bool) or not isinstance(num_last_epochs, int) or num_last_epochs < 0:
+            raise ConfigError(f"lr_config.num_last_epochs must be an integer >= 0, got {num_last_epochs!r}")
+        self.num_last_epochs = int(num_last_epochs)
+        self.max_epochs = max_epochs
         self.max_progress = max(1, int(max_progress))
         self.by_epoch = by_epoch
         self.warmup = warmup
@@ -132,6 +148,8 @@ class LrSchedule:
         if by_epoch and max_epochs is None and max_iters is not None:
             by_epoch = False  # an iteration-based run has no epoch count to schedule over
         max_progress = (max_epochs if by_epoch else max_iters) or 1
+        if canonical[policy.lower()] == "YOLOX":
+            cfg["max_epochs"] = max_epochs
         return cls(policy, max_progress, by_epoch=by_epoch, **cfg)
 
     def regular_factor(self, progress: int, base_lr: float = 1.0) -> float:
@@ -156,6 +174,8 @@ class LrSchedule:
 
     def lr(self, base_lr: float, *, epoch: int, iter: int, iters_per_epoch: int) -> float:
         """The lr for ``base_lr`` at 0-based ``epoch`` and global iteration ``iter``."""
+        if self.policy == "YOLOX":
+            return self._yolox_lr(base_lr, iter, iters_per_epoch)
         progress = epoch if self.by_epoch else iter
         regular = self.regular_factor(progress, base_lr)
         warmup_len = self.warmup_iters * (iters_per_epoch if self.warmup_by_epoch else 1)
@@ -167,6 +187,23 @@ class LrSchedule:
             k = (1 - iter / warmup_len) * (1 - self.warmup_ratio)
             return regular * (1 - k)
         return regular * self.warmup_ratio ** (1 - iter / warmup_len)  # exp
+
+    def _yolox_lr(self, base_lr: float, iter: int, iters_per_epoch: int) -> float:
+        max_iters = self.max_epochs * iters_per_epoch if self.max_epochs else self.max_progress
+        warmup_len = self.warmup_iters * (iters_per_epoch if self.warmup_by_epoch else 1)
+        if self.warmup is not None and iter < warmup_len:
+            if self.warmup == "exp":
+                return base_lr * self.warmup_ratio * ((iter + 1) / warmup_len) ** 2
+            if self.warmup == "constant":
+                return base_lr * self.warmup_ratio
+            return base_lr * (1 - (1 - iter / warmup_len) * (1 - self.warmup_ratio))
+        target = self.min_lr if self.min_lr is not None else base_lr * float(self.min_lr_ratio)
+        last = self.num_last_epochs * iters_per_epoch
+        progress = iter + 1
+        if progress >= max_iters - last:
+            return target
+        span = max(1, max_iters - warmup_len - last)
+        return target + 0.5 * (base_lr - target) * (math.cos(math.pi * (progress - warmup_len) / span) + 1)
 
     def factor(self, *, epoch: int, iter: int, iters_per_epoch: int) -> float:
         """``lr / base_lr`` at that position (valid for every policy whose min_lr is relative or absent)."""
@@ -180,4 +217,5 @@ class LrSchedule:
             "warmup_by_epoch": self.warmup_by_epoch,
             "step": list(self.step) if isinstance(self.step, (list, tuple)) else self.step,
             "gamma": self.gamma, "min_lr": self.min_lr, "min_lr_ratio": self.min_lr_ratio, "power": self.power,
+            **({"num_last_epochs": self.num_last_epochs, "max_epochs": self.max_epochs} if self.policy == "YOLOX" else {}),
         }

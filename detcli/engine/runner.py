@@ -16,6 +16,12 @@ Stopping: :func:`stop_on_signals` turns SIGTERM (what Slurm sends on preemption)
 into :meth:`Runner.request_stop`; the runner finishes the current iteration, saves ``iter_N.pth``
 (``latest.pth`` points at it) and raises :class:`TrainingInterrupted`, so ``--resume`` continues
 exactly where it stopped. A second SIGINT interrupts at once (``KeyboardInterrupt``).
+
+Weights for evaluation and checkpoints: a hook with ``swap_weights(runner)`` (``ExpMomentumEMAHook``)
+exchanges the model's weights with its own; :meth:`Runner.eval_weights` swaps them in around
+evaluation and every checkpoint, so both use (and checkpoints' ``state_dict`` holds) the EMA
+weights. A hook with ``checkpoint_state(runner)`` adds its state to checkpoints under
+``hooks.<ClassName>``; a resumed run finds it in ``runner.resumed_hook_states``.
 """
 
 from __future__ import annotations
@@ -161,6 +167,9 @@ class Runner:
         self.last_metrics: dict[str, float] = {}
         self.pending_val: dict[str, float] | None = None
         self.datasets: dict[str, Any] = {}
+        self.resumed_hook_states: dict[str, Any] = {}
+        #: ``(images, targets) -> (images, targets)`` applied to every training batch on the device (hooks add them)
+        self.batch_transforms: list[Callable[[Any, Any], tuple[Any, Any]]] = []
         self._pending_rng: dict[str, Any] | None = None
         self.saved_checkpoints: list[Path] = []
         self.saved_iter = -1  # the iteration latest.pth resumes from (written with the optimizer, or resumed from)
@@ -216,8 +225,24 @@ class Runner:
         self.saved_iter = self.iter
         self._pending_rng = dict(rng_state) if rng_state is not None else None
 
+    @contextlib.contextmanager
+    def eval_weights(self) -> Iterator[None]:
+        """Within the block the model holds the weights to evaluate and save (e.g. EMA weights)."""
+        swappers = [h for h in self.hooks if hasattr(h, "swap_weights")]
+        for h in swappers:
+            h.swap_weights(self)
+        try:
+            yield
+        finally:
+            for h in reversed(swappers):
+                h.swap_weights(self)
+
     def save_checkpoint(self, path: Path, save_optimizer: bool = True, scheduler: Mapping[str, Any] | None = None) -> Path:
         """Write a checkpoint of the current state to ``path`` (rank 0 only; atomic)."""
+        with self.eval_weights():
+            return self._save_checkpoint(path, save_optimizer, scheduler)
+
+    def _save_checkpoint(self, path: Path, save_optimizer: bool, scheduler: Mapping[str, Any] | None) -> Path:
         ckpt = make_checkpoint(
             self.model,
             epoch=self.epoch,
@@ -228,6 +253,9 @@ class Runner:
             scheduler=scheduler if scheduler is not None else self.meta.get("scheduler"),
             extra_meta={k: v for k, v in self.meta.items() if k not in ("scheduler",)},
         )
+        hook_states = {type(h).__name__: h.checkpoint_state(self) for h in self.hooks if hasattr(h, "checkpoint_state")}
+        if hook_states:
+            ckpt["hooks"] = hook_states
         if self.rank == 0:
             try:
                 atomic_save(ckpt, path)
@@ -305,6 +333,8 @@ class Runner:
         if self.device.type != "cpu":
             images = images.to(self.device, non_blocking=True)
             targets = [t.to(self.device) for t in targets]
+        for transform in self.batch_transforms:
+            images, targets = transform(images, targets)
         losses = self.train_module(images, targets)
         loss, log_vars = parse_losses(losses)
         log_vars = reduce_mean_dict(log_vars)  # logged values are means over ranks (one all-reduce)

@@ -367,6 +367,7 @@ def _train(
             except (ValueError, KeyError) as e:
                 raise CheckpointError(f"{resume_path}: the optimizer state does not fit this config's optimizer: {e}") from e
             meta = ckpt["meta"]
+            runner.resumed_hook_states = dict(ckpt.get("hooks") or {})
             runner.resume_state(
                 meta["epoch"], meta["iter"], {"best": meta.get("best")} if meta.get("best") else None, rng_state=ckpt["rng"]
             )
@@ -405,6 +406,7 @@ def _train(
                     evaluate_fn, interval=int(eval_cfg.get("interval", 1)),
                     by_epoch=bool(eval_cfg.get("by_epoch", runner.by_epoch)), start=eval_cfg.get("start"),
                     save_best=eval_cfg.get("save_best"), rule=eval_cfg.get("rule"),
+                    dynamic_intervals=eval_cfg.get("dynamic_intervals"),
                 )
             )
         env = collect_env()

@@ -10,7 +10,7 @@ from torch import nn
 
 from detcli.config import check_schema
 from detcli.engine.evaluation import ALL_METRICS, HOOK_KEYS, check_eval_options
-from detcli.engine.hooks import CheckpointHook, build_custom_hooks
+from detcli.engine.hooks import CheckpointHook, build_custom_hooks, check_dynamic_intervals
 from detcli.engine.lr import LrSchedule
 from detcli.engine.optim import check_optimizer_cfg
 from detcli.engine.runner import RUNNER_TYPES
@@ -101,6 +101,7 @@ def _validate(cfg: Mapping[str, Any], source: str) -> None:
         check_eval_options({k: v for k, v in evaluation.items() if k not in HOOK_KEYS})
     except ConfigError as e:
         raise ConfigError(f"evaluation: {e}") from None
+    check_dynamic_intervals(evaluation.get("dynamic_intervals"))
     rule = evaluation.get("rule")
     if rule is not None and rule not in ("greater", "less"):
         raise ConfigError(f"evaluation.rule: must be 'greater' or 'less', got {rule!r}")

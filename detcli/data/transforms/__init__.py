@@ -4,6 +4,7 @@ from detcli.data.transforms.compose import RNG_KEY, Compose, get_rng
 from detcli.data.transforms.formatting import Collect, DefaultFormatBundle, ImageToTensor, image_to_tensor
 from detcli.data.transforms.geometric import (
     Pad,
+    RandomAffine,
     RandomCrop,
     RandomFlip,
     Resize,
@@ -12,7 +13,8 @@ from detcli.data.transforms.geometric import (
     torchvision_resize,
 )
 from detcli.data.transforms.loading import LoadAnnotations, LoadImageFromFile
-from detcli.data.transforms.photometric import Normalize, PhotoMetricDistortion
+from detcli.data.transforms.mix import FilterAnnotations, MixUp, Mosaic, box_candidates, find_inside_bboxes
+from detcli.data.transforms.photometric import Normalize, PhotoMetricDistortion, YOLOXHSVRandomAug
 from detcli.data.transforms.test_time_aug import MultiScaleFlipAug
 
 __all__ = [
@@ -20,17 +22,24 @@ __all__ = [
     "Collect",
     "Compose",
     "DefaultFormatBundle",
+    "FilterAnnotations",
     "ImageToTensor",
     "LoadAnnotations",
     "LoadImageFromFile",
+    "MixUp",
+    "Mosaic",
     "MultiScaleFlipAug",
     "Normalize",
     "Pad",
     "PhotoMetricDistortion",
+    "RandomAffine",
     "RandomCrop",
     "RandomFlip",
     "Resize",
+    "YOLOXHSVRandomAug",
     "bbox_flip",
+    "box_candidates",
+    "find_inside_bboxes",
     "get_rng",
     "image_to_tensor",
     "rescale_size",

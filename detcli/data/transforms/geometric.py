@@ -1,4 +1,4 @@
-"""Geometric transforms with mmdet 2.x key contracts: Resize, RandomFlip, Pad, RandomCrop.
+"""Geometric transforms with mmdet 2.x key contracts: Resize, RandomFlip, Pad, RandomCrop, RandomAffine.
 
 Boxes listed in ``results['bbox_fields']`` are ``float32 (N, 4)`` xyxy arrays in the current
 image's pixels; masks listed in ``results['mask_fields']`` are BitmapMasks/PolygonMasks.
@@ -6,6 +6,7 @@ image's pixels; masks listed in ``results['mask_fields']`` are BitmapMasks/Polyg
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -15,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from detcli.data.transforms.compose import get_rng
+from detcli.data.transforms.mix import box_candidates, check_no_masks
 from detcli.registry import TRANSFORMS
 
 _DIRECTIONS = ("horizontal", "vertical", "diagonal")
@@ -491,3 +493,112 @@ class RandomCrop:
         return (f"RandomCrop(crop_size={self.crop_size}, crop_type={self.crop_type!r}, "
                 f"allow_negative_crop={self.allow_negative_crop}, recompute_bbox={self.recompute_bbox}, "
                 f"bbox_clip_border={self.bbox_clip_border})")
+
+
+def _inside(b: np.ndarray, img_h: float, img_w: float) -> np.ndarray:
+    return (b[:, 0] < img_w) & (b[:, 2] > 0) & (b[:, 1] < img_h) & (b[:, 3] > 0)
+
+
+@TRANSFORMS.register()
+class RandomAffine:
+    """Random rotation, scaling, shear and translation in one warp (mmdet 2.x ``RandomAffine``).
+
+    The warp is ``T @ Sh @ R @ S`` about the image origin: rotation ``U(±max_rotate_degree)``,
+    scale ``U(scaling_ratio_range)``, shear ``U(±max_shear_degree)`` on each axis, translation
+    ``U(±max_translate_ratio)`` times the output width/height. The output is ``(h + 2 * border[0],
+    w + 2 * border[1])`` (after Mosaic, ``border = -img_scale / 2`` brings the ``2h x 2w`` canvas back
+    to ``h x w``), filled with ``border_val``. Each box becomes the extent of its four warped corners,
+    clipped to the output with ``bbox_clip_border``; boxes without overlap with the output are
+    dropped with their labels; with ``skip_filter: false`` boxes must also pass
+    :func:`~detcli.data.transforms.mix.box_candidates` against the box scaled by the drawn ratio
+    (``min_bbox_size``, ``min_area_ratio``, ``max_aspect_ratio``). Masks are not supported
+    (:class:`~detcli.errors.ConfigError`).
+
+    Adds/updates: ``img``, ``img_shape``, ``pad_shape``, every bbox field, ``gt_labels``.
+    """
+
+    def __init__(self, max_rotate_degree: float = 10.0, max_translate_ratio: float = 0.1,
+                 scaling_ratio_range: Sequence[float] = (0.5, 1.5), max_shear_degree: float = 2.0,
+                 border: Sequence[int] = (0, 0), border_val: Sequence[float] | float = (114, 114, 114),
+                 min_bbox_size: float = 2, min_area_ratio: float = 0.2, max_aspect_ratio: float = 20,
+                 bbox_clip_border: bool = True, skip_filter: bool = True) -> None:
+        if not 0 <= max_translate_ratio <= 1:
+            raise ValueError(f"RandomAffine: max_translate_ratio must be in [0, 1], got {max_translate_ratio}")
+        lo, hi = float(scaling_ratio_range[0]), float(scaling_ratio_range[1])
+        if not 0 < lo <= hi:
+            raise ValueError(f"RandomAffine: scaling_ratio_range must be 0 < min <= max, got {scaling_ratio_range!r}")
+        self.max_rotate_degree = float(max_rotate_degree)
+        self.max_translate_ratio = float(max_translate_ratio)
+        self.scaling_ratio_range = (lo, hi)
+        self.max_shear_degree = float(max_shear_degree)
+        self.border = (int(border[0]), int(border[1]))
+        self.border_val = tuple(border_val) if isinstance(border_val, (list, tuple)) else (border_val,) * 3
+        self.min_bbox_size = float(min_bbox_size)
+        self.min_area_ratio = float(min_area_ratio)
+        self.max_aspect_ratio = float(max_aspect_ratio)
+        self.bbox_clip_border = bool(bbox_clip_border)
+        self.skip_filter = bool(skip_filter)
+
+    def random_matrix(self, rng: np.random.Generator, height: int, width: int) -> tuple[np.ndarray, float]:
+        """``(3x3 float32 warp, scaling ratio)``, drawn in mmdet's order (rotation, scale, shear x/y, translation x/y)."""
+        rad = math.radians(rng.uniform(-self.max_rotate_degree, self.max_rotate_degree))
+        rotation = np.array([[np.cos(rad), -np.sin(rad), 0.0], [np.sin(rad), np.cos(rad), 0.0], [0.0, 0.0, 1.0]],
+                            dtype=np.float32)
+        ratio = rng.uniform(*self.scaling_ratio_range)
+        scaling = np.array([[ratio, 0.0, 0.0], [0.0, ratio, 0.0], [0.0, 0.0, 1.0]], dtype=np.float32)
+        sx = math.radians(rng.uniform(-self.max_shear_degree, self.max_shear_degree))
+        sy = math.radians(rng.uniform(-self.max_shear_degree, self.max_shear_degree))
+        shear = np.array([[1.0, np.tan(sx), 0.0], [np.tan(sy), 1.0, 0.0], [0.0, 0.0, 1.0]], dtype=np.float32)
+        tx = rng.uniform(-self.max_translate_ratio, self.max_translate_ratio) * width
+        ty = rng.uniform(-self.max_translate_ratio, self.max_translate_ratio) * height
+        translation = np.array([[1.0, 0.0, tx], [0.0, 1.0, ty], [0.0, 0.0, 1.0]], dtype=np.float32)
+        return translation @ shear @ rotation @ scaling, float(ratio)
+
+    @staticmethod
+    def warp_boxes(boxes: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+        """The xyxy extent of the four corners of each box after the perspective ``matrix``."""
+        n = len(boxes)
+        if n == 0:
+            return np.zeros((0, 4), np.float32)
+        xs = boxes[:, [0, 0, 2, 2]].reshape(-1)
+        ys = boxes[:, [1, 3, 3, 1]].reshape(-1)
+        pts = matrix @ np.vstack([xs, ys, np.ones_like(xs)])
+        pts = pts[:2] / pts[2]
+        wx, wy = pts[0].reshape(n, 4), pts[1].reshape(n, 4)
+        return np.stack([wx.min(1), wy.min(1), wx.max(1), wy.max(1)], 1).astype(np.float32)
+
+    def __call__(self, results: dict[str, Any]) -> dict[str, Any]:
+        check_no_masks(results, "RandomAffine")
+        img = results["img"]
+        height = img.shape[0] + 2 * self.border[0]
+        width = img.shape[1] + 2 * self.border[1]
+        if height <= 0 or width <= 0:
+            raise ValueError(f"RandomAffine: border {self.border} leaves no image of {img.shape[:2]}")
+        matrix, ratio = self.random_matrix(get_rng(results), height, width)
+        border_val = self.border_val[: img.shape[2]] if img.ndim == 3 else self.border_val[0]
+        img = cv2.warpPerspective(img, matrix, dsize=(width, height), borderValue=border_val)
+        results["img"] = img
+        results["img_shape"] = img.shape
+        results["pad_shape"] = img.shape
+        for key in results.get("bbox_fields", []):
+            boxes = np.asarray(results[key], dtype=np.float32).reshape(-1, 4)
+            if len(boxes) == 0:
+                continue
+            warped = self.warp_boxes(boxes, matrix)
+            if self.bbox_clip_border:
+                warped[:, 0::2] = warped[:, 0::2].clip(0, width)
+                warped[:, 1::2] = warped[:, 1::2].clip(0, height)
+            keep = _inside(warped, height, width)
+            if not self.skip_filter:
+                keep &= box_candidates(boxes * ratio, warped, self.min_bbox_size, self.min_area_ratio,
+                                       self.max_aspect_ratio)
+            results[key] = warped[keep]
+            label_key = _BOX_COMPANIONS.get(key, (None, None))[0]
+            if label_key in results:
+                results[label_key] = results[label_key][keep]
+        return results
+
+    def __repr__(self) -> str:
+        return (f"RandomAffine(max_rotate_degree={self.max_rotate_degree}, max_translate_ratio={self.max_translate_ratio}, "
+                f"scaling_ratio_range={self.scaling_ratio_range}, max_shear_degree={self.max_shear_degree}, "
+                f"border={self.border}, border_val={self.border_val}, skip_filter={self.skip_filter})")

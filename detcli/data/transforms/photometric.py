@@ -1,4 +1,4 @@
-"""Photometric transforms: Normalize and PhotoMetricDistortion (image only, boxes untouched)."""
+"""Photometric transforms: Normalize, PhotoMetricDistortion and YOLOXHSVRandomAug (image only, boxes untouched)."""
 
 from __future__ import annotations
 
@@ -94,3 +94,38 @@ class PhotoMetricDistortion:
         return (f"PhotoMetricDistortion(brightness_delta={self.brightness_delta}, "
                 f"contrast_range=({self.contrast_lower}, {self.contrast_upper}), "
                 f"saturation_range=({self.saturation_lower}, {self.saturation_upper}), hue_delta={self.hue_delta})")
+
+
+@TRANSFORMS.register()
+class YOLOXHSVRandomAug:
+    """Random hue/saturation/value shifts (mmdet 2.x ``YOLOXHSVRandomAug``), image only.
+
+    Gains ``U(-1, 1) * (hue_delta, saturation_delta, value_delta)``, each kept or zeroed with
+    probability 1/2, truncated to integers; in OpenCV's HSV (hue 0-179) the hue wraps around and
+    saturation/value are clipped to [0, 255]. The image must be 8-bit BGR (a float image is
+    converted to ``uint8`` first).
+    """
+
+    def __init__(self, hue_delta: int = 5, saturation_delta: int = 30, value_delta: int = 30) -> None:
+        self.hue_delta = hue_delta
+        self.saturation_delta = saturation_delta
+        self.value_delta = value_delta
+
+    def __call__(self, results: dict[str, Any]) -> dict[str, Any]:
+        rng = get_rng(results)
+        gains = rng.uniform(-1, 1, 3) * [self.hue_delta, self.saturation_delta, self.value_delta]
+        gains *= rng.integers(0, 2, 3)
+        gains = gains.astype(np.int16)
+        img = results["img"]
+        if img.dtype != np.uint8:
+            img = np.clip(img, 0, 255).astype(np.uint8)
+        hsv = cv2.cvtColor(img, cv2.COLOR_BGR2HSV).astype(np.int16)
+        hsv[..., 0] = (hsv[..., 0] + gains[0]) % 180
+        hsv[..., 1] = np.clip(hsv[..., 1] + gains[1], 0, 255)
+        hsv[..., 2] = np.clip(hsv[..., 2] + gains[2], 0, 255)
+        results["img"] = cv2.cvtColor(hsv.astype(np.uint8), cv2.COLOR_HSV2BGR)
+        return results
+
+    def __repr__(self) -> str:
+        return (f"YOLOXHSVRandomAug(hue_delta={self.hue_delta}, saturation_delta={self.saturation_delta}, "
+                f"value_delta={self.value_delta})")
