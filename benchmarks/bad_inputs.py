@@ -32,8 +32,10 @@ import argparse
 import json
 import os
 import pickle
+import queue
 import re
 import resource
+import signal
 import shlex
 import shutil
 import subprocess
@@ -128,22 +130,22 @@ lr_config: {{_delete_: true, policy: fixed}}
 """
 
 
-def build_fixtures(det: list[str], env: dict[str, str], fx: Path, timeout: float) -> list[str]:
+def build_fixtures(runner: "Runner", fx: Path, timeout: float) -> list[str]:
     """Dataset, preset, checkpoint and results file in ``fx``; returns what could not be built."""
     missing: list[str] = []
-    run = lambda *a: subprocess.run([*det, *a], cwd=fx, env=env, capture_output=True, timeout=timeout * 3)  # noqa: E731
-    r = run("convert-dataset", "shapes", "ds", "--num-images", "4")
+    run = lambda *a: runner.run(list(a), fx, None, timeout * 3)  # noqa: E731
+    _, err = run("convert-dataset", "shapes", "ds", "--num-images", "4")
     ann = fx / "ds/annotations/instances_train.json"
     if not ann.exists():
-        return [f"dataset: {r.stderr.decode(errors='replace')[-300:]}"]
+        return [f"dataset: {err[-300:]}"]
     (fx / "tiny.yaml").write_text(TINY_PRESET.format(ann=ann, img=fx / "ds/images/train"))
     # a second copy of the data whose images can be broken by cases without touching the shared one
-    r = run("train", "tiny.yaml", "--work-dir", "wd", "--no-validate")
+    _, err = run("train", "tiny.yaml", "--work-dir", "wd", "--no-validate")
     ckpt = fx / "wd/latest.pth"
     if ckpt.exists():
         shutil.copyfile(ckpt.resolve(), fx / "model.pth")
     else:
-        missing.append(f"checkpoint: {r.stderr.decode(errors='replace')[-300:]}")
+        missing.append(f"checkpoint: {err[-300:]}")
     data = json.loads(ann.read_text())
     results = [{"image_id": a["image_id"], "category_id": a["category_id"], "bbox": a["bbox"], "score": 0.9}
                for a in data["annotations"]]
@@ -826,7 +828,122 @@ def limit_memory() -> None:
     resource.setrlimit(resource.RLIMIT_AS, (MEM_LIMIT[0], MEM_LIMIT[0]))
 
 
-def run_case(case: Case, det: list[str], env: dict[str, str], fx: Path, base: Path, index: int, timeout: float) -> Outcome:
+class Runner:
+    """Runs ``det ARGS`` in a folder: a fresh subprocess each time, or (``--fork``) a child forked from a
+    server process that imported det (and torch) once, which saves the import time of every run while
+    keeping what a subprocess gives: its own process, exit code, signals, file descriptors 0-2."""
+
+    def __init__(self, det: list[str], env: dict[str, str], jobs: int, fork: bool) -> None:
+        self.det, self.env = det, env
+        self.servers: queue.Queue[subprocess.Popen[bytes]] | None = None
+        if fork:
+            if det[-2:] != ["-m", "detcli"]:
+                raise SystemExit("--fork needs a --det command ending in '-m detcli'")
+            self.servers = queue.Queue()
+            for _ in range(jobs):
+                self.servers.put(subprocess.Popen([*det[:-2], str(Path(__file__).resolve()), "--serve"], env=env,
+                                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE))
+
+    def run(self, args: list[str | bytes], cwd: Path, stdin: bytes | None, timeout: float) -> tuple[int | None, str]:
+        """Exit code (negative: signal; None: timeout) and stderr."""
+        if self.servers is None:
+            try:
+                proc = subprocess.run([*self.det, *args], cwd=cwd, env=self.env, input=stdin or b"", capture_output=True,
+                                      timeout=timeout, preexec_fn=limit_memory)
+                return proc.returncode, proc.stderr.decode("utf-8", errors="replace")
+            except subprocess.TimeoutExpired as e:
+                return None, (e.stderr or b"").decode("utf-8", errors="replace")
+        io_dir = Path(tempfile.mkdtemp(prefix="io-", dir=cwd.parent))
+        (io_dir / "stdin").write_bytes(stdin or b"")
+        request = {"argv": [os.fsdecode(a) for a in args], "cwd": str(cwd), "io": str(io_dir), "timeout": timeout,
+                   "mem": MEM_LIMIT[0]}
+        server = self.servers.get()
+        try:
+            assert server.stdin is not None and server.stdout is not None
+            server.stdin.write(json.dumps(request).encode() + b"\n")
+            server.stdin.flush()
+            reply = json.loads(server.stdout.readline())
+        finally:
+            self.servers.put(server)
+        stderr = (io_dir / "stderr").read_bytes().decode("utf-8", errors="replace")
+        shutil.rmtree(io_dir, ignore_errors=True)
+        return reply["code"], stderr
+
+    def close(self) -> None:
+        while self.servers is not None and not self.servers.empty():
+            server = self.servers.get()
+            assert server.stdin is not None
+            server.stdin.close()
+            server.wait(timeout=30)
+
+
+def serve() -> None:
+    """The fork server: import det once, then per request line fork a child that runs ``det ARGV``."""
+    import runpy  # noqa: PLC0415
+
+    for name in ("torch", "torchvision", "numpy", "PIL.Image", "cv2", "detcli.cli", "detcli.engine"):
+        try:
+            __import__(name)
+        except Exception:  # an optional module, or one that this checkout does not have
+            pass
+    out = os.fdopen(os.dup(1), "w")
+    for line in sys.stdin:
+        req = json.loads(line)
+        io_dir = Path(req["io"])
+        pid = os.fork()
+        if pid == 0:  # the child: becomes `det ARGV` with fds 0-2 on files
+            code = 1
+            try:
+                os.setsid()
+                resource.setrlimit(resource.RLIMIT_AS, (req["mem"], req["mem"]))
+                os.chdir(req["cwd"])
+                for fd, name, mode in ((0, "stdin", os.O_RDONLY), (1, "stdout", os.O_WRONLY | os.O_CREAT),
+                                       (2, "stderr", os.O_WRONLY | os.O_CREAT)):
+                    f = os.open(io_dir / name, mode, 0o644)
+                    os.dup2(f, fd)
+                    os.close(f)
+                sys.stdin = open(0, closefd=False)  # noqa: SIM115
+                sys.stdout = open(1, "w", closefd=False)  # noqa: SIM115
+                sys.stderr = open(2, "w", closefd=False)  # noqa: SIM115
+                sys.argv = ["det", *req["argv"]]
+                try:
+                    runpy.run_module("detcli", run_name="__main__", alter_sys=True)
+                    code = 0
+                except SystemExit as e:
+                    if e.code is None or isinstance(e.code, int):
+                        code = e.code or 0
+                    else:
+                        print(e.code, file=sys.stderr)
+                except BaseException:  # noqa: BLE001  (what the interpreter would print)
+                    import traceback  # noqa: PLC0415
+
+                    traceback.print_exc()
+            finally:
+                try:
+                    sys.stdout.flush()
+                    sys.stderr.flush()
+                finally:
+                    os._exit(code)
+        deadline = time.monotonic() + req["timeout"]
+        code: int | None = None
+        while True:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                code = os.waitstatus_to_exitcode(status)
+                break
+            if time.monotonic() > deadline:
+                try:
+                    os.killpg(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                os.waitpid(pid, 0)
+                break
+            time.sleep(0.02)
+        out.write(json.dumps({"code": code}) + "\n")
+        out.flush()
+
+
+def run_case(case: Case, runner: Runner, fx: Path, base: Path, index: int, timeout: float) -> Outcome:
     t = base / f"case{index:03d}"
     t.mkdir()
     notes: list[str] = []
@@ -837,13 +954,7 @@ def run_case(case: Case, det: list[str], env: dict[str, str], fx: Path, base: Pa
         notes.append(f"setup failed: {type(e).__name__}: {e}")
     args = [substitute(a, t, fx) for a in case.args]
     start = time.monotonic()
-    try:
-        proc = subprocess.run([*det, *args], cwd=t, env=env, input=case.stdin or b"", capture_output=True, timeout=timeout,
-                              preexec_fn=limit_memory)
-        code: int | None = proc.returncode
-        stderr = proc.stderr.decode("utf-8", errors="replace")
-    except subprocess.TimeoutExpired as e:
-        code, stderr = None, (e.stderr or b"").decode("utf-8", errors="replace")
+    code, stderr = runner.run(args, t, case.stdin, timeout)
     seconds = time.monotonic() - start
     kind, last = classify(case, code, stderr, case.payload and (t / "PWNED").exists())
     shutil.rmtree(t, ignore_errors=True)
@@ -882,12 +993,18 @@ def main() -> int:
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--timeout", type=float, default=60.0)
     ap.add_argument("--only", nargs="*", default=None, help="run only cases whose 'group: name' contains one of these")
+    ap.add_argument("--fork", action="store_true",
+                    help="fork every run from a server that imported det once (much faster; --det must end in '-m detcli')")
+    ap.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--all", action="store_true", help="also run the extended cases")
     ap.add_argument("--mem-limit-gb", type=float, default=4.0, help="address-space limit of each run (RLIMIT_AS)")
     ap.add_argument("--list", action="store_true", help="list the cases and exit")
     ap.add_argument("--json", default=None, help="also write every outcome to this JSON file")
     args = ap.parse_args()
 
+    if args.serve:
+        serve()
+        return 0
     everything = catalogue()
     known = {(c.group, c.name) for c in everything}
     assert EXTENDED <= known, EXTENDED - known
@@ -918,18 +1035,20 @@ def main() -> int:
         fx = base / "fixtures"
         fx.mkdir()
         start = time.monotonic()
-        missing = build_fixtures(det, env, fx, args.timeout)
+        runner = Runner(det, env, args.jobs, args.fork)
+        missing = build_fixtures(runner, fx, args.timeout)
         for m in missing:
             print(f"fixture not built: {m}", file=sys.stderr)
         print(f"fixtures built in {time.monotonic() - start:.0f} s; running {len(cases)} cases with {args.jobs} jobs",
               file=sys.stderr)
         with ThreadPoolExecutor(args.jobs) as pool:
-            futures = [pool.submit(run_case, c, det, env, fx, base, i, args.timeout) for i, c in enumerate(cases)]
+            futures = [pool.submit(run_case, c, runner, fx, base, i, args.timeout) for i, c in enumerate(cases)]
             outcomes = []
             for i, f in enumerate(futures):
                 o = f.result()
                 outcomes.append(o)
                 print(f"[{i + 1}/{len(cases)}] {o.kind:16s} {o.case.group}: {o.case.name} ({o.seconds:.1f} s)", file=sys.stderr)
+        runner.close()
         print(f"total {time.monotonic() - start:.0f} s", file=sys.stderr)
     print(report(outcomes, label))
     if args.json:
