@@ -49,6 +49,7 @@ from pathlib import Path
 from typing import Callable
 
 ROOT = Path(__file__).resolve().parents[1]
+QUICKSTART = [""]  # presets/quickstart.yaml of the det under test (older checkouts resolve _base_ only by path)
 READ_ONLY = "/sys/det_bad_inputs"  # /sys is mounted read-only (root ignores file modes, so chmod is no test)
 LOG_LINE = re.compile(r"^\d\d:\d\d:\d\d (DEBUG|INFO|WARNING|WARN)\b")
 
@@ -83,7 +84,7 @@ class Outcome:
 
 TINY_PRESET = """\
 # A tiny FCOS (ResNet-18) on the 4-image shapes dataset of this folder: one iteration, 128 px.
-_base_: [quickstart]
+_base_: [{quickstart}]
 model:
   backbone: {{depth: 18}}
 x-norm: &norm {{mean: [123.675, 116.28, 103.53], std: [58.395, 57.12, 57.375], to_rgb: true}}
@@ -138,7 +139,7 @@ def build_fixtures(runner: "Runner", fx: Path, timeout: float) -> list[str]:
     ann = fx / "ds/annotations/instances_train.json"
     if not ann.exists():
         return [f"dataset: {err[-300:]}"]
-    (fx / "tiny.yaml").write_text(TINY_PRESET.format(ann=ann, img=fx / "ds/images/train"))
+    (fx / "tiny.yaml").write_text(TINY_PRESET.format(ann=ann, img=fx / "ds/images/train", quickstart=QUICKSTART[0]))
     # a second copy of the data whose images can be broken by cases without touching the shared one
     _, err = run("train", "tiny.yaml", "--work-dir", "wd", "--no-validate")
     ckpt = fx / "wd/latest.pth"
@@ -163,12 +164,12 @@ def build_fixtures(runner: "Runner", fx: Path, timeout: float) -> list[str]:
 # ----------------------------------------------------------------------------------------------- builders
 
 
-def write(name: str, data: bytes | str) -> Setup:
+def write(name: str, data: bytes | str, encoding: str = "utf-8") -> Setup:
     def setup(t: Path, fx: Path) -> None:
         p = t / name
         p.parent.mkdir(parents=True, exist_ok=True)
-        text = data.replace("{T}", str(t)).replace("{F}", str(fx)) if isinstance(data, str) else data
-        p.write_bytes(text.encode() if isinstance(text, str) else text)
+        text = data.replace("{T}", str(t)).replace("{F}", str(fx)).replace("{Q}", QUICKSTART[0]) if isinstance(data, str) else data
+        p.write_bytes(text.encode(encoding) if isinstance(text, str) else text)
     return setup
 
 
@@ -188,7 +189,7 @@ def copy_data(t: Path, fx: Path) -> None:
     """A private copy of the dataset and a preset over it (``{T}/tiny.yaml``) that a case may break."""
     shutil.copytree(fx / "ds", t / "ds")
     (t / "tiny.yaml").write_text(TINY_PRESET.format(ann=t / "ds/annotations/instances_train.json",
-                                                    img=t / "ds/images/train"))
+                                                    img=t / "ds/images/train", quickstart=QUICKSTART[0]))
 
 
 def truncate_image(t: Path, fx: Path) -> None:
@@ -279,10 +280,10 @@ def preset_with(text: str, name: str = "p.yaml") -> Setup:
     return write(name, text)
 
 
-LATIN1_PRESET = "# r\xe9glage fran\xe7ais\n_base_: [quickstart]\n".encode("latin-1")
-RECURSIVE_ALIAS = "_base_: [quickstart]\nx-loop: &a [*a]\n"
-DEEP_LIST = "_base_: [quickstart]\nx-deep: " + "[" * 5000 + "]" * 5000 + "\n"
-ALIAS_BOMB = "_base_: [quickstart]\nx0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + "".join(
+LATIN1_PRESET = "# r\xe9glage fran\xe7ais\n_base_: [{Q}]\n"
+RECURSIVE_ALIAS = "_base_: [{Q}]\nx-loop: &a [*a]\n"
+DEEP_LIST = "_base_: [{Q}]\nx-deep: " + "[" * 5000 + "]" * 5000 + "\n"
+ALIAS_BOMB = "_base_: [{Q}]\nx0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + "".join(
     f"x{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]\n" for i in range(1, 10))
 LONG_BASE = "_base_: [" + "a" * 5000 + ".yaml]\n"
 DEEP_JSON = "[" * 100_000 + "]" * 100_000
@@ -366,7 +367,7 @@ def catalogue() -> list[Case]:
     add(C(g, "unknown preset name", ["train", "no_such_preset_xyz"]))
     add(C(g, "preset is a folder", ["train", "{T}"]))
     add(C(g, "empty preset file", ["train", "{T}/p.yaml", "--work-dir", "{T}/wd"], preset_with("")))
-    add(C(g, "preset not UTF-8 (Latin-1 comment)", ["train", "{T}/p.yaml", "--work-dir", "{T}/wd"], write("p.yaml", LATIN1_PRESET)))
+    add(C(g, "preset not UTF-8 (Latin-1 comment)", ["train", "{T}/p.yaml", "--work-dir", "{T}/wd"], write("p.yaml", LATIN1_PRESET, "latin-1")))
     add(C(g, "YAML syntax error", ["train", "{T}/p.yaml"], preset_with("model: {type: [\n")))
     add(C(g, "YAML top level is a list", ["train", "{T}/p.yaml"], preset_with("- a\n- b\n")))
     add(C(g, "recursive YAML alias", ["train", "{T}/p.yaml"], preset_with(RECURSIVE_ALIAS)))
@@ -385,7 +386,7 @@ def catalogue() -> list[Case]:
     add(C(g, "data.train_dataloader.samples_per_gpu=abc", ["train", tiny, "--work-dir", "{T}/wd", "--cfg-options",
                                                             "data.train_dataloader.samples_per_gpu=abc"]))
     add(C(g, "runner.max_iters=abc", ["train", tiny, "--work-dir", "{T}/wd", "--cfg-options", "runner.max_iters=abc"]))
-    add(C(g, "checkpoint_config.interval=-1", ["train", tiny, "--work-dir", "{T}/wd", "--cfg-options", "checkpoint_config.interval=-1"]))
+    add(C(g, "checkpoint_config.interval=0", ["train", tiny, "--work-dir", "{T}/wd", "--cfg-options", "checkpoint_config.interval=0"]))
     add(C(g, "--cfg-options without '='", ["train", tiny, "--work-dir", "{T}/wd", "--cfg-options", "optimizer.lr"]))
     add(C(g, "--cfg-options unknown model key", ["train", tiny, "--work-dir", "{T}/wd", "--cfg-options", "model.no_such_key=1"]))
     add(C(g, "--cfg-options unknown type name", ["train", tiny, "--work-dir", "{T}/wd", "--cfg-options", "optimizer.type=NoSuchOpt"]))
@@ -668,7 +669,7 @@ def catalogue() -> list[Case]:
     # --- config
     g = "config"
     add(C(g, "show: unknown preset name", ["config", "show", "no_such_preset_xyz"]))
-    add(C(g, "show: preset not UTF-8", ["config", "show", "{T}/p.yaml"], write("p.yaml", LATIN1_PRESET)))
+    add(C(g, "show: preset not UTF-8", ["config", "show", "{T}/p.yaml"], write("p.yaml", LATIN1_PRESET, "latin-1")))
     add(C(g, "show: _base_ by preset name", ["config", "show", "{T}/p.yaml"], preset_with("_base_: quickstart\n"), should_fail=False))
     add(C(g, "show: --cfg-options without '='", ["config", "show", "quickstart", "--cfg-options", "model"]))
     add(C(g, "show: --cfg-options unbalanced bracket", ["config", "show", "quickstart", "--cfg-options", "a=[1,2"]))
@@ -682,7 +683,7 @@ def catalogue() -> list[Case]:
     add(C(g, "check: 5000-deep list", ["config", "check", "{T}/p.yaml"], preset_with(DEEP_LIST)))
     add(C(g, "check: _base_ /dev/zero", ["config", "check", "{T}/p.yaml"], preset_with("_base_: /dev/zero\n")))
     add(C(g, "check: unknown model type", ["config", "check", "quickstart", "--cfg-options", "model.type=NoSuchDetector"]))
-    add(C(g, "check: 50 MB preset", ["config", "check", "{T}/p.yaml"], preset_with("_base_: [quickstart]\n# " + "x" * 50_000_000 + "\n")))
+    add(C(g, "check: 50 MB preset", ["config", "check", "{T}/p.yaml"], preset_with("_base_: [{Q}]\n# " + "x" * 50_000_000 + "\n")))
     return cases
 
 
@@ -690,7 +691,7 @@ def catalogue() -> list[Case]:
 EXTENDED: set[tuple[str, str]] = {
     ('train', 'YAML top level is a list'),
     ('train', 'a PNG as the preset'),
-    ('train', 'checkpoint_config.interval=-1'),
+    ('train', 'checkpoint_config.interval=0'),
     ('train', '--cfg-options unknown type name'),
     ('train', '--launcher nope'),
     ('train', '--ops nope'),
@@ -1028,6 +1029,8 @@ def main() -> int:
     else:
         det = [sys.executable, "-m", "detcli"]
         env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
+    checkout = Path(env.get("PYTHONPATH", "").split(os.pathsep)[0] or ROOT)
+    QUICKSTART[0] = str((checkout / "presets/quickstart.yaml").resolve())
     label = args.label or (args.det or f"{sys.executable} -m detcli ({ROOT})")
 
     with tempfile.TemporaryDirectory(prefix="det-bad-inputs-") as tmp:
