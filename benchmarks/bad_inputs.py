@@ -19,7 +19,8 @@ and runs one det command with ``--timeout`` seconds. Classification:
   or a malicious pickle whose payload ran;
 - ``multi-line``: exit 1 without a traceback but with more than one non-log line on stderr;
 - ``accepted``: exit 0 on a case that should fail;
-- ``hang``: the timeout passed.
+- ``hang``: the timeout passed;
+- ``refused``: exit 1 on a valid input (cases marked ``should_fail=False``, e.g. ``_base_`` by preset name).
 
 Cases that should succeed (``should_fail=False``) count as ``ok`` on exit 0. Prints the table
 (subcommand group, cases, one-line, traceback/crash, multi-line, accepted, hang) and every case that is not
@@ -297,6 +298,7 @@ def non_utf8_image(t: Path, fx: Path) -> None:
 def half_jpeg(name: str) -> Setup:
     def setup(t: Path, fx: Path) -> None:
         data = (fx / "ds/images/train/000000.jpg").read_bytes()
+        (t / name).parent.mkdir(parents=True, exist_ok=True)
         (t / name).write_bytes(data[: len(data) // 2])
     return setup
 
@@ -403,8 +405,8 @@ def catalogue() -> list[Case]:
     add(C(g, "--load-from malicious pickle", ["train", tiny, "--work-dir", "{T}/wd", "--load-from", "{T}/evil.pth"],
           malicious(), payload=True))
     add(C(g, "init_cfg Pretrained malicious pickle", ["train", tiny, "--work-dir", "{T}/wd", "--cfg-options",
-                                                     "model.backbone.init_cfg.type=Pretrained",
-                                                     "model.backbone.init_cfg.checkpoint={T}/evil.pth"], malicious(), payload=True))
+                                                     "model.backbone.init_cfg={type: Pretrained, checkpoint: {T}/evil.pth}"],
+          malicious(), payload=True))
     add(C(g, "--load-from a PNG", ["train", tiny, "--work-dir", "{T}/wd", "--load-from", "{T}/x.pth"], png_as("x.pth")))
     add(C(g, "--device cuda without a GPU", ["train", tiny, "--work-dir", "{T}/wd", "--device", "cuda"]))
     add(C(g, "--ops nope", ["train", tiny, "--work-dir", "{T}/wd", "--ops", "nope"]))
@@ -642,9 +644,9 @@ def catalogue() -> list[Case]:
     # --- benchmark
     g = "benchmark"
     add(C(g, "model: missing preset", ["benchmark", "model", "{T}/nope.yaml", "--max-iter", "2"]))
-    add(C(g, "model: a PNG as the checkpoint", ["benchmark", "model", tiny, "{T}/x.pth", "--max-iter", "2"], png_as("x.pth")))
-    add(C(g, "model: malicious pickle", ["benchmark", "model", tiny, "{T}/evil.pth", "--max-iter", "2"], malicious(), payload=True))
-    add(C(g, "model: --task nope", ["benchmark", "model", tiny, "--task", "nope", "--max-iter", "2"]))
+    add(C(g, "model: a PNG as the checkpoint", ["benchmark", "model", tiny, "{T}/x.pth", "--max-iter", "2", "--num-warmup", "0"], png_as("x.pth")))
+    add(C(g, "model: malicious pickle", ["benchmark", "model", tiny, "{T}/evil.pth", "--max-iter", "2", "--num-warmup", "0"], malicious(), payload=True))
+    add(C(g, "model: --task nope", ["benchmark", "model", tiny, "--task", "nope", "--max-iter", "2", "--num-warmup", "0"]))
     add(C(g, "model: --max-iter 0 (usage)", ["benchmark", "model", tiny, "--max-iter", "0"]))
 
     # --- convert-checkpoint
@@ -655,7 +657,7 @@ def catalogue() -> list[Case]:
     add(C(g, "malicious pickle", ["convert-checkpoint", "mmdet", "{T}/evil.pth", "{T}/o.pth"], malicious(), payload=True))
     add(C(g, "a det checkpoint as mmdet", ["convert-checkpoint", "mmdet", ck, "{T}/o.pth"]))
     add(C(g, "unknown source (usage)", ["convert-checkpoint", "nope", ck, "{T}/o.pth"]))
-    add(C(g, "out under a file", ["convert-checkpoint", "mmdet", ck, "{T}/img.jpg/o.pth"], blocker))
+    add(C(g, "torchvision: a PNG as input", ["convert-checkpoint", "torchvision", "{T}/x.pth", "{T}/o.pth"], png_as("x.pth")))
 
     # --- publish
     g = "publish"
@@ -672,7 +674,7 @@ def catalogue() -> list[Case]:
     add(C(g, "show: preset not UTF-8", ["config", "show", "{T}/p.yaml"], write("p.yaml", LATIN1_PRESET, "latin-1")))
     add(C(g, "show: _base_ by preset name", ["config", "show", "{T}/p.yaml"], preset_with("_base_: quickstart\n"), should_fail=False))
     add(C(g, "show: --cfg-options without '='", ["config", "show", "quickstart", "--cfg-options", "model"]))
-    add(C(g, "show: --cfg-options unbalanced bracket", ["config", "show", "quickstart", "--cfg-options", "a=[1,2"]))
+    add(C(g, "show: --cfg-options unbalanced bracket", ["config", "show", "quickstart", "--cfg-options", "optimizer.lr=[1,2"]))
     add(C(g, "check: lr null", ["config", "check", "quickstart", "--cfg-options", "optimizer.lr=null"]))
     add(C(g, "check: lr abc", ["config", "check", "quickstart", "--cfg-options", "optimizer.lr=abc"]))
     add(C(g, "check: lr [0.1]", ["config", "check", "quickstart", "--cfg-options", "optimizer.lr=[0.1]"]))
@@ -817,6 +819,8 @@ def classify(case: Case, code: int | None, stderr: str, payload_ran: bool) -> tu
             return "one-line", last
         return "accepted", last
     errors = [ln for ln in lines if not LOG_LINE.match(ln)]
+    if not case.should_fail:  # a valid input that det refused
+        return "refused", last
     return ("one-line" if len(errors) == 1 else "multi-line"), last
 
 
@@ -962,7 +966,7 @@ def run_case(case: Case, runner: Runner, fx: Path, base: Path, index: int, timeo
     return Outcome(case, kind, code, seconds, last[:240], notes)
 
 
-KINDS = ["one-line", "traceback/crash", "multi-line", "accepted", "hang"]
+KINDS = ["one-line", "traceback/crash", "multi-line", "accepted", "hang", "refused"]
 
 
 def report(outcomes: list[Outcome], label: str) -> str:
