@@ -81,12 +81,13 @@ def test(
         check_schema(cfg, checkpoint)
     if format_only and not out:
         raise fail("--format-only needs --out FILE.json to write the results to")
-    from detcli.engine.evaluation import EVAL_OPTIONS
+    from detcli.engine.evaluation import EVAL_OPTIONS, check_eval_options
 
     options = parse_eval_options(eval_options)
     unknown = set(options) - set(EVAL_OPTIONS)
     if unknown:
         raise fail(f"--eval-options: unknown option(s) {', '.join(sorted(unknown))} (supported: {', '.join(EVAL_OPTIONS)})")
+    check_eval_options(options)  # value types and ranges, before the model runs
     with RichProgress() as progress:
         result = run_test(
             cfg,
@@ -155,6 +156,10 @@ def _eval_files(
     used = [k for k, v in mixed.items() if v]
     if used:
         raise fail(f"{', '.join(used)} need a model; with --gt/--dt only --metric, --classwise, --plot-dir, --engine, --json apply")
+    if plot_dir is not None:
+        from detcli.fileio import check_writable_dir
+
+        check_writable_dir(plot_dir, "folder of the precision-recall plots (--plot-dir)")  # before the evaluation
     evaluation = evaluate_files(gt, dt, list(metric or ["bbox"]), classwise=classwise, engine=engine, plot_dir=plot_dir, workers=workers)
     if json_out:
         data: dict[str, object] = dict(evaluation.metrics)

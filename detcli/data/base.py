@@ -51,7 +51,12 @@ def load_class_names(classes: str | Sequence[str], where: str) -> tuple[str, ...
         path = Path(classes)
         if not path.is_file():
             raise DatasetError(f"{where}: classes file not found: {path}")
-        names = tuple(line.strip() for line in path.read_text().splitlines() if line.strip())
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as e:
+            raise DatasetError(f"{where}: classes file {path} is not UTF-8 text (byte {e.start}); "
+                               "give a text file with one class name per line") from e
+        names = tuple(line.strip() for line in text.splitlines() if line.strip())
         if not names:
             raise DatasetError(f"{where}: classes file {path} is empty")
         return names

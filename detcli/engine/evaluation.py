@@ -15,6 +15,8 @@ Options (the config's ``evaluation`` section minus the hook's keys, then ``--eva
 
 from __future__ import annotations
 
+import math
+
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -139,12 +141,48 @@ def resolve_evaluation(dataset: Any, metrics: str | Sequence[str] | None, eval_c
     return names, merged
 
 
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _numbers(v: Any) -> list[Any] | None:
+    """``v`` as a non-empty list of finite numbers (a single number is a list of one), else None."""
+    values = v if isinstance(v, (list, tuple)) else [v]
+    return list(values) if values and all(_is_number(x) for x in values) else None
+
+
+def _eval_option_problem(key: str, value: Any) -> str | None:
+    """What is wrong with ``value`` for the evaluation option ``key`` (None: nothing; None values mean the default)."""
+    if value is None:
+        return None
+    if key == "classwise":
+        return None if isinstance(value, bool) else "must be true or false"
+    if key in ("iou_thrs", "iou_thr"):
+        values = _numbers(value)
+        return None if values and all(0 <= x <= 1 for x in values) else "must be an IoU in [0, 1] or a list of them"
+    if key == "proposal_nums":
+        values = _numbers(value)
+        ok = values and all(isinstance(x, int) and x > 0 for x in values)
+        return None if ok else "must be a positive integer or a list of them, e.g. [100, 300, 1000]"
+    if key == "scale_ranges":
+        ok = isinstance(value, (list, tuple)) and value and all(
+            isinstance(r, (list, tuple)) and len(r) == 2 and _numbers(list(r)) and r[0] < r[1] for r in value)
+        return None if ok else "must be a list of [min, max] box-side ranges, e.g. [[0, 32], [32, 96]]"
+    if key == "eval_mode":
+        return None if value in ("area", "11points") else "must be area or 11points"
+    return None
+
+
 def check_eval_options(options: Mapping[str, Any]) -> None:
-    """Raise :class:`ConfigError` on an unknown evaluation option (listing the known ones)."""
-    for key in options:
+    """Raise :class:`ConfigError` on an unknown evaluation option (listing the known ones) or a value of
+    the wrong type or range (before any detection is run)."""
+    for key, value in options.items():
         if key not in EVAL_OPTIONS:
             raise ConfigError(f"evaluation option '{key}' is unknown{did_you_mean(key, EVAL_OPTIONS)} "
                               f"(known: {', '.join(EVAL_OPTIONS)})")
+        problem = _eval_option_problem(key, value)
+        if problem:
+            raise ConfigError(f"evaluation option {key}={value!r}: {problem} ({EVAL_OPTIONS[key]})")
 
 
 def _flat(dets: Detections | EncodedDetections) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -85,7 +85,8 @@ def _shown(value: Any) -> str:
 def result_value_problem(entry: dict[str, Any], with_bbox: bool) -> str | None:
     """Why the ``score`` (and, with ``with_bbox`` or when present and non-empty, the ``bbox``) of a COCO
     result entry cannot be evaluated, or None: a score must be a finite number, a bbox ``[x, y, w, h]``
-    of 4 finite numbers (strings, nulls, booleans, NaN and infinities are refused, never evaluated)."""
+    of 4 finite numbers with ``w, h >= 0`` (strings, nulls, booleans, NaN, infinities and negative sizes are
+    refused, never evaluated)."""
     score = entry.get("score")
     if not _finite_number(score):
         return f"score {_shown(score)} is not a finite number (scores are numbers, as `det test --out` writes)"
@@ -93,6 +94,8 @@ def result_value_problem(entry: dict[str, Any], with_bbox: bool) -> str | None:
     if with_bbox or (bbox is not None and bbox != []):
         if not (isinstance(bbox, list) and len(bbox) == 4 and all(_finite_number(v) for v in bbox)):
             return f"bbox {_shown(bbox)} is not [x, y, w, h] of 4 finite numbers"
+        if bbox[2] < 0 or bbox[3] < 0:
+            return f"bbox {_shown(bbox)} has a negative width or height (COCO boxes are [x, y, w, h] with w, h >= 0)"
     return None
 
 
@@ -152,6 +155,8 @@ def results_columns_of_text(text: str, coco_gt: Any, metrics: Sequence[str], wor
         return None
     if not np.isfinite(columns.score).all() or (columns.bbox is not None and not np.isfinite(columns.bbox).all()):
         return None
+    if columns.bbox is not None and len(columns.bbox) and (columns.bbox[:, 2:] < 0).any():
+        return None  # check_results names the entry
     if not ids_known(coco_gt, columns.image_id, columns.category_id).all():
         return None
     if columns.segmentation is not None:
@@ -248,6 +253,8 @@ def _results_look_valid(results: list[Any], coco_gt: Any, metrics: Sequence[str]
         if "bbox" in keys:
             boxes = np.array([r["bbox"] for r in results])
             if boxes.shape != (n, 4) or boxes.dtype.kind not in "iuf" or not np.isfinite(boxes).all():
+                return False
+            if n and (boxes[:, 2:] < 0).any():
                 return False
     except (TypeError, ValueError, OverflowError):
         return False

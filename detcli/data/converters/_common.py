@@ -112,6 +112,14 @@ def list_images(root: Path, exclude_extensions: Iterable[str] = ()) -> list[Path
                   if p.suffix.lower() in IMAGE_EXTENSIONS and p.suffix.lower() not in excluded and p.is_file())
 
 
+def read_text(path: Path, fix: str) -> str:
+    """The UTF-8 text of an input file; a :class:`DatasetError` naming the file and ``fix`` if it is not UTF-8."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise DatasetError(f"{path}: not UTF-8 text (byte {e.start}); give {fix}") from e
+
+
 def read_class_names(path: str | os.PathLike[str]) -> tuple[str, ...]:
     """Class names from a text file (one per line) or a YOLO data yaml (``names`` list or ``{index: name}``)."""
     p = Path(path)
@@ -121,7 +129,7 @@ def read_class_names(path: str | os.PathLike[str]) -> tuple[str, ...]:
         import yaml
 
         try:
-            data = yaml.safe_load(p.read_text())
+            data = yaml.safe_load(read_text(p, "a data .yaml with a 'names' list"))
         except yaml.YAMLError as e:
             raise DatasetError(f"{p}: not valid YAML: {e}") from e
         names = data.get("names") if isinstance(data, dict) else None

@@ -104,7 +104,10 @@ def load_coco_json(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read a COCO annotation file (``-`` reads stdin) and check it is one (``images`` and ``categories`` lists)."""
     name = str(path)
     if name == "-":
-        text = sys.stdin.read()
+        try:
+            text = sys.stdin.buffer.read().decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise DatasetError(f"stdin: not UTF-8 text (byte {e.start}); pipe a COCO annotation .json file") from e
     else:
         p = Path(path)
         if not p.exists():

@@ -59,7 +59,12 @@ def _parse_label_file(txt: Path, num_classes: int, width: int, height: int,
                       bad: list[str]) -> list[tuple[int, list[float], float, list[list[float]] | None]]:
     """``(class, [x, y, w, h], area, polygon or None)`` per line; problems appended to ``bad``."""
     out = []
-    for n, line in enumerate(txt.read_text().splitlines(), start=1):
+    try:
+        text = txt.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        bad.append(f"{txt}: not UTF-8 text (byte {e.start}); {_LINE_FIX}")
+        return out
+    for n, line in enumerate(text.splitlines(), start=1):
         tokens = line.split()
         if not tokens:
             continue
