@@ -51,6 +51,8 @@ if TYPE_CHECKING:
     from detcli.evaluation import CocoEvaluation
 
 logger = logging.getLogger(__name__)
+#: the logger prints a first ETA after this many iterations (the regular lines come every ``interval``)
+EARLY_ETA_ITERS = 10
 
 PRIORITIES: dict[str, int] = {
     "HIGHEST": 0, "VERY_HIGH": 10, "HIGH": 30, "ABOVE_NORMAL": 40, "NORMAL": 50,
@@ -402,6 +404,8 @@ class LoggerHook(Hook):
         end_of_epoch = runner.by_epoch and runner.inner_iter >= runner.iters_per_epoch
         if runner.iter % self.interval == 0 or end_of_epoch or runner.iter >= runner.max_iters:
             self._write_train(runner)
+        elif runner.iter - self._start_iter == EARLY_ETA_ITERS:
+            self._write_early_eta(runner, now)
         if runner.pending_val is not None and not runner.by_epoch:
             self._write_val(runner)
         if runner.progress is not None:
@@ -420,6 +424,16 @@ class LoggerHook(Hook):
         if self._file is not None:
             self._file.close()
             self._file = None
+
+    def _write_early_eta(self, runner: "Runner", now: float) -> None:
+        """One line after the first :data:`EARLY_ETA_ITERS` iterations: the measured pace and the time left."""
+        eta = self._eta(runner, now)
+        if eta is None:
+            return
+        pace = (now - self._run_start) / (runner.iter - self._start_iter)
+        logger.info("measured %.2f s/iteration over the first %d iterations: about %s left for %d iterations "
+                    "(evaluation not included)", pace, EARLY_ETA_ITERS, timedelta(seconds=int(eta)),
+                    runner.max_iters - runner.iter)
 
     def _eta(self, runner: "Runner", now: float) -> float | None:
         done = runner.iter - self._start_iter

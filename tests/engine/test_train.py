@@ -287,3 +287,16 @@ def test_wrapped_datasets_train_and_validate(tmp_path: Path) -> None:
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
     assert manifest["datasets"]["train"]["type"] == "RepeatDataset" and manifest["datasets"]["train"]["num_images"] == 16
     assert [d["num_images"] for d in manifest["datasets"]["val"]["datasets"]] == [4, 2]
+
+
+def test_early_eta_line_after_the_first_iterations(tmp_path: Path) -> None:
+    from detcli.engine.hooks import EARLY_ETA_ITERS
+
+    cfg = cosine_cfg(type="IterBasedRunner", max_iters=EARLY_ETA_ITERS + 2)
+    cfg["lr_config"]["by_epoch"] = False
+    cfg["log_config"] = {"interval": 50}
+    cfg["checkpoint_config"] = {"interval": 100, "by_epoch": False}
+    result = engine.train(cfg, work_dir=tmp_path / "run", cfg_source="t.yaml", validate=False)
+    lines = [line for line in result.text_log.read_text().splitlines() if "s/iteration over the first" in line]
+    assert len(lines) == 1, lines
+    assert f"over the first {EARLY_ETA_ITERS} iterations" in lines[0] and "left for 2 iterations" in lines[0]
