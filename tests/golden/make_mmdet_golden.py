@@ -1,6 +1,7 @@
 """Write the MMDetection golden files ``tests/golden/mmdet_<model>.pt`` (run by hand, not by CI).
 
-Backbone-only cases (``mmdet_backbone_<name>.pt``, :data:`BACKBONE_CONFIGS`: ResNeXt-50 4x4d, ResNetV1d-18/50)
+Backbone-only cases (``mmdet_backbone_<name>.pt``, :data:`BACKBONE_CONFIGS`: ResNeXt-50 4x4d, ResNetV1d-18/50,
+slim ResNets with ``base_channels`` / ``stem_channels``)
 store the key names, shapes and the four stage maps on the same batch
 (``make_mmdet_golden.py backbone_resnext50_4x4d``).
 
@@ -444,7 +445,7 @@ CONFIGS = {
     "cascade_mask_rcnn": cascade_cfg(with_mask=True),
 }
 
-#: Backbone-only cases (``mmdet_backbone_<name>.pt``): mmdet's ResNeXt / ResNetV1d on the recipe batch.
+#: Backbone-only cases (``mmdet_backbone_<name>.pt``): mmdet's ResNeXt / ResNetV1d / slim ResNet on the recipe batch.
 #: frozen_stages / norm_eval as the detector presets; every BN runs on its running statistics (eval mode).
 BACKBONE_COMMON = dict(num_stages=4, out_indices=(0, 1, 2, 3), frozen_stages=1,
                        norm_cfg=dict(type="BN", requires_grad=True), norm_eval=True, style="pytorch", init_cfg=None)
@@ -454,6 +455,11 @@ BACKBONE_CONFIGS = {
                                **BACKBONE_COMMON),
     "resnetv1d18": dict(type="ResNetV1d", depth=18, **BACKBONE_COMMON),
     "resnetv1d50": dict(type="ResNetV1d", depth=50, **BACKBONE_COMMON),
+    # slim widths (base_channels / stem_channels): the quickstart's half-width ResNet-18, and a
+    # ResNet-50 with a narrower deep stem and pooled shortcuts
+    "resnet18_b32": dict(type="ResNet", depth=18, base_channels=32, **BACKBONE_COMMON),
+    "resnet50_b32_s16_v1d": dict(type="ResNet", depth=50, base_channels=32, stem_channels=16, deep_stem=True,
+                                 avg_down=True, **BACKBONE_COMMON),
 }
 
 #: the single-stage (dense) models: raw head outputs stored, and 2.x detections (``detections_2x``)

@@ -33,7 +33,7 @@ _spec = importlib.util.spec_from_file_location("mmdet_recipe", GOLDEN / "mmdet_r
 recipe = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(recipe)
 
-CASES = ("resnext50_4x4d", "resnext50_4x4d_v1d", "resnetv1d18", "resnetv1d50")
+CASES = ("resnext50_4x4d", "resnext50_4x4d_v1d", "resnetv1d18", "resnetv1d50", "resnet18_b32", "resnet50_b32_s16_v1d")
 F64_TOL = 1e-9
 F32_REL = 1e-3
 

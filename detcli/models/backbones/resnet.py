@@ -34,6 +34,56 @@ ARCH_SETTINGS: dict[int, tuple[type[nn.Module], tuple[int, int, int, int]]] = {
 }
 
 
+def make_stages(
+    block: type[nn.Module],
+    blocks_per_stage: Sequence[int],
+    stem_channels: int,
+    base_channels: int,
+    norm_layer: Any,
+    zero_init_residual: bool,
+    width_args: Mapping[str, int],
+) -> list[nn.Sequential]:
+    """The residual stages of a ResNet of any width, laid out and initialised as torchvision's.
+
+    Stage ``i`` has ``blocks_per_stage[i]`` blocks of ``base_channels * 2**i`` planes, stride 1 in the
+    first stage and 2 in the others (on the first block); a block whose input and output differ gets a
+    projection shortcut ``downsample = (conv1x1, norm)``. Convs are Kaiming-normal (fan-out), norms
+    ``(1, 0)``, and with ``zero_init_residual`` the last norm of every block starts at zero.
+
+    Example:
+        >>> from torchvision.models.resnet import BasicBlock
+        >>> stages = make_stages(BasicBlock, (2, 2), 32, 32, nn.BatchNorm2d, True, {})
+        >>> [s[0].conv1.in_channels for s in stages], [s[-1].conv2.out_channels for s in stages]
+        ([32, 32], [32, 64])
+    """
+    expansion = 4 if block is tv_resnet.Bottleneck else 1
+    inplanes, stages = stem_channels, []
+    for i, num_blocks in enumerate(blocks_per_stage):
+        planes, stride = base_channels * 2**i, 1 if i == 0 else 2
+        blocks: list[nn.Module] = []
+        for b in range(num_blocks):
+            down = None
+            if b == 0 and (stride != 1 or inplanes != planes * expansion):
+                down = nn.Sequential(nn.Conv2d(inplanes, planes * expansion, kernel_size=1, stride=stride, bias=False),
+                                     norm_layer(planes * expansion))
+            blocks.append(block(inplanes, planes, stride if b == 0 else 1, down, norm_layer=norm_layer,  # type: ignore[call-arg]
+                                base_width=width_args.get("width_per_group", 64), groups=width_args.get("groups", 1)))
+            inplanes = planes * expansion
+        stages.append(nn.Sequential(*blocks))
+    for stage in stages:
+        for m in stage.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+        if zero_init_residual:
+            for m in stage:
+                last = m.bn3 if isinstance(m, tv_resnet.Bottleneck) else m.bn2
+                nn.init.zeros_(last.weight)
+    return stages
+
+
 @BACKBONES.register()
 class ResNet(nn.Module):
     """ResNet returning the feature maps of the stages in ``out_indices``.
@@ -62,9 +112,16 @@ class ResNet(nn.Module):
         init_cfg: ``{type: Pretrained, checkpoint: URI, prefix, strict}`` loaded by :meth:`init_weights`
             (a path, ``torchvision://resnet50``, ``open-mmlab://NAME`` or an http(s) URL).
         pretrained: deprecated path form of ``init_cfg``.
+        base_channels: width of the first stage (mmdet's ``base_channels``): stage ``i`` has
+            ``base_channels * 2**i`` planes (times 4 at the output of a Bottleneck). 64, the default, is
+            the standard ResNet; 32 is a slim one with about a quarter of the convolution cost.
+        stem_channels: output channels of the stem (mmdet's ``stem_channels``; ``None``: ``base_channels``).
+            With ``deep_stem`` the three convs have ``stem_channels // 2``, ``stem_channels // 2`` and
+            ``stem_channels`` channels. Parameter names do not depend on either width.
 
     Shapes: ResNet-18 on ``(1, 3, 32, 32)`` returns ``(1, 64, 8, 8)``, ``(1, 128, 4, 4)``,
-    ``(1, 256, 2, 2)``, ``(1, 512, 1, 1)``; ResNet-50's channels are 256/512/1024/2048.
+    ``(1, 256, 2, 2)``, ``(1, 512, 1, 1)``; ResNet-50's channels are 256/512/1024/2048. With
+    ``base_channels: 32`` ResNet-18's are 32/64/128/256.
     """
 
     #: accepted values of ``style``
@@ -85,6 +142,8 @@ class ResNet(nn.Module):
         avg_down: bool = False,
         init_cfg: Mapping[str, Any] | None = None,
         pretrained: str | None = None,
+        base_channels: int = 64,
+        stem_channels: int | None = None,
     ) -> None:
         super().__init__()
         name = type(self).__name__
@@ -97,6 +156,10 @@ class ResNet(nn.Module):
             raise ConfigError(f"{name} num_stages must be in 1..4, got {num_stages}")
         if any(not 0 <= i < num_stages for i in out_indices):
             raise ConfigError(f"{name} out_indices {list(out_indices)} must lie in 0..{num_stages - 1}")
+        stem_channels = base_channels if stem_channels is None else stem_channels
+        if base_channels < 1 or stem_channels < 2:
+            raise ConfigError(f"{name} base_channels must be >= 1 and stem_channels >= 2, "
+                              f"got {base_channels} and {stem_channels}")
         if not -1 <= frozen_stages <= num_stages:
             raise ConfigError(f"{name} frozen_stages must be in -1..{num_stages}, got {frozen_stages}")
         norm_cfg = {"type": "BN", "requires_grad": True} if norm_cfg is None else dict(norm_cfg)
@@ -121,25 +184,35 @@ class ResNet(nn.Module):
             return nn.BatchNorm2d(channels, eps=eps, momentum=momentum)
 
         block, layers = arch[depth]
-        net = tv_resnet.ResNet(block, list(layers), norm_layer=norm_layer, zero_init_residual=zero_init_residual,  # type: ignore[arg-type]
-                               **self.block_width_args())
+        self.stage_names = [f"layer{i + 1}" for i in range(num_stages)]
+        if base_channels == 64 and stem_channels == 64:  # torchvision's own network (and its random init)
+            net = tv_resnet.ResNet(block, list(layers), norm_layer=norm_layer, zero_init_residual=zero_init_residual,  # type: ignore[arg-type]
+                                   **self.block_width_args())
+            stem_conv, stem_norm = net.conv1, net.bn1
+            stages = [getattr(net, stage) for stage in self.stage_names]
+        else:
+            stem_conv = nn.Conv2d(3, stem_channels, kernel_size=7, stride=2, padding=3, bias=False)
+            stem_norm = norm_layer(stem_channels)
+            stages = make_stages(block, layers[:num_stages], stem_channels, base_channels, norm_layer,
+                                 zero_init_residual, self.block_width_args())
+            nn.init.kaiming_normal_(stem_conv.weight, mode="fan_out", nonlinearity="relu")
         if deep_stem:
-            self.stem = self._make_deep_stem(in_channels, norm_layer)
+            self.stem = self._make_deep_stem(in_channels, stem_channels, norm_layer)
         else:
             if in_channels != 3:
-                net.conv1 = nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
-                nn.init.kaiming_normal_(net.conv1.weight, mode="fan_out", nonlinearity="relu")
-            self.conv1, self.bn1, self.relu = net.conv1, net.bn1, net.relu
-        self.maxpool = net.maxpool
-        self.stage_names = [f"layer{i + 1}" for i in range(num_stages)]
-        for stage in self.stage_names:
-            self.add_module(stage, getattr(net, stage))
+                stem_conv = nn.Conv2d(in_channels, stem_channels, kernel_size=7, stride=2, padding=3, bias=False)
+                nn.init.kaiming_normal_(stem_conv.weight, mode="fan_out", nonlinearity="relu")
+            self.conv1, self.bn1, self.relu = stem_conv, stem_norm, nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        for stage, layer in zip(self.stage_names, stages):
+            self.add_module(stage, layer)
         if style == "caffe":
             self._move_strides_to_conv1()
         if avg_down:
             self._pool_in_downsample()
         expansion = 4 if block is tv_resnet.Bottleneck else 1
-        self.out_channels = [64 * 2**i * expansion for i in range(num_stages)]
+        self.base_channels, self.stem_channels = base_channels, stem_channels
+        self.out_channels = [base_channels * 2**i * expansion for i in range(num_stages)]
         if not self.norm_requires_grad:
             for m in self.modules():
                 if isinstance(m, nn.BatchNorm2d):
@@ -158,10 +231,12 @@ class ResNet(nn.Module):
         return {}
 
     @staticmethod
-    def _make_deep_stem(in_channels: int, norm_layer: Any) -> nn.Sequential:
-        """Three 3x3 conv + BN + ReLU (``in -> 32``, stride 2; ``32 -> 32``; ``32 -> 64``), mmdet's layout."""
+    def _make_deep_stem(in_channels: int, stem_channels: int, norm_layer: Any) -> nn.Sequential:
+        """Three 3x3 conv + BN + ReLU (``in -> s/2``, stride 2; ``s/2 -> s/2``; ``s/2 -> s`` for
+        ``s = stem_channels``, 64 by default), mmdet's layout."""
+        half = stem_channels // 2
         layers: list[nn.Module] = []
-        for cin, cout, stride in ((in_channels, 32, 2), (32, 32, 1), (32, 64, 1)):
+        for cin, cout, stride in ((in_channels, half, 2), (half, half, 1), (half, stem_channels, 1)):
             conv = nn.Conv2d(cin, cout, kernel_size=3, stride=stride, padding=1, bias=False)
             nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
             layers += [conv, norm_layer(cout), nn.ReLU(inplace=True)]
@@ -226,8 +301,8 @@ class ResNet(nn.Module):
 
     def forward(self, x: Tensor) -> tuple[Tensor, ...]:
         """x (Tensor[B, C, H, W]) -> the maps of ``out_indices``, each (B, C_i, H / 2**(i+2), W / 2**(i+2))."""
-        x = self.stem(x) if self.deep_stem else self.relu(self.bn1(self.conv1(x)))  # (B, 64, H/2, W/2)
-        x = self.maxpool(x)  # (B, 64, H/4, W/4)
+        x = self.stem(x) if self.deep_stem else self.relu(self.bn1(self.conv1(x)))  # (B, stem, H/2, W/2)
+        x = self.maxpool(x)  # (B, stem, H/4, W/4)
         outs = []
         for i, name in enumerate(self.stage_names):
             x = getattr(self, name)(x)
@@ -240,8 +315,8 @@ class ResNet(nn.Module):
 class ResNetV1d(ResNet):
     """ResNet-D of "Bag of Tricks" (mmdet's ``ResNetV1d``): ResNet with ``deep_stem`` and ``avg_down``.
 
-    Takes ResNet's arguments except those two. mmdet's ``open-mmlab://resnet50_v1c`` weights are
-    ``deep_stem`` only (``type: ResNet, deep_stem: true``).
+    Takes ResNet's arguments except those two (``base_channels`` and ``stem_channels`` included).
+    mmdet's ``open-mmlab://resnet50_v1c`` weights are ``deep_stem`` only (``type: ResNet, deep_stem: true``).
     """
 
     def __init__(
@@ -257,6 +332,9 @@ class ResNetV1d(ResNet):
         zero_init_residual: bool = True,
         init_cfg: Mapping[str, Any] | None = None,
         pretrained: str | None = None,
+        base_channels: int = 64,
+        stem_channels: int | None = None,
     ) -> None:
         super().__init__(depth, in_channels, num_stages, out_indices, style, frozen_stages, norm_cfg, norm_eval,
-                         zero_init_residual, deep_stem=True, avg_down=True, init_cfg=init_cfg, pretrained=pretrained)
+                         zero_init_residual, deep_stem=True, avg_down=True, init_cfg=init_cfg, pretrained=pretrained,
+                         base_channels=base_channels, stem_channels=stem_channels)
