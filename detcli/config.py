@@ -86,7 +86,7 @@ SECTION_KEYS: dict[str, frozenset[str] | None] = {
     "data": frozenset({"samples_per_gpu", "workers_per_gpu", "persistent_workers", "group_by_aspect_ratio",
                        "train", "val", "test",
                        "train_dataloader", "val_dataloader", "test_dataloader"}),
-    "optimizer_config": frozenset({"grad_clip", "type"}),
+    "optimizer_config": frozenset({"grad_clip", "type", "cumulative_iters", "loss_scale"}),
     "lr_config": frozenset({"policy", "warmup", "warmup_iters", "warmup_ratio", "warmup_by_epoch", "step",
                             "gamma", "min_lr", "min_lr_ratio", "power", "by_epoch", "num_last_epochs"}),
     "runner": frozenset({"type", "max_epochs", "max_iters"}),

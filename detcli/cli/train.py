@@ -36,6 +36,7 @@ def train(
     launcher: Annotated[str, typer.Option("--launcher", help=LAUNCHER_HELP)] = "auto",
     nproc: Annotated[Optional[int], typer.Option("--nproc", help=NPROC_HELP, min=1)] = None,
     sync_bn: Annotated[bool, typer.Option("--sync-bn", help="Convert BatchNorm to SyncBatchNorm when distributed (CUDA).")] = False,
+    amp: Annotated[bool, typer.Option("--amp", help="Mixed precision (CUDA): float16 autocast with a dynamic loss scale, as fp16: {loss_scale: dynamic}.")] = False,
 ) -> None:
     """Train a detector. Checkpoints, logs and the resolved config go to the work dir."""
     if nproc is not None and nproc > 1:
@@ -44,12 +45,10 @@ def train(
         raise typer.Exit(launch_local(nproc, strip_option(sys.argv[1:], "--nproc")))
     from detcli.config import load_config, resolve_preset_path
     from detcli.engine import train as run_train
-    from detcli.engine import validate_config
 
     set_ops_backend(ops)
     source = str(resolve_preset_path(preset))
-    cfg = load_config(source, cfg_options)
-    validate_config(cfg, source)
+    cfg = load_config(source, cfg_options)  # train() validates it (once) before any work
     run_dir = work_dir or Path(cfg.get("work_dir") or Path("work_dirs") / Path(source).stem)
     resume_arg: str | bool | None = True if resume == "auto" else resume
     with RichProgress() as progress:
@@ -69,6 +68,7 @@ def train(
             launcher=launcher,
             sync_bn=sync_bn,
             allow_partial=allow_partial,
+            amp=amp,
         )
     if getattr(result, "rank", 0) != 0:
         return  # rank 0 reports for the job

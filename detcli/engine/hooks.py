@@ -97,6 +97,9 @@ class Hook:
     def after_run(self, runner: "Runner") -> None:
         pass
 
+    def after_val_epoch(self, runner: "Runner") -> None:
+        """After a validation-loss phase of the workflow (``runner.val_log_vars``)."""
+
 
 class LrUpdaterHook(Hook):
     """Sets every parameter group's lr from the schedule before each iteration.
@@ -419,6 +422,25 @@ class LoggerHook(Hook):
     def after_epoch(self, runner: "Runner") -> None:
         if runner.pending_val is not None:
             self._write_val(runner)
+
+    def after_val_epoch(self, runner: "Runner") -> None:
+        """The validation loss of a ``workflow`` val phase: a ``mode: val`` JSON line and a text line."""
+        record: dict[str, Any] = {
+            "mode": "val",
+            "epoch": runner.epoch if runner.by_epoch else runner.epoch + 1,
+            "iter": runner.val_iters,
+            "lr": runner.current_lr,
+        }
+        losses = dict(runner.val_log_vars)
+        loss_total = losses.pop("loss", None)
+        record.update(losses)
+        if loss_total is not None:
+            record["loss"] = loss_total
+        if self._file is not None:
+            self._file.write(json.dumps(_finite(record)) + "\n")
+        where = f"Epoch(val) [{record['epoch']}][{runner.val_iters}]" if runner.by_epoch else f"Iter(val) [{runner.val_iters}]"
+        logger.info("%s\t%s", where, ", ".join(f"{k}: {v:.4f}" for k, v in record.items()
+                                                if k not in ("mode", "epoch", "iter", "lr")))
 
     def after_run(self, runner: "Runner") -> None:
         if self._file is not None:

@@ -149,8 +149,12 @@ def scale_lr(lr: float, samples_per_gpu: int, world_size: int, base_batch_size: 
     return lr * (samples_per_gpu * world_size) / base_batch_size
 
 
-def auto_scale_lr(cfg: dict[str, Any], *, flag: bool, world_size: int) -> float | None:
+def auto_scale_lr(cfg: dict[str, Any], *, flag: bool, world_size: int, samples_per_gpu: int | None = None) -> float | None:
     """Scale ``cfg['optimizer']['lr']`` in place when ``flag`` or ``auto_scale_lr.enable`` is set.
+
+    Args:
+        samples_per_gpu: the training batch per process; default: resolved from ``cfg`` by
+            :func:`detcli.engine.settings.loader_settings` (the rule the training loader uses).
 
     Returns:
         The new lr, or None when scaling is disabled (the default).
@@ -159,7 +163,10 @@ def auto_scale_lr(cfg: dict[str, Any], *, flag: bool, world_size: int) -> float 
     if not (flag or section.get("enable", False)):
         return None
     base = int(section.get("base_batch_size", 16))
-    samples_per_gpu = int(cfg.get("data", {}).get("samples_per_gpu", 1))
+    if samples_per_gpu is None:
+        from detcli.engine.settings import loader_settings
+
+        samples_per_gpu = loader_settings(cfg, "train").samples_per_gpu
     old = float(cfg["optimizer"]["lr"])
     new = scale_lr(old, samples_per_gpu, world_size, base)
     cfg["optimizer"]["lr"] = new

@@ -12,6 +12,21 @@ Counters seen by hooks: ``runner.epoch`` and ``runner.iter`` count *finished* ep
 iterations (in ``before_iter`` ``runner.iter`` is the 0-based index of the coming iteration; in
 ``after_iter`` it already includes it). ``runner.inner_iter`` is the same within the epoch.
 
+Optimisation options: ``cumulative_iters`` N (``GradientCumulativeOptimizerHook``, mmcv semantics)
+divides each loss by N, accumulates gradients and steps (clip, step, zero) after global iterations
+N, 2N, ... and at the last iteration of the run; the last ``max_iters % N`` iterations divide by
+that remainder instead. The lr hook still updates every iteration, so a step uses the lr of its last
+iteration. Gradients carry across epoch ends (as in mmcv); a run resumed at an iteration that is
+not a multiple of N loses the partial sum (a warning says so). ``amp``
+(:class:`~detcli.engine.amp.MixedPrecision`) runs the forward pass under autocast and scales the loss.
+
+Validation loss (``workflow: [[train, N], [val, M]]``): after every N training epochs (iterations
+with an IterBasedRunner) the runner computes the loss on ``val_loader``'s batches for M epochs
+(iterations) with the model in eval mode (BatchNorm statistics frozen, no dropout) and without
+gradients, stores the sample-weighted means in ``runner.val_log_vars`` and calls the
+``after_val_epoch`` hooks (the logger writes a ``mode: val`` line). It runs outside training's
+random stream, so training is unchanged by it.
+
 Stopping: :func:`stop_on_signals` turns SIGTERM (what Slurm sends on preemption) and a first SIGINT
 into :meth:`Runner.request_stop`; the runner finishes the current iteration, saves ``iter_N.pth``
 (``latest.pth`` points at it) and raises :class:`TrainingInterrupted`, so ``--resume`` continues
@@ -38,10 +53,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from detcli.engine.amp import MixedPrecision
 from detcli.engine.checkpoint import atomic_link, atomic_save, make_checkpoint, preserved_rng, set_rng_state
 from detcli.engine.dist import get_dist_info, reduce_mean_dict
 from detcli.engine.hooks import PRIORITIES, Hook, priority_value
 from detcli.engine.progress import ProgressCallback
+from detcli.engine.settings import RUNNER_TYPES
 from detcli.errors import ConfigError, OutputError, TrainingError
 
 logger = logging.getLogger(__name__)
@@ -60,7 +77,6 @@ class TrainingInterrupted(TrainingError):
         self.signal_name = signal_name
         self.checkpoint = checkpoint
 
-RUNNER_TYPES = ("EpochBasedRunner", "IterBasedRunner")
 
 
 def parse_losses(losses: Mapping[str, Tensor | list[Tensor]]) -> tuple[Tensor, dict[str, Tensor]]:
@@ -114,6 +130,10 @@ class Runner:
         progress: called with progress events by the hooks.
         train_module: what training forwards through (the DistributedDataParallel wrapper of
             ``model`` under DDP); default ``model``. Checkpoints and evaluation use ``model``.
+        cumulative_iters: optimizer step every this many iterations (gradient accumulation).
+        amp: mixed precision (autocast and loss scaling), or None.
+        val_loader: ``epoch -> iterable of Batch`` with ground truth for the validation-loss phases.
+        workflow: ``(("train", N),)`` or ``(("train", N), ("val", M))``.
     """
 
     def __init__(
@@ -133,6 +153,10 @@ class Runner:
         classes: tuple[str, ...] | list[str] = (),
         progress: ProgressCallback | None = None,
         train_module: nn.Module | None = None,
+        cumulative_iters: int = 1,
+        amp: MixedPrecision | None = None,
+        val_loader: Callable[[int], Iterable[Any]] | None = None,
+        workflow: tuple[tuple[str, int], ...] = (("train", 1),),
     ) -> None:
         if runner_type not in RUNNER_TYPES:
             raise ConfigError(f"runner.type: unknown runner '{runner_type}' (known: {', '.join(RUNNER_TYPES)})")
@@ -177,6 +201,18 @@ class Runner:
         self._stepping = False
         self._hooks: list[tuple[int, Hook]] = []
         self._params: list[Tensor] = [p for g in optimizer.param_groups for p in g["params"]]
+        if cumulative_iters < 1:
+            raise ConfigError(f"optimizer_config.cumulative_iters must be >= 1, got {cumulative_iters}")
+        self.cumulative_iters = int(cumulative_iters)
+        self.amp = amp
+        self.train_every, self.val_count = _check_workflow(workflow)
+        if self.val_count and val_loader is None:
+            raise ConfigError("workflow: a val phase needs data.val (the validation loss is computed on it)")
+        self.val_loader = val_loader
+        #: the mean losses of the last validation-loss phase (``after_val_epoch``), and its batch count
+        self.val_log_vars: dict[str, float] = {}
+        self.val_iters = 0
+        self._val_batches: Iterator[Any] | None = None
 
     # ----------------------------------------------------------------- hooks
     @property
@@ -251,7 +287,8 @@ class Runner:
             classes=self.classes,
             optimizer=self.optimizer if save_optimizer else None,
             scheduler=scheduler if scheduler is not None else self.meta.get("scheduler"),
-            extra_meta={k: v for k, v in self.meta.items() if k not in ("scheduler",)},
+            extra_meta={k: v for k, v in self.meta.items() if k not in ("scheduler",)}
+            | ({"fp16": self.amp.state_dict()} if self.amp is not None else {}),
         )
         hook_states = {type(h).__name__: h.checkpoint_state(self) for h in self.hooks if hasattr(h, "checkpoint_state")}
         if hook_states:
@@ -327,31 +364,111 @@ class Runner:
         self._pending_rng = None
 
     # ----------------------------------------------------------------- loop
-    def run_iter(self, batch: Any) -> None:
-        """One optimisation step on ``batch`` (a ``Batch`` with images and targets)."""
+    def _loss_factor(self) -> int:
+        """What the loss of the coming iteration is divided by (mmcv's GradientCumulativeOptimizerHook)."""
+        n = self.cumulative_iters
+        if n == 1:
+            return 1
+        divisible = self.max_iters // n * n
+        return n if self.iter < divisible else self.max_iters - divisible
+
+    def _step_due(self) -> bool:
+        """Whether the coming iteration ends an accumulation group (always without accumulation)."""
+        return (self.iter + 1) % self.cumulative_iters == 0 or self.iter + 1 >= self.max_iters
+
+    def _move(self, batch: Any) -> tuple[Any, Any]:
         images, targets = batch.images, batch.targets
         if self.device.type != "cpu":
             images = images.to(self.device, non_blocking=True)
             targets = [t.to(self.device) for t in targets]
+        return images, targets
+
+    def _forward(self, module: nn.Module, images: Any, targets: Any) -> Any:
+        if self.amp is None:
+            return module(images, targets)
+        with self.amp.autocast():
+            return module(images, targets)
+
+    def run_iter(self, batch: Any) -> None:
+        """One training iteration on ``batch`` (a ``Batch`` with images and targets): forward, backward and,
+        at the end of an accumulation group, clip and optimizer step."""
+        images, targets = self._move(batch)
         for transform in self.batch_transforms:
             images, targets = transform(images, targets)
-        losses = self.train_module(images, targets)
+        losses = self._forward(self.train_module, images, targets)
         loss, log_vars = parse_losses(losses)
         log_vars = reduce_mean_dict(log_vars)  # logged values are means over ranks (one all-reduce)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if self.grad_clip is not None:
-            params = [p for p in self._params if p.grad is not None]
-            if params:
-                grad_norm = nn.utils.clip_grad_norm_(params, **self.grad_clip)
-                log_vars["grad_norm"] = grad_norm.detach()
-        self.optimizer.step()
+        factor = self._loss_factor()
+        scaled = loss / factor if factor != 1 else loss
+        if self.amp is not None:
+            self.amp.backward(scaled)
+        else:
+            scaled.backward()
+        if self._step_due():
+            if self.grad_clip is not None:
+                if self.amp is not None:
+                    self.amp.unscale(self.optimizer)
+                params = [p for p in self._params if p.grad is not None]
+                if params:
+                    grad_norm = nn.utils.clip_grad_norm_(params, **self.grad_clip)
+                    log_vars["grad_norm"] = grad_norm.detach()
+            if self.amp is not None:
+                self.amp.step(self.optimizer)
+            else:
+                self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
         self.outputs = {"loss": log_vars["loss"], "log_vars": log_vars, "num_samples": len(images)}
         self.log_vars = log_vars
+
+    def run_val_phase(self) -> None:
+        """The validation-loss phase of the workflow (see the module docstring); ``after_val_epoch`` hooks after it."""
+        assert self.val_loader is not None
+        was_training = self.model.training
+        sums: dict[str, Tensor] = {}
+        samples = 0
+        batches = 0
+        self.model.eval()
+        try:
+            with torch.no_grad(), preserved_rng():
+                for batch in self._val_batches_for_phase():
+                    images, targets = self._move(batch)
+                    _, log_vars = parse_losses(self._forward(self.model, images, targets))
+                    log_vars = reduce_mean_dict(log_vars)
+                    n = len(images)
+                    for k, v in log_vars.items():
+                        sums[k] = sums[k] + v * n if k in sums else v * n
+                    samples += n
+                    batches += 1
+        finally:
+            self.model.train(was_training)
+        self.val_log_vars = {k: float(v) / max(1, samples) for k, v in sums.items()}
+        self.val_iters = batches
+        self.call_hook("after_val_epoch")
+
+    def _val_batches_for_phase(self) -> Iterator[Any]:
+        """M epochs of the val loader (EpochBasedRunner), or its next M batches, cycling (IterBasedRunner)."""
+        assert self.val_loader is not None
+        if self.by_epoch:
+            for _ in range(self.val_count):
+                yield from self.val_loader(self.epoch)
+            return
+        for _ in range(self.val_count):
+            batch = next(self._val_batches, None) if self._val_batches is not None else None
+            if batch is None:
+                self._val_batches = iter(self.val_loader(self.epoch))
+                batch = next(self._val_batches, None)
+                if batch is None:
+                    return
+            yield batch
 
     def run(self) -> None:
         """Train until ``max_epochs``/``max_iters``; ``after_run`` hooks run even on errors."""
         self.model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.cumulative_iters > 1 and self.iter % self.cumulative_iters:
+            logger.warning("resumed at iteration %d, not a multiple of optimizer_config.cumulative_iters (%d): the "
+                           "gradients accumulated since iteration %d are lost", self.iter, self.cumulative_iters,
+                           self.iter - self.iter % self.cumulative_iters)
         self.call_hook("before_run")
         try:
             while not self.finished:
@@ -390,6 +507,8 @@ class Runner:
             self._stepping = False
             self.inner_iter = i + 1
             self.call_hook("after_iter")
+            if self.val_count and not self.by_epoch and self.iter % self.train_every == 0:
+                self.run_val_phase()
             if self._stop_requested():
                 self._stop()
             tick = time.perf_counter()
@@ -398,8 +517,20 @@ class Runner:
         if self.inner_iter >= self.iters_per_epoch or self.by_epoch:
             self.epoch += 1
             self.call_hook("after_epoch")
+            if self.val_count and self.by_epoch and self.epoch % self.train_every == 0:
+                self.run_val_phase()
             if not self.finished and self._stop_requested():  # e.g. SIGTERM during the epoch's evaluation
                 self._stop()
+
+
+def _check_workflow(workflow: Iterable[tuple[str, int]]) -> tuple[int, int]:
+    """``(train phase length, val phase length or 0)`` of a workflow det runs."""
+    phases = [(str(m), int(n)) for m, n in workflow]
+    if len(phases) == 1 and phases[0][0] == "train":
+        return phases[0][1], 0
+    if len(phases) == 2 and phases[0][0] == "train" and phases[1][0] == "val":
+        return phases[0][1], phases[1][1]
+    raise ConfigError(f"workflow: det runs [[train, N]] or [[train, N], [val, M]], got {[list(p) for p in phases]}")
 
 
 @contextlib.contextmanager

@@ -119,21 +119,14 @@ def build_model(cfg: Mapping[str, Any]) -> nn.Module:
 def split_node(cfg: Mapping[str, Any], split: str) -> tuple[dict[str, Any], int, int]:
     """Return ``(dataset node without loader keys, samples_per_gpu, workers_per_gpu)`` of ``data.<split>``.
 
-    A list of dataset nodes becomes a ``ConcatDataset`` node (mmdet's ``data.train: [A, B]``).
-    A split's own ``samples_per_gpu``/``workers_per_gpu`` win over ``data``'s.
+    A list of dataset nodes becomes a ``ConcatDataset`` node (mmdet's ``data.train: [A, B]``). The
+    batch and workers follow :func:`detcli.engine.settings.loader_settings` (mmdet 2.24+: the
+    ``data.<split>_dataloader`` keys first; validation and test batches default to 1).
     """
-    data = cfg.get("data") or {}
-    node = data.get(split)
-    if isinstance(node, (list, tuple)) and node:  # mmdet: a list of datasets is their concatenation
-        node = {"type": "ConcatDataset", "datasets": list(node)}
-    if not isinstance(node, Mapping):
-        raise ConfigError(f"data.{split}: the config defines no {split} dataset")
-    node = dict(node)
-    samples = int(node.pop("samples_per_gpu", data.get("samples_per_gpu", 1)))
-    workers = int(node.pop("workers_per_gpu", data.get("workers_per_gpu", 0)))
-    if samples < 1:
-        raise ConfigError(f"data.{split}.samples_per_gpu must be >= 1, got {samples}")
-    return node, samples, workers
+    from detcli.engine.settings import loader_settings
+
+    loader = loader_settings(cfg, split)
+    return dict(loader.dataset), loader.samples_per_gpu, loader.workers_per_gpu
 
 
 def build_split(cfg: Mapping[str, Any], split: str, test_mode: bool) -> tuple[Any, int, int]:

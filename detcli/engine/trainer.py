@@ -26,7 +26,7 @@ import logging
 import logging.handlers
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +47,7 @@ from detcli.engine.hooks import (
     build_custom_hooks,
     check_num_classes,
 )
+from detcli.engine.amp import MixedPrecision, build_mixed_precision
 from detcli.engine.lr import LrSchedule
 from detcli.engine.optim import auto_scale_lr as scale_lr_in_cfg
 from detcli.engine.optim import build_optimizer
@@ -57,7 +58,8 @@ from detcli.engine.tester import (
     build_model, build_split, check_mask_metrics, evaluate_detections, run_inference,
 )
 from detcli.engine.zoo import resolve_checkpoint, split_zoo_spec
-from detcli.engine.validate import runner_settings, validate_config
+from detcli.engine.settings import DistSettings, Fp16Settings, RunSettings
+from detcli.engine.validate import validate_config
 from detcli.errors import CheckpointError, ConfigError, OutputError
 from detcli.fileio import check_writable_dir, clean_temp_files, write_json_atomic, write_text_atomic
 from detcli.engine.evaluation import resolve_evaluation
@@ -107,9 +109,7 @@ class TrainResult:
     world_size: int = 1
 
 
-def _resolve_resume(resume: str | bool | None, cfg: Mapping[str, Any], work_dir: Path, new_dir: bool = False) -> Path | None:
-    if resume is None or resume is False:
-        resume = cfg.get("resume_from")
+def _resolve_resume(resume: str | bool | None, work_dir: Path, new_dir: bool = False) -> Path | None:
     if resume is None or resume is False:
         return None
     if resume is True or resume == "auto":
@@ -159,14 +159,14 @@ def _unlock_work_dir(work_dir: Path, created: bool) -> None:
             work_dir.rmdir()  # only when empty: nothing half-written after a failure before training began
 
 
-def _wrap_distributed(model: torch.nn.Module, cfg: Mapping[str, Any], dev: torch.device, *, sync_bn: bool,
-                      seed: int, cfg_source: str) -> torch.nn.Module:
+def _wrap_distributed(model: torch.nn.Module, settings: DistSettings, dev: torch.device, *, seed: int,
+                      cfg_source: str) -> torch.nn.Module:
     """Move ``model`` to ``dev``; under a process group wrap it in DistributedDataParallel.
 
     Returns what training forwards through (``model`` itself with one process).
     """
     rank, world_size = get_dist_info()
-    if world_size > 1 and sync_bn:
+    if world_size > 1 and settings.sync_bn:
         if dev.type == "cpu":
             raise ConfigError(
                 f"{cfg_source}: sync_bn: SyncBatchNorm needs CUDA devices; on CPU use GN/frozen BN "
@@ -181,7 +181,7 @@ def _wrap_distributed(model: torch.nn.Module, cfg: Mapping[str, Any], dev: torch
 
     ddp = DistributedDataParallel(
         model, device_ids=[dev.index] if dev.type == "cuda" else None,
-        find_unused_parameters=bool(cfg.get("find_unused_parameters", False)),
+        find_unused_parameters=settings.find_unused_parameters,
     )  # broadcasts rank 0's parameters and buffers: every replica starts from the same weights
     set_random_seed(seed + rank)  # per-rank streams from here on (dropout, custom random transforms)
     return ddp
@@ -192,6 +192,26 @@ def _fingerprint(dataset: Any) -> dict[str, Any]:
     if callable(fp):
         return dict(fp())
     return {"num_images": len(dataset)}
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    """The command-line side of a run (what :func:`train` takes besides the config); see :func:`_train`."""
+
+    work_dir: Path
+    cfg_source: str
+    resume: str | bool | None = None
+    load_from: str | None = None
+    device: str = "cpu"
+    seed: int | None = None
+    deterministic: bool = False
+    validate: bool = True
+    auto_scale_lr: bool = False
+    argv: Sequence[str] | None = None
+    progress: ProgressCallback | None = None
+    sync_bn: bool = False
+    allow_partial: bool = False
+    amp: bool = False
 
 
 def train(
@@ -211,34 +231,18 @@ def train(
             ``samples_per_gpu`` images per iteration; rank 0 writes logs and checkpoints.
         sync_bn: convert BatchNorm layers to SyncBatchNorm (also ``cfg.sync_bn``; CUDA only).
         device: ``cpu``, ``cuda`` (``cuda:LOCAL_RANK`` under a launcher) or ``cuda:N``.
-        kwargs: the keyword arguments of :func:`_train`.
+        kwargs: the fields of :class:`TrainOptions` (``work_dir`` and ``cfg_source`` are required).
     """
-    dist_params = dict(cfg.get("dist_params") or {})
-    with distributed(launcher, device, backend=dist_params.get("backend")) as rank_device:
-        return _train(cfg, device=rank_device, sync_bn=sync_bn, **kwargs)
+    cfg = copy.deepcopy(dict(cfg))
+    settings = validate_config(cfg, str(kwargs.get("cfg_source", "<config>")))  # once per run
+    with distributed(launcher, device, backend=settings.dist.backend) as rank_device:
+        return _train(cfg, settings, TrainOptions(device=rank_device, sync_bn=sync_bn, **kwargs))
 
 
-def _train(
-    cfg: Mapping[str, Any],
-    *,
-    work_dir: Path,
-    cfg_source: str,
-    resume: str | bool | None = None,
-    load_from: str | None = None,
-    device: str = "cpu",
-    seed: int | None = None,
-    deterministic: bool = False,
-    validate: bool = True,
-    auto_scale_lr: bool = False,
-    argv: Sequence[str] | None = None,
-    progress: ProgressCallback | None = None,
-    sync_bn: bool = False,
-    allow_partial: bool = False,
-) -> TrainResult:
-    """Train the detector described by ``cfg`` into ``work_dir``.
+def _train(cfg: dict[str, Any], settings: RunSettings, options: TrainOptions) -> TrainResult:
+    """Train the detector described by ``cfg`` (validated into ``settings``) into ``options.work_dir``.
 
-    Args:
-        cfg: the resolved config (``detcli.config.load_config``); not modified.
+    Options (:class:`TrainOptions`):
         work_dir: the run directory (created).
         cfg_source: the preset file (names the saved config ``<stem>.yaml``; used in errors).
         resume: a checkpoint to resume from, True for ``work_dir/latest.pth``, None for ``cfg.resume_from``.
@@ -254,6 +258,11 @@ def _train(
         argv: the command line, recorded in the manifest.
         progress: receives train/val progress events (rank 0 only).
         sync_bn: convert BatchNorm to SyncBatchNorm when distributed (also ``cfg.sync_bn``).
+        amp: mixed precision (``--amp``; also the ``fp16`` section): float16 autocast with a dynamic loss scale.
+
+    The run is a few steps: :func:`_apply_options` (command line over config), :class:`_RunDir`
+    (lock and logs), :func:`_build` (data, model, optimizer, schedule, runner), :func:`_resume_or_load`,
+    :func:`_register_hooks`, :func:`_execute` (manifest, loop, result).
 
     Under a process group: the same seed on every rank builds the same initial weights (DDP also
     broadcasts rank 0's at wrap time), then each rank reseeds its own streams with ``seed + rank``;
@@ -265,238 +274,365 @@ def _train(
         ConfigError, DatasetError, CheckpointError, TrainingError (TrainingInterrupted on SIGTERM/SIGINT),
         OutputError (work dir not writable, in use by another run, disk full), DetError (device).
     """
-    cfg = copy.deepcopy(dict(cfg))
-    validate_config(cfg, cfg_source)
-    dev = resolve_device(device)
-    rank, world_size = get_dist_info()
-    seed = int(seed if seed is not None else (cfg.get("seed") if cfg.get("seed") is not None else 0))
+    settings = _apply_options(cfg, settings, options)
+    dev = resolve_device(options.device)
+    set_random_seed(settings.seed or 0, settings.deterministic)
+    if settings.optim.optimizer is None:
+        raise ConfigError(f"{options.cfg_source}: optimizer: the config has no optimizer section "
+                          "(e.g. {type: SGD, lr: 0.01, momentum: 0.9})")
+    with _RunDir(Path(options.work_dir), options.cfg_source, settings.log.log_level) as run_dir:
+        _, world_size = get_dist_info()
+        train_batch = settings.data.split("train").samples_per_gpu
+        scale_lr_in_cfg(cfg, flag=settings.auto_scale_lr.enable, world_size=world_size, samples_per_gpu=train_batch)
+        settings = settings.replace(optim=replace(settings.optim, optimizer=dict(cfg["optimizer"])))
+        resume_path = _resolve_resume(options.resume or settings.resume_from, run_dir.path, new_dir=run_dir.created)
+        built = _build(cfg, settings, options, dev, run_dir, resume=resume_path is not None)
+        skipped = _resume_or_load(built, settings, options, resume_path)
+        _register_hooks(built, cfg, settings, run_dir, dev)
+        return _execute(built, cfg, settings, options, run_dir, resume_path, skipped)
+
+
+def _apply_options(cfg: dict[str, Any], settings: RunSettings, options: TrainOptions) -> RunSettings:
+    """Fold the command line into the settings (and into ``cfg``, which checkpoints and the run dir keep)."""
+    seed = int(options.seed if options.seed is not None else (settings.seed if settings.seed is not None else 0))
     cfg["seed"] = seed
-    deterministic = bool(deterministic or cfg.get("deterministic", False))
-    set_random_seed(seed, deterministic)
-    if "optimizer" not in cfg:
-        raise ConfigError(f"{cfg_source}: optimizer: the config has no optimizer section (e.g. {{type: SGD, lr: 0.01, momentum: 0.9}})")
-    work_dir = Path(work_dir)
-    timestamp = time.strftime("%Y%m%d_%H%M%S")
-    text_log = work_dir / f"{timestamp}.log" if rank == 0 else None
-    json_log = work_dir / f"{timestamp}.log.json" if rank == 0 else None
-    package_logger = logging.getLogger("detcli")
-    old_level = package_logger.level
-    if rank == 0 and package_logger.getEffectiveLevel() > logging.INFO:
-        package_logger.setLevel(logging.INFO)
-    if rank != 0:
-        progress = None
-    # set-up messages wait in memory: nothing is written to work_dir until every component was built
-    setup_buffer = logging.handlers.MemoryHandler(capacity=1_000_000, flushLevel=logging.CRITICAL + 1)
-    setup_buffer.setLevel(logging.INFO)
-    package_logger.addHandler(setup_buffer)
-    handler: logging.Handler | None = None
-    manifest_path = work_dir / "manifest.json"
-    config_path = work_dir / f"{Path(cfg_source).stem}.yaml"
-    manifest: dict[str, Any] = {}
-    created = False
-    locked = False
-    try:
-        if rank == 0:  # one det run per work dir; fails before any work when it is not writable
-            created = _lock_work_dir(work_dir)
-            locked = True
-        scale_lr_in_cfg(cfg, flag=auto_scale_lr, world_size=world_size)
-        resume_path = _resolve_resume(resume, cfg, work_dir, new_dir=created)
-        load_from = load_from or cfg.get("load_from")
-        data_cfg = cfg.get("data") or {}
-        workers = int(data_cfg.get("workers_per_gpu", 0))
-        threads = configure_threads(workers)
-        train_set, samples_per_gpu, workers = build_split(cfg, "train", test_mode=False)
-        eval_cfg = dict(cfg.get("evaluation") or {})
-        val_set = None
-        if validate and "val" in data_cfg and eval_cfg.get("interval", 1) > 0:
-            val_set, val_samples, val_workers = build_split(cfg, "val", test_mode=True)
-        datasets = {"train": train_set} | ({"val": val_set} if val_set is not None else {})
-        model = build_model(cfg)
-        check_num_classes(model, datasets)
-        load_reports = []
-        if resume_path is None:
-            load_reports += model.init_weights(allow_partial=allow_partial) or []
-        train_module = _wrap_distributed(model, cfg, dev, sync_bn=bool(sync_bn or cfg.get("sync_bn", False)),
-                                         seed=seed, cfg_source=cfg_source)
-        optimizer = build_optimizer(model, cfg["optimizer"])
-        runner_type, max_epochs, max_iters = runner_settings(cfg)
-        schedule = LrSchedule.from_config(cfg.get("lr_config"), max_epochs=max_epochs, max_iters=max_iters)
-        lr_hook = LrUpdaterHook(schedule, optimizer)  # records each group's initial_lr before any resume
+    optim = settings.optim
+    if options.amp and optim.fp16 is None:
+        optim = replace(optim, fp16=Fp16Settings("dynamic"))
+        cfg["fp16"] = {"loss_scale": "dynamic"}
+    return settings.replace(
+        seed=seed,
+        deterministic=bool(options.deterministic or settings.deterministic),
+        auto_scale_lr=replace(settings.auto_scale_lr, enable=settings.auto_scale_lr.enable or options.auto_scale_lr),
+        dist=replace(settings.dist, sync_bn=settings.dist.sync_bn or options.sync_bn),
+        load_from=options.load_from or settings.load_from,
+        optim=optim,
+    )
 
-        from detcli.data import aspect_ratio_flags, build_dataloader
 
-        persistent = bool(data_cfg.get("persistent_workers", True)) and workers > 0
-        # data.group_by_aspect_ratio: every (global) batch holds only landscape or only portrait images
-        flags = aspect_ratio_flags(train_set) if data_cfg.get("group_by_aspect_ratio", False) else None
-        train_loader = build_dataloader(train_set, samples_per_gpu, workers, shuffle=True, seed=seed, epoch=0,
-                                        num_replicas=world_size, rank=rank, persistent_workers=persistent,
-                                        group_flags=flags)
+class _RunDir:
+    """The run directory while a run writes to it: lock (rank 0), log files and set-up log buffering.
 
-        def make_loader(epoch: int) -> Any:
-            # order and augmentations are functions of (seed, epoch): tell the sampler and the dataset
-            sampler = getattr(train_loader, "sampler", None)
-            if hasattr(sampler, "set_epoch"):
-                sampler.set_epoch(epoch)
-            if hasattr(train_set, "set_epoch"):
-                train_set.set_epoch(epoch)
-            return train_loader
+    Set-up messages wait in memory: nothing is written to the work dir until every component was
+    built (:meth:`start_logs`); leaving releases the lock and removes a directory this run created
+    and left empty.
+    """
 
-        iters_per_epoch = len(train_loader)
-        runner = Runner(
-            model, optimizer, make_loader, iters_per_epoch, work_dir,
-            runner_type=runner_type, max_epochs=max_epochs, max_iters=max_iters,
-            grad_clip=(cfg.get("optimizer_config") or {}).get("grad_clip"), device=dev,
-            config=cfg, classes=tuple(train_set.classes), progress=progress, train_module=train_module,
-        )
-        runner.datasets = datasets
-        runner.meta["scheduler"] = schedule.state_dict()
-        runner.meta["seed"] = seed
+    def __init__(self, path: Path, cfg_source: str, log_level: str) -> None:
+        self.path = path
+        self.rank = get_dist_info()[0]
+        self.timestamp = time.strftime("%Y%m%d_%H%M%S")
+        self.text_log = path / f"{self.timestamp}.log" if self.rank == 0 else None
+        self.json_log = path / f"{self.timestamp}.log.json" if self.rank == 0 else None
+        self.manifest_path = path / "manifest.json"
+        self.config_path = path / f"{Path(cfg_source).stem}.yaml"
+        self.level = getattr(logging, log_level)
+        self.env: dict[str, Any] = {}  # collect_env() once the hooks are built
+        self.created = False
+        self._locked = False
+        self._handler: logging.Handler | None = None
+        self._package = logging.getLogger("detcli")
+        self._old_level = self._package.level
+        self._buffer = logging.handlers.MemoryHandler(capacity=1_000_000, flushLevel=logging.CRITICAL + 1)
 
-        skipped: list[str] = []
-        ckpt = None
-        if resume_path is not None:
-            ckpt = load_checkpoint(resume_path)
-            load_state_dict(model, ckpt["state_dict"], resume_path)
-            if ckpt.get("optimizer") is None:
-                raise CheckpointError(
-                    f"{resume_path}: saved without the optimizer state (checkpoint_config.save_optimizer: false), "
-                    "so it cannot be resumed exactly; use --load-from to start from its weights"
-                )
-            try:
-                optimizer.load_state_dict(ckpt["optimizer"])
-            except (ValueError, KeyError) as e:
-                raise CheckpointError(f"{resume_path}: the optimizer state does not fit this config's optimizer: {e}") from e
-            meta = ckpt["meta"]
-            runner.resumed_hook_states = dict(ckpt.get("hooks") or {})
-            runner.resume_state(
-                meta["epoch"], meta["iter"], {"best": meta.get("best")} if meta.get("best") else None, rng_state=ckpt["rng"]
-            )
-            logger.info("resumed from %s at epoch %d, iteration %d", resume_path, meta["epoch"], meta["iter"])
-        elif load_from:
-            spec, zoo_cfg = split_zoo_spec(str(load_from), None)
-            report = load_detector_weights(model, str(resolve_checkpoint(spec, zoo_cfg)), allow_partial=allow_partial,
-                                           what="model (load_from)")
-            load_reports.append(report)
-            skipped = [m.split(":", 1)[0] for m in report.mismatched]
-
-        # hooks
-        runner.register_hook(lr_hook)
-        runner.register_hook(CheckInvalidLossHook(interval=1))
-        custom = build_custom_hooks(cfg.get("custom_hooks"))
-        if not any(isinstance(h, NumClassCheckHook) for h, _ in custom):
-            runner.register_hook(NumClassCheckHook())
-        ckpt_cfg = dict(cfg.get("checkpoint_config") or {"interval": 1})
-        ckpt_cfg.setdefault("by_epoch", runner.by_epoch)
-        runner.register_hook(CheckpointHook(**ckpt_cfg))
-        if val_set is not None:
-            metric_names, eval_options = resolve_evaluation(val_set, None, eval_cfg)
-            check_mask_metrics(model, metric_names)
-
-            def evaluate_fn(model_: torch.nn.Module, progress_: ProgressCallback | None) -> Any:
-                dets = run_inference(
-                    model_, val_set, samples_per_gpu=val_samples, workers_per_gpu=val_workers, device=dev,
-                    cfg=cfg, progress=progress_, phase="val", epoch=runner.epoch, encode_masks=True,
-                )
-                return run_on_main(lambda: evaluate_detections(  # once, on rank 0; result broadcast
-                    val_set, dets, metric_names, eval_options
-                ))
-
-            runner.register_hook(
-                EvalHook(
-                    evaluate_fn, interval=int(eval_cfg.get("interval", 1)),
-                    by_epoch=bool(eval_cfg.get("by_epoch", runner.by_epoch)), start=eval_cfg.get("start"),
-                    save_best=eval_cfg.get("save_best"), rule=eval_cfg.get("rule"),
-                    dynamic_intervals=eval_cfg.get("dynamic_intervals"),
-                )
-            )
-        env = collect_env()
-        header = {"env_info": json.dumps(env), "config": dump_config(cfg), "seed": seed, "exp_name": config_path.name}
-        log_interval = int((cfg.get("log_config") or {}).get("interval", 50))
-        runner.register_hook(LoggerHook(interval=log_interval, json_path=json_log, header=header))
-        for hook, priority in custom:
-            runner.register_hook(hook, priority)
-
-        manifest = {
-            "argv": list(argv) if argv is not None else None,
-            "det_version": env["det"],
-            "config_source": str(cfg_source),
-            "config": cfg,
-            "versions": env,
-            "seed": seed,
-            "deterministic": deterministic,
-            "device": str(dev),
-            "torch_threads": threads,
-            "world_size": world_size,
-            "datasets": {split: _fingerprint(ds) for split, ds in datasets.items()},
-            "resume_from": str(resume_path) if resume_path else None,
-            "load_from": str(load_from) if load_from else None,
-            "skipped_weights": skipped,
-            "weights_loaded": [r.to_dict() for r in load_reports],
-            "timestamp": timestamp,
-            "start_time": time.strftime("%Y-%m-%d %H:%M:%S"),
-            "end_time": None,
-            "status": "running",
-        }
-        work_dir.mkdir(parents=True, exist_ok=True)
-        if text_log is not None:
-            handler = logging.FileHandler(text_log)
-            handler.setFormatter(logging.Formatter(TEXT_LOG_FORMAT))
-            handler.setLevel(logging.INFO)
-            setup_buffer.setTarget(handler)
-            setup_buffer.flush()
-            package_logger.addHandler(handler)
-        package_logger.removeHandler(setup_buffer)
-        if rank == 0:
-            write_text_atomic(dump_config(cfg), config_path)
-            write_json_atomic(manifest, manifest_path, indent=2)
-        logger.info(
-            "training %s on %s: %d images, %d iterations per epoch, %s, seed %d, %d torch threads",
-            config_path.stem, dev, len(train_set), iters_per_epoch,
-            f"{max_epochs} epochs" if max_epochs else f"{max_iters} iterations", seed, threads,
-        )
+    def __enter__(self) -> "_RunDir":
+        if self.rank == 0 and self._package.getEffectiveLevel() > self.level:
+            self._package.setLevel(self.level)
+        self._buffer.setLevel(self.level)
+        self._package.addHandler(self._buffer)
         try:
-            with stop_on_signals(runner):
-                runner.run()
-        except TrainingInterrupted as e:
-            manifest["status"] = f"interrupted: {e}"
+            if self.rank == 0:  # one det run per work dir; fails before any work when it is not writable
+                self.created = _lock_work_dir(self.path)
+                self._locked = True
+        except BaseException:
+            self.__exit__(None, None, None)
             raise
-        except BaseException as e:
-            manifest["status"] = f"failed: {type(e).__name__}: {e}"
-            raise
-        else:
-            manifest["status"] = "finished"
-        finally:
-            if manifest and rank == 0:
-                manifest["end_time"] = time.strftime("%Y-%m-%d %H:%M:%S")
-                manifest["epochs"] = runner.epoch
-                manifest["iters"] = runner.iter
-                manifest["metrics"] = runner.last_metrics
-                write_json_atomic(manifest, manifest_path, indent=2)
-        best = (runner.meta.get("best") or {}).get("path")
-        return TrainResult(
-            work_dir=work_dir,
-            last_checkpoint=runner.saved_checkpoints[-1] if runner.saved_checkpoints else None,
-            best_checkpoint=work_dir / best if best else None,
-            metrics=dict(runner.last_metrics),
-            epochs=runner.epoch,
-            iters=runner.iter,
-            json_log=json_log,
-            text_log=text_log,
-            manifest=manifest_path,
-            config_path=config_path,
-            seed=seed,
-            skipped_weights=skipped,
-            weights_loaded=[r.to_dict() for r in load_reports],
-            resumed_from=resume_path,
-            rank=rank,
-            world_size=world_size,
+        return self
+
+    def start_logs(self) -> None:
+        """Open the text log (flushing the set-up messages into it); from here on files are written."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        if self.text_log is not None:
+            self._handler = logging.FileHandler(self.text_log)
+            self._handler.setFormatter(logging.Formatter(TEXT_LOG_FORMAT))
+            self._handler.setLevel(self.level)
+            self._buffer.setTarget(self._handler)
+            self._buffer.flush()
+            self._package.addHandler(self._handler)
+        self._package.removeHandler(self._buffer)
+
+    def __exit__(self, *exc: Any) -> None:
+        self._package.removeHandler(self._buffer)
+        self._buffer.close()
+        if self._handler is not None:
+            self._package.removeHandler(self._handler)
+            self._handler.close()
+        self._package.setLevel(self._old_level)
+        if self._locked:
+            _unlock_work_dir(self.path, self.created)
+
+
+@dataclass
+class _Built:
+    """What :func:`_build` made for one run."""
+
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    runner: Runner
+    schedule: LrSchedule
+    lr_hook: LrUpdaterHook
+    datasets: dict[str, Any]
+    val_set: Any
+    threads: int
+    amp: MixedPrecision | None
+    load_reports: list[Any] = field(default_factory=list)
+
+
+def _build(cfg: dict[str, Any], settings: RunSettings, options: TrainOptions, dev: torch.device, run_dir: _RunDir,
+           *, resume: bool) -> _Built:
+    """Datasets, model (initialised unless resuming), optimizer, lr schedule, loaders and the runner."""
+    rank, world_size = get_dist_info()
+    train_cfg = settings.data.split("train")
+    threads = configure_threads(train_cfg.workers_per_gpu)
+    train_set, _, _ = build_split(cfg, "train", test_mode=False)
+    val_set = None
+    if options.validate and settings.data.val is not None:
+        val_set, _, _ = build_split(cfg, "val", test_mode=True)
+    loss_set = _val_loss_dataset(cfg, settings) if settings.schedule.val_phases else None
+    datasets = {"train": train_set} | ({"val": val_set} if val_set is not None else {})
+    model = build_model(cfg)
+    check_num_classes(model, datasets | ({"val (workflow)": loss_set} if loss_set is not None else {}))
+    load_reports = [] if resume else list(model.init_weights(allow_partial=options.allow_partial) or [])
+    train_module = _wrap_distributed(model, settings.dist, dev, seed=settings.seed or 0, cfg_source=options.cfg_source)
+    amp = build_mixed_precision(settings.optim.fp16, dev)
+    optimizer = build_optimizer(model, settings.optim.optimizer or {})
+    sched = settings.schedule
+    schedule = LrSchedule.from_config(sched.lr_config, max_epochs=sched.max_epochs, max_iters=sched.max_iters)
+    lr_hook = LrUpdaterHook(schedule, optimizer)  # records each group's initial_lr before any resume
+    seed = settings.seed or 0
+    train_loader = _loader(train_set, train_cfg.samples_per_gpu, train_cfg.workers_per_gpu, shuffle=train_cfg.shuffle,
+                           persistent=train_cfg.persistent_workers, seed=seed,
+                           group=settings.data.group_by_aspect_ratio)
+    val_loader = None
+    if loss_set is not None:  # the training loader's batch and workers, as mmdet's workflow loaders
+        val_loader = _loader(loss_set, train_cfg.samples_per_gpu, train_cfg.workers_per_gpu, shuffle=False,
+                             persistent=False, seed=seed, group=False)
+    runner = Runner(
+        model, optimizer, train_loader, len(train_loader.loader), run_dir.path,
+        runner_type=sched.runner_type, max_epochs=sched.max_epochs, max_iters=sched.max_iters,
+        grad_clip=settings.optim.grad_clip, device=dev, config=cfg, classes=tuple(train_set.classes),
+        progress=options.progress if rank == 0 else None, train_module=train_module,
+        cumulative_iters=settings.optim.cumulative_iters, amp=amp, val_loader=val_loader,
+        workflow=sched.workflow,
+    )
+    runner.datasets = datasets
+    runner.meta["scheduler"] = schedule.state_dict()
+    runner.meta["seed"] = seed
+    return _Built(model, optimizer, runner, schedule, lr_hook, datasets, val_set, threads, amp, load_reports)
+
+
+class _EpochLoader:
+    """``epoch -> loader``: the data order and augmentations are functions of (seed, epoch)."""
+
+    def __init__(self, loader: Any, dataset: Any) -> None:
+        self.loader = loader
+        self.dataset = dataset
+
+    def __call__(self, epoch: int) -> Any:
+        sampler = getattr(self.loader, "sampler", None)
+        if hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(epoch)
+        if hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(epoch)
+        return self.loader
+
+
+def _loader(dataset: Any, samples: int, workers: int, *, shuffle: bool, persistent: bool, seed: int,
+            group: bool) -> _EpochLoader:
+    from detcli.data import aspect_ratio_flags, build_dataloader
+
+    rank, world_size = get_dist_info()
+    # data.group_by_aspect_ratio: every (global) batch holds only landscape or only portrait images
+    flags = aspect_ratio_flags(dataset) if group else None
+    loader = build_dataloader(dataset, samples, workers, shuffle=shuffle, seed=seed, epoch=0,
+                              num_replicas=world_size, rank=rank, persistent_workers=persistent, group_flags=flags)
+    return _EpochLoader(loader, dataset)
+
+
+def _val_loss_dataset(cfg: Mapping[str, Any], settings: RunSettings) -> Any:
+    """``data.val`` with the training pipeline and its annotations, for the workflow's val phases (as mmdet's
+    ``tools/train.py`` builds it)."""
+    if settings.data.val is None:
+        raise ConfigError("workflow: a val phase computes the validation loss on data.val, which the config lacks")
+    val = dict(settings.data.val.dataset)
+    train_node = settings.data.split("train").dataset
+    pipeline = train_node.get("pipeline")
+    if pipeline is None and isinstance(train_node.get("dataset"), Mapping):  # a wrapper (RepeatDataset, ...)
+        pipeline = train_node["dataset"].get("pipeline")
+    if pipeline is not None and "pipeline" in val:
+        val["pipeline"] = copy.deepcopy(pipeline)
+    data = {"train": val}
+    dataset, _, _ = build_split({"data": data}, "train", test_mode=False)
+    return dataset
+
+
+def _resume_or_load(built: _Built, settings: RunSettings, options: TrainOptions, resume_path: Path | None) -> list[str]:
+    """Restore a checkpoint to resume (weights, optimizer, loss scale, position, RNG), or load ``load_from`` weights.
+
+    Returns:
+        The names of the ``load_from`` weights skipped for a shape mismatch.
+    """
+    runner, model = built.runner, built.model
+    if resume_path is not None:
+        ckpt = load_checkpoint(resume_path)
+        load_state_dict(model, ckpt["state_dict"], resume_path)
+        if ckpt.get("optimizer") is None:
+            raise CheckpointError(
+                f"{resume_path}: saved without the optimizer state (checkpoint_config.save_optimizer: false), "
+                "so it cannot be resumed exactly; use --load-from to start from its weights"
+            )
+        try:
+            built.optimizer.load_state_dict(ckpt["optimizer"])
+        except (ValueError, KeyError) as e:
+            raise CheckpointError(f"{resume_path}: the optimizer state does not fit this config's optimizer: {e}") from e
+        meta = ckpt["meta"]
+        if built.amp is not None:
+            built.amp.load_state_dict(meta.get("fp16"))
+        runner.resumed_hook_states = dict(ckpt.get("hooks") or {})
+        runner.resume_state(
+            meta["epoch"], meta["iter"], {"best": meta.get("best")} if meta.get("best") else None, rng_state=ckpt["rng"]
         )
+        logger.info("resumed from %s at epoch %d, iteration %d", resume_path, meta["epoch"], meta["iter"])
+        return []
+    if not settings.load_from:
+        return []
+    spec, zoo_cfg = split_zoo_spec(str(settings.load_from), None)
+    report = load_detector_weights(model, str(resolve_checkpoint(spec, zoo_cfg)), allow_partial=options.allow_partial,
+                                   what="model (load_from)")
+    built.load_reports.append(report)
+    return [m.split(":", 1)[0] for m in report.mismatched]
+
+
+def _register_hooks(built: _Built, cfg: dict[str, Any], settings: RunSettings, run_dir: _RunDir,
+                    dev: torch.device) -> None:
+    """The built-in hooks (lr, NaN check, class check, checkpoints, evaluation, logger) and ``custom_hooks``."""
+    runner = built.runner
+    runner.register_hook(built.lr_hook)
+    runner.register_hook(CheckInvalidLossHook(interval=1))
+    custom = build_custom_hooks(list(settings.custom_hooks) or None)
+    if not any(isinstance(h, NumClassCheckHook) for h, _ in custom):
+        runner.register_hook(NumClassCheckHook())
+    ckpt = settings.checkpoint
+    runner.register_hook(CheckpointHook(
+        interval=ckpt.interval, by_epoch=runner.by_epoch if ckpt.by_epoch is None else ckpt.by_epoch,
+        save_optimizer=ckpt.save_optimizer, max_keep_ckpts=ckpt.max_keep_ckpts, save_last=ckpt.save_last,
+    ))
+    if built.val_set is not None:
+        runner.register_hook(_eval_hook(built, cfg, settings, dev))
+    env = collect_env()
+    run_dir.env = env
+    header = {"env_info": json.dumps(env), "config": dump_config(cfg), "seed": settings.seed,
+              "exp_name": run_dir.config_path.name}
+    runner.register_hook(LoggerHook(interval=settings.log.interval, json_path=run_dir.json_log, header=header))
+    for hook, priority in custom:
+        runner.register_hook(hook, priority)
+
+
+def _eval_hook(built: _Built, cfg: dict[str, Any], settings: RunSettings, dev: torch.device) -> EvalHook:
+    runner, val_set, model = built.runner, built.val_set, built.model
+    ev = settings.evaluation
+    val_loader = settings.data.split("val")
+    metric_names, eval_options = resolve_evaluation(val_set, None, ev.options)
+    check_mask_metrics(model, metric_names)
+
+    def evaluate_fn(model_: torch.nn.Module, progress_: ProgressCallback | None) -> Any:
+        dets = run_inference(
+            model_, val_set, samples_per_gpu=val_loader.samples_per_gpu, workers_per_gpu=val_loader.workers_per_gpu,
+            device=dev, cfg=cfg, progress=progress_, phase="val", epoch=runner.epoch, encode_masks=True,
+        )
+        return run_on_main(lambda: evaluate_detections(  # once, on rank 0; result broadcast
+            val_set, dets, metric_names, eval_options
+        ))
+
+    return EvalHook(
+        evaluate_fn, interval=ev.interval, by_epoch=runner.by_epoch if ev.by_epoch is None else ev.by_epoch,
+        start=ev.start, save_best=ev.save_best, rule=ev.rule,
+        dynamic_intervals=[list(p) for p in ev.dynamic_intervals] if ev.dynamic_intervals else None,
+    )
+
+
+def _execute(built: _Built, cfg: dict[str, Any], settings: RunSettings, options: TrainOptions, run_dir: _RunDir,
+             resume_path: Path | None, skipped: list[str]) -> TrainResult:
+    """Write the resolved config and manifest, run the loop, and record how it ended."""
+    runner = built.runner
+    rank, world_size = get_dist_info()
+    env = run_dir.env or collect_env()
+    sched = settings.schedule
+    manifest: dict[str, Any] = {
+        "argv": list(options.argv) if options.argv is not None else None,
+        "det_version": env["det"],
+        "config_source": str(options.cfg_source),
+        "config": cfg,
+        "versions": env,
+        "seed": settings.seed,
+        "deterministic": settings.deterministic,
+        "device": str(runner.device),
+        "torch_threads": built.threads,
+        "world_size": world_size,
+        "datasets": {split: _fingerprint(ds) for split, ds in built.datasets.items()},
+        "resume_from": str(resume_path) if resume_path else None,
+        "load_from": str(settings.load_from) if settings.load_from else None,
+        "skipped_weights": skipped,
+        "weights_loaded": [r.to_dict() for r in built.load_reports],
+        "timestamp": run_dir.timestamp,
+        "start_time": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "end_time": None,
+        "status": "running",
+    }
+    run_dir.start_logs()
+    if rank == 0:
+        write_text_atomic(dump_config(cfg), run_dir.config_path)
+        write_json_atomic(manifest, run_dir.manifest_path, indent=2)
+    logger.info(
+        "training %s on %s: %d images, %d iterations per epoch, %s, seed %d, %d torch threads",
+        run_dir.config_path.stem, runner.device, len(built.datasets["train"]), runner.iters_per_epoch,
+        f"{sched.max_epochs} epochs" if sched.max_epochs else f"{sched.max_iters} iterations", settings.seed,
+        built.threads,
+    )
+    try:
+        with stop_on_signals(runner):
+            runner.run()
+    except TrainingInterrupted as e:
+        manifest["status"] = f"interrupted: {e}"
+        raise
+    except BaseException as e:
+        manifest["status"] = f"failed: {type(e).__name__}: {e}"
+        raise
+    else:
+        manifest["status"] = "finished"
     finally:
-        package_logger.removeHandler(setup_buffer)
-        setup_buffer.close()
-        if handler is not None:
-            package_logger.removeHandler(handler)
-            handler.close()
-        package_logger.setLevel(old_level)
-        if locked:
-            _unlock_work_dir(work_dir, created)
+        if rank == 0:
+            manifest["end_time"] = time.strftime("%Y-%m-%d %H:%M:%S")
+            manifest["epochs"] = runner.epoch
+            manifest["iters"] = runner.iter
+            manifest["metrics"] = runner.last_metrics
+            write_json_atomic(manifest, run_dir.manifest_path, indent=2)
+    best = (runner.meta.get("best") or {}).get("path")
+    return TrainResult(
+        work_dir=run_dir.path,
+        last_checkpoint=runner.saved_checkpoints[-1] if runner.saved_checkpoints else None,
+        best_checkpoint=run_dir.path / best if best else None,
+        metrics=dict(runner.last_metrics),
+        epochs=runner.epoch,
+        iters=runner.iter,
+        json_log=run_dir.json_log,
+        text_log=run_dir.text_log,
+        manifest=run_dir.manifest_path,
+        config_path=run_dir.config_path,
+        seed=int(settings.seed or 0),
+        skipped_weights=skipped,
+        weights_loaded=[r.to_dict() for r in built.load_reports],
+        resumed_from=resume_path,
+        rank=rank,
+        world_size=world_size,
+    )

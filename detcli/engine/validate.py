@@ -13,8 +13,7 @@ from detcli.engine.evaluation import ALL_METRICS, HOOK_KEYS, check_eval_options
 from detcli.engine.hooks import CheckpointHook, build_custom_hooks, check_dynamic_intervals
 from detcli.engine.lr import LrSchedule
 from detcli.engine.optim import check_optimizer_cfg
-from detcli.engine.runner import RUNNER_TYPES
-from detcli.engine.tester import split_node
+from detcli.engine.settings import RunSettings, parse_settings, runner_settings, split_dataset_node
 from detcli.errors import ConfigError, did_you_mean
 from detcli.evaluation import check_metrics
 from detcli.registry import DETECTORS, build, check_kwargs
@@ -24,23 +23,7 @@ logger = logging.getLogger(__name__)
 SUPPORTED_LOGGER_HOOKS = ("TextLoggerHook",)
 
 
-def runner_settings(cfg: Mapping[str, Any]) -> tuple[str, int | None, int | None]:
-    """Return ``(type, max_epochs, max_iters)`` of the ``runner`` section (default 12 epochs)."""
-    runner = dict(cfg.get("runner") or {"type": "EpochBasedRunner", "max_epochs": 12})
-    kind = runner.get("type", "EpochBasedRunner")
-    if kind not in RUNNER_TYPES:
-        raise ConfigError(f"runner.type: unknown runner '{kind}'{did_you_mean(kind, RUNNER_TYPES)} (known: {', '.join(RUNNER_TYPES)})")
-    key = "max_epochs" if kind == "EpochBasedRunner" else "max_iters"
-    other = "max_iters" if key == "max_epochs" else "max_epochs"
-    if other in runner:
-        raise ConfigError(f"runner.{other}: a {kind} counts in {key.split('_')[1]}; set runner.{key} instead")
-    value = runner.get(key)
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ConfigError(f"runner.{key}: a {kind} needs {key} as a positive integer, got {value!r}")
-    return kind, (value if key == "max_epochs" else None), (value if key == "max_iters" else None)
-
-
-def validate_config(cfg: Mapping[str, Any], source: str) -> None:
+def validate_config(cfg: Mapping[str, Any], source: str) -> RunSettings:
     """Build every component with ``dry_run=True`` and check the runtime sections.
 
     First :func:`detcli.config.check_schema`: the keys, and the type and range of every value
@@ -48,13 +31,17 @@ def validate_config(cfg: Mapping[str, Any], source: str) -> None:
     numbers, batch sizes, intervals). Then it checks the model, the datasets of ``data.train/val/test`` with their pipelines, ``optimizer``
     (type in ``torch.optim`` and its keywords), ``optimizer_config.grad_clip``, ``lr_config``,
     ``runner``, ``checkpoint_config``, ``log_config``, ``evaluation``, ``custom_hooks`` and
-    ``auto_scale_lr``.
+    ``auto_scale_lr``; last it parses the typed run settings (:func:`detcli.engine.settings.parse_settings`).
+
+    Returns:
+        The run settings of ``cfg``.
 
     Raises:
         ConfigError: naming ``source`` and the key path, with the closest valid names.
     """
     try:
         _validate(cfg, str(source))
+        return parse_settings(cfg)
     except ConfigError as e:
         message = str(e)
         raise ConfigError(message if message.startswith(str(source)) else f"{source}: {message}") from e
@@ -71,7 +58,7 @@ def _validate(cfg: Mapping[str, Any], source: str) -> None:
     data = cfg.get("data") or {}
     for split in ("train", "val", "test"):
         if split in data:
-            node, _, _ = split_node(cfg, split)
+            node, _ = split_dataset_node(data, split)
             dry_run_dataset(node, test_mode=split != "train", path=f"data.{split}")
     if "optimizer" in cfg:
         check_optimizer_cfg(cfg["optimizer"])
