@@ -49,11 +49,12 @@ def check(
     preset: Annotated[str, typer.Argument(help="Preset YAML file, or the name of a shipped preset.")],
     cfg_options: Annotated[Optional[list[str]], typer.Option("--cfg-options", help="Override config keys: a.b.c=V.")] = None,
 ) -> None:
-    """Validate a preset (keys, types, registered names) without building anything heavy."""
+    """Check a preset in a dry run: keys and types, then build the model, the data pipelines (no images or
+    annotations read), optimizer, lr schedule and hooks, so build-time errors show here."""
     from detcli.cli._common import err_console
     from detcli.config import load_config, resolve_preset_path
-    from detcli.engine import validate_config
+    from detcli.engine.validate import check_build
 
     source = str(resolve_preset_path(preset))
-    validate_config(load_config(source, cfg_options), source)
+    check_build(load_config(source, cfg_options), source)
     err_console.print(f"[green]ok[/]: {source}")

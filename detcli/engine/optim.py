@@ -164,9 +164,9 @@ def auto_scale_lr(cfg: dict[str, Any], *, flag: bool, world_size: int, samples_p
         return None
     base = int(section.get("base_batch_size", 16))
     if samples_per_gpu is None:
-        from detcli.engine.settings import loader_settings
+        from detcli.engine.settings import train_batch_size
 
-        samples_per_gpu = loader_settings(cfg, "train").samples_per_gpu
+        samples_per_gpu = train_batch_size(cfg)
     old = float(cfg["optimizer"]["lr"])
     new = scale_lr(old, samples_per_gpu, world_size, base)
     cfg["optimizer"]["lr"] = new

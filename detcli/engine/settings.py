@@ -135,6 +135,18 @@ def loader_settings(cfg: Mapping[str, Any], split: str) -> LoaderSettings:
     """
     data = _mapping(cfg.get("data"), "data", "{samples_per_gpu: 2, train: {...}}")
     node, split_keys = split_dataset_node(data, split)
+    return _loader(data, split, node, split_keys)
+
+
+def train_batch_size(cfg: Mapping[str, Any]) -> int:
+    """``samples_per_gpu`` of the training loader (:func:`loader_settings`' rule; also without a train dataset)."""
+    data = _mapping(cfg.get("data"), "data", "{samples_per_gpu: 2, train: {...}}")
+    if data.get("train"):
+        return loader_settings(cfg, "train").samples_per_gpu
+    return _loader(data, "train", {}, []).samples_per_gpu
+
+
+def _loader(data: dict[str, Any], split: str, node: dict[str, Any], split_keys: list[dict[str, Any]]) -> LoaderSettings:
     loader_key = f"data.{split}_dataloader"
     loader = _mapping(data.get(f"{split}_dataloader"), loader_key, "{samples_per_gpu: 2}")
     _unknown_keys(loader, DATALOADER_KEYS, loader_key)
@@ -451,7 +463,7 @@ class DistSettings:
 
 def _dist(cfg: Mapping[str, Any]) -> DistSettings:
     node = _mapping(cfg.get("dist_params"), "dist_params", "{backend: nccl}")
-    _unknown_keys(node, ("backend", "port"), "dist_params")
+    _unknown_keys(node, ("backend",), "dist_params")  # the port: MASTER_PORT (torchrun) or the launcher
     backend = node.get("backend")
     if backend is not None and backend not in ("nccl", "gloo"):
         raise ConfigError(f"dist_params.backend: expected nccl or gloo, got {_show(backend)}")
@@ -473,6 +485,14 @@ def _auto_scale(cfg: Mapping[str, Any]) -> AutoScaleLrSettings:
         _bool(node.get("enable", False), "auto_scale_lr.enable"),
         _int(node.get("base_batch_size", 16), "auto_scale_lr.base_batch_size", minimum=1, example=16),
     )
+
+
+def _device(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or value.split(":")[0] not in ("cpu", "cuda"):
+        raise ConfigError(f"device: expected cpu, cuda or cuda:N, got {_show(value)}")
+    return value
 
 
 def _optional_str(value: Any, key: str) -> str | None:
@@ -500,6 +520,7 @@ class RunSettings:
     load_from: str | None = None
     resume_from: str | None = None
     work_dir: str | None = None
+    device: str | None = None
     custom_hooks: tuple[dict[str, Any], ...] = ()
 
     def replace(self, **changes: Any) -> "RunSettings":
@@ -533,6 +554,7 @@ def parse_settings(cfg: Mapping[str, Any]) -> RunSettings:
         load_from=_optional_str(cfg.get("load_from"), "load_from"),
         resume_from=_optional_str(cfg.get("resume_from"), "resume_from"),
         work_dir=_optional_str(cfg.get("work_dir"), "work_dir"),
+        device=_device(cfg.get("device")),
         custom_hooks=tuple(dict(h) for h in custom),
     )
 
@@ -540,5 +562,5 @@ def parse_settings(cfg: Mapping[str, Any]) -> RunSettings:
 __all__ = [
     "AutoScaleLrSettings", "CheckpointSettings", "DataSettings", "DistSettings", "EvalSettings", "Fp16Settings",
     "LoaderSettings", "LogSettings", "OptimSettings", "RUNNER_TYPES", "RunSettings", "ScheduleSettings",
-    "loader_settings", "parse_settings", "runner_settings", "split_dataset_node",
+    "loader_settings", "parse_settings", "train_batch_size", "runner_settings", "split_dataset_node",
 ]

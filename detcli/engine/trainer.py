@@ -276,6 +276,9 @@ def _train(cfg: dict[str, Any], settings: RunSettings, options: TrainOptions) ->
     """
     settings = _apply_options(cfg, settings, options)
     dev = resolve_device(options.device)
+    if settings.device is not None and torch.device(settings.device).type != dev.type:
+        raise ConfigError(f"{options.cfg_source}: device: the config says {settings.device} but the run is on {dev} "
+                          f"(--device); pass --device {settings.device} or drop the key (--cfg-options device=null)")
     set_random_seed(settings.seed or 0, settings.deterministic)
     if settings.optim.optimizer is None:
         raise ConfigError(f"{options.cfg_source}: optimizer: the config has no optimizer section "

@@ -95,4 +95,74 @@ def _validate(cfg: Mapping[str, Any], source: str) -> None:
     build_custom_hooks(cfg.get("custom_hooks"), dry_run=True)
 
 
-__all__ = ["runner_settings", "validate_config"]
+def check_build(cfg: Mapping[str, Any], source: str) -> RunSettings:
+    """``det config check``: :func:`validate_config`, then build what training builds, in a dry run.
+
+    Builds the model (constructors run, weights stay uninitialised and nothing is downloaded), every
+    transform of every ``data.<split>.pipeline`` (datasets themselves are not built: no annotation
+    file or image is read), the optimizer over the model's parameters, the lr schedule, the checkpoint,
+    evaluation and logger hooks and ``custom_hooks``. So errors that only a constructor finds (a norm
+    layer det does not have, a bad transform argument, an optimizer keyword of the wrong type) show here.
+
+    Raises:
+        ConfigError: naming ``source``.
+    """
+    settings = validate_config(cfg, source)
+    try:
+        _build_all(cfg, settings)
+    except ConfigError as e:
+        message = str(e)
+        raise ConfigError(message if message.startswith(str(source)) else f"{source}: {message}") from e
+    except (TypeError, ValueError) as e:  # a constructor's own check
+        raise ConfigError(f"{source}: building the run failed: {type(e).__name__}: {e}") from e
+    return settings
+
+
+def _build_all(cfg: Mapping[str, Any], settings: RunSettings) -> None:
+    from detcli.engine.hooks import EvalHook, LoggerHook, LrUpdaterHook
+    from detcli.engine.optim import build_optimizer
+    from detcli.engine.tester import build_model
+
+    model = build_model(cfg)
+    for split in ("train", "val", "test"):
+        loader = getattr(settings.data, split)
+        if loader is not None:
+            _build_pipelines(loader.dataset, f"data.{split}")
+    if settings.schedule.val_phases and settings.data.val is None:
+        raise ConfigError("workflow: a val phase computes the validation loss on data.val, which the config lacks")
+    sched = settings.schedule
+    schedule = LrSchedule.from_config(sched.lr_config, max_epochs=sched.max_epochs, max_iters=sched.max_iters)
+    if settings.optim.optimizer is not None:
+        optimizer = build_optimizer(model, settings.optim.optimizer)
+        LrUpdaterHook(schedule, optimizer)
+    ckpt = settings.checkpoint
+    CheckpointHook(interval=ckpt.interval, by_epoch=sched.by_epoch if ckpt.by_epoch is None else ckpt.by_epoch,
+                   save_optimizer=ckpt.save_optimizer, max_keep_ckpts=ckpt.max_keep_ckpts, save_last=ckpt.save_last)
+    ev = settings.evaluation
+    EvalHook(lambda *a: None, interval=ev.interval, start=ev.start, save_best=ev.save_best, rule=ev.rule,  # type: ignore[arg-type,return-value]
+             dynamic_intervals=[list(p) for p in ev.dynamic_intervals] if ev.dynamic_intervals else None)
+    LoggerHook(interval=settings.log.interval)
+    build_custom_hooks(list(settings.custom_hooks) or None)
+
+
+def _build_pipelines(node: Any, path: str) -> None:
+    """Build every transform of every ``pipeline`` in a dataset tree (wrappers and lists included)."""
+    from detcli.registry import TRANSFORMS
+
+    if isinstance(node, (list, tuple)):
+        for i, item in enumerate(node):
+            _build_pipelines(item, f"{path}.{i}")
+        return
+    if not isinstance(node, Mapping):
+        return
+    pipeline = node.get("pipeline")
+    if isinstance(pipeline, (list, tuple)):
+        for i, t in enumerate(pipeline):
+            if isinstance(t, Mapping):
+                build(t, TRANSFORMS, path=f"{path}.pipeline.{i}")
+    for key in ("dataset", "datasets"):
+        if key in node:
+            _build_pipelines(node[key], f"{path}.{key}")
+
+
+__all__ = ["check_build", "runner_settings", "validate_config"]
