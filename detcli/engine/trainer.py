@@ -564,14 +564,11 @@ def _eval_hook(built: _Built, cfg: dict[str, Any], settings: RunSettings, dev: t
     )
 
 
-def _execute(built: _Built, cfg: dict[str, Any], settings: RunSettings, options: TrainOptions, run_dir: _RunDir,
-             resume_path: Path | None, skipped: list[str]) -> TrainResult:
-    """Write the resolved config and manifest, run the loop, and record how it ended."""
-    runner = built.runner
-    rank, world_size = get_dist_info()
+def _manifest(built: _Built, cfg: dict[str, Any], settings: RunSettings, options: TrainOptions, run_dir: _RunDir,
+              resume_path: Path | None, skipped: list[str]) -> dict[str, Any]:
+    """``manifest.json`` at the start of the run (status ``running``)."""
     env = run_dir.env or collect_env()
-    sched = settings.schedule
-    manifest: dict[str, Any] = {
+    return {
         "argv": list(options.argv) if options.argv is not None else None,
         "det_version": env["det"],
         "config_source": str(options.cfg_source),
@@ -579,9 +576,9 @@ def _execute(built: _Built, cfg: dict[str, Any], settings: RunSettings, options:
         "versions": env,
         "seed": settings.seed,
         "deterministic": settings.deterministic,
-        "device": str(runner.device),
+        "device": str(built.runner.device),
         "torch_threads": built.threads,
-        "world_size": world_size,
+        "world_size": get_dist_info()[1],
         "datasets": {split: _fingerprint(ds) for split, ds in built.datasets.items()},
         "resume_from": str(resume_path) if resume_path else None,
         "load_from": str(settings.load_from) if settings.load_from else None,
@@ -592,6 +589,15 @@ def _execute(built: _Built, cfg: dict[str, Any], settings: RunSettings, options:
         "end_time": None,
         "status": "running",
     }
+
+
+def _execute(built: _Built, cfg: dict[str, Any], settings: RunSettings, options: TrainOptions, run_dir: _RunDir,
+             resume_path: Path | None, skipped: list[str]) -> TrainResult:
+    """Write the resolved config and manifest, run the loop, and record how it ended."""
+    runner = built.runner
+    rank, world_size = get_dist_info()
+    sched = settings.schedule
+    manifest = _manifest(built, cfg, settings, options, run_dir, resume_path, skipped)
     run_dir.start_logs()
     if rank == 0:
         write_text_atomic(dump_config(cfg), run_dir.config_path)

@@ -185,3 +185,11 @@ def test_bf16_autocast_has_no_scaler(tmp_path: Path, monkeypatch: pytest.MonkeyP
     result = engine.train(cfg, work_dir=tmp_path / "b", cfg_source="b.yaml")
     assert set(AutocastProbeDetector.seen) == {(True, torch.bfloat16)}
     assert torch.load(result.last_checkpoint, weights_only=True)["meta"]["fp16"] == {"loss_scaler": None}
+
+
+def test_log_level_filters_the_text_log(tmp_path: Path) -> None:
+    quiet = engine.train(tiny_cfg(log_level="WARNING"), work_dir=tmp_path / "q", cfg_source="q.yaml")
+    loud = engine.train(tiny_cfg(), work_dir=tmp_path / "l", cfg_source="l.yaml")
+    assert "INFO" in loud.text_log.read_text() and "Epoch [1][2/4]" in loud.text_log.read_text()
+    assert "INFO" not in quiet.text_log.read_text()
+    assert quiet.json_log.read_text().count('"mode": "train"') == loud.json_log.read_text().count('"mode": "train"')
