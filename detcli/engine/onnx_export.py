@@ -280,7 +280,7 @@ def trace_to_onnx(wrapper: torch.nn.Module, tensor: torch.Tensor, path: str | os
 
 
 def image_sizes_tensor(sizes: Sequence[tuple[int, int]]) -> torch.Tensor:
-    """``(B, 2)`` float32 ``(h, w)`` per image: the ``image_sizes`` input of a dense export graph."""
+    """``(B, 2)`` float32 ``(h, w)`` per image: the ``image_sizes`` input of an export graph."""
     return torch.tensor([[float(h), float(w)] for h, w in sizes], dtype=torch.float32).reshape(-1, 2)
 
 
