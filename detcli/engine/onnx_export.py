@@ -18,7 +18,7 @@ import logging
 import os
 import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -280,7 +280,7 @@ def trace_to_onnx(wrapper: torch.nn.Module, tensor: torch.Tensor, path: str | os
 
 
 def image_sizes_tensor(sizes: Sequence[tuple[int, int]]) -> torch.Tensor:
-    """``(B, 2)`` float32 ``(h, w)`` per image: the ``image_sizes`` input of a dense export graph."""
+    """``(B, 2)`` float32 ``(h, w)`` per image: the ``image_sizes`` input of an export graph."""
     return torch.tensor([[float(h), float(w)] for h, w in sizes], dtype=torch.float32).reshape(-1, 2)
 
 
@@ -466,6 +466,8 @@ class OnnxPredictor:
         self.num_classes = int(head["num_classes"])
         #: the graph has a ``masks`` output (Mask R-CNN), so ``det test --metric segm`` works
         self.with_mask = any(o.name == "masks" for o in proto.graph.output)
+        #: called right after each session run (``det benchmark`` splits graph time from the rest with it)
+        self.after_run: Callable[[], None] | None = None
 
     def predict(self, images: ImageBatch) -> list[Detections]:
         x = images.tensor.contiguous()
@@ -476,6 +478,8 @@ class OnnxPredictor:
         if self.static_batch is not None and x.shape[0] != self.static_batch:
             return [d for i in range(x.shape[0]) for d in self.predict(ImageBatch(x[i:i + 1], [images.image_sizes[i]]))]
         outs = self.session.run(None, graph_feed(self.input_names, ImageBatch(x, images.image_sizes)))
+        if self.after_run is not None:
+            self.after_run()
         return onnx_detections(outs[0], outs[1], images.image_sizes, outs[2] if len(outs) > 2 else None)
 
     def parameters(self):  # noqa: ANN201  (run_inference asks for the device)
