@@ -465,6 +465,11 @@ class Runner:
         """Train until ``max_epochs``/``max_iters``; ``after_run`` hooks run even on errors."""
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
+        if self.cumulative_iters > 1 and any(isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training
+                                             for m in self.model.modules()):
+            logger.warning("optimizer_config.cumulative_iters %d with BatchNorm layers in training mode: their "
+                           "statistics see batches of samples_per_gpu, not the accumulated batch, so results can "
+                           "differ slightly from a %d times larger batch", self.cumulative_iters, self.cumulative_iters)
         if self.cumulative_iters > 1 and self.iter % self.cumulative_iters:
             logger.warning("resumed at iteration %d, not a multiple of optimizer_config.cumulative_iters (%d): the "
                            "gradients accumulated since iteration %d are lost", self.iter, self.cumulative_iters,

@@ -15,6 +15,13 @@ is a pure function of the position, so an interrupted and resumed run ends with 
 as an uninterrupted one (on CPU). SIGTERM (Slurm preemption) or Ctrl-C saves ``iter_N.pth`` after the
 current iteration and raises :class:`~detcli.engine.runner.TrainingInterrupted` (resume with ``--resume``).
 ``load_from`` loads matching weights only and starts at epoch 0.
+
+The config is validated once into typed settings (:mod:`detcli.engine.settings`); besides the
+optimizer, schedule and hooks these carry ``fp16`` / ``--amp`` (mixed precision on CUDA,
+:mod:`detcli.engine.amp`; the loss scaler is checkpointed), ``optimizer_config.type:
+GradientCumulativeOptimizerHook`` (``cumulative_iters``: gradient accumulation) and ``workflow:
+[[train, N], [val, M]]`` (the validation loss on ``data.val`` with the training pipeline, logged as
+``mode: val``), all run by :class:`~detcli.engine.runner.Runner`.
 """
 
 from __future__ import annotations
