@@ -6,7 +6,8 @@ optimizer step (``torch.amp.GradScaler``), as mmcv's ``Fp16OptimizerHook`` does 
 
 - ``loss_scale: dynamic`` (``--amp``): the scale starts at 65536, halves when a step's gradients
   hold inf/NaN (the step is skipped) and doubles after 2000 clean steps;
-- ``loss_scale: 512.0``: a fixed scale (steps with inf/NaN gradients are still skipped);
+- ``loss_scale: 512.0`` (also the default, as mmcv's): a fixed scale (steps with inf/NaN gradients are
+  still skipped);
 - ``loss_scale: {init_scale: ..., growth_interval: ...}``: ``GradScaler``'s arguments.
 
 ``fp16: {dtype: bfloat16}`` (det's extension) autocasts to bfloat16 on GPUs that support it; it

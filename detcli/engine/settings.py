@@ -207,11 +207,12 @@ class Fp16Settings:
     """``fp16`` / ``--amp``: mixed precision (autocast) with a gradient scaler.
 
     Attributes:
-        loss_scale: ``"dynamic"``, a fixed scale, or the keyword arguments of ``torch.amp.GradScaler``.
+        loss_scale: ``"dynamic"``, a fixed scale, or the keyword arguments of ``torch.amp.GradScaler``;
+            default 512.0 (mmcv's ``Fp16OptimizerHook``), ``--amp`` uses ``"dynamic"``.
         dtype: ``float16`` (with the scaler) or ``bfloat16`` (no scaler needed).
     """
 
-    loss_scale: str | float | dict[str, Any] = "dynamic"
+    loss_scale: str | float | dict[str, Any] = 512.0
     dtype: str = "float16"
 
 
@@ -220,7 +221,7 @@ def _fp16(value: Any) -> Fp16Settings | None:
         return None
     node = _mapping(value, "fp16", "{loss_scale: dynamic}")
     _unknown_keys(node, FP16_KEYS, "fp16")
-    scale = node.get("loss_scale", "dynamic")
+    scale = node.get("loss_scale", 512.0)
     if isinstance(scale, Mapping):
         allowed = ("init_scale", "growth_factor", "backoff_factor", "growth_interval", "enabled")
         _unknown_keys(scale, allowed, "fp16.loss_scale")

@@ -143,11 +143,11 @@ def test_workflow_with_val() -> None:
 
 
 @pytest.mark.parametrize(("fp16", "expected"), [
-    ({}, ("dynamic", "float16")),
+    ({}, (512.0, "float16")),  # mmcv's Fp16OptimizerHook default
     ({"loss_scale": "dynamic"}, ("dynamic", "float16")),
     ({"loss_scale": 512}, (512.0, "float16")),
     ({"loss_scale": {"init_scale": 256.0, "growth_interval": 10}}, ({"init_scale": 256.0, "growth_interval": 10}, "float16")),
-    ({"dtype": "bfloat16"}, ("dynamic", "bfloat16")),
+    ({"dtype": "bfloat16"}, (512.0, "bfloat16")),
 ])
 def test_fp16_settings(fp16: dict[str, Any], expected: tuple[Any, str]) -> None:
     s = parse_settings(tiny_cfg(fp16=fp16)).optim.fp16
