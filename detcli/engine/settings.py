@@ -298,7 +298,7 @@ def runner_settings(cfg: Mapping[str, Any]) -> tuple[str, int | None, int | None
     if other in runner:
         raise ConfigError(f"runner.{other}: a {kind} counts in {key.split('_')[1]}; set runner.{key} instead")
     value = runner.get(key)
-    if not _is_int(value) or value < 1:
+    if value is None or not _is_int(value) or value < 1:
         raise ConfigError(f"runner.{key}: a {kind} needs {key} as a positive integer, got {value!r}")
     return kind, (value if key == "max_epochs" else None), (value if key == "max_iters" else None)
 

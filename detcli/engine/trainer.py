@@ -240,10 +240,10 @@ def train(
         device: ``cpu``, ``cuda`` (``cuda:LOCAL_RANK`` under a launcher) or ``cuda:N``.
         kwargs: the fields of :class:`TrainOptions` (``work_dir`` and ``cfg_source`` are required).
     """
-    cfg = copy.deepcopy(dict(cfg))
-    settings = validate_config(cfg, str(kwargs.get("cfg_source", "<config>")))  # once per run
+    resolved = copy.deepcopy(dict(cfg))
+    settings = validate_config(resolved, str(kwargs.get("cfg_source", "<config>")))  # once per run
     with distributed(launcher, device, backend=settings.dist.backend) as rank_device:
-        return _train(cfg, settings, TrainOptions(device=rank_device, sync_bn=sync_bn, **kwargs))
+        return _train(resolved, settings, TrainOptions(device=rank_device, sync_bn=sync_bn, **kwargs))
 
 
 def _train(cfg: dict[str, Any], settings: RunSettings, options: TrainOptions) -> TrainResult:
@@ -410,7 +410,7 @@ def _build(cfg: dict[str, Any], settings: RunSettings, options: TrainOptions, de
         val_set, _, _ = build_split(cfg, "val", test_mode=True)
     loss_set = _val_loss_dataset(cfg, settings) if settings.schedule.val_phases else None
     datasets = {"train": train_set} | ({"val": val_set} if val_set is not None else {})
-    model = build_model(cfg)
+    model: Any = build_model(cfg)
     check_num_classes(model, datasets | ({"val (workflow)": loss_set} if loss_set is not None else {}))
     load_reports = [] if resume else list(model.init_weights(allow_partial=options.allow_partial) or [])
     train_module = _wrap_distributed(model, settings.dist, dev, seed=settings.seed or 0, cfg_source=options.cfg_source)
@@ -449,7 +449,7 @@ class _EpochLoader:
         self.dataset = dataset
 
     def __call__(self, epoch: int) -> Any:
-        sampler = getattr(self.loader, "sampler", None)
+        sampler: Any = getattr(self.loader, "sampler", None)
         if hasattr(sampler, "set_epoch"):
             sampler.set_epoch(epoch)
         if hasattr(self.dataset, "set_epoch"):

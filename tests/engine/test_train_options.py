@@ -151,7 +151,7 @@ def test_amp_wiring_with_cpu_autocast(tmp_path: Path, monkeypatch: pytest.Monkey
     monkeypatch.setattr(amp, "ALLOW_CPU", True)
     AutocastProbeDetector.seen.clear()
     scale = {"init_scale": 256.0, "growth_interval": 2}
-    full = engine.train(amp_cfg(scale), work_dir=tmp_path / "full", cfg_source="amp.yaml")
+    engine.train(amp_cfg(scale), work_dir=tmp_path / "full", cfg_source="amp.yaml")
     assert AutocastProbeDetector.seen and all(s == (True, torch.float16) for s in AutocastProbeDetector.seen)
     ck1 = torch.load(tmp_path / "full" / "epoch_1.pth", weights_only=True)
     ck2 = torch.load(tmp_path / "full" / "epoch_2.pth", weights_only=True)
