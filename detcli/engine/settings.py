@@ -438,7 +438,7 @@ class LogSettings:
 
     interval: int = 50
     hooks: tuple[dict[str, Any], ...] = ()
-    log_level: str = "INFO"
+    log_level: str | None = None  # None: not set (INFO for the run's text log)
 
 
 def _logging(cfg: Mapping[str, Any]) -> LogSettings:
@@ -447,10 +447,10 @@ def _logging(cfg: Mapping[str, Any]) -> LogSettings:
     hooks = node.get("hooks") or []
     if not isinstance(hooks, (list, tuple)) or not all(isinstance(h, Mapping) for h in hooks):
         raise ConfigError(f"log_config.hooks: expected a list of {{type: ...}} nodes, got {_show(hooks)}")
-    level = cfg.get("log_level", "INFO")
-    if not isinstance(level, str) or level.upper() not in LOG_LEVELS:
+    level = cfg.get("log_level")
+    if level is not None and (not isinstance(level, str) or level.upper() not in LOG_LEVELS):
         raise ConfigError(f"log_level: expected one of {', '.join(LOG_LEVELS)}, got {_show(level)}")
-    return LogSettings(interval, tuple(dict(h) for h in hooks), level.upper())
+    return LogSettings(interval, tuple(dict(h) for h in hooks), level.upper() if level is not None else None)
 
 
 @dataclass(frozen=True)

@@ -328,7 +328,7 @@ class _RunDir:
     and left empty.
     """
 
-    def __init__(self, path: Path, cfg_source: str, log_level: str) -> None:
+    def __init__(self, path: Path, cfg_source: str, log_level: str | None) -> None:
         self.path = path
         self.rank = get_dist_info()[0]
         self.timestamp = time.strftime("%Y%m%d_%H%M%S")
@@ -336,7 +336,8 @@ class _RunDir:
         self.json_log = path / f"{self.timestamp}.log.json" if self.rank == 0 else None
         self.manifest_path = path / "manifest.json"
         self.config_path = path / f"{Path(cfg_source).stem}.yaml"
-        self.level = getattr(logging, log_level)
+        self.explicit_level = log_level is not None
+        self.level = getattr(logging, log_level) if log_level is not None else logging.INFO
         self.env: dict[str, Any] = {}  # collect_env() once the hooks are built
         self.created = False
         self._locked = False
@@ -346,7 +347,8 @@ class _RunDir:
         self._buffer = logging.handlers.MemoryHandler(capacity=1_000_000, flushLevel=logging.CRITICAL + 1)
 
     def __enter__(self) -> "_RunDir":
-        if self.rank == 0 and self._package.getEffectiveLevel() > self.level:
+        # log_level sets this run's level (console and text log); without it the text log gets INFO
+        if self.rank == 0 and (self.explicit_level or self._package.getEffectiveLevel() > self.level):
             self._package.setLevel(self.level)
         self._buffer.setLevel(self.level)
         self._package.addHandler(self._buffer)

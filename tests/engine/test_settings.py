@@ -120,7 +120,7 @@ def test_parse_settings_of_the_tiny_config() -> None:
     assert s.optim.fp16 is None
     assert (s.schedule.runner_type, s.schedule.max_epochs, s.schedule.workflow) == ("EpochBasedRunner", 2, (("train", 1),))
     assert s.evaluation.interval == 1 and s.evaluation.options == {"metric": "bbox"}
-    assert s.log.interval == 2 and s.log.log_level == "INFO"
+    assert s.log.interval == 2 and s.log.log_level is None
     with pytest.raises(Exception):
         s.seed = 3  # type: ignore[misc]  (frozen)
 
