@@ -26,7 +26,7 @@ import torch
 
 from detcli.config import load_config
 from detcli.engine.checkpoint import atomic_save, make_checkpoint
-from detcli.engine.tester import build_model, load_model
+from detcli.engine.builders import build_model, load_model
 from detcli.models.weight_maps.mmdet import to_mmdet_names
 from detcli.weights import read_checkpoint
 

@@ -23,7 +23,7 @@ def confusion_matrix(
 ) -> None:
     """Confusion matrix of detections vs ground truth: rows GT, columns predictions, plus background."""
     from detcli.config import load_config, resolve_preset_path
-    from detcli.engine import confusion_matrix as compute
+    from detcli.tools import confusion_matrix as compute
     from detcli.evaluation.confusion import ORIENTATION
 
     cfg = load_config(str(resolve_preset_path(preset)), cfg_options)

@@ -141,7 +141,7 @@ class Predictor:
 
     def __init__(self, checkpoint: str, cfg: dict | None = None, device: str = "cpu") -> None:
         from detcli.data import build_test_pipeline
-        from detcli.engine.tester import load_model
+        from detcli.engine.builders import load_model
 
         loaded = load_model(checkpoint, cfg=cfg, device=device)
         self.model = loaded.model

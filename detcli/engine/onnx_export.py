@@ -119,7 +119,7 @@ def _load_inputs(cfg: Mapping[str, Any], images: Sequence[str | None]) -> list[t
     pipeline = None
     for path in images:
         if path is None:
-            from detcli.engine.tester import build_split
+            from detcli.engine.builders import build_split
 
             dataset = build_split(cfg, "test", test_mode=True)[0]
             batch = collate(dataset[0][:1])
@@ -188,7 +188,7 @@ def export_onnx(
     """
     import onnx
 
-    from detcli.engine.tester import load_model
+    from detcli.engine.builders import load_model
     from detcli.models.deploy import check_exportable, deploy_model, min_opset
     from detcli.ops import use_backend
 

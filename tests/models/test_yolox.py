@@ -239,7 +239,7 @@ def test_onnx_export_parity(tmp_path: Path) -> None:
     pytest.importorskip("onnxruntime")
     from detcli.engine.checkpoint import atomic_save, make_checkpoint
     from detcli.engine.onnx_export import export_onnx
-    from detcli.engine.tester import build_model
+    from detcli.engine.builders import build_model
 
     cfg = load_config(str(ROOT / "presets" / "quickstart.yaml"),
                       ["data.test.num_images=2", "data.test.img_size=64", "data.test.pipeline.1.img_scale=[64,64]"])

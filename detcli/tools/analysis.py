@@ -41,7 +41,7 @@ def confusion_matrix(
         DatasetError: the results file is missing, not JSON, or refers to unknown images/categories.
         ConfigError: a threshold out of range, a bad ``data.test`` node.
     """
-    from detcli.engine.tester import build_split
+    from detcli.engine.builders import build_split
     from detcli.evaluation.files import read_json_file
     from detcli.fileio import check_writable_dir, write_text_atomic
 
@@ -136,7 +136,8 @@ def analyze_results(
     import numpy as np
     import torch
 
-    from detcli.engine.tester import build_split, original_image
+    from detcli.engine.builders import build_split
+    from detcli.engine.tester import original_image
     from detcli.errors import ConfigError
     from detcli.evaluation.confusion import group_results
     from detcli.evaluation.files import read_json_file

@@ -144,7 +144,7 @@ def _stats(values: list[float]) -> dict[str, float]:
 def prepare_model(cfg: Mapping[str, Any], checkpoint: str | os.PathLike[str] | None, device: torch.device,
                   fuse: bool) -> tuple[torch.nn.Module, str, int]:
     """``(model in eval mode on device, weights description, number of conv+BN pairs fused)``."""
-    from detcli.engine.tester import build_model, load_model
+    from detcli.engine.builders import build_model, load_model
     from detcli.models.fuse import fuse_conv_bn
 
     if checkpoint is not None:
@@ -182,7 +182,7 @@ def benchmark(
         CheckpointError: a checkpoint that is not det's or does not fit the model.
     """
     from detcli.engine.environment import resolve_device
-    from detcli.engine.tester import build_split
+    from detcli.engine.builders import build_split
 
     if task not in TASKS:
         raise ConfigError(f"--task {task!r}: expected one of {', '.join(TASKS)}")

@@ -14,13 +14,13 @@ from typer.testing import CliRunner
 
 from detcli.cli import app, normalize_argv
 from detcli.config import load_config, resolve_preset_path
-from detcli.engine.benchmark import (
+from detcli.tools.benchmark import (
     benchmark,
     count_flops,
     default_flops_shape,
     format_count,
 )
-from detcli.engine.tester import build_model
+from detcli.engine.builders import build_model
 from detcli.errors import ConfigError
 from detcli.models.fuse import fuse_conv_bn
 
@@ -134,7 +134,7 @@ def invoke(*args: str):
 
 
 def test_cli_benchmark_preset_and_kernels_coexist(monkeypatch: pytest.MonkeyPatch) -> None:
-    import detcli.engine.benchmark as eng
+    import detcli.tools.benchmark as eng
     import detcli.ops.benchmark as ops
 
     calls: list = []

@@ -140,7 +140,7 @@ def browse_dataset(
             display); ``max_images < 1``.
     """
     import detcli.data  # noqa: F401  (registers the transforms)
-    from detcli.engine.tester import build_split
+    from detcli.engine.builders import build_split
     from detcli.registry import TRANSFORMS
     from detcli.visualization import denormalize, draw_ground_truth, output_name, save_image
 

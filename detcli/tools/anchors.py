@@ -561,7 +561,7 @@ def optimize_anchors(
         ConfigError: unknown algorithm, bad shape, an anchor-free model, an unsupported generator/assigner.
         DatasetError: no boxes in the training split.
     """
-    from detcli.engine.tester import build_split
+    from detcli.engine.builders import build_split
     from detcli.fileio import check_writable_file, write_json_atomic
 
     if algorithm not in ALGORITHMS:
