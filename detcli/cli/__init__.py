@@ -15,7 +15,22 @@ import typer
 from typer.core import TyperGroup
 
 from detcli import __version__
-from detcli.cli import analyze_logs, anchors, benchmark, browse, completion, config_cmd, confusion, convert, env, export, infer, test, train, weights_cmd
+from detcli.cli import (
+    analyze_logs,
+    anchors,
+    benchmark,
+    browse,
+    completion,
+    config_cmd,
+    confusion,
+    convert,
+    env,
+    export,
+    infer,
+    test,
+    train,
+    weights_cmd,
+)
 from detcli.cli._common import err_console, setup_logging, state
 
 #: Help panels of ``det --help``: the main commands first (the default "Commands" panel), tools after.

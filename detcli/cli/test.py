@@ -7,8 +7,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from detcli.cli.train import LAUNCHER_HELP, NPROC_HELP
 from detcli.cli._common import RichProgress, err_console, fail, handle_errors, print_json, set_ops_backend
+from detcli.cli.train import LAUNCHER_HELP, NPROC_HELP
 
 
 def parse_eval_options(options: list[str] | None) -> dict[str, object]:

@@ -32,7 +32,7 @@ import numpy as np
 from pycocotools.coco import COCO
 
 from detcli.data.base import AnnotationFileDataset, load_class_names
-from detcli.data.coco import join_root, coco_from_dict
+from detcli.data.coco import coco_from_dict, join_root
 from detcli.errors import DatasetError
 from detcli.fileio import read_image_file
 from detcli.registry import DATASETS

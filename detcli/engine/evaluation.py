@@ -16,7 +16,6 @@ Options (the config's ``evaluation`` section minus the hook's keys, then ``--eva
 from __future__ import annotations
 
 import math
-
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any

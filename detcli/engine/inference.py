@@ -191,9 +191,8 @@ def infer(
     Yields:
         One record per image or frame.
     """
-    from detcli.visualization import draw_detections, save_image
-
     from detcli.fileio import check_writable_dir
+    from detcli.visualization import draw_detections, save_image
 
     if out_dir is not None:  # before the model is loaded
         check_writable_dir(out_dir, "output folder (--out-dir)")

@@ -123,7 +123,7 @@ def _load_inputs(cfg: Mapping[str, Any], images: Sequence[str | None]) -> list[t
 
             dataset = build_split(cfg, "test", test_mode=True)[0]
             batch = collate(dataset[0][:1])
-            out.append((f"data.test[0]", batch.images))
+            out.append(("data.test[0]", batch.images))
             continue
         if pipeline is None:
             node = (cfg.get("data") or {}).get("test") or {}
@@ -189,10 +189,9 @@ def export_onnx(
     import onnx
 
     from detcli.engine.builders import load_model
+    from detcli.fileio import check_writable_file
     from detcli.models.deploy import check_exportable, deploy_model, min_opset
     from detcli.ops import use_backend
-
-    from detcli.fileio import check_writable_file
 
     start = time.perf_counter()
     check_writable_file(Path(output_file) if output_file else Path(checkpoint).with_suffix(".onnx"),

@@ -14,8 +14,8 @@ the model's ``test_cfg`` (``nms.iou_threshold``, ``max_per_img``).
 from __future__ import annotations
 
 import logging
-import time
 import os
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,12 +27,17 @@ from torch import nn
 from detcli.engine import runlock
 from detcli.engine.builders import build_split, load_checkpoint_config, load_predictor
 from detcli.engine.dist import distributed, gather_results, get_dist_info, run_on_main
+from detcli.engine.evaluation import ALL_METRICS, Evaluation, evaluate_dataset, resolve_evaluation
 from detcli.engine.hooks import check_num_classes
 from detcli.engine.progress import ProgressCallback, ProgressEvent
 from detcli.errors import ConfigError, DetError
-from detcli.engine.evaluation import ALL_METRICS, Evaluation, evaluate_dataset, resolve_evaluation
 from detcli.evaluation import (
-    ClasswiseAP, CocoEvaluation, check_metrics, detections_to_coco, evaluate_files, format_classwise_table,
+    ClasswiseAP,
+    CocoEvaluation,
+    check_metrics,
+    detections_to_coco,
+    evaluate_files,
+    format_classwise_table,
     write_results_json,
 )
 from detcli.evaluation.rle import EncodedDetections, compact

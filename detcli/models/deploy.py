@@ -30,14 +30,14 @@ from torch import Tensor, nn
 
 from detcli.errors import ConfigError
 from detcli.models.atss import ATSS
+from detcli.models.cascade import CascadeRCNN
 from detcli.models.dense_head import BaseDenseHead
 from detcli.models.detector import SingleStageDetector
 from detcli.models.fcos import FCOS
 from detcli.models.gfl import GFL
 from detcli.models.retinanet import RetinaNet
-from detcli.models.yolox import YOLOX
-from detcli.models.cascade import CascadeRCNN
 from detcli.models.two_stage import FasterRCNN, MaskRCNN, TwoStageDetector
+from detcli.models.yolox import YOLOX
 
 #: the built-in detectors ONNX export supports, by config ``type`` (two-stage ones by
 #: :class:`detcli.models.deploy_two_stage.DeployTwoStage`); any single-stage detector whose head is a

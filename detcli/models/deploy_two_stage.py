@@ -48,6 +48,7 @@ import torch
 from torch import Tensor, nn
 
 from detcli.errors import ConfigError
+from detcli.models.cascade import CascadeRoIHead
 from detcli.models.deploy import check_exportable
 from detcli.models.export_ops import (
     arange_like,
@@ -60,7 +61,6 @@ from detcli.models.export_ops import (
     topk_padded,
 )
 from detcli.models.mask_heads import axis_weights
-from detcli.models.cascade import CascadeRoIHead
 from detcli.models.roi_extractors import SingleRoIExtractor
 from detcli.models.two_stage import TwoStageDetector
 

@@ -18,16 +18,15 @@ from detcli.models.coders import DeltaXYWHBBoxCoder
 from detcli.models.dense_head import BaseDenseHead, LevelScores
 from detcli.models.dense_utils import (
     PaddedGroundTruth,
-    reduce_mean,
     PriorCache,
     conv_tower,
-    init_dense_head,
     flatten_levels,
+    init_dense_head,
     prior_pad_shape,
+    reduce_mean,
     valid_anchors,
 )
 from detcli.models.detector import (
-    DenseTestConfig,
     DenseTrainConfig,
     SingleStageDetector,
 )

@@ -13,10 +13,9 @@ rules disagree only for scales just below a level boundary (e.g. ``s = 111.99993
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
-
-import math
 
 import torch
 from torch import Tensor, nn

@@ -21,9 +21,9 @@ import torch
 from torch import Tensor, nn
 
 from detcli.errors import ConfigError
-from detcli.models.pretrained import parse_init_cfg
 from detcli.models.dense_utils import PaddedGroundTruth
 from detcli.models.detector import BaseDetector, check_keys
+from detcli.models.pretrained import parse_init_cfg
 from detcli.models.roi_head import RCNNTestConfig, StandardRoIHead
 from detcli.models.rpn import ProposalConfig, RPNHead, RPNTrainConfig
 from detcli.registry import DETECTORS

@@ -181,8 +181,8 @@ def benchmark(
         ConfigError: unknown task, ``max_iter <= num_warmup``, a bad split or model node.
         CheckpointError: a checkpoint that is not det's or does not fit the model.
     """
-    from detcli.engine.environment import resolve_device
     from detcli.engine.builders import build_split
+    from detcli.engine.environment import resolve_device
 
     if task not in TASKS:
         raise ConfigError(f"--task {task!r}: expected one of {', '.join(TASKS)}")

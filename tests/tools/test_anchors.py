@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 
 from detcli.config import apply_overrides, load_config, resolve_preset_path
+from detcli.errors import ConfigError, DatasetError
+from detcli.models.assigners import MaxIoUAssigner
 from detcli.tools.anchors import (
     RESULT_FILE,
     CollectedBoxes,
@@ -23,8 +25,6 @@ from detcli.tools.anchors import (
     optimize_anchors,
     resize_factors,
 )
-from detcli.errors import ConfigError, DatasetError
-from detcli.models.assigners import MaxIoUAssigner
 
 SMALL = ["data.train.num_images=40"]
 

@@ -13,9 +13,9 @@ from typer.testing import CliRunner
 
 from detcli.cli import app, normalize_argv
 from detcli.config import load_config, resolve_preset_path
+from detcli.errors import ConfigError, DatasetError
 from detcli.tools import analyze_results
 from detcli.tools.browse import browse_dataset, display_available
-from detcli.errors import ConfigError, DatasetError
 from detcli.visualization import denormalize
 
 SMALL = ["data.train.num_images=4", "data.test.num_images=5"]
