@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping
 from typing import Annotated, Optional
 
 import typer
@@ -135,7 +136,7 @@ def _echo_map_tables(map_tables: dict[str, list[object]]) -> None:
             typer.echo(format_map_table(table))  # type: ignore[arg-type]
 
 
-def _echo_metrics(metrics: dict[str, object]) -> None:
+def _echo_metrics(metrics: Mapping[str, object]) -> None:
     for key, value in metrics.items():
         typer.echo(f"{key}: {value:.4f}" if isinstance(value, float) else f"{key}: {value}")
 

@@ -255,7 +255,7 @@ def _run_video(predictor, source, name, out, keep, max_frames, summary, draw) ->
                 if writer is None:
                     target = out / f"{Path(name).stem}.mp4"
                     tmp_path = out / f".{Path(name).stem}.partial.mp4"
-                    fourcc = cv2.VideoWriter_fourcc(*"mp4v")
+                    fourcc = cv2.VideoWriter_fourcc(*"mp4v")  # type: ignore[attr-defined]
                     writer = cv2.VideoWriter(str(tmp_path), fourcc, fps, (frame.shape[1], frame.shape[0]))
                 writer.write(draw(frame, dets, predictor.class_names, score_thr=0.0))
             summary.frames += 1

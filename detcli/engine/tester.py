@@ -95,7 +95,7 @@ class TestResult:
 def _test_nms(cfg: Mapping[str, Any] | None) -> tuple[float, int]:
     test_cfg = dict((cfg or {}).get("model", {}).get("test_cfg") or {})
     nms = dict(test_cfg.get("nms") or {})
-    return float(nms.get("iou_threshold", nms.get("iou_thr", 0.5))), int(test_cfg.get("max_per_img", 100))
+    return float(nms.get("iou_threshold", nms.get("iou_thr", 0.5))), int(test_cfg.get("max_per_img", 100))  # type: ignore[arg-type]
 
 
 def merge_views(views: Sequence[Detections], iou_threshold: float, max_per_img: int) -> Detections:
@@ -174,7 +174,7 @@ def run_inference(
     total = len(loader.sampler)  # type: ignore[arg-type]
     start = time.perf_counter()
     for batch in loader:  # test mode: every image contributes batch.num_augs[k] views
-        preds = model.predict(batch.images.to(dev, non_blocking=True))
+        preds = model.predict(batch.images.to(dev, non_blocking=True))  # type: ignore[operator]
         for merged in postprocess_batch(preds, batch, cfg):
             results.append(compact(merged) if encode_masks else merged)
         if progress is not None:

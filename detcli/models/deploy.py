@@ -93,7 +93,7 @@ class DeployDetector(nn.Module):
         if self.postprocess:
             return ["dets", "labels"]
         head = self.detector.bbox_head
-        return [f"{k}_{i}" for k in head.output_kinds for i in range(head.num_levels)]
+        return [f"{k}_{i}" for k in head.output_kinds for i in range(head.num_levels)]  # type: ignore[arg-type, union-attr]
 
     @property
     def input_names(self) -> list[str]:
@@ -107,7 +107,7 @@ class DeployDetector(nn.Module):
         outs = head(feats)
         if not self.postprocess:
             return tuple(t.contiguous() for group in outs for t in group)
-        return head.export(outs, images, self.cfg, self.nms_pre, self.max_output, image_sizes)
+        return head.export(outs, images, self.cfg, self.nms_pre, self.max_output, image_sizes)  # type: ignore[operator]
 
 
 def exportable(detector: nn.Module) -> bool:

@@ -148,7 +148,7 @@ class RetinaHead(BaseDenseHead):
         gt = PaddedGroundTruth.of(targets, device)
         gt_boxes, gt_labels = gt.boxes, gt.labels
         prior_valid = valid_anchors(self.anchor_generator, anchors, featmap_sizes, images.image_sizes,
-                                    tuple(images.tensor.shape[-2:]), train_cfg.allowed_border)
+                                    tuple(images.tensor.shape[-2:]), train_cfg.allowed_border)  # type: ignore[arg-type]
         num_level_priors = [h * w * self.num_anchors for h, w in featmap_sizes]
         gt_inds, _ = train_cfg.assigner.assign_batch(anchors, gt_boxes, gt.valid, gt.ignore_boxes, gt.ignore_valid,
                                                      prior_valid, num_level_priors=num_level_priors)  # (B, N)

@@ -122,4 +122,4 @@ class SingleRoIExtractor(nn.Module):
             if out is None:
                 out = pooled.new_zeros((k, *pooled.shape[1:]))
             out[idx] = pooled  # one copy into RoI order (autograd-tracked when pooled needs grad)
-        return out
+        return out  # type: ignore[return-value]

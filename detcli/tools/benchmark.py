@@ -256,7 +256,7 @@ def _time_inference(model: torch.nn.Module, loader: Any, cfg: Mapping[str, Any],
             _sync(dev)
             t1 = time.perf_counter()
             marks.clear()
-            postprocess_batch(model.predict(inputs), batch, cfg)
+            postprocess_batch(model.predict(inputs), batch, cfg)  # type: ignore[operator]
             _sync(dev)
             t3 = time.perf_counter()
             t2 = marks.get("forward_end", t3)
@@ -321,7 +321,7 @@ def count_flops(cfg: Mapping[str, Any], shape: tuple[int, int] | None = None,
     counter = FlopCounterMode(display=False)
     images = torch.zeros(1, 3, int(h), int(w))
     with torch.no_grad(), counter:
-        feats = model.extract_feat(images)
+        feats = model.extract_feat(images)  # type: ignore[operator]
         head = getattr(model, "bbox_head", None)
         if head is not None:
             head(feats)

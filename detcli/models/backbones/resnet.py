@@ -79,7 +79,7 @@ def make_stages(
         if zero_init_residual:
             for m in stage:
                 last = m.bn3 if isinstance(m, tv_resnet.Bottleneck) else m.bn2
-                nn.init.zeros_(last.weight)
+                nn.init.zeros_(last.weight)  # type: ignore[arg-type, union-attr]
     return stages
 
 
