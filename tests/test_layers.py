@@ -68,9 +68,13 @@ def test_engine_does_not_import_tools() -> None:
     assert (PACKAGE / "tools").is_dir()
     offenders = []
     for path in (PACKAGE / "engine").rglob("*.py"):
-        for name in _imports(ast.parse(path.read_text())):
+        tree = ast.parse(path.read_text())
+        for name in _imports(tree):
             if name == "detcli.tools" or name.startswith("detcli.tools."):
                 offenders.append(f"{path.relative_to(PACKAGE)} imports {name}")
+        for node in ast.walk(tree):  # `from detcli import tools`
+            if isinstance(node, ast.ImportFrom) and node.module == "detcli" and any(a.name == "tools" for a in node.names):
+                offenders.append(f"{path.relative_to(PACKAGE)} imports detcli.tools")
     assert not offenders, "\n".join(offenders)
 
 
