@@ -9,6 +9,7 @@ from typing import Any
 from torch import nn
 
 from detcli.config import check_schema
+from detcli.plugins import prepare
 from detcli.engine.evaluation import ALL_METRICS, HOOK_KEYS, check_eval_options
 from detcli.engine.hooks import CheckpointHook, build_custom_hooks, check_dynamic_intervals
 from detcli.engine.lr import LrSchedule
@@ -65,6 +66,7 @@ def _validate(cfg: Mapping[str, Any], source: str) -> None:
     import detcli.models  # noqa: F401  (registers model components)
 
     check_schema(cfg, source)
+    prepare(cfg, source)  # custom_imports / plugins (a no-op when load_config already did it)
     if "model" not in cfg:
         raise ConfigError("model: the config has no model section")
     build(cfg["model"], DETECTORS, path="model", dry_run=True)
