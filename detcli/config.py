@@ -97,7 +97,7 @@ SECTION_KEYS: dict[str, frozenset[str] | None] = {
                             "periods", "restart_weights"}),
     "momentum_config": frozenset({"policy", "by_epoch", "target_ratio", "cyclic_times", "step_ratio_up",
                                   "anneal_strategy", "gamma", "base_momentum", "max_momentum", "pct_start",
-                                  "three_phase"}),
+                                  "three_phase", "warmup", "warmup_iters", "warmup_ratio"}),
     "custom_imports": frozenset({"imports", "allow_failed_imports"}),
     "runner": frozenset({"type", "max_epochs", "max_iters"}),
     "checkpoint_config": frozenset({"interval", "max_keep_ckpts", "save_optimizer", "by_epoch", "save_last"}),

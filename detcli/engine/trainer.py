@@ -43,11 +43,12 @@ from detcli.engine.hooks import (
     EvalHook,
     LoggerHook,
     LrUpdaterHook,
+    MomentumUpdaterHook,
     NumClassCheckHook,
     build_custom_hooks,
     check_num_classes,
 )
-from detcli.engine.lr import LrSchedule
+from detcli.engine.lr import LrSchedule, MomentumSchedule
 from detcli.engine.optim import auto_scale_lr as scale_lr_in_cfg
 from detcli.engine.optim import build_optimizer
 from detcli.engine.progress import ProgressCallback
@@ -322,6 +323,9 @@ def _train(
         runner_type, max_epochs, max_iters = runner_settings(cfg)
         schedule = LrSchedule.from_config(cfg.get("lr_config"), max_epochs=max_epochs, max_iters=max_iters)
         lr_hook = LrUpdaterHook(schedule, optimizer)  # records each group's initial_lr before any resume
+        momentum_schedule = MomentumSchedule.from_config(cfg.get("momentum_config"), max_epochs=max_epochs,
+                                                         max_iters=max_iters)
+        momentum_hook = MomentumUpdaterHook(momentum_schedule, optimizer) if momentum_schedule else None
 
         from detcli.data import aspect_ratio_flags, build_dataloader
 
@@ -381,6 +385,8 @@ def _train(
 
         # hooks
         runner.register_hook(lr_hook)
+        if momentum_hook is not None:
+            runner.register_hook(momentum_hook)
         runner.register_hook(CheckInvalidLossHook(interval=1))
         custom = build_custom_hooks(cfg.get("custom_hooks"))
         if not any(isinstance(h, NumClassCheckHook) for h, _ in custom):

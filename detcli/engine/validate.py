@@ -12,7 +12,7 @@ from detcli.config import check_schema
 from detcli.plugins import prepare
 from detcli.engine.evaluation import ALL_METRICS, HOOK_KEYS, check_eval_options
 from detcli.engine.hooks import CheckpointHook, build_custom_hooks, check_dynamic_intervals
-from detcli.engine.lr import LrSchedule
+from detcli.engine.lr import LrSchedule, MomentumSchedule
 from detcli.engine.optim import check_optimizer_cfg
 from detcli.engine.runner import RUNNER_TYPES
 from detcli.engine.tester import split_node
@@ -84,6 +84,7 @@ def _validate(cfg: Mapping[str, Any], source: str) -> None:
         check_kwargs(nn.utils.clip_grad_norm_, grad_clip, "optimizer_config.grad_clip", given={"parameters"})
     _, max_epochs, max_iters = runner_settings(cfg)
     LrSchedule.from_config(cfg.get("lr_config"), max_epochs=max_epochs, max_iters=max_iters)
+    MomentumSchedule.from_config(cfg.get("momentum_config"), max_epochs=max_epochs, max_iters=max_iters)
     ckpt_cfg = cfg.get("checkpoint_config")
     if ckpt_cfg:
         check_kwargs(CheckpointHook, ckpt_cfg, "checkpoint_config")
