@@ -48,6 +48,7 @@ from detcli.engine.hooks import (
     build_custom_hooks,
     check_num_classes,
 )
+from detcli.engine.loggers import build_logger_hooks
 from detcli.engine.lr import LrSchedule, MomentumSchedule
 from detcli.engine.optim import auto_scale_lr as scale_lr_in_cfg
 from detcli.engine.optim import build_optimizer
@@ -417,8 +418,10 @@ def _train(
             )
         env = collect_env()
         header = {"env_info": json.dumps(env), "config": dump_config(cfg), "seed": seed, "exp_name": config_path.name}
-        log_interval = int((cfg.get("log_config") or {}).get("interval", 50))
+        log_interval, logger_hooks = build_logger_hooks(cfg.get("log_config"))
         runner.register_hook(LoggerHook(interval=log_interval, json_path=json_log, header=header))
+        for logger_hook in logger_hooks:  # TensorboardLoggerHook, plugin loggers
+            runner.register_hook(logger_hook)
         for hook, priority in custom:
             runner.register_hook(hook, priority)
 

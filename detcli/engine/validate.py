@@ -12,6 +12,7 @@ from detcli.config import check_schema
 from detcli.plugins import prepare
 from detcli.engine.evaluation import ALL_METRICS, HOOK_KEYS, check_eval_options
 from detcli.engine.hooks import CheckpointHook, build_custom_hooks, check_dynamic_intervals
+from detcli.engine.loggers import build_logger_hooks
 from detcli.engine.lr import LrSchedule, MomentumSchedule
 from detcli.engine.optim import check_optimizer_cfg
 from detcli.engine.runner import RUNNER_TYPES
@@ -22,7 +23,6 @@ from detcli.registry import DETECTORS, build, check_kwargs
 
 logger = logging.getLogger(__name__)
 
-SUPPORTED_LOGGER_HOOKS = ("TextLoggerHook",)
 
 
 def runner_settings(cfg: Mapping[str, Any]) -> tuple[str, int | None, int | None]:
@@ -88,12 +88,7 @@ def _validate(cfg: Mapping[str, Any], source: str) -> None:
     ckpt_cfg = cfg.get("checkpoint_config")
     if ckpt_cfg:
         check_kwargs(CheckpointHook, ckpt_cfg, "checkpoint_config")
-    log_cfg = cfg.get("log_config") or {}
-    for i, hook in enumerate(log_cfg.get("hooks") or []):
-        kind = hook.get("type") if isinstance(hook, Mapping) else None
-        if kind not in SUPPORTED_LOGGER_HOOKS:
-            logger.warning("log_config.hooks.%d: %s is not supported yet and is ignored (supported: %s)",
-                           i, kind, ", ".join(SUPPORTED_LOGGER_HOOKS))
+    build_logger_hooks(cfg.get("log_config"), dry_run=True)
     evaluation = cfg.get("evaluation") or {}
     if "metric" in evaluation:
         try:
