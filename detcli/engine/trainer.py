@@ -283,13 +283,14 @@ def _train(
     json_log = work_dir / f"{timestamp}.log.json" if rank == 0 else None
     package_logger = logging.getLogger("detcli")
     old_level = package_logger.level
-    if rank == 0 and package_logger.getEffectiveLevel() > logging.INFO:
-        package_logger.setLevel(logging.INFO)
+    log_level = logging.getLevelName(cfg["log_level"]) if cfg.get("log_level") else logging.INFO  # config checked it
+    if rank == 0 and (cfg.get("log_level") or package_logger.getEffectiveLevel() > logging.INFO):
+        package_logger.setLevel(log_level)  # log_level: this run's level (console and text log)
     if rank != 0:
         progress = None
     # set-up messages wait in memory: nothing is written to work_dir until every component was built
     setup_buffer = logging.handlers.MemoryHandler(capacity=1_000_000, flushLevel=logging.CRITICAL + 1)
-    setup_buffer.setLevel(logging.INFO)
+    setup_buffer.setLevel(log_level)
     package_logger.addHandler(setup_buffer)
     handler: logging.Handler | None = None
     manifest_path = work_dir / "manifest.json"
@@ -424,6 +425,7 @@ def _train(
             runner.register_hook(logger_hook)
         for hook, priority in custom:
             runner.register_hook(hook, priority)
+        logger.debug("hooks, in the order they run: %s", ", ".join(type(h).__name__ for h in runner.hooks))
 
         manifest = {
             "argv": list(argv) if argv is not None else None,
@@ -450,7 +452,7 @@ def _train(
         if text_log is not None:
             handler = logging.FileHandler(text_log)
             handler.setFormatter(logging.Formatter(TEXT_LOG_FORMAT))
-            handler.setLevel(logging.INFO)
+            handler.setLevel(log_level)
             setup_buffer.setTarget(handler)
             setup_buffer.flush()
             package_logger.addHandler(handler)
