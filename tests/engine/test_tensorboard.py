@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import struct
 from pathlib import Path
 
@@ -95,3 +96,23 @@ def test_log_dir_and_ignore_last(tmp_path: Path) -> None:
 
     assert run(True, tmp_path / "tb_a") == [3, 7]  # inner iterations 3 of each 4-iteration epoch
     assert run(False, tmp_path / "tb_b") == [3, 4, 7, 8]  # plus the partial average at each epoch's end
+
+
+def test_iteration_based_run_logs_val_at_its_iterations(tmp_path: Path) -> None:
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cfg = tiny_cfg(log_config={"interval": 3, "hooks": [{"type": "TensorboardLoggerHook"}]},
+                   runner={"type": "IterBasedRunner", "max_iters": 8},
+                   lr_config={"policy": "OneCycle", "max_lr": 0.1},
+                   evaluation={"interval": 4, "by_epoch": False, "metric": "bbox"},
+                   checkpoint_config={"interval": 8, "by_epoch": False})
+    engine.train(cfg, work_dir=tmp_path / "run", cfg_source="tiny.yaml")
+    acc = EventAccumulator(str(tmp_path / "run" / "tf_logs"))
+    acc.Reload()
+    assert [e.step for e in acc.Scalars("train/loss")] == [3, 6]  # every 3 iterations (no epochs to end)
+    assert [e.step for e in acc.Scalars("val/bbox_mAP")] == [4, 8]
+    lrs = {e.step: e.value for e in acc.Scalars("learning_rate")}
+    # OneCycle over 8 iterations: peak (0.1) at iteration 0.3 * 8 - 1 = 1.4; iteration 2 (0-based) is logged at step 3
+    expected = 0.1 / 25 / 1e4 + 0.5 * (0.1 - 0.1 / 25 / 1e4) * (1 + math.cos(math.pi * 0.6 / 5.6))
+    assert lrs[3] == pytest.approx(expected, rel=1e-6)
