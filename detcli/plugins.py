@@ -41,7 +41,7 @@ logger = logging.getLogger(__name__)
 ENTRY_POINT_GROUP = "det.plugins"
 CUSTOM_IMPORTS_KEYS = frozenset({"imports", "allow_failed_imports"})
 
-_lock = threading.Lock()
+_lock = threading.RLock()  # reentrant: a plugin may look a name up while it is being loaded
 _entry_points_loaded = False
 #: ``(distribution, entry point name)`` of every plugin loaded in this process.
 loaded_plugins: list[tuple[str, str]] = []

@@ -408,7 +408,7 @@ class LrSchedule:
             if self.warmup == "constant":
                 return base_lr * self.warmup_ratio
             return base_lr * (1 - (1 - iter / warmup_len) * (1 - self.warmup_ratio))
-        target = self.min_lr if self.min_lr is not None else base_lr * float(self.min_lr_ratio)
+        target = self.min_lr if self.min_lr is not None else base_lr * float(self.min_lr_ratio or 0.0)
         last = self.num_last_epochs * iters_per_epoch
         progress = iter + 1
         if progress >= max_iters - last:
