@@ -292,3 +292,15 @@ def test_bad_momentum_config() -> None:
         MomentumSchedule.from_config({"policy": "OneCycle", "max_lr": 1}, max_epochs=1, max_iters=None)
     with pytest.raises(ConfigError, match="per iteration"):
         MomentumSchedule.from_config({"policy": "cyclic", "by_epoch": True}, max_epochs=1, max_iters=None)
+
+
+def test_momentum_warmup_divides_as_mmcv() -> None:
+    from detcli.engine.lr import MomentumSchedule
+
+    m = MomentumSchedule.from_config({"policy": "cyclic", "target_ratio": [0.5, 1.0], "step_ratio_up": 0.5,
+                                      "anneal_strategy": "linear", "warmup": "linear", "warmup_iters": 4,
+                                      "warmup_ratio": 0.9}, max_epochs=None, max_iters=8)
+    assert m is not None
+    # iteration 2: regular 0.9 * 0.75 = 0.675, divided by 1 - (1 - 2 / 4) * (1 - 0.9) = 0.95
+    assert m.momentum(0.9, iter=2, iters_per_epoch=4) == pytest.approx(0.675 / 0.95)
+    assert m.momentum(0.9, iter=4, iters_per_epoch=4) == pytest.approx(0.45)  # warmup over
