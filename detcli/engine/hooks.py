@@ -116,6 +116,8 @@ class LrUpdaterHook(Hook):
 
     def before_run(self, runner: "Runner") -> None:
         self.schedule.check_run(runner.max_iters)
+        logger.debug("lr schedule %s over %d iterations; hooks in the order they run: %s", self.schedule.state_dict(),
+                     runner.max_iters, ", ".join(type(h).__name__ for h in runner.hooks))
 
     def before_iter(self, runner: "Runner") -> None:
         for group in runner.optimizer.param_groups:

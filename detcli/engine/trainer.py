@@ -425,7 +425,6 @@ def _train(
             runner.register_hook(logger_hook)
         for hook, priority in custom:
             runner.register_hook(hook, priority)
-        logger.debug("hooks, in the order they run: %s", ", ".join(type(h).__name__ for h in runner.hooks))
 
         manifest = {
             "argv": list(argv) if argv is not None else None,

@@ -27,8 +27,8 @@ def test_debug_lines_appear_and_info_lines_vanish(tmp_path: Path) -> None:
     default = _text_log(tmp_path, None)
     assert " - INFO - training tiny on cpu" in default and " - DEBUG - " not in default
     debug = _text_log(tmp_path, "DEBUG")
-    assert " - DEBUG - detcli.engine.trainer - " not in debug  # the format is time - name - level - message
-    assert "detcli.engine.trainer - DEBUG - hooks, in the order they run: LrUpdaterHook, CheckInvalidLossHook" in debug
+    assert "detcli.engine.hooks - DEBUG - lr schedule {'policy': 'step'" in debug  # time - name - level - message
+    assert "hooks in the order they run: LrUpdaterHook, CheckInvalidLossHook" in debug
     assert " - INFO - training tiny on cpu" in debug
     warning = _text_log(tmp_path, "WARNING")
     assert " - INFO - " not in warning and " - DEBUG - " not in warning
