@@ -45,8 +45,10 @@ class LoadedModel:
 def build_model(cfg: Mapping[str, Any]) -> nn.Module:
     """Build ``cfg['model']`` from the DETECTORS registry (weights not initialised)."""
     import detcli.models  # noqa: F401  (registers the built-in components)
+    from detcli.plugins import prepare
     from detcli.registry import DETECTORS, build
 
+    prepare(cfg)  # custom_imports of a config read from a checkpoint (no-op when load_config did it)
     if "model" not in cfg:
         raise ConfigError("the config has no 'model' section")
     return build(cfg["model"], DETECTORS, path="model")

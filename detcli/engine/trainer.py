@@ -43,11 +43,13 @@ from detcli.engine.hooks import (
     EvalHook,
     LoggerHook,
     LrUpdaterHook,
+    MomentumUpdaterHook,
     NumClassCheckHook,
     build_custom_hooks,
     check_num_classes,
 )
-from detcli.engine.lr import LrSchedule
+from detcli.engine.loggers import build_logger_hooks
+from detcli.engine.lr import LrSchedule, MomentumSchedule
 from detcli.engine.optim import auto_scale_lr as scale_lr_in_cfg
 from detcli.engine.optim import build_optimizer
 from detcli.engine.progress import ProgressCallback
@@ -280,13 +282,14 @@ def _train(
     json_log = work_dir / f"{timestamp}.log.json" if rank == 0 else None
     package_logger = logging.getLogger("detcli")
     old_level = package_logger.level
-    if rank == 0 and package_logger.getEffectiveLevel() > logging.INFO:
-        package_logger.setLevel(logging.INFO)
+    log_level = logging.getLevelName(cfg["log_level"]) if cfg.get("log_level") else logging.INFO  # config checked it
+    if rank == 0 and (cfg.get("log_level") or package_logger.getEffectiveLevel() > logging.INFO):
+        package_logger.setLevel(log_level)  # log_level: this run's level (console and text log)
     if rank != 0:
         progress = None
     # set-up messages wait in memory: nothing is written to work_dir until every component was built
     setup_buffer = logging.handlers.MemoryHandler(capacity=1_000_000, flushLevel=logging.CRITICAL + 1)
-    setup_buffer.setLevel(logging.INFO)
+    setup_buffer.setLevel(log_level)
     package_logger.addHandler(setup_buffer)
     handler: logging.Handler | None = None
     manifest_path = work_dir / "manifest.json"
@@ -321,6 +324,9 @@ def _train(
         runner_type, max_epochs, max_iters = runner_settings(cfg)
         schedule = LrSchedule.from_config(cfg.get("lr_config"), max_epochs=max_epochs, max_iters=max_iters)
         lr_hook = LrUpdaterHook(schedule, optimizer)  # records each group's initial_lr before any resume
+        momentum_schedule = MomentumSchedule.from_config(cfg.get("momentum_config"), max_epochs=max_epochs,
+                                                         max_iters=max_iters)
+        momentum_hook = MomentumUpdaterHook(momentum_schedule, optimizer) if momentum_schedule else None
 
         from detcli.data import aspect_ratio_flags, build_dataloader
 
@@ -380,6 +386,8 @@ def _train(
 
         # hooks
         runner.register_hook(lr_hook)
+        if momentum_hook is not None:
+            runner.register_hook(momentum_hook)
         runner.register_hook(CheckInvalidLossHook(interval=1))
         custom = build_custom_hooks(cfg.get("custom_hooks"))
         if not any(isinstance(h, NumClassCheckHook) for h, _ in custom):
@@ -410,8 +418,10 @@ def _train(
             )
         env = collect_env()
         header = {"env_info": json.dumps(env), "config": dump_config(cfg), "seed": seed, "exp_name": config_path.name}
-        log_interval = int((cfg.get("log_config") or {}).get("interval", 50))
+        log_interval, logger_hooks = build_logger_hooks(cfg.get("log_config"))
         runner.register_hook(LoggerHook(interval=log_interval, json_path=json_log, header=header))
+        for logger_hook in logger_hooks:  # TensorboardLoggerHook, plugin loggers
+            runner.register_hook(logger_hook)
         for hook, priority in custom:
             runner.register_hook(hook, priority)
 
@@ -440,7 +450,7 @@ def _train(
         if text_log is not None:
             handler = logging.FileHandler(text_log)
             handler.setFormatter(logging.Formatter(TEXT_LOG_FORMAT))
-            handler.setLevel(logging.INFO)
+            handler.setLevel(log_level)
             setup_buffer.setTarget(handler)
             setup_buffer.flush()
             package_logger.addHandler(handler)

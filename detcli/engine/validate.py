@@ -9,9 +9,11 @@ from typing import Any
 from torch import nn
 
 from detcli.config import check_schema
+from detcli.plugins import prepare
 from detcli.engine.evaluation import ALL_METRICS, HOOK_KEYS, check_eval_options
 from detcli.engine.hooks import CheckpointHook, build_custom_hooks, check_dynamic_intervals
-from detcli.engine.lr import LrSchedule
+from detcli.engine.loggers import build_logger_hooks
+from detcli.engine.lr import LrSchedule, MomentumSchedule
 from detcli.engine.optim import check_optimizer_cfg
 from detcli.engine.runner import RUNNER_TYPES
 from detcli.engine.builders import split_node
@@ -21,7 +23,6 @@ from detcli.registry import DETECTORS, build, check_kwargs
 
 logger = logging.getLogger(__name__)
 
-SUPPORTED_LOGGER_HOOKS = ("TextLoggerHook",)
 
 
 def runner_settings(cfg: Mapping[str, Any]) -> tuple[str, int | None, int | None]:
@@ -65,6 +66,7 @@ def _validate(cfg: Mapping[str, Any], source: str) -> None:
     import detcli.models  # noqa: F401  (registers model components)
 
     check_schema(cfg, source)
+    prepare(cfg, source)  # custom_imports / plugins (a no-op when load_config already did it)
     if "model" not in cfg:
         raise ConfigError("model: the config has no model section")
     build(cfg["model"], DETECTORS, path="model", dry_run=True)
@@ -82,15 +84,11 @@ def _validate(cfg: Mapping[str, Any], source: str) -> None:
         check_kwargs(nn.utils.clip_grad_norm_, grad_clip, "optimizer_config.grad_clip", given={"parameters"})
     _, max_epochs, max_iters = runner_settings(cfg)
     LrSchedule.from_config(cfg.get("lr_config"), max_epochs=max_epochs, max_iters=max_iters)
+    MomentumSchedule.from_config(cfg.get("momentum_config"), max_epochs=max_epochs, max_iters=max_iters)
     ckpt_cfg = cfg.get("checkpoint_config")
     if ckpt_cfg:
         check_kwargs(CheckpointHook, ckpt_cfg, "checkpoint_config")
-    log_cfg = cfg.get("log_config") or {}
-    for i, hook in enumerate(log_cfg.get("hooks") or []):
-        kind = hook.get("type") if isinstance(hook, Mapping) else None
-        if kind not in SUPPORTED_LOGGER_HOOKS:
-            logger.warning("log_config.hooks.%d: %s is not supported yet and is ignored (supported: %s)",
-                           i, kind, ", ".join(SUPPORTED_LOGGER_HOOKS))
+    build_logger_hooks(cfg.get("log_config"), dry_run=True)
     evaluation = cfg.get("evaluation") or {}
     if "metric" in evaluation:
         try:

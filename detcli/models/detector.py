@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from detcli.errors import ConfigError, did_you_mean
 from detcli.models.assigners import BatchAssigner
 from detcli.models.pretrained import PretrainedCfg, load_detector_weights, parse_init_cfg
+from detcli.registry import DETECTORS
 from detcli.structures import Detections, GroundTruth, ImageBatch
 from detcli.weights import LoadReport
 
@@ -168,8 +169,12 @@ class BaseDetector(nn.Module):
         raise NotImplementedError
 
 
+@DETECTORS.register()
 class SingleStageDetector(BaseDetector):
     """Backbone, optional neck and a dense head, with the det model contract.
+
+    Registered as ``SingleStageDetector`` (mmdet's name) for heads that come without a detector of
+    their own, e.g. a plugin's dense head (docs/extending.md).
 
     ``model(images, targets)`` returns the loss dict, ``model(images)`` a list of
     :class:`Detections` (one per image, in the coordinates of ``images``, clipped to
