@@ -57,8 +57,8 @@ def random_checkpoint(preset: str, options: list[str], path: Path) -> Path:
     import torch
 
     from detcli.config import apply_overrides
+    from detcli.engine.builders import build_model, build_split
     from detcli.engine.checkpoint import atomic_save, make_checkpoint
-    from detcli.engine.tester import build_model, build_split
 
     cfg = load_config(str(resolve_preset_path(preset)))
     if options:

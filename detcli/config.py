@@ -69,6 +69,8 @@ TOP_LEVEL_KEYS: frozenset[str] = frozenset(
         "work_dir",
         "seed",
         "custom_hooks",
+        "custom_imports",
+        "momentum_config",
         "log_level",
         "workflow",
         "dist_params",
@@ -88,7 +90,15 @@ SECTION_KEYS: dict[str, frozenset[str] | None] = {
                        "train_dataloader", "val_dataloader", "test_dataloader"}),
     "optimizer_config": frozenset({"grad_clip", "type", "cumulative_iters", "loss_scale"}),
     "lr_config": frozenset({"policy", "warmup", "warmup_iters", "warmup_ratio", "warmup_by_epoch", "step",
-                            "gamma", "min_lr", "min_lr_ratio", "power", "by_epoch", "num_last_epochs"}),
+                            "gamma", "min_lr", "min_lr_ratio", "power", "by_epoch", "num_last_epochs",
+                            # Cyclic / OneCycle / CosineRestart (detcli.engine.lr)
+                            "target_ratio", "cyclic_times", "step_ratio_up", "anneal_strategy", "max_lr",
+                            "total_steps", "pct_start", "div_factor", "final_div_factor", "three_phase",
+                            "periods", "restart_weights"}),
+    "momentum_config": frozenset({"policy", "by_epoch", "target_ratio", "cyclic_times", "step_ratio_up",
+                                  "anneal_strategy", "gamma", "base_momentum", "max_momentum", "pct_start",
+                                  "three_phase", "warmup", "warmup_iters", "warmup_ratio"}),
+    "custom_imports": frozenset({"imports", "allow_failed_imports"}),
     "runner": frozenset({"type", "max_epochs", "max_iters"}),
     "checkpoint_config": frozenset({"interval", "max_keep_ckpts", "save_optimizer", "by_epoch", "save_last"}),
     "log_config": frozenset({"interval", "hooks"}),
@@ -102,6 +112,9 @@ SECTION_KEYS: dict[str, frozenset[str] | None] = {
     "fp16": None,
     "optimizer": None,  # {type: <torch.optim class>, ...}: checked by the engine against the optimizer
 }
+
+#: Values of the top-level ``log_level`` (the level of det's logger during a run).
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 DATASET_PATH_KEYS = ("data_root", "ann_file", "img_prefix")
 
@@ -618,6 +631,7 @@ VALUE_TYPES: dict[str, ValueType] = {
     "auto_scale_lr.enable": BOOLEAN,
     "auto_scale_lr.base_batch_size": POSITIVE_INT,
     "seed": ValueType("an integer", _is_int, "0", nullable=True),
+    "log_level": ValueType("one of DEBUG, INFO, WARNING, ERROR", lambda v: v in LOG_LEVELS, "INFO", nullable=True),
 }
 
 
@@ -691,6 +705,9 @@ def load_config(path: str | os.PathLike[str], cfg_options: Sequence[str] | None 
     if cfg_options:
         cfg = apply_overrides(cfg, cfg_options)
     check_schema(cfg, str(path))  # before re-rooting: it walks `data`, which must be a mapping
+    from detcli.plugins import prepare
+
+    prepare(cfg, str(path))  # custom_imports and det.plugins entry points, before anything is built
     return reroot_datasets(cfg, os.environ.get("DET_DATASETS"))
 
 

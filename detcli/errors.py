@@ -19,6 +19,14 @@ class ConfigError(DetError):
     """A preset, an override or a ``{type: ...}`` node is invalid."""
 
 
+class RegistryError(ConfigError, ValueError):
+    """A component name registered twice, or something that is not a class or function registered."""
+
+
+class PluginError(ConfigError):
+    """A ``custom_imports`` module or a ``det.plugins`` entry point failed to import."""
+
+
 class DatasetError(DetError):
     """A dataset, an annotation file or an image is invalid or missing."""
 

@@ -20,7 +20,7 @@ import typing
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar
 
-from detcli.errors import ConfigError, did_you_mean
+from detcli.errors import ConfigError, RegistryError, did_you_mean
 
 T = TypeVar("T")
 
@@ -36,20 +36,44 @@ class Registry:
         self.kind = kind
         self._entries: dict[str, Callable[..., Any]] = {}
 
-    def register(self, obj: T | None = None, *, name: str | None = None) -> Any:
-        """Register ``obj`` under ``name`` (default: its ``__name__``); usable as a decorator."""
+    def register(self, obj: T | None = None, *, name: str | None = None, force: bool = False) -> Any:
+        """Register ``obj`` under ``name`` (default: its ``__name__``).
+
+        Usable as ``@REG.register()``, ``@REG.register`` or ``@REG.register(name="Other")``, or called
+        as ``REG.register(cls)``.
+
+        Args:
+            force: replace an entry of the same name instead of failing.
+
+        Raises:
+            RegistryError: ``name`` is taken by another class or function (both are named), and not ``force``.
+        """
 
         def add(target: T) -> T:
+            if not callable(target):
+                raise RegistryError(f"cannot register {target!r} as a {self.kind}: not a class or function")
             key = name or target.__name__  # type: ignore[attr-defined]
-            if key in self._entries and self._entries[key] is not target:
-                raise ValueError(f"{self.kind} '{key}' is already registered")
+            old = self._entries.get(key)
+            if old is not None and old is not target and not force and not _same_definition(old, target):
+                raise RegistryError(
+                    f"{self.kind} '{key}' is already registered by {_qualname(old)}; cannot register "
+                    f"{_qualname(target)} under the same name (pick another name=..., or pass force=True to replace it)"
+                )
             self._entries[key] = target  # type: ignore[assignment]
             return target
 
         return add(obj) if obj is not None else add
 
+    def unregister(self, name: str) -> None:
+        """Remove the entry ``name`` (tests and plugins replacing their own entries); no error if absent."""
+        self._entries.pop(name, None)
+
     def get(self, name: str) -> Callable[..., Any]:
         """Return the entry called ``name``; an unknown name raises with a did-you-mean."""
+        if name not in self._entries:
+            from detcli.plugins import load_entry_points
+
+            load_entry_points()  # installed plugins may provide it (loaded once per process)
         try:
             return self._entries[name]
         except KeyError:
@@ -71,6 +95,17 @@ class Registry:
         return f"Registry(kind={self.kind!r}, entries={self.names()})"
 
 
+def _qualname(obj: Any) -> str:
+    return f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', getattr(obj, '__name__', repr(obj)))}"
+
+
+def _same_definition(old: Any, new: Any) -> bool:
+    """A module imported twice (``python -m pkg.mod`` and ``import pkg.mod``) re-registers its own classes."""
+    return _qualname(old) == _qualname(new) and getattr(old, "__module__", None) not in (None, "__main__")
+
+
+# The public registries. Users add components with ``@BACKBONES.register()`` etc. (docs/extending.md);
+# the names follow mmdet 2.x (``PIPELINES`` is ``TRANSFORMS``, ``MODELS`` is ``DETECTORS``).
 BACKBONES = Registry("backbone")
 NECKS = Registry("neck")
 HEADS = Registry("head")
@@ -84,6 +119,21 @@ ROI_EXTRACTORS = Registry("RoI extractor")
 DATASETS = Registry("dataset")
 TRANSFORMS = Registry("transform")
 HOOKS = Registry("hook")
+
+#: mmdet 2.x spellings of the same registries.
+PIPELINES = TRANSFORMS
+MODELS = DETECTORS
+#: Every registry by its public name (``det config list``-style listings, docs).
+REGISTRIES: dict[str, Registry] = {
+    "BACKBONES": BACKBONES, "NECKS": NECKS, "HEADS": HEADS, "DETECTORS": DETECTORS, "LOSSES": LOSSES,
+    "BBOX_CODERS": BOX_CODERS, "PRIOR_GENERATORS": PRIOR_GENERATORS, "BBOX_ASSIGNERS": MATCHERS,
+    "BBOX_SAMPLERS": SAMPLERS, "ROI_EXTRACTORS": ROI_EXTRACTORS, "DATASETS": DATASETS, "PIPELINES": TRANSFORMS,
+    "HOOKS": HOOKS,
+}
+#: mmdet 2.x names of the box coder / assigner / sampler registries.
+BBOX_CODERS = BOX_CODERS
+BBOX_ASSIGNERS = MATCHERS
+BBOX_SAMPLERS = SAMPLERS
 
 #: The config keys whose ``{type: ...}`` values are components, and the registry of each.
 #: Every key starting with ``loss_`` is a loss as well.

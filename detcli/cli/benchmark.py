@@ -60,7 +60,7 @@ def model(
     else:
         cfg = load_config(str(resolve_preset_path(preset)), cfg_options)
     if flops:
-        from detcli.engine.benchmark import count_flops, format_count
+        from detcli.tools.benchmark import count_flops, format_count
 
         fr = count_flops(cfg, shape, checkpoint, fuse_conv_bn)
         if json_out:
@@ -72,7 +72,7 @@ def model(
         for name, count in fr.params_by_module.items():
             typer.echo(f"  {name}: {format_count(fr.by_module.get(name, 0), 'FLOPs')}, {format_count(count)} parameters")
         return
-    from detcli.engine.benchmark import benchmark
+    from detcli.tools.benchmark import benchmark
 
     result = benchmark(cfg, checkpoint, backend=backend, task=task, max_iter=max_iter, num_warmup=num_warmup, log_interval=log_interval,
                        fuse_conv_bn=fuse_conv_bn, device=device, log=lambda line: err_console.print(line, markup=False))

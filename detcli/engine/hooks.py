@@ -9,7 +9,7 @@ name          value  det's built-in hooks at that priority
 ============  =====  ===========================================
 HIGHEST       0
 VERY_HIGH     10     LrUpdaterHook
-HIGH          30
+HIGH          30     MomentumUpdaterHook
 ABOVE_NORMAL  40     CheckInvalidLossHook
 NORMAL        50     CheckpointHook, NumClassCheckHook, custom hooks (default)
 BELOW_NORMAL  60
@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from detcli.engine.checkpoint import preserved_rng
-from detcli.engine.lr import LrSchedule
+from detcli.engine.lr import LrSchedule, MomentumSchedule
 from detcli.engine.progress import ProgressEvent
 from detcli.errors import ConfigError, TrainingError
 from detcli.registry import HOOKS
@@ -104,22 +104,83 @@ class Hook:
 class LrUpdaterHook(Hook):
     """Sets every parameter group's lr from the schedule before each iteration.
 
-    The base lr of a group is its ``initial_lr`` (set from ``lr`` when the hook is made, and kept in
-    the optimizer's state dict, so a resumed run scales the same base).
+    The base lr of a group is its ``initial_lr`` (set from ``lr`` when the hook is made, or
+    ``max_lr / div_factor`` for ``OneCycle``, and kept in the optimizer's state dict, so a resumed run
+    scales the same base).
     """
 
     priority = "VERY_HIGH"
 
     def __init__(self, schedule: LrSchedule, optimizer: torch.optim.Optimizer) -> None:
         self.schedule = schedule
-        for group in optimizer.param_groups:
-            group.setdefault("initial_lr", group["lr"])
+        groups = optimizer.param_groups
+        for i, group in enumerate(groups):
+            group.setdefault("initial_lr", schedule.initial_lr(i, len(groups), group["lr"]))
+
+    def before_run(self, runner: "Runner") -> None:
+        self.schedule.check_run(runner.max_iters)
+        logger.debug("lr schedule %s over %d iterations; hooks in the order they run: %s", self.schedule.state_dict(),
+                     runner.max_iters, ", ".join(type(h).__name__ for h in runner.hooks))
 
     def before_iter(self, runner: "Runner") -> None:
         for group in runner.optimizer.param_groups:
             group["lr"] = self.schedule.lr(
                 group["initial_lr"], epoch=runner.epoch, iter=runner.iter, iters_per_epoch=runner.iters_per_epoch
             )
+
+
+class MomentumUpdaterHook(Hook):
+    """Sets every parameter group's momentum (``betas[0]`` for Adam-type optimizers) before each
+    iteration from a :class:`~detcli.engine.lr.MomentumSchedule` (``momentum_config``).
+
+    A group's starting point is kept in the optimizer's state dict (``initial_momentum``; ``OneCycle``:
+    ``base_momentum``/``max_momentum``), so a resumed run continues the same curve.
+
+    Raises:
+        ConfigError: the optimizer has neither ``momentum`` nor ``betas``.
+    """
+
+    priority = "HIGH"
+
+    def __init__(self, schedule: MomentumSchedule, optimizer: torch.optim.Optimizer) -> None:
+        self.schedule = schedule
+        if "momentum" not in optimizer.defaults and "betas" not in optimizer.defaults:
+            raise ConfigError(f"momentum_config: the optimizer {type(optimizer).__name__} has no momentum or betas "
+                              "to schedule (use SGD with momentum, Adam or AdamW, or drop momentum_config)")
+        groups = optimizer.param_groups
+        for i, group in enumerate(groups):
+            if schedule.policy == "OneCycle":
+                low, high = schedule.group_bounds(i, len(groups))
+                group.setdefault("base_momentum", low)
+                group.setdefault("max_momentum", high)
+                _set_momentum(group, group["max_momentum"])
+            else:
+                group.setdefault("initial_momentum", group["momentum"] if "momentum" in group else group["betas"][0])
+
+    def before_iter(self, runner: "Runner") -> None:
+        for group in runner.optimizer.param_groups:
+            bounds = (group["base_momentum"], group["max_momentum"]) if self.schedule.policy == "OneCycle" else None
+            _set_momentum(group, self.schedule.momentum(
+                group.get("initial_momentum", 0.0), iter=runner.iter, iters_per_epoch=runner.iters_per_epoch,
+                bounds=bounds,
+            ))
+
+
+def _set_momentum(group: dict[str, Any], value: float) -> None:
+    if "momentum" in group:
+        group["momentum"] = value
+    elif "betas" in group:
+        group["betas"] = (value, group["betas"][1])
+
+
+def current_momentum(optimizer: torch.optim.Optimizer) -> float | None:
+    """The first parameter group's momentum (``betas[0]``), None for optimizers without one."""
+    group = optimizer.param_groups[0]
+    if "momentum" in group:
+        return float(group["momentum"])
+    if "betas" in group:
+        return float(group["betas"][0])
+    return None
 
 
 @HOOKS.register()

@@ -305,12 +305,13 @@ def runner_settings(cfg: Mapping[str, Any]) -> tuple[str, int | None, int | None
 
 @dataclass(frozen=True)
 class ScheduleSettings:
-    """``runner``, ``lr_config`` and ``workflow``.
+    """``runner``, ``lr_config``, ``momentum_config`` and ``workflow``.
 
     Attributes:
         runner_type: ``EpochBasedRunner`` or ``IterBasedRunner``.
         max_epochs / max_iters: the run's length (one of them is None).
         lr_config: the ``lr_config`` node (None: a fixed lr).
+        momentum_config: the ``momentum_config`` node (None: the optimizer's momentum throughout).
         workflow: ``((mode, count), ...)``: ``train`` phases, optionally alternating with ``val`` phases
             that compute the validation loss (epochs for an EpochBasedRunner, iterations otherwise).
     """
@@ -319,6 +320,7 @@ class ScheduleSettings:
     max_epochs: int | None = 12
     max_iters: int | None = None
     lr_config: dict[str, Any] | None = None
+    momentum_config: dict[str, Any] | None = None
     workflow: tuple[tuple[str, int], ...] = (("train", 1),)
 
     @property
@@ -356,7 +358,10 @@ def _schedule(cfg: Mapping[str, Any]) -> ScheduleSettings:
     lr_config = cfg.get("lr_config")
     if lr_config is not None:
         lr_config = _mapping(lr_config, "lr_config", "{policy: step, step: [8, 11]}")
-    return ScheduleSettings(kind, max_epochs, max_iters, lr_config, _workflow(cfg.get("workflow")))
+    momentum = cfg.get("momentum_config")
+    if momentum is not None:
+        momentum = _mapping(momentum, "momentum_config", "{policy: cyclic, target_ratio: [0.85, 0.95]}")
+    return ScheduleSettings(kind, max_epochs, max_iters, lr_config, momentum, _workflow(cfg.get("workflow")))
 
 
 # --------------------------------------------------------------------------- evaluation, checkpoints, logs

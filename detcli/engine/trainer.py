@@ -50,20 +50,21 @@ from detcli.engine.hooks import (
     EvalHook,
     LoggerHook,
     LrUpdaterHook,
+    MomentumUpdaterHook,
     NumClassCheckHook,
     build_custom_hooks,
     check_num_classes,
 )
 from detcli.engine.amp import MixedPrecision, build_mixed_precision
-from detcli.engine.lr import LrSchedule
+from detcli.engine.loggers import build_logger_hooks
+from detcli.engine.lr import LrSchedule, MomentumSchedule
 from detcli.engine.optim import auto_scale_lr as scale_lr_in_cfg
 from detcli.engine.optim import build_optimizer
 from detcli.engine.progress import ProgressCallback
 from detcli.engine import runlock
 from detcli.engine.runner import Runner, TrainingInterrupted, stop_on_signals
-from detcli.engine.tester import (
-    build_model, build_split, check_mask_metrics, evaluate_detections, run_inference,
-)
+from detcli.engine.builders import build_model, build_split
+from detcli.engine.tester import check_mask_metrics, evaluate_detections, run_inference
 from detcli.engine.zoo import resolve_checkpoint, split_zoo_spec
 from detcli.engine.settings import DistSettings, Fp16Settings, RunSettings
 from detcli.engine.validate import validate_config
@@ -393,6 +394,7 @@ class _Built:
     runner: Runner
     schedule: LrSchedule
     lr_hook: LrUpdaterHook
+    momentum_hook: MomentumUpdaterHook | None
     datasets: dict[str, Any]
     val_set: Any
     threads: int
@@ -421,6 +423,9 @@ def _build(cfg: dict[str, Any], settings: RunSettings, options: TrainOptions, de
     sched = settings.schedule
     schedule = LrSchedule.from_config(sched.lr_config, max_epochs=sched.max_epochs, max_iters=sched.max_iters)
     lr_hook = LrUpdaterHook(schedule, optimizer)  # records each group's initial_lr before any resume
+    momentum_schedule = MomentumSchedule.from_config(sched.momentum_config, max_epochs=sched.max_epochs,
+                                                     max_iters=sched.max_iters)
+    momentum_hook = MomentumUpdaterHook(momentum_schedule, optimizer) if momentum_schedule else None
     seed = settings.seed or 0
     train_loader = _loader(train_set, train_cfg.samples_per_gpu, train_cfg.workers_per_gpu, shuffle=train_cfg.shuffle,
                            persistent=train_cfg.persistent_workers, seed=seed,
@@ -440,7 +445,8 @@ def _build(cfg: dict[str, Any], settings: RunSettings, options: TrainOptions, de
     runner.datasets = datasets
     runner.meta["scheduler"] = schedule.state_dict()
     runner.meta["seed"] = seed
-    return _Built(model, optimizer, runner, schedule, lr_hook, datasets, val_set, threads, amp, load_reports)
+    return _Built(model, optimizer, runner, schedule, lr_hook, momentum_hook, datasets, val_set, threads, amp,
+                  load_reports)
 
 
 class _EpochLoader:
@@ -530,6 +536,8 @@ def _register_hooks(built: _Built, cfg: dict[str, Any], settings: RunSettings, r
     """The built-in hooks (lr, NaN check, class check, checkpoints, evaluation, logger) and ``custom_hooks``."""
     runner = built.runner
     runner.register_hook(built.lr_hook)
+    if built.momentum_hook is not None:
+        runner.register_hook(built.momentum_hook)
     runner.register_hook(CheckInvalidLossHook(interval=1))
     custom = build_custom_hooks(list(settings.custom_hooks) or None)
     if not any(isinstance(h, NumClassCheckHook) for h, _ in custom):
@@ -545,7 +553,10 @@ def _register_hooks(built: _Built, cfg: dict[str, Any], settings: RunSettings, r
     run_dir.env = env
     header = {"env_info": json.dumps(env), "config": dump_config(cfg), "seed": settings.seed,
               "exp_name": run_dir.config_path.name}
-    runner.register_hook(LoggerHook(interval=settings.log.interval, json_path=run_dir.json_log, header=header))
+    log_interval, logger_hooks = build_logger_hooks({"interval": settings.log.interval, "hooks": list(settings.log.hooks)})
+    runner.register_hook(LoggerHook(interval=log_interval, json_path=run_dir.json_log, header=header))
+    for logger_hook in logger_hooks:  # TensorboardLoggerHook, plugin loggers
+        runner.register_hook(logger_hook)
     for hook, priority in custom:
         runner.register_hook(hook, priority)
 

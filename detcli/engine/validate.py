@@ -9,9 +9,11 @@ from typing import Any
 from torch import nn
 
 from detcli.config import check_schema
+from detcli.plugins import prepare
 from detcli.engine.evaluation import ALL_METRICS, HOOK_KEYS, check_eval_options
 from detcli.engine.hooks import CheckpointHook, build_custom_hooks, check_dynamic_intervals
-from detcli.engine.lr import LrSchedule
+from detcli.engine.loggers import build_logger_hooks
+from detcli.engine.lr import LrSchedule, MomentumSchedule
 from detcli.engine.optim import check_optimizer_cfg
 from detcli.engine.settings import RunSettings, parse_settings, runner_settings, split_dataset_node
 from detcli.errors import ConfigError
@@ -20,7 +22,6 @@ from detcli.registry import DETECTORS, build, check_kwargs
 
 logger = logging.getLogger(__name__)
 
-SUPPORTED_LOGGER_HOOKS = ("TextLoggerHook",)
 
 
 def validate_config(cfg: Mapping[str, Any], source: str) -> RunSettings:
@@ -52,6 +53,7 @@ def _validate(cfg: Mapping[str, Any], source: str) -> None:
     import detcli.models  # noqa: F401  (registers model components)
 
     check_schema(cfg, source)
+    prepare(cfg, source)  # custom_imports / plugins (a no-op when load_config already did it)
     if "model" not in cfg:
         raise ConfigError("model: the config has no model section")
     build(cfg["model"], DETECTORS, path="model", dry_run=True)
@@ -69,15 +71,11 @@ def _validate(cfg: Mapping[str, Any], source: str) -> None:
         check_kwargs(nn.utils.clip_grad_norm_, grad_clip, "optimizer_config.grad_clip", given={"parameters"})
     _, max_epochs, max_iters = runner_settings(cfg)
     LrSchedule.from_config(cfg.get("lr_config"), max_epochs=max_epochs, max_iters=max_iters)
+    MomentumSchedule.from_config(cfg.get("momentum_config"), max_epochs=max_epochs, max_iters=max_iters)
     ckpt_cfg = cfg.get("checkpoint_config")
     if ckpt_cfg:
         check_kwargs(CheckpointHook, ckpt_cfg, "checkpoint_config")
-    log_cfg = cfg.get("log_config") or {}
-    for i, hook in enumerate(log_cfg.get("hooks") or []):
-        kind = hook.get("type") if isinstance(hook, Mapping) else None
-        if kind not in SUPPORTED_LOGGER_HOOKS:
-            logger.warning("log_config.hooks.%d: %s is not supported yet and is ignored (supported: %s)",
-                           i, kind, ", ".join(SUPPORTED_LOGGER_HOOKS))
+    build_logger_hooks(cfg.get("log_config"), dry_run=True)
     evaluation = cfg.get("evaluation") or {}
     if "metric" in evaluation:
         try:
@@ -119,9 +117,9 @@ def check_build(cfg: Mapping[str, Any], source: str) -> RunSettings:
 
 
 def _build_all(cfg: Mapping[str, Any], settings: RunSettings) -> None:
-    from detcli.engine.hooks import EvalHook, LoggerHook, LrUpdaterHook
+    from detcli.engine.hooks import EvalHook, LoggerHook, LrUpdaterHook, MomentumUpdaterHook
     from detcli.engine.optim import build_optimizer
-    from detcli.engine.tester import build_model
+    from detcli.engine.builders import build_model
 
     model = build_model(cfg)
     for split in ("train", "val", "test"):
@@ -132,9 +130,13 @@ def _build_all(cfg: Mapping[str, Any], settings: RunSettings) -> None:
         raise ConfigError("workflow: a val phase computes the validation loss on data.val, which the config lacks")
     sched = settings.schedule
     schedule = LrSchedule.from_config(sched.lr_config, max_epochs=sched.max_epochs, max_iters=sched.max_iters)
+    momentum = MomentumSchedule.from_config(sched.momentum_config, max_epochs=sched.max_epochs,
+                                            max_iters=sched.max_iters)
     if settings.optim.optimizer is not None:
         optimizer = build_optimizer(model, settings.optim.optimizer)
         LrUpdaterHook(schedule, optimizer)
+        if momentum is not None:
+            MomentumUpdaterHook(momentum, optimizer)
     ckpt = settings.checkpoint
     CheckpointHook(interval=ckpt.interval, by_epoch=sched.by_epoch if ckpt.by_epoch is None else ckpt.by_epoch,
                    save_optimizer=ckpt.save_optimizer, max_keep_ckpts=ckpt.max_keep_ckpts, save_last=ckpt.save_last)
@@ -142,6 +144,7 @@ def _build_all(cfg: Mapping[str, Any], settings: RunSettings) -> None:
     EvalHook(lambda *a: None, interval=ev.interval, start=ev.start, save_best=ev.save_best, rule=ev.rule,  # type: ignore[arg-type,return-value]
              dynamic_intervals=[list(p) for p in ev.dynamic_intervals] if ev.dynamic_intervals else None)
     LoggerHook(interval=settings.log.interval)
+    build_logger_hooks({"interval": settings.log.interval, "hooks": list(settings.log.hooks)})
     build_custom_hooks(list(settings.custom_hooks) or None)
 
 

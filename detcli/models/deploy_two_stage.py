@@ -53,6 +53,7 @@ import torch
 from torch import Tensor, nn
 
 from detcli.errors import ConfigError
+from detcli.models.cascade import CascadeRoIHead
 from detcli.models.deploy import check_exportable
 from detcli.models.export_ops import (
     arange_like,
@@ -66,7 +67,6 @@ from detcli.models.export_ops import (
     topk_padded,
 )
 from detcli.models.mask_heads import axis_weights
-from detcli.models.cascade import CascadeRoIHead
 from detcli.models.roi_extractors import SingleRoIExtractor
 from detcli.models.two_stage import TwoStageDetector
 
@@ -128,7 +128,7 @@ class DeployTwoStage(nn.Module):
             mask_head = stage.mask_head
             if mask_head is not None and getattr(mask_head, "paste_mode", "mmdet") != "mmdet":
                 raise ConfigError(f"model.roi_head.mask_head.paste_mode: ONNX export pastes masks the mmdet way "
-                                  f"only, got {mask_head.paste_mode!r} (set paste_mode: mmdet to export; masks then "
+                                  f"only, got {mask_head.paste_mode!r} (set paste_mode: mmdet to export; masks then "  # type: ignore[union-attr]
                                   f"differ slightly at the edges)")
             for name in ("bbox_roi_extractor", "mask_roi_extractor"):
                 if not isinstance(getattr(stage, name), SingleRoIExtractor):
@@ -146,7 +146,7 @@ class DeployTwoStage(nn.Module):
 
     @property
     def with_mask(self) -> bool:
-        return self.detector.roi_head.with_mask
+        return self.detector.roi_head.with_mask  # type: ignore[return-value]
 
     @property
     def output_names(self) -> list[str]:
@@ -214,35 +214,35 @@ class DeployTwoStage(nn.Module):
         batch = (arange_like(proposals[:, 0, 0])[:, None] + torch.zeros_like(proposals[:, :, 0])).reshape(-1)
         logits = []
         for t, stage in enumerate(stages):
-            cls_score, bbox_pred = stage.bbox_head(_roi_features(stage.bbox_roi_extractor, feats, batch, flat))
+            cls_score, bbox_pred = stage.bbox_head(_roi_features(stage.bbox_roi_extractor, feats, batch, flat))  # type: ignore[arg-type, operator]
             logits.append(cls_score)
             if t < len(stages) - 1:  # cascade: regress with the arg-max foreground class, clip
                 deltas = bbox_pred
                 if deltas.shape[1] != 4:
                     label = cls_score[:, :c].argmax(dim=1)
                     deltas = deltas.reshape(-1, c, 4).gather(1, label[:, None, None].expand(-1, 1, 4))[:, 0]
-                flat = self._clip(stage.bbox_head.bbox_coder.decode(flat, deltas).reshape(b, n, 4), images,
-                                  image_sizes).reshape(-1, 4)
+                flat = self._clip(stage.bbox_head.bbox_coder.decode(flat, deltas).reshape(b, n, 4),  # type: ignore[operator, union-attr]
+                                  images, image_sizes).reshape(-1, 4)
         if len(logits) > 1:
             cls_score = sum(logits) / float(len(logits))
         scores = cls_score.softmax(dim=1)[:, :c].reshape(b, n, c)
         scores = torch.where(valid[:, :, None], scores, -1.0)
         if bbox_pred.shape[1] == 4:
             bbox_pred = bbox_pred.repeat(1, c)
-        boxes = head.bbox_head.bbox_coder.decode(flat, bbox_pred).reshape(b, n, c, 4)
+        boxes = head.bbox_head.bbox_coder.decode(flat, bbox_pred).reshape(b, n, c, 4)  # type: ignore[operator, union-attr]
         boxes = self._clip(boxes, images, image_sizes)  # (B, n, C, 4)
         if cfg.min_bbox_size >= 0:  # remove small boxes
             wh = boxes[..., 2:] - boxes[..., :2]
             scores = torch.where((wh <= cfg.min_bbox_size).any(dim=-1), -1.0, scores)
-        boxes = boxes.permute(0, 2, 1, 3).reshape(b, c * n, 4)  # class-major
-        scores = scores.permute(0, 2, 1).reshape(b, c * n)
+        boxes = boxes.permute(0, 2, 1, 3).reshape(b, c * n, 4)  # type: ignore[arg-type, operator]  # class-major
+        scores = scores.permute(0, 2, 1).reshape(b, c * n)  # type: ignore[arg-type, operator]
         nms_cfg = cfg.nms or {}
         if nms_cfg.get("class_agnostic", False):
             keep = nms_keep(boxes, scores[:, None, :], self.max_output, float(nms_cfg.get("iou_threshold", 0.5)),
                             cfg.score_thr)
         else:  # a batch of B * C single-class problems: class-specific boxes, no C-fold score matrix
-            keep = nms_keep(boxes.reshape(b * c, n, 4), scores.reshape(b * c, 1, n), self.max_output,
-                            float(nms_cfg.get("iou_threshold", 0.5)), cfg.score_thr).reshape(b, c * n)
+            keep = nms_keep(boxes.reshape(b * c, n, 4), scores.reshape(b * c, 1, n), self.max_output,  # type: ignore[arg-type, operator]
+                            float(nms_cfg.get("iou_threshold", 0.5)), cfg.score_thr).reshape(b, c * n)  # type: ignore[arg-type, operator]
         labels = (arange_like(scores[0]) // n).long()[None, :].expand(b, -1)
         return top_detections(boxes, torch.where(keep, scores, -1.0), labels, cfg.max_per_img)
 
@@ -257,7 +257,7 @@ class DeployTwoStage(nn.Module):
         batch = (arange_like(dets[:, 0, 0])[:, None] + torch.zeros_like(dets[:, :, 0])).reshape(-1)[used]
         stage_probs = []
         for stage in self.stages:  # a cascade averages its stages' probabilities
-            logits = stage.mask_head(_roi_features(stage.mask_roi_extractor, feats, batch, boxes))  # (D, C|1, M, M)
+            logits = stage.mask_head(_roi_features(stage.mask_roi_extractor, feats, batch, boxes))  # type: ignore[arg-type, operator]  # (D, C|1, M, M)
             m = logits.shape[-1]
             channel = flat_labels[used] if logits.shape[1] > 1 else torch.zeros_like(flat_labels[used])
             stage_probs.append(logits.gather(1, channel[:, None, None, None].expand(-1, 1, m, m))[:, 0].sigmoid())

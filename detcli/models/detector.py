@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from detcli.errors import ConfigError, did_you_mean
 from detcli.models.assigners import BatchAssigner
 from detcli.models.pretrained import PretrainedCfg, load_detector_weights, parse_init_cfg
+from detcli.registry import DETECTORS
 from detcli.structures import Detections, GroundTruth, ImageBatch
 from detcli.weights import LoadReport
 
@@ -91,7 +92,7 @@ class DenseTestConfig:
         if nms.get("type", "nms") != "nms":
             raise ConfigError(f"model.test_cfg.nms.type: only 'nms' is supported, got {nms.get('type')!r}")
         return cls(int(cfg.get("nms_pre", 1000)), float(cfg.get("min_bbox_size", 0)),
-                   float(cfg.get("score_thr", 0.05)), float(nms.get("iou_threshold", nms.get("iou_thr", 0.5))),
+                   float(cfg.get("score_thr", 0.05)), float(nms.get("iou_threshold", nms.get("iou_thr", 0.5))),  # type: ignore[arg-type]
                    bool(nms.get("class_agnostic", False)), int(cfg.get("max_per_img", 100)),
                    int(cfg.get("deploy_nms_pre", -1)), int(cfg.get("max_output_boxes_per_class", 200)),
                    bool(cfg.get("drop_empty_boxes", False)))
@@ -168,8 +169,12 @@ class BaseDetector(nn.Module):
         raise NotImplementedError
 
 
+@DETECTORS.register()
 class SingleStageDetector(BaseDetector):
     """Backbone, optional neck and a dense head, with the det model contract.
+
+    Registered as ``SingleStageDetector`` (mmdet's name) for heads that come without a detector of
+    their own, e.g. a plugin's dense head (docs/extending.md).
 
     ``model(images, targets)`` returns the loss dict, ``model(images)`` a list of
     :class:`Detections` (one per image, in the coordinates of ``images``, clipped to
@@ -214,19 +219,19 @@ class SingleStageDetector(BaseDetector):
 
     @property
     def num_classes(self) -> int:
-        return int(self.bbox_head.num_classes)
+        return int(self.bbox_head.num_classes)  # type: ignore[arg-type]
 
     def loss(self, images: ImageBatch, targets: list[GroundTruth]) -> dict[str, Tensor]:
         """Loss dict (``loss_cls``, ``loss_bbox``, ...) for a batch and its ground truth."""
         if len(targets) != len(images):
             raise ValueError(f"got {len(targets)} targets for {len(images)} images")
         feats = self.extract_feat(images.tensor)
-        return self.bbox_head.loss(feats, images, targets, self.train_settings)
+        return self.bbox_head.loss(feats, images, targets, self.train_settings)  # type: ignore[operator]
 
     def predict(self, images: ImageBatch) -> list[Detections]:
         """Detections per image, computed under ``torch.inference_mode`` (results are normal tensors)."""
         with torch.inference_mode():
             feats = self.extract_feat(images.tensor)
-            results = self.bbox_head.predict(feats, images, self.test_settings)
+            results = self.bbox_head.predict(feats, images, self.test_settings)  # type: ignore[operator]
         # copies made outside inference mode can be modified in place by later stages
         return [Detections(d.image_size, d.boxes.tensor.clone(), d.scores.clone(), d.labels.clone()) for d in results]

@@ -15,9 +15,9 @@ from typer.testing import CliRunner
 from detcli import engine
 from detcli.cli import app
 from detcli.config import load_config
+from detcli.engine.builders import build_model
 from detcli.engine.checkpoint import atomic_save, make_checkpoint
 from detcli.engine.onnx_export import OnnxPredictor, export_onnx
-from detcli.engine.tester import build_model
 from detcli.errors import ConfigError
 from detcli.structures import ImageBatch
 

@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from detcli.config import load_config
+from detcli.engine.builders import build_model, load_model
 from detcli.engine.checkpoint import atomic_save, make_checkpoint
 from detcli.engine.onnx_export import (
     OnnxPredictor,
@@ -25,7 +26,6 @@ from detcli.engine.onnx_export import (
     trace_to_onnx,
     verify_parity,
 )
-from detcli.engine.tester import build_model, load_model
 from detcli.models.deploy_two_stage import DeployTwoStage
 from detcli.structures import Boxes, Detections, ImageBatch
 

@@ -63,10 +63,19 @@ def test_unknown_top_level_key() -> None:
         validate_config(cfg, "x.yaml")
 
 
-def test_unsupported_logger_hook_is_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+def test_logger_hooks_supported_and_refused() -> None:
     cfg = tiny_cfg(log_config={"interval": 5, "hooks": [{"type": "TextLoggerHook"}, {"type": "TensorboardLoggerHook"}]})
     validate_config(cfg, "x.yaml")
-    assert "TensorboardLoggerHook is not supported yet" in caplog.text
+    cfg = tiny_cfg(log_config={"interval": 5, "hooks": [{"type": "TextLoggerHook"}, {"type": "WandbLoggerHook"}]})
+    with pytest.raises(ConfigError, match=r"x.yaml: log_config.hooks.1: WandbLoggerHook is not supported by det "
+                                          r"\(supported: TextLoggerHook, TensorboardLoggerHook, or a logger hook"):
+        validate_config(cfg, "x.yaml")
+    cfg = tiny_cfg(log_config={"hooks": [{"type": "TensorboardLoggerHook", "logdir": "x"}]})
+    with pytest.raises(ConfigError, match=r"log_config.hooks.0.logdir: unknown key 'logdir' for TensorboardLoggerHook"):
+        validate_config(cfg, "x.yaml")
+    cfg = tiny_cfg(log_config={"hooks": [{"type": "TextLoggerHook", "out_dir": "s3://x"}]})
+    with pytest.raises(ConfigError, match=r"log_config.hooks.0.out_dir: not supported by det's TextLoggerHook"):
+        validate_config(cfg, "x.yaml")
 
 
 SHIPPED = sorted(p.name for p in list_presets())

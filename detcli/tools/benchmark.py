@@ -147,7 +147,7 @@ def _stats(values: list[float]) -> dict[str, float]:
 def prepare_model(cfg: Mapping[str, Any], checkpoint: str | os.PathLike[str] | None, device: torch.device,
                   fuse: bool) -> tuple[torch.nn.Module, str, int]:
     """``(model in eval mode on device, weights description, number of conv+BN pairs fused)``."""
-    from detcli.engine.tester import build_model, load_model
+    from detcli.engine.builders import build_model, load_model
     from detcli.models.fuse import fuse_conv_bn
 
     if checkpoint is not None:
@@ -201,8 +201,8 @@ def benchmark(
         CheckpointError: a checkpoint that is not det's or does not fit the model; a file that is not a graph
             written by ``det export onnx``.
     """
+    from detcli.engine.builders import build_split
     from detcli.engine.environment import resolve_device
-    from detcli.engine.tester import build_split
 
     if task not in TASKS:
         raise ConfigError(f"--task {task!r}: expected one of {', '.join(TASKS)}")
@@ -286,7 +286,7 @@ def _time_inference(model: Any, loader: Any, cfg: Mapping[str, Any], max_iter: i
             _sync(dev)
             t1 = time.perf_counter()
             marks.clear()
-            postprocess_batch(model.predict(inputs), batch, cfg)
+            postprocess_batch(model.predict(inputs), batch, cfg)  # type: ignore[operator]
             _sync(dev)
             t3 = time.perf_counter()
             t2 = marks.get("forward_end", t3)
@@ -353,7 +353,7 @@ def count_flops(cfg: Mapping[str, Any], shape: tuple[int, int] | None = None,
     counter = FlopCounterMode(display=False)
     images = torch.zeros(1, 3, int(h), int(w))
     with torch.no_grad(), counter:
-        feats = model.extract_feat(images)
+        feats = model.extract_feat(images)  # type: ignore[operator]
         head = getattr(model, "bbox_head", None)
         if head is not None:
             head(feats)

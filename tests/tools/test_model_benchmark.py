@@ -14,15 +14,15 @@ from typer.testing import CliRunner
 
 from detcli.cli import app, normalize_argv
 from detcli.config import load_config, resolve_preset_path
-from detcli.engine.benchmark import (
+from detcli.engine.builders import build_model
+from detcli.errors import ConfigError
+from detcli.models.fuse import fuse_conv_bn
+from detcli.tools.benchmark import (
     benchmark,
     count_flops,
     default_flops_shape,
     format_count,
 )
-from detcli.engine.tester import build_model
-from detcli.errors import ConfigError
-from detcli.models.fuse import fuse_conv_bn
 
 SMALL = ["data.test.num_images=3", "data.train.num_images=4", "data.samples_per_gpu=2"]
 
@@ -134,8 +134,8 @@ def invoke(*args: str):
 
 
 def test_cli_benchmark_preset_and_kernels_coexist(monkeypatch: pytest.MonkeyPatch) -> None:
-    import detcli.engine.benchmark as eng
     import detcli.ops.benchmark as ops
+    import detcli.tools.benchmark as eng
 
     calls: list = []
 
