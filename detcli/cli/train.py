@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -72,11 +72,12 @@ def train(
         )
     if getattr(result, "rank", 0) != 0:
         return  # rank 0 reports for the job
-    summary = {
+    metrics: dict[str, Any] = dict(result.metrics or {})
+    summary: dict[str, Any] = {
         "work_dir": str(result.work_dir),
         "last_checkpoint": str(result.last_checkpoint) if result.last_checkpoint else None,
         "best_checkpoint": str(result.best_checkpoint) if getattr(result, "best_checkpoint", None) else None,
-        "metrics": dict(getattr(result, "metrics", {}) or {}),
+        "metrics": metrics,
         "weights_loaded": list(getattr(result, "weights_loaded", []) or []),
     }
     if json_out:
@@ -87,5 +88,5 @@ def train(
             err_console.print(f"last checkpoint: {summary['last_checkpoint']}")
         if summary["best_checkpoint"]:
             err_console.print(f"best checkpoint: {summary['best_checkpoint']}")
-        for k, v in summary["metrics"].items():
+        for k, v in metrics.items():
             err_console.print(f"{k}: {v:.4f}" if isinstance(v, float) else f"{k}: {v}")

@@ -40,10 +40,13 @@ from typing import Any
 import torch
 
 from detcli.config import dump_config
+from detcli.engine import runlock
+from detcli.engine.amp import MixedPrecision, build_mixed_precision
+from detcli.engine.builders import build_model, build_split
 from detcli.engine.checkpoint import load_checkpoint, load_state_dict
-from detcli.models.pretrained import load_detector_weights
 from detcli.engine.dist import distributed, get_dist_info, run_on_main
 from detcli.engine.environment import collect_env, configure_threads, resolve_device, set_random_seed
+from detcli.engine.evaluation import resolve_evaluation
 from detcli.engine.hooks import (
     CheckInvalidLossHook,
     CheckpointHook,
@@ -55,22 +58,19 @@ from detcli.engine.hooks import (
     build_custom_hooks,
     check_num_classes,
 )
-from detcli.engine.amp import MixedPrecision, build_mixed_precision
 from detcli.engine.loggers import build_logger_hooks
 from detcli.engine.lr import LrSchedule, MomentumSchedule
 from detcli.engine.optim import auto_scale_lr as scale_lr_in_cfg
 from detcli.engine.optim import build_optimizer
 from detcli.engine.progress import ProgressCallback
-from detcli.engine import runlock
 from detcli.engine.runner import Runner, TrainingInterrupted, stop_on_signals
-from detcli.engine.builders import build_model, build_split
-from detcli.engine.tester import check_mask_metrics, evaluate_detections, run_inference
-from detcli.engine.zoo import resolve_checkpoint, split_zoo_spec
 from detcli.engine.settings import DistSettings, Fp16Settings, RunSettings
+from detcli.engine.tester import check_mask_metrics, evaluate_detections, run_inference
 from detcli.engine.validate import validate_config
+from detcli.engine.zoo import resolve_checkpoint, split_zoo_spec
 from detcli.errors import CheckpointError, ConfigError, OutputError
 from detcli.fileio import check_writable_dir, clean_temp_files, write_json_atomic, write_text_atomic
-from detcli.engine.evaluation import resolve_evaluation
+from detcli.models.pretrained import load_detector_weights
 
 logger = logging.getLogger(__name__)
 

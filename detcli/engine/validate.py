@@ -9,7 +9,6 @@ from typing import Any
 from torch import nn
 
 from detcli.config import check_schema
-from detcli.plugins import prepare
 from detcli.engine.evaluation import ALL_METRICS, HOOK_KEYS, check_eval_options
 from detcli.engine.hooks import CheckpointHook, build_custom_hooks, check_dynamic_intervals
 from detcli.engine.loggers import build_logger_hooks
@@ -18,6 +17,7 @@ from detcli.engine.optim import check_optimizer_cfg
 from detcli.engine.settings import RunSettings, parse_settings, runner_settings, split_dataset_node
 from detcli.errors import ConfigError
 from detcli.evaluation import check_metrics
+from detcli.plugins import prepare
 from detcli.registry import DETECTORS, build, check_kwargs
 
 logger = logging.getLogger(__name__)
@@ -49,8 +49,8 @@ def validate_config(cfg: Mapping[str, Any], source: str) -> RunSettings:
 
 
 def _validate(cfg: Mapping[str, Any], source: str) -> None:
-    from detcli.data import dry_run_dataset  # (importing detcli.data registers datasets and transforms)
     import detcli.models  # noqa: F401  (registers model components)
+    from detcli.data import dry_run_dataset  # (importing detcli.data registers datasets and transforms)
 
     check_schema(cfg, source)
     prepare(cfg, source)  # custom_imports / plugins (a no-op when load_config already did it)
@@ -117,9 +117,9 @@ def check_build(cfg: Mapping[str, Any], source: str) -> RunSettings:
 
 
 def _build_all(cfg: Mapping[str, Any], settings: RunSettings) -> None:
+    from detcli.engine.builders import build_model
     from detcli.engine.hooks import EvalHook, LoggerHook, LrUpdaterHook, MomentumUpdaterHook
     from detcli.engine.optim import build_optimizer
-    from detcli.engine.builders import build_model
 
     model = build_model(cfg)
     for split in ("train", "val", "test"):

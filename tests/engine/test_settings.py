@@ -4,6 +4,7 @@ parsing, and `det config check` as a dry-run build."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 from typing import Any
 
 import pytest
@@ -121,7 +122,7 @@ def test_parse_settings_of_the_tiny_config() -> None:
     assert (s.schedule.runner_type, s.schedule.max_epochs, s.schedule.workflow) == ("EpochBasedRunner", 2, (("train", 1),))
     assert s.evaluation.interval == 1 and s.evaluation.options == {"metric": "bbox"}
     assert s.log.interval == 2 and s.log.log_level is None
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         s.seed = 3  # type: ignore[misc]  (frozen)
 
 

@@ -19,6 +19,7 @@ from detcli.registry import HOOKS
 
 from engine_helpers import tiny_cfg
 
+
 class Interrupted(Exception):
     pass
 
