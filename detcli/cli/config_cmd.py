@@ -57,3 +57,47 @@ def check(
     source = str(resolve_preset_path(preset))
     validate_config(load_config(source, cfg_options), source)
     err_console.print(f"[green]ok[/]: {source}")
+
+
+@app.command("import")
+@handle_errors
+def import_(
+    config: Annotated[str, typer.Argument(help="MMDetection 2.x Python config (.py); - reads it from stdin (its _base_ "
+                                               "paths are then relative to the current folder).")],
+    mmdet_root: Annotated[Optional[str], typer.Option("--mmdet-root", help="An mmdet checkout: _base_ files not found next "
+                                                                           "to a config are looked up in its configs/.")] = None,
+    output: Annotated[Optional[str], typer.Option("-o", "--output", help="Write the preset here (default or -: stdout).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Write the preset even when det cannot run parts of it (they are "
+                                                        "listed as warnings and as comments at its top).")] = False,
+) -> None:
+    """Translate an MMDetection 2.x Python config and its _base_ chain into one det YAML preset, without running
+    the Python file. Components or keys det does not have are all listed, each with the nearest det name; then
+    nothing is written (exit 1) unless --force."""
+    import sys
+
+    import detcli.data  # noqa: F401  (registers datasets and transforms)
+    import detcli.models  # noqa: F401  (registers the model components)
+    from detcli.cli._common import err_console
+    from detcli.config_import import import_mmdet_config, summarize
+    from detcli.engine import validate_config
+    from detcli.errors import ConfigError
+    from detcli.fileio import write_text_atomic
+
+    text = sys.stdin.read() if config == "-" else None
+    result = import_mmdet_config("<stdin>" if config == "-" else config, mmdet_root=mmdet_root, text=text,
+                                 validate=validate_config)
+    for note in result.notes:
+        err_console.print(f"[dim]note:[/] {note}", markup=True, highlight=False)
+    body = result.text
+    if result.problems:
+        if not force:
+            raise ConfigError(f"{config}: {summarize(result.problems)}\n(nothing written; fix the config, or "
+                              "write the preset anyway with --force and edit it)")
+        for problem in result.problems:
+            err_console.print(f"[yellow]warning:[/] {problem}", markup=True, highlight=False)
+        body = "".join(f"# det cannot run: {p}\n" for p in result.problems) + body
+    if output is None or output == "-":
+        typer.echo(body, nl=False)
+    else:
+        write_text_atomic(body, output)
+        err_console.print(f"preset written to {output}" + (f" (_base_: {', '.join(result.bases)})" if result.bases else ""))
