@@ -491,6 +491,9 @@ def _mmcv_value(text: str, where: str, depth: int = 0) -> Any:
         return out
     if (t.startswith("[") and t.endswith("]")) or (t.startswith("(") and t.endswith(")")):
         return [_mmcv_value(p, where, depth + 1) for p in _split_top(t[1:-1], where)]
+    if t.startswith(("[", "(")) or _DICT_CALL.match(t):
+        raise ConfigError(f"--cfg-options value {_show(where)}: '{_show(t, 40)}' is not closed "
+                          "(write [a, b], (a, b) or dict(k=v, ...))")
     if t.startswith("{"):
         return _override_scalar_or_yaml(t)
     return _override_scalar(t)
