@@ -10,7 +10,14 @@ A preset is a YAML mapping whose top-level keys are those of an mmdet 2.x config
    merged in order, then the file itself on top; a mapping carrying ``_delete_: true`` replaces
    what it overrides instead of merging into it;
 3. applies ``--cfg-options`` overrides (``a.b.c=V``, list indices as in
-   ``data.train.pipeline.2.img_scale=[640,640]``; values are YAML-typed);
+   ``data.train.pipeline.2.img_scale=[640,640]``; values are read as mmcv's ``DictAction`` reads
+   them: ``None``/``null`` is None, ``dict(type=nms,iou_threshold=0.5)`` a mapping, ``(1,2)`` a
+   list, other scalars YAML-typed; a key may be added in a ``{type: ...}`` node, in a section
+   whose schema allows it and anywhere below ``model.train_cfg``/``model.test_cfg``, whose keys
+   the heads check when they are built);
+   then substitutes the ``vars`` mapping: ``${name}`` as a whole value takes the variable's value
+   with its type, inside a longer string its text (:func:`substitute_vars`); ``vars`` merges
+   through ``_base_`` and takes overrides (``vars.img_scale=[640,640]``) before substitution;
 4. checks the top-level keys and the keys of the untyped sections against the schema, and the
    type and range of the values that have no ``type`` node (:func:`check_values`);
 5. re-roots relative dataset paths under ``$DET_DATASETS`` when it is set.
@@ -32,7 +39,9 @@ stops alias bombs); an alias may not refer to the node that contains it (recursi
 ``_base_`` path is at most :data:`MAX_PATH_BYTES` (4096) bytes with names of at most 255 bytes,
 and ``_base_`` chains are at most :data:`MAX_BASE_DEPTH` (32) files deep. A ``_base_`` that is a
 bare name with no file next to the preset (``_base_: quickstart``) is the shipped preset of that
-name, as in ``det train quickstart``. The same nesting and size limits apply to
+name, as in ``det train quickstart``; a relative ``_base_/...`` path with no such file next to the
+preset is det's shipped fragment (``_base_: _base_/models/retinanet_r50_fpn.yaml`` works from any
+folder). The same nesting and size limits apply to
 ``--cfg-options`` values.
 """
 
@@ -849,6 +858,14 @@ def substitute_vars(cfg: Mapping[str, Any], source: str = "<config>",
                               "(letters, digits and _, not starting with a digit)")
     origins = origins or {}
     done: dict[str, Any] = {}
+    shape: dict[str, tuple[int, int]] = {}  # name -> (values, nesting) of its resolved value
+    produced = [0]  # values written so far, copies included: bounded like YAML aliases
+
+    def spend(count: int, at: tuple[str | int, ...]) -> None:
+        produced[0] += count
+        if produced[0] > MAX_EXPANDED_NODES:
+            raise ConfigError(f"{where(at)}: {'.'.join(map(str, at))}: the config holds more than {MAX_EXPANDED_NODES} "
+                              "values once its variables are substituted (det's limit)")
 
     def where(at: tuple[str | int, ...]) -> str:
         return str(origins.get(at, source))
@@ -869,6 +886,7 @@ def substitute_vars(cfg: Mapping[str, Any], source: str = "<config>",
                               f"{did_you_mean(name, variables)} (vars defined: {known})")
         value = visit(variables[name], (VARS_KEY, name), (*stack, name))
         done[name] = value
+        shape[name] = _shape(value)
         return value
 
     def text(match: re.Match[str], at: tuple[str | int, ...], stack: tuple[str, ...]) -> str:
@@ -878,7 +896,9 @@ def substitute_vars(cfg: Mapping[str, Any], source: str = "<config>",
         if isinstance(value, (Mapping, list)) or value is None:
             raise ConfigError(f"{where(at)}: {'.'.join(map(str, at))}: '${{{match.group(1)}}}' holds "
                               f"{_show(value)}, which cannot be inserted into text; use it as the whole value")
-        return str(value).lower() if isinstance(value, bool) else str(value)
+        inserted = str(value).lower() if isinstance(value, bool) else str(value)
+        spend(len(inserted) // 64, at)  # long text counts too, against text bombs
+        return inserted
 
     def visit(value: Any, at: tuple[str | int, ...], stack: tuple[str, ...]) -> Any:
         if isinstance(value, str):
@@ -886,8 +906,15 @@ def substitute_vars(cfg: Mapping[str, Any], source: str = "<config>",
                 return value
             whole = _REFERENCE.fullmatch(value)
             if whole is not None and whole.group(1) is not None:
-                return copy.deepcopy(lookup(whole.group(1), at, stack))
+                found = lookup(whole.group(1), at, stack)
+                count, depth = shape[whole.group(1)]
+                spend(count, at)
+                if depth + len(at) > MAX_NESTING:
+                    raise ConfigError(f"{where(at)}: {'.'.join(map(str, at))}: nested deeper than {MAX_NESTING} "
+                                      "levels once variables are substituted (det's limit)")
+                return copy.deepcopy(found)
             return _REFERENCE.sub(lambda m: text(m, at, stack), value)
+        spend(1, at)
         if isinstance(value, Mapping):
             return {k: visit(v, (*at, str(k)), stack) for k, v in value.items()}
         if isinstance(value, list):
@@ -897,6 +924,17 @@ def substitute_vars(cfg: Mapping[str, Any], source: str = "<config>",
     for name in variables:  # every variable is checked, used or not
         lookup(name, (VARS_KEY, name), ())
     return {k: visit(v, (str(k),), ()) for k, v in cfg.items()}
+
+
+def _shape(value: Any) -> tuple[int, int]:
+    """``(number of values, nesting depth)`` of a plain tree."""
+    if isinstance(value, Mapping):
+        kids = [_shape(v) for v in value.values()]
+    elif isinstance(value, list):
+        kids = [_shape(v) for v in value]
+    else:
+        return 1, 0
+    return 1 + sum(k[0] for k in kids), 1 + max((k[1] for k in kids), default=0)
 
 
 def load_config(path: str | os.PathLike[str], cfg_options: Sequence[str] | None = None) -> dict[str, Any]:

@@ -207,3 +207,33 @@ def test_test_out_other_than_json_is_refused_before_the_model_runs(name: str, tm
     assert result.exit_code == 1
     assert "COCO results JSON file only" in result.output and "pickle" in result.output
     assert not out.exists()
+
+
+def test_variable_bombs_hit_the_expansion_limit(tmp_path: Path) -> None:
+    names = [f"v{i}" for i in range(30)]
+    lines = [f"  {a}: ['${{{b}}}', '${{{b}}}']" for a, b in zip(names, names[1:])] + [f"  {names[-1]}: [1]"]
+    write(tmp_path / "bomb.yaml", "vars:\n" + "\n".join(lines) + "\nseed: 1\n")
+    with pytest.raises(ConfigError, match="more than 100000 values once its variables are substituted"):
+        load_config(tmp_path / "bomb.yaml")
+    text = [f"  {a}: '${{{b}}}${{{b}}}'" for a, b in zip(names, names[1:])] + [f"  {names[-1]}: xxxxxxxxxxxxxxxx"]
+    write(tmp_path / "text.yaml", "vars:\n" + "\n".join(text) + "\nseed: 1\n")
+    with pytest.raises(ConfigError, match="once its variables are substituted"):
+        load_config(tmp_path / "text.yaml")
+
+
+def test_fcos_caffe_presets_set_the_normalisation_through_vars() -> None:
+    detectron = {"type": "Normalize", "mean": [102.9801, 115.9465, 122.7717], "std": [1.0, 1.0, 1.0], "to_rgb": False}
+    detectron2 = {**detectron, "mean": [103.53, 116.28, 123.675]}
+    torchvision = {"type": "Normalize", "mean": [123.675, 116.28, 103.53], "std": [58.395, 57.12, 57.375], "to_rgb": True}
+    for preset, norm in (("fcos_r50_caffe_fpn_gn-head_1x_coco", detectron),
+                         ("fcos_center-normbbox-centeronreg-giou_r50_caffe_fpn_gn-head_1x_coco", detectron2),
+                         ("retinanet_r50_fpn_1x_coco", torchvision)):
+        data = load_config(preset)["data"]
+        assert data["train"]["pipeline"][4] == norm
+        assert data["train"]["pipeline"][2]["img_scale"] == [1333, 800]
+        for split in ("val", "test"):
+            assert data[split]["pipeline"][1]["transforms"][2] == norm
+            assert data[split]["pipeline"][1]["img_scale"] == [1333, 800]
+    scaled = load_config("retinanet_r50_fpn_1x_coco", ["vars.img_scale=(640,480)"])["data"]
+    assert scaled["train"]["pipeline"][2]["img_scale"] == [640, 480]
+    assert scaled["test"]["pipeline"][1]["img_scale"] == [640, 480]
