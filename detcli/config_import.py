@@ -69,6 +69,10 @@ DROPPED_KEYS: dict[str, str] = {
 #: Largest integer (in bits) and longest string or list an imported expression may produce.
 MAX_INT_BITS = 4096
 MAX_SEQUENCE = 100_000
+#: Most values (list items, mapping entries, scalars) one expression may produce, and that the name
+#: references of one file may copy in all (against ``a = [[0] * 9999] * 9999``-style bombs).
+MAX_VALUES = 100_000
+MAX_COPIED = 2_000_000
 
 _ALLOWED_CALL = "dict"
 
@@ -146,6 +150,7 @@ class _Evaluator:
         self.base = base  # the merged names of the bases (also reachable as {{_base_.name}})
         self.names: dict[str, Any] = {}
         self.referenced: set[str] = set()
+        self.copied = 0
 
     def error(self, node: ast.AST, message: str) -> ConfigError:
         return ConfigError(f"{self.path}:{getattr(node, 'lineno', '?')}: {message}; "
@@ -194,7 +199,7 @@ class _Evaluator:
             raise self.error(node, f"a {type(node.value).__name__} constant is not allowed")
         if isinstance(node, (ast.List, ast.Tuple)):
             items = [self.eval(e) for e in node.elts]
-            return items if isinstance(node, ast.List) else tuple(items)
+            return self.checked(node, items if isinstance(node, ast.List) else tuple(items))
         if isinstance(node, ast.Dict):
             out: dict[str, Any] = {}
             for key, value in zip(node.keys, node.values):
@@ -205,9 +210,13 @@ class _Evaluator:
                     if not isinstance(k, (str, int)) or isinstance(k, bool):
                         raise self.error(key, f"a mapping key must be a string, got {type(k).__name__}")
                     out[k] = self.eval(value)
-            return out
+            return self.checked(node, out)
         if isinstance(node, ast.Name):
-            return copy.deepcopy(self.lookup(node, node.id))
+            found = self.lookup(node, node.id)
+            self.copied += _count(found, MAX_COPIED)
+            if self.copied > MAX_COPIED:
+                raise self.error(node, f"the names used copy more than {MAX_COPIED} values in all (det's limit)")
+            return copy.deepcopy(found)
         if isinstance(node, ast.Call):
             return self.call(node)
         if isinstance(node, ast.BinOp):
@@ -267,7 +276,7 @@ class _Evaluator:
             elif isinstance(op, ast.Mult) and isinstance(left, (str, list, tuple)) and _is_int(right):
                 if len(left) * max(right, 0) > MAX_SEQUENCE:
                     raise self.error(node, f"the result would be longer than {MAX_SEQUENCE}")
-                return left * right
+                return self.checked(node, left * right)
         except (ArithmeticError, ValueError) as e:
             raise self.error(node, f"{name}: {e}") from None
         raise self.error(node, f"{name} of {type(left).__name__} and {type(right).__name__} is not allowed")
@@ -279,6 +288,8 @@ class _Evaluator:
             raise self.error(node, f"the number {value} is not finite")
         if isinstance(value, (str, list, tuple)) and len(value) > MAX_SEQUENCE:
             raise self.error(node, f"a value longer than {MAX_SEQUENCE}")
+        if isinstance(value, (list, tuple, dict)) and _count(value, MAX_VALUES) > MAX_VALUES:
+            raise self.error(node, f"a value holding more than {MAX_VALUES} values (det's limit)")
         return value
 
     def subscript(self, node: ast.Subscript) -> Any:
@@ -329,6 +340,20 @@ class _Evaluator:
             value = value[key]
         self.referenced.add(chain[-1])
         return copy.deepcopy(value)
+
+
+def _count(value: Any, limit: int) -> int:
+    """The number of values in ``value`` (shared sub-lists counted each time), stopping past ``limit``."""
+    count = 0
+    stack = [value]
+    while stack and count <= limit:
+        item = stack.pop()
+        count += 1
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
+    return count
 
 
 def _is_int(v: Any) -> bool:

@@ -227,6 +227,9 @@ MALICIOUS = {
     "shadowed dict": ("dict = 1\nmodel = dict(type='{mark}')\n", 2, "a call to 'dict', which this config rebinds"),
     "big power": ("seed = 10 ** 10 ** 10\n", 1, "exponent"),
     "big string": ("seed = 'a' * 10 ** 9\n", 1, "longer than"),
+    "list bomb": ("a = [[0] * 9999] * 9999\n", 1, "more than 100000 values"),
+    "copy bomb": ("a = [0] * 99999\nb = [a, a]\n", 2, "more than 100000 values"),
+    "name copies": ("a = [0] * 90000\n" + "b = a\n" * 30, 24, "copy more than 2000000 values"),
 }
 
 
