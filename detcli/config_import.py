@@ -506,7 +506,7 @@ def import_mmdet_config(
     notes: list[str] = []
     problems: list[str] = []
     cfg = _select_keys(module, problems, notes)
-    _move_legacy_cfgs(cfg, notes)
+    _move_legacy_cfgs(cfg, notes, problems)
     _restore_data_root(cfg, module.values.get("data_root"), notes)
     cfg = _plain(cfg)
     problems.extend(find_problems(cfg))
@@ -541,9 +541,22 @@ def _select_keys(module: _Module, problems: list[str], notes: list[str]) -> dict
     return cfg
 
 
-def _move_legacy_cfgs(cfg: dict[str, Any], notes: list[str]) -> None:
-    """mmdet 2.x still reads a top-level ``train_cfg``/``test_cfg`` into the model."""
+def _move_legacy_cfgs(cfg: dict[str, Any], notes: list[str], problems: list[str]) -> None:
+    """mmdet 2.x still reads a top-level ``train_cfg``/``test_cfg`` into the model, and a detector's
+    ``pretrained`` into its backbone's ``init_cfg``."""
     model = cfg.get("model")
+    if isinstance(model, dict) and "pretrained" in model:
+        checkpoint = model.pop("pretrained")
+        backbone = model.get("backbone")
+        if checkpoint is None:
+            notes.append("dropped model.pretrained = None")
+        elif isinstance(backbone, dict) and "init_cfg" not in backbone and backbone.get("pretrained") is None:
+            backbone.pop("pretrained", None)
+            backbone["init_cfg"] = {"type": "Pretrained", "checkpoint": checkpoint}
+            notes.append("moved model.pretrained into model.backbone.init_cfg (as mmdet 2.x's detectors do)")
+        else:
+            problems.append("model.pretrained: the backbone sets its own init_cfg or pretrained too "
+                            "(mmdet refuses both); keep one, as model.backbone.init_cfg")
     for key in ("train_cfg", "test_cfg"):
         if key in cfg:
             value = cfg.pop(key)

@@ -279,15 +279,23 @@ data = dict(train=dict(type='CocoDatset'))
         assert expected in text
 
 
-def test_legacy_top_level_train_test_cfg_move_into_the_model(tmp_path: Path) -> None:
+def test_legacy_train_test_cfg_and_pretrained_move_into_the_model(tmp_path: Path) -> None:
     cfg = write(tmp_path / "cfg.py", """
-model = dict(type='RetinaNet')
+model = dict(type='RetinaNet', pretrained='torchvision://resnet50', backbone=dict(type='ResNet', depth=50))
 train_cfg = dict(allowed_border=-1)
 test_cfg = dict(score_thr=0.1)
 """)
     result = import_mmdet_config(cfg)
-    assert result.config["model"] == {"type": "RetinaNet", "train_cfg": {"allowed_border": -1}, "test_cfg": {"score_thr": 0.1}}
+    assert result.config["model"] == {
+        "type": "RetinaNet",
+        "backbone": {"type": "ResNet", "depth": 50, "init_cfg": {"type": "Pretrained", "checkpoint": "torchvision://resnet50"}},
+        "train_cfg": {"allowed_border": -1},
+        "test_cfg": {"score_thr": 0.1},
+    }
     assert "train_cfg" not in result.config
+    both = write(tmp_path / "both.py", "model = dict(type='RetinaNet', pretrained='x.pth', "
+                                       "backbone=dict(type='ResNet', init_cfg=dict(type='Pretrained', checkpoint='y')))\n")
+    assert any(p.startswith("model.pretrained: the backbone sets its own init_cfg") for p in import_mmdet_config(both).problems)
 
 
 def test_mmdet_root_resolves_bases_of_a_config_outside_the_tree(tmp_path: Path) -> None:
