@@ -42,6 +42,7 @@ import ast
 import copy
 import inspect
 import math
+import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +50,7 @@ from typing import Any
 
 from detcli.config import (
     MAX_BASE_DEPTH,
+    MAX_NESTING,
     MAX_PRESET_BYTES,
     SECTION_KEYS,
     SHIPPED_BASE_DIR,
@@ -258,7 +260,9 @@ class _Evaluator:
         name = type(op).__name__
         try:
             if _is_number(left) and _is_number(right):
-                if isinstance(op, ast.Pow) and isinstance(right, int) and abs(right) > 1024:
+                if isinstance(op, ast.Pow) and _is_int(right) and (
+                    abs(right) > 1024 or (_is_int(left) and left.bit_length() * abs(right) > MAX_INT_BITS)
+                ):
                     raise self.error(node, f"exponent {right} is too large")
                 ops: dict[type, Callable[[Any, Any], Any]] = {
                     ast.Add: lambda a, b: a + b, ast.Sub: lambda a, b: a - b, ast.Mult: lambda a, b: a * b,
@@ -288,8 +292,12 @@ class _Evaluator:
             raise self.error(node, f"the number {value} is not finite")
         if isinstance(value, (str, list, tuple)) and len(value) > MAX_SEQUENCE:
             raise self.error(node, f"a value longer than {MAX_SEQUENCE}")
-        if isinstance(value, (list, tuple, dict)) and _count(value, MAX_VALUES) > MAX_VALUES:
-            raise self.error(node, f"a value holding more than {MAX_VALUES} values (det's limit)")
+        if isinstance(value, (list, tuple, dict)):
+            count, depth = _measure(value, MAX_VALUES)
+            if count > MAX_VALUES:
+                raise self.error(node, f"a value holding more than {MAX_VALUES} values (det's limit)")
+            if depth > MAX_NESTING:
+                raise self.error(node, f"lists and mappings nested deeper than {MAX_NESTING} levels (det's limit)")
         return value
 
     def subscript(self, node: ast.Subscript) -> Any:
@@ -344,16 +352,23 @@ class _Evaluator:
 
 def _count(value: Any, limit: int) -> int:
     """The number of values in ``value`` (shared sub-lists counted each time), stopping past ``limit``."""
+    return _measure(value, limit)[0]
+
+
+def _measure(value: Any, limit: int) -> tuple[int, int]:
+    """``(values, nesting depth)`` of ``value``, stopping once more than ``limit`` values were seen."""
     count = 0
-    stack = [value]
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 0)]
     while stack and count <= limit:
-        item = stack.pop()
+        item, depth = stack.pop()
         count += 1
+        deepest = max(deepest, depth)
         if isinstance(item, dict):
-            stack.extend(item.values())
+            stack.extend((v, depth + 1) for v in item.values())
         elif isinstance(item, (list, tuple)):
-            stack.extend(item)
-    return count
+            stack.extend((v, depth + 1) for v in item)
+    return count, deepest
 
 
 def _is_int(v: Any) -> bool:
@@ -407,7 +422,9 @@ def _load_module(path: Path, mmdet_root: Path | None, chain: tuple[Path, ...], t
         raise ConfigError(f"{path}: _base_ inheritance cycle: {' -> '.join(map(str, (*chain, key)))}")
     source = _read_source(path) if text is None else text
     try:
-        tree = ast.parse(source, filename=str(path))
+        with warnings.catch_warnings():  # the compiler's SyntaxWarnings ("invalid escape sequence"): not ours
+            warnings.simplefilter("ignore", SyntaxWarning)
+            tree = ast.parse(source, filename=str(path))
     except SyntaxError as e:
         raise ConfigError(f"{path}:{e.lineno}: Python syntax error: {e.msg}") from None
     except (ValueError, RecursionError, MemoryError) as e:

@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 import detcli.data  # noqa: F401  (registers datasets and transforms)
@@ -18,6 +20,8 @@ from detcli.engine import validate_config
 from detcli.errors import ConfigError
 
 CONFIGS = Path(__file__).parent / "data" / "mmdet_configs"
+FUZZ_IMPORT = settings(max_examples=300, deadline=None, derandomize=True, database=None,
+                       suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 runner = CliRunner()
 
 
@@ -354,3 +358,54 @@ def test_cli_import_stdout_file_stdin_and_force(tmp_path: Path, monkeypatch: pyt
     evil = write(tmp_path / "evil.py", "seed = __import__('os').getpid()\n")
     result = invoke("config", "import", str(evil))
     assert result.exit_code == 1 and "evil.py:1: a call to '...getpid'" in result.output
+
+
+PY_PIECES = [
+    "\n", " ", "dict(", ")", "(", "[", "]", "{", "}", ",", "=", ":", "**", "*", "+", "-", "/", "//", "%", "'a'", '"b"',
+    "1", "0", "2.5", "1e308", "9" * 40, "True", "None", "x", "y", "model", "data", "_base_", "_delete_", "type",
+    "f'{", "}'", "[0]", "[-1]", "['k']", "{{_base_.x}}", ".attr", "open", "__import__", "lambda", "import", "for",
+    "if", "#", "\\", "\x00", "é", "b''", "1j", "...", ";", "x = ", "y = ", "model = dict(", "x = [x]\n",
+]
+
+
+@FUZZ_IMPORT
+@given(text=st.lists(st.sampled_from(PY_PIECES) | st.text(max_size=6), max_size=60).map("".join))
+def test_random_python_only_ever_raises_config_error(text: str) -> None:
+    try:
+        import_mmdet_config("fuzz.py", text=text, fragments={})
+    except ConfigError:
+        pass
+
+
+def test_deep_nesting_and_big_powers_are_refused(tmp_path: Path) -> None:
+    deep = write(tmp_path / "deep.py", "x = 0\n" + "x = [x]\n" * 150)
+    with pytest.raises(ConfigError, match="nested deeper than 100 levels"):
+        import_mmdet_config(deep)
+    with pytest.raises(ConfigError, match="exponent 1000 is too large"):
+        import_mmdet_config(write(tmp_path / "pow.py", "x = (10 ** 1000) ** 1000\n"))
+
+
+expressions = st.recursive(
+    st.sampled_from(["0", "1", "-2", "2.5", "1e308", "'s'", "'data/'", "True", "None", "x", "y", "(1, 2)", "[]"]),
+    lambda e: st.one_of(
+        st.tuples(e).map(lambda t: f"dict(k={t[0]})"),
+        st.tuples(e, e).map(lambda t: f"[{t[0]}, {t[1]}]"),
+        st.tuples(e, e, st.sampled_from(["+", "-", "*", "/", "//", "%", "**"])).map(lambda t: f"({t[0]} {t[2]} {t[1]})"),
+        st.tuples(e).map(lambda t: f"-{t[0]}"),
+        st.tuples(e, st.sampled_from(["0", "-1", "'k'", "5"])).map(lambda t: f"{t[0]}[{t[1]}]"),
+        st.tuples(e).map(lambda t: "{**" + t[0] + ", 'a': 1}"),
+        st.tuples(e).map(lambda t: "dict(**" + t[0] + ")"),
+        st.tuples(e).map(lambda t: "f'{" + t[0] + "}/x'"),
+    ),
+    max_leaves=12,
+)
+
+
+@FUZZ_IMPORT
+@given(lines=st.lists(st.tuples(st.sampled_from(["x", "y", "model", "seed"]), expressions), min_size=1, max_size=6))
+def test_random_expressions_only_ever_raise_config_error(lines: list[tuple[str, str]]) -> None:
+    text = "x = 1\ny = [1, 2]\n" + "".join(f"{name} = {expr}\n" for name, expr in lines)
+    try:
+        import_mmdet_config("fuzz.py", text=text, fragments={})
+    except ConfigError:
+        pass
