@@ -209,7 +209,7 @@ class _Evaluator:
                     out.update(self.mapping(value, self.eval(value), "**"))
                 else:
                     k = self.eval(key)
-                    if not isinstance(k, (str, int)) or isinstance(k, bool):
+                    if not isinstance(k, str):
                         raise self.error(key, f"a mapping key must be a string, got {type(k).__name__}")
                     out[k] = self.eval(value)
             return self.checked(node, out)
@@ -271,12 +271,9 @@ class _Evaluator:
                 }
                 if type(op) in ops:
                     return self.checked(node, ops[type(op)](left, right))
-            elif isinstance(op, ast.Add) and (
-                (isinstance(left, str) and isinstance(right, str))
-                or (isinstance(left, list) and isinstance(right, list))
-                or (isinstance(left, tuple) and isinstance(right, tuple))
-            ):
-                return self.checked(node, left + right)
+            elif isinstance(op, ast.Add) and type(left) is type(right) and isinstance(left, (str, list, tuple)):
+                joined: Any = left
+                return self.checked(node, joined + right)
             elif isinstance(op, ast.Mult) and isinstance(left, (str, list, tuple)) and _is_int(right):
                 if len(left) * max(right, 0) > MAX_SEQUENCE:
                     raise self.error(node, f"the result would be longer than {MAX_SEQUENCE}")

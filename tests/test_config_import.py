@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-import detcli.data  # noqa: F401  (registers datasets and transforms)
+import detcli.data  # registers datasets and transforms
 import detcli.models  # noqa: F401  (registers model components)
 from detcli.cli import app, normalize_argv
 from detcli.config import load_config
@@ -114,7 +114,7 @@ def test_import_resolves_like_the_shipped_preset(config: str, preset: str, extra
 
 
 def test_retinanet_optimizer_override_and_dataset_paths(tmp_path: Path) -> None:
-    out, result = import_to_file(CONFIGS / "retinanet/retinanet_r50_fpn_1x_coco.py", tmp_path)
+    out, _ = import_to_file(CONFIGS / "retinanet/retinanet_r50_fpn_1x_coco.py", tmp_path)
     cfg = load_config(out)
     assert cfg["optimizer"] == {"type": "SGD", "lr": 0.01, "momentum": 0.9, "weight_decay": 0.0001}
     # ann_file = data_root + '...' becomes det's data_root + relative path

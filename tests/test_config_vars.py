@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Any
 
@@ -9,7 +10,12 @@ import pytest
 from typer.testing import CliRunner
 
 from detcli.cli import app, normalize_argv
-from detcli.config import apply_overrides, load_config, parse_override_value, substitute_vars
+from detcli.config import (
+    apply_overrides,
+    load_config,
+    parse_override_value,
+    substitute_vars,
+)
 from detcli.errors import ConfigError
 
 
@@ -211,11 +217,11 @@ def test_test_out_other_than_json_is_refused_before_the_model_runs(name: str, tm
 
 def test_variable_bombs_hit_the_expansion_limit(tmp_path: Path) -> None:
     names = [f"v{i}" for i in range(30)]
-    lines = [f"  {a}: ['${{{b}}}', '${{{b}}}']" for a, b in zip(names, names[1:])] + [f"  {names[-1]}: [1]"]
+    lines = [f"  {a}: ['${{{b}}}', '${{{b}}}']" for a, b in itertools.pairwise(names)] + [f"  {names[-1]}: [1]"]
     write(tmp_path / "bomb.yaml", "vars:\n" + "\n".join(lines) + "\nseed: 1\n")
     with pytest.raises(ConfigError, match="more than 100000 values once its variables are substituted"):
         load_config(tmp_path / "bomb.yaml")
-    text = [f"  {a}: '${{{b}}}${{{b}}}'" for a, b in zip(names, names[1:])] + [f"  {names[-1]}: xxxxxxxxxxxxxxxx"]
+    text = [f"  {a}: '${{{b}}}${{{b}}}'" for a, b in itertools.pairwise(names)] + [f"  {names[-1]}: xxxxxxxxxxxxxxxx"]
     write(tmp_path / "text.yaml", "vars:\n" + "\n".join(text) + "\nseed: 1\n")
     with pytest.raises(ConfigError, match="once its variables are substituted"):
         load_config(tmp_path / "text.yaml")
