@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import ast
 import copy
+import difflib
 import inspect
 import math
 import warnings
@@ -639,8 +640,25 @@ def _accepted_keys(target: Callable[..., Any]) -> set[str] | None:
 
 
 def _nearest(name: str, registry: Registry) -> str:
-    hint = did_you_mean(name, registry.names())
-    return hint or f" (det's {registry.kind}s: {', '.join(registry.names()) or 'none'})"
+    """A did-you-mean, else the det component sharing the longest name ending (``DoubleHeadRoIHead``:
+    ``StandardRoIHead``), and the list of det's components of that kind."""
+    names = registry.names()
+    hint = did_you_mean(name, names)
+    if hint:
+        return hint
+    short = name.rsplit(".", 1)[-1]  # `mmcls.MobileNetV3`: the class name
+
+    def shared_ending(candidate: str) -> int:
+        n = 0
+        while n < min(len(short), len(candidate)) and short[-1 - n] == candidate[-1 - n]:
+            n += 1
+        return n
+
+    ranked = sorted(names, key=lambda c: (-shared_ending(c), -difflib.SequenceMatcher(None, short, c).ratio(), c))
+    listing = f" (det's {registry.kind}s: {', '.join(names) or 'none'})"
+    if ranked and shared_ending(ranked[0]) >= 4:
+        return f" — nearest det {registry.kind}: '{ranked[0]}'{listing}"
+    return listing
 
 
 def find_problems(cfg: Mapping[str, Any]) -> list[str]:

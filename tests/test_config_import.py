@@ -283,6 +283,19 @@ data = dict(train=dict(type='CocoDatset'))
         assert expected in text
 
 
+def test_nearest_component_by_name_ending(tmp_path: Path) -> None:
+    cfg = write(tmp_path / "double.py", f"""
+_base_ = '{CONFIGS}/faster_rcnn/faster_rcnn_r50_fpn_1x_coco.py'
+model = dict(roi_head=dict(type='DoubleHeadRoIHead', reg_roi_scale_factor=1.3,
+                           bbox_head=dict(_delete_=True, type='DoubleConvFCBBoxHead', num_convs=4)))
+""")
+    problems = import_mmdet_config(cfg).problems
+    assert problems[0].startswith("model.roi_head.type: det has no head 'DoubleHeadRoIHead' — nearest det head: "
+                                  "'StandardRoIHead' (det's heads: ")
+    assert problems[1] == "model.roi_head.bbox_head.type: det has no head 'DoubleConvFCBBoxHead' — did you mean 'ConvFCBBoxHead'?"
+    assert len(problems) == 2  # the keys of an unknown component are not checked
+
+
 def test_legacy_train_test_cfg_and_pretrained_move_into_the_model(tmp_path: Path) -> None:
     cfg = write(tmp_path / "cfg.py", """
 model = dict(type='RetinaNet', pretrained='torchvision://resnet50', backbone=dict(type='ResNet', depth=50))
