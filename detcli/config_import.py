@@ -56,6 +56,7 @@ from detcli.config import (
     SECTION_KEYS,
     SHIPPED_BASE_DIR,
     TOP_LEVEL_KEYS,
+    VALUE_TYPES,
     dump_config,
     merge,
 )
@@ -68,6 +69,14 @@ DROPPED_KEYS: dict[str, str] = {
     "opencv_num_threads": "det leaves OpenCV's thread count at its default",
     "mp_start_method": "det uses the platform's default start method (fork on Linux)",
 }
+
+#: The names mmdet 2.x configs conventionally give intermediate variables. A file that assigns one
+#: and never uses it (a printed, fully inlined config) loses it with a note, not a problem.
+CONVENTIONAL_VARIABLES = frozenset({
+    "dataset_type", "data_root", "img_norm_cfg", "train_pipeline", "test_pipeline", "val_pipeline", "img_scale",
+    "classes", "norm_cfg", "pretrained", "file_client_args", "train_dataset", "albu_train_transforms",
+    "max_epochs", "num_last_epochs", "interval", "checkpoint",
+})
 
 #: Largest integer (in bits) and longest string or list an imported expression may produce.
 MAX_INT_BITS = 4096
@@ -550,6 +559,8 @@ def _select_keys(module: _Module, problems: list[str], notes: list[str]) -> dict
             notes.append(f"dropped {name} = {value!r}: {DROPPED_KEYS[name]}")
         elif name in module.referenced:
             continue  # an intermediate variable, already inlined where it was used
+        elif name in CONVENTIONAL_VARIABLES:
+            notes.append(f"dropped the variable {name}: no file of the config uses it")
         else:
             problems.append(f"{name}: unknown top-level key{did_you_mean(name, TOP_LEVEL_KEYS)} "
                             "(not a det config key, and no file of the config refers to it as a variable)")
@@ -686,6 +697,10 @@ def find_problems(cfg: Mapping[str, Any]) -> list[str]:
         if key == "data" and isinstance(data, Mapping):
             for split, node in data.items():
                 registry = DATASETS if split in ("train", "val", "test") else None
+                if registry is not None and isinstance(node, Mapping):
+                    # a split's own loader keys (samples_per_gpu...) are read by det's loader, not the dataset
+                    loader = {path.split(".")[2] for path in VALUE_TYPES if path.startswith(f"data.{split}.")}
+                    node = {k: v for k, v in node.items() if k not in loader}
                 _walk(node, registry, f"data.{split}", problems)
         elif key in TOP_LEVEL_KEYS:
             _walk(value, registry_for_key(key), key, problems)

@@ -150,6 +150,27 @@ def test_custom_dataset_config_as_in_the_tutorial(tmp_path: Path) -> None:
     assert "classes" not in cfg and "dataset_type" not in cfg
 
 
+def test_the_docs_printed_mask_rcnn_config(tmp_path: Path) -> None:
+    out, result = import_to_file(CONFIGS / "mask_rcnn/mask_rcnn_r50_fpn_docs_example.py", tmp_path)
+    assert result.problems == []
+    # printed but unused intermediate variables are dropped with a note, not reported as unknown keys
+    for name in ("dataset_type", "data_root", "img_norm_cfg", "train_pipeline", "test_pipeline"):
+        assert f"dropped the variable {name}: no file of the config uses it" in result.notes
+    imported, shipped = load_config(out), load_config("mask_rcnn_r50_fpn_1x_coco")
+    assert differing_paths(imported["model"], shipped["model"]) == {
+        # keys of older 2.x releases that the docs still print (det's two-stage settings accept them)
+        "train_cfg.rpn_proposal.nms_across_levels": (False, "<absent>"),
+        "train_cfg.rpn_proposal.nms_post": (1000, "<absent>"),
+        "test_cfg.rpn.nms_across_levels": (False, "<absent>"),
+        "test_cfg.rpn.nms_post": (1000, "<absent>"),
+        "test_cfg.rcnn.nms.iou_thr": (0.5, "<absent>"),
+        "test_cfg.rcnn.nms.iou_threshold": ("<absent>", 0.5),
+    }
+    assert imported["data"]["test"]["samples_per_gpu"] == 2  # a split's loader key, not a dataset key
+    assert imported["data"]["train"] == shipped["data"]["train"]
+    assert imported["work_dir"] == "work_dir"
+
+
 def write(path: Path, text: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
