@@ -523,6 +523,8 @@ def import_mmdet_config(
             (``FILE:LINE: ... is not allowed``).
     """
     path = Path(path)
+    if text is not None and len(text.encode("utf-8", "surrogatepass")) > MAX_PRESET_BYTES:
+        raise ConfigError(f"{path}: larger than {MAX_PRESET_BYTES} bytes (det's limit for a config)")
     root = Path(mmdet_root) if mmdet_root is not None else None
     if root is not None and not root.is_dir():
         raise ConfigError(f"--mmdet-root {root}: not a directory")

@@ -83,7 +83,9 @@ def import_(
     from detcli.errors import ConfigError
     from detcli.fileio import write_text_atomic
 
-    text = sys.stdin.read() if config == "-" else None
+    from detcli.config import MAX_PRESET_BYTES
+
+    text = sys.stdin.read(MAX_PRESET_BYTES + 1) if config == "-" else None  # more is refused as too large
     result = import_mmdet_config("<stdin>" if config == "-" else config, mmdet_root=mmdet_root, text=text,
                                  validate=validate_config)
     for note in result.notes:
