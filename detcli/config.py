@@ -953,12 +953,13 @@ def load_config(path: str | os.PathLike[str], cfg_options: Sequence[str] | None 
     return reroot_datasets(cfg, os.environ.get("DET_DATASETS"))
 
 
-def load_fragment(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Load a partial preset (a ``_base_`` fragment): bases merged and ``vars`` substituted, no
-    schema checks and no re-rooting (a fragment need not be a whole config)."""
+def load_fragment(path: str | os.PathLike[str], substitute: bool = True) -> dict[str, Any]:
+    """Load a partial preset (a ``_base_`` fragment): bases merged and ``vars`` substituted (unless
+    ``substitute`` is false: then ``vars`` and the references stay), no schema checks and no
+    re-rooting (a fragment need not be a whole config)."""
     origins: dict[tuple[str | int, ...], Path] = {}
     cfg = _strip_delete(_load_tree(Path(path), (), origins))
-    return substitute_vars(cfg, str(path), origins)
+    return substitute_vars(cfg, str(path), origins) if substitute else cfg
 
 
 def resolve_preset_path(path: str | os.PathLike[str]) -> Path:

@@ -43,6 +43,7 @@ import copy
 import difflib
 import inspect
 import math
+import re
 import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -57,8 +58,10 @@ from detcli.config import (
     SHIPPED_BASE_DIR,
     TOP_LEVEL_KEYS,
     VALUE_TYPES,
+    VARS_KEY,
     dump_config,
     merge,
+    substitute_vars,
 )
 from detcli.errors import ConfigError, did_you_mean
 from detcli.registry import DATASETS, Registry, registry_for_key
@@ -77,6 +80,8 @@ CONVENTIONAL_VARIABLES = frozenset({
     "classes", "norm_cfg", "pretrained", "file_client_args", "train_dataset", "albu_train_transforms",
     "max_epochs", "num_last_epochs", "interval", "checkpoint",
 })
+
+_WHOLE_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 #: Largest integer (in bits) and longest string or list an imported expression may produce.
 MAX_INT_BITS = 4096
@@ -736,7 +741,8 @@ def _walk(value: Any, registry: Registry | None, path: str, problems: list[str])
 # --- _base_ onto det's shipped fragments --------------------------------------------------------
 
 def shipped_fragments() -> dict[str, dict[str, Any]]:
-    """det's shipped ``presets/_base_`` fragments, resolved, by their ``_base_`` path."""
+    """det's shipped ``presets/_base_`` fragments by their ``_base_`` path: bases merged, ``vars`` kept
+    unsubstituted (see :func:`choose_bases`)."""
     from detcli.config import load_fragment
     from detcli.resources import presets_dir
 
@@ -747,7 +753,7 @@ def shipped_fragments() -> dict[str, dict[str, Any]]:
     for file in sorted((root / SHIPPED_BASE_DIR).rglob("*.yaml")):
         name = file.relative_to(root).as_posix()
         try:
-            out[name] = load_fragment(file)
+            out[name] = load_fragment(file, substitute=False)
         except ConfigError:
             continue
     return out
@@ -818,12 +824,65 @@ def _strip_markers(value: Any) -> Any:
     return value
 
 
+def _fit_vars(raw: Mapping[str, Any], target: Mapping[str, Any]) -> dict[str, Any]:
+    """Values for ``raw``'s ``vars`` read off ``target`` where ``raw`` holds exactly ``${name}``.
+
+    A variable is fitted when every such place agrees on one value that differs from its default.
+    """
+    variables = raw.get(VARS_KEY)
+    if not isinstance(variables, Mapping) or not variables:
+        return {}
+    proposals: dict[str, list[Any]] = {}
+
+    def walk(r: Any, t: Any) -> None:
+        if isinstance(r, str):
+            m = _WHOLE_REFERENCE.fullmatch(r)
+            if m is not None and m.group(1) in variables:
+                proposals.setdefault(m.group(1), []).append(t)
+        elif isinstance(r, Mapping) and isinstance(t, Mapping):
+            for k in r:
+                if k in t:
+                    walk(r[k], t[k])
+        elif isinstance(r, list) and isinstance(t, list) and len(r) == len(t):
+            for a, b in zip(r, t):
+                walk(a, b)
+
+    walk({k: v for k, v in raw.items() if k != VARS_KEY}, target)
+    return {name: values[0] for name, values in proposals.items()
+            if all(same(values[0], v) for v in values[1:]) and not same(values[0], variables[name])}
+
+
+def _escape_references(value: Any) -> Any:
+    """Literal ``${`` in a value written into a preset becomes ``$${`` (else det would substitute it)."""
+    if isinstance(value, str):
+        return value.replace("${", "$${")
+    if isinstance(value, Mapping):
+        return {k: _escape_references(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_escape_references(v) for v in value]
+    return value
+
+
+def _resolves_to(raw_base: Mapping[str, Any], body: Mapping[str, Any], cfg: Mapping[str, Any]) -> bool:
+    """Whether a preset ``body`` on the (unsubstituted) bases ``raw_base`` loads to exactly ``cfg``."""
+    try:
+        loaded = substitute_vars(_strip_markers(merge(raw_base, body)))
+    except ConfigError:
+        return False
+    return same(loaded, dict(cfg))
+
+
 def choose_bases(cfg: Mapping[str, Any], fragments: Mapping[str, Mapping[str, Any]]) -> tuple[list[str], dict[str, Any]]:
     """Pick, per kind (models, datasets, schedules, default_runtime), the fragment that makes the
-    preset shortest while it still resolves to ``cfg`` exactly; return ``(bases, difference)``."""
+    preset shortest while it still resolves to ``cfg`` exactly; return ``(bases, preset body)``.
+
+    ``fragments`` are unsubstituted (a fragment's ``vars`` kept): where ``cfg`` differs from a
+    fragment only in what its variables fill in, the body sets those variables
+    (``vars: {img_scale: [640, 640]}``) instead of restating the values.
+    """
     chosen: list[str] = []
     merged: dict[str, Any] = {}
-    best = dict(cfg)
+    best: dict[str, Any] = _escape_references(dict(cfg))
     best_size = _size(best)
     kinds = sorted({_category(n) for n in fragments},
                    key=lambda c: (_CATEGORY_ORDER.index(c) if c in _CATEGORY_ORDER else len(_CATEGORY_ORDER), c))
@@ -833,15 +892,19 @@ def choose_bases(cfg: Mapping[str, Any], fragments: Mapping[str, Mapping[str, An
             if _category(name) != kind:
                 continue
             trial = merge(merged, fragment)
-            try:
-                diff = difference(trial, cfg)
-            except ValueError:
-                continue
-            if not same(_strip_markers(merge(trial, diff)), dict(cfg)):
-                continue
-            size = _size(diff) + 1
-            if size < best_size and (pick is None or size < pick[3]):
-                pick = (name, trial, diff, size)
+            fitted = _fit_vars(trial, cfg)
+            for overrides in ([fitted, {}] if fitted else [{}]):
+                body: dict[str, Any] = {VARS_KEY: overrides} if overrides else {}
+                try:
+                    resolved = substitute_vars(merge(trial, body))
+                    body.update(_escape_references(difference(resolved, cfg)))
+                except (ValueError, ConfigError):
+                    continue
+                if not _resolves_to(trial, body, cfg):
+                    continue
+                size = _size(body) + 1
+                if size < best_size and (pick is None or size < pick[3]):
+                    pick = (name, trial, body, size)
         if pick is not None:
             chosen.append(pick[0])
             merged, best, best_size = pick[1], pick[2], pick[3]

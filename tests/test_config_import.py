@@ -150,6 +150,44 @@ def test_custom_dataset_config_as_in_the_tutorial(tmp_path: Path) -> None:
     assert "classes" not in cfg and "dataset_type" not in cfg
 
 
+def test_pipelines_that_differ_in_vars_become_vars(tmp_path: Path) -> None:
+    config = write(tmp_path / "small.py", f"""
+_base_ = '{CONFIGS}/retinanet/retinanet_r50_fpn_1x_coco.py'
+img_norm_cfg = dict(mean=[103.530, 116.280, 123.675], std=[1.0, 1.0, 1.0], to_rgb=False)
+train_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='LoadAnnotations', with_bbox=True),
+    dict(type='Resize', img_scale=(640, 480), keep_ratio=True),
+    dict(type='RandomFlip', flip_ratio=0.5),
+    dict(type='Normalize', **img_norm_cfg),
+    dict(type='Pad', size_divisor=32),
+    dict(type='DefaultFormatBundle'),
+    dict(type='Collect', keys=['img', 'gt_bboxes', 'gt_labels']),
+]
+test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='MultiScaleFlipAug', img_scale=(640, 480), flip=False, transforms=[
+        dict(type='Resize', keep_ratio=True), dict(type='RandomFlip'), dict(type='Normalize', **img_norm_cfg),
+        dict(type='Pad', size_divisor=32), dict(type='DefaultFormatBundle'), dict(type='Collect', keys=['img'])])
+]
+data = dict(train=dict(pipeline=train_pipeline), val=dict(pipeline=test_pipeline), test=dict(pipeline=test_pipeline))
+load_from = '${{HOME}}/x.pth'
+""")
+    out, result = import_to_file(config, tmp_path)
+    assert result.problems == []
+    assert "_base_/datasets/coco_detection.yaml" in result.bases
+    text = out.read_text()
+    assert "pipeline:" not in text  # both pipelines are the fragment's, with its vars set
+    assert "vars:\n  img_scale: [640, 480]\n  img_norm_mean: [103.53, 116.28, 123.675]\n" in text
+    assert "load_from: $${HOME}/x.pth" in text  # a literal ${ is escaped, so det does not substitute it
+    cfg = load_config(out)
+    assert same(cfg, result.config)
+    assert cfg["load_from"] == "${HOME}/x.pth"
+    assert cfg["data"]["test"]["pipeline"][1]["img_scale"] == [640, 480]
+    assert cfg["data"]["train"]["pipeline"][4] == {"type": "Normalize", "mean": [103.53, 116.28, 123.675],
+                                                   "std": [1.0, 1.0, 1.0], "to_rgb": False}
+
+
 def test_the_docs_printed_mask_rcnn_config(tmp_path: Path) -> None:
     out, result = import_to_file(CONFIGS / "mask_rcnn/mask_rcnn_r50_fpn_docs_example.py", tmp_path)
     assert result.problems == []
