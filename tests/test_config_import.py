@@ -422,7 +422,9 @@ def test_cli_import_stdout_file_stdin_and_force(tmp_path: Path, monkeypatch: pyt
     out = tmp_path / "bad.yaml"
     result = invoke("config", "import", str(bad), "-o", str(out))
     assert result.exit_code == 1
-    assert "2 part(s)" in result.output and "RetinaNet" in result.output and "'seed'" in result.output
+    assert "2 part(s) of the config det cannot run as written (listed above)" in result.output
+    assert "WARNING det cannot run model.type: det has no detector 'RetinaNett' — did you mean 'RetinaNet'?" in result.output
+    assert "WARNING det cannot run seeed: unknown top-level key — did you mean 'seed'?" in result.output
     assert not out.exists()
     result = invoke("config", "import", str(bad), "-o", str(out), "--force")
     assert result.exit_code == 0
