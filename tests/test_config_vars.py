@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from detcli.cli import app, normalize_argv
@@ -243,3 +245,24 @@ def test_fcos_caffe_presets_set_the_normalisation_through_vars() -> None:
     scaled = load_config("retinanet_r50_fpn_1x_coco", ["vars.img_scale=(640,480)"])["data"]
     assert scaled["train"]["pipeline"][2]["img_scale"] == [640, 480]
     assert scaled["test"]["pipeline"][1]["img_scale"] == [640, 480]
+
+
+_REF_PIECES = ["${a}", "${b}", "${c}", "$${", "${", "}", "$", "${a b}", "${}", "x", "1", "${vars}"]
+_ref_strings = st.lists(st.sampled_from(_REF_PIECES), max_size=4).map("".join)
+_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-5, 5) | st.floats(allow_nan=False) | _ref_strings,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(["a", "b", "k"]), inner, max_size=3),
+    max_leaves=10,
+)
+
+
+@settings(max_examples=300, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(variables=st.dictionaries(st.sampled_from(["a", "b", "c", "1x"]), _values, max_size=3) | _values,
+       body=st.dictionaries(st.sampled_from(["seed", "load_from", "data"]), _values, max_size=3))
+def test_random_vars_only_ever_raise_config_error(variables: Any, body: dict[str, Any]) -> None:
+    try:
+        out = substitute_vars({"vars": variables, **body})
+    except ConfigError:
+        return
+    assert "vars" not in out
