@@ -43,22 +43,21 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import pickle
 import queue
 import re
 import resource
-import signal
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICKSTART = [""]  # presets/quickstart.yaml of the det under test (older checkouts resolve _base_ only by path)
@@ -394,7 +393,7 @@ def catalogue() -> list[Case]:
     add(C(g, "--cfg-options optimizer.lr=abc", ["train", tiny, "--work-dir", "{T}/wd", "--cfg-options", "optimizer.lr=abc"]))
     add(C(g, "--cfg-options optimizer.lr=[0.1]", ["train", tiny, "--work-dir", "{T}/wd", "--cfg-options", "optimizer.lr=[0.1]"]))
     add(C(g, "lr: null in the preset", ["train", "{T}/p.yaml", "--work-dir", "{T}/wd"],
-          preset_with(f"_base_: [{{F}}/tiny.yaml]\noptimizer: {{lr: null}}\n")))
+          preset_with("_base_: [{F}/tiny.yaml]\noptimizer: {lr: null}\n")))
     add(C(g, "data.samples_per_gpu=abc", ["train", tiny, "--work-dir", "{T}/wd", "--cfg-options", "data.samples_per_gpu=abc"]))
     add(C(g, "data.train_dataloader.samples_per_gpu=abc", ["train", tiny, "--work-dir", "{T}/wd", "--cfg-options",
                                                             "data.train_dataloader.samples_per_gpu=abc"]))

@@ -40,7 +40,7 @@ def cost_ratio(iters: int) -> dict:
     from detcli.config import load_config
     from detcli.data.builder import build_dataset
     from detcli.data.loader import collate
-    from detcli.engine.tester import build_model
+    from detcli.engine.builders import build_model
 
     torch.manual_seed(0)
     models, optims = {}, {}

@@ -20,20 +20,22 @@ import tempfile
 import time
 import traceback
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-import fuzz_inputs  # noqa: E402  (the test suite's targets)
 import test_config_fuzz as config_fuzz  # noqa: E402
 
 from detcli.config import load_config  # noqa: E402
 from detcli.errors import DetError  # noqa: E402
 from detcli.resources import find_preset  # noqa: E402
+
+import fuzz_inputs  # noqa: E402  (the test suite's targets)
 
 
 def cause_of(e: BaseException) -> str:

@@ -25,10 +25,11 @@ import numpy as np
 import torch
 
 from detcli.config import load_config
+from detcli.engine.builders import build_model, load_model
 from detcli.engine.checkpoint import atomic_save, make_checkpoint
-from detcli.engine.tester import build_model, load_model
 from detcli.models.weight_maps.mmdet import to_mmdet_names
 from detcli.weights import read_checkpoint
+
 
 def write_files(cfg: dict, root: Path) -> dict[str, Path]:
     model = build_model(cfg)

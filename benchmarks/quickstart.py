@@ -41,7 +41,7 @@ def cost_ratio(preset: str, options: list[str], baseline: str, baseline_options:
     from detcli.config import load_config
     from detcli.data.builder import build_dataset
     from detcli.data.loader import collate
-    from detcli.engine.tester import build_model
+    from detcli.engine.builders import build_model
 
     torch.manual_seed(0)
     runs = {"baseline": (baseline, baseline_options), "preset": (preset, options)}

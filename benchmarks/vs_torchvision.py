@@ -222,7 +222,7 @@ def det_runner(model: torch.nn.Module, images, boxes, labels,
     def train_step() -> None:
         model.train()
         batch = ImageBatch((images - mean) / std, sizes)
-        targets = [GroundTruth((SIZE, SIZE), b, l, masks=m) for b, l, m in zip(boxes, labels, gt_masks)]
+        targets = [GroundTruth((SIZE, SIZE), b, lab, masks=m) for b, lab, m in zip(boxes, labels, gt_masks)]
         losses = model(batch, targets)
         opt.zero_grad(set_to_none=True)
         sum(v for k, v in losses.items() if "loss" in k).backward()
@@ -245,7 +245,7 @@ def tv_runner(model: torch.nn.Module, images, boxes, labels,
 
     def train_step() -> None:
         model.train()
-        targets = [{"boxes": b, "labels": l + offset} for b, l in zip(boxes, labels)]
+        targets = [{"boxes": b, "labels": lab + offset} for b, lab in zip(boxes, labels)]
         if masks is not None:
             for t, m in zip(targets, masks):
                 t["masks"] = torch.from_numpy(m)

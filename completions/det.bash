@@ -62,8 +62,8 @@ _det() {
             case "$prev" in --repeats) COMPREPLY=($(compgen -f -- "$cur")); return ;; esac
             COMPREPLY=($(compgen -W "--repeats --json --help -h" -- "$cur")) ;;
         " benchmark model")
-            case "$prev" in --task|--max-iter|--num-warmup|--log-interval|--shape|--device|--cfg-options) COMPREPLY=($(compgen -f -- "$cur")); return ;; esac
-            if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--task --max-iter --num-warmup --log-interval --fuse-conv-bn --flops --shape --device --cfg-options --json --help -h" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi ;;
+            case "$prev" in --backend|--task|--max-iter|--num-warmup|--log-interval|--shape|--device|--cfg-options) COMPREPLY=($(compgen -f -- "$cur")); return ;; esac
+            if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--backend --task --max-iter --num-warmup --log-interval --fuse-conv-bn --flops --shape --device --cfg-options --json --help -h" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi ;;
         " browse-dataset")
             case "$prev" in --output-dir|--skip-type|--show-interval|--max-images|--cfg-options) COMPREPLY=($(compgen -f -- "$cur")); return ;; esac
             if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--output-dir --not-show --skip-type --show-interval --max-images --cfg-options --json --help -h" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi ;;

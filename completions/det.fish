@@ -50,6 +50,7 @@ complete -c det -n '__fish_seen_subcommand_from benchmark' -l help -s h -d 'Show
 complete -c det -n '__fish_seen_subcommand_from benchmark && __fish_seen_subcommand_from kernels' -l repeats -r -F -d 'Timed calls per measurement (median reported).'
 complete -c det -n '__fish_seen_subcommand_from benchmark && __fish_seen_subcommand_from kernels' -l json -d 'Print the rows as one JSON list on stdout.'
 complete -c det -n '__fish_seen_subcommand_from benchmark && __fish_seen_subcommand_from kernels' -l help -s h -d 'Show help and exit.'
+complete -c det -n '__fish_seen_subcommand_from benchmark && __fish_seen_subcommand_from model' -l backend -r -F -d 'auto (onnxruntime for a .onnx file, else pytorch), pytorch or onnxruntime.'
 complete -c det -n '__fish_seen_subcommand_from benchmark && __fish_seen_subcommand_from model' -l task -r -F -d 'inference (data.test, one image at a time) or dataloader (data.train loader).'
 complete -c det -n '__fish_seen_subcommand_from benchmark && __fish_seen_subcommand_from model' -l max-iter -r -F -d 'Iterations, warm-up included (a shorter split is looped over).'
 complete -c det -n '__fish_seen_subcommand_from benchmark && __fish_seen_subcommand_from model' -l num-warmup -r -F -d 'First iterations left out of the timings.'

@@ -221,9 +221,9 @@ confusion_inputs = st.tuples(gt_texts, results_texts, thresholds, thresholds, st
 
 def run_analyze(value: tuple[str, str], scratch: Path) -> None:
     """What ``det analyze-results`` computes: per-image mAP of every image (not the painting)."""
-    from detcli.engine.analysis import score_images
     from detcli.evaluation.confusion import group_results
     from detcli.evaluation.files import read_json_file
+    from detcli.tools.analysis import score_images
 
     gt_text, dt_text = value
     ds, _ = _test_split(scratch, gt_text)

@@ -18,8 +18,9 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-import fuzz_inputs as fz
 from detcli.errors import DatasetError, DetError
+
+import fuzz_inputs as fz
 
 FUZZ = settings(
     max_examples=150,

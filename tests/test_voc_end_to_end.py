@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from detcli.cli import app, normalize_argv
 from detcli.resources import presets_dir
+
 from tests.data.voc_helpers import shapes_devkit, shapes_voc_images, write_voc
 
 pytestmark = pytest.mark.slow

@@ -15,7 +15,22 @@ import typer
 from typer.core import TyperGroup
 
 from detcli import __version__
-from detcli.cli import analyze_logs, anchors, benchmark, browse, completion, config_cmd, confusion, convert, env, export, infer, test, train, weights_cmd
+from detcli.cli import (
+    analyze_logs,
+    anchors,
+    benchmark,
+    browse,
+    completion,
+    config_cmd,
+    confusion,
+    convert,
+    env,
+    export,
+    infer,
+    test,
+    train,
+    weights_cmd,
+)
 from detcli.cli._common import err_console, setup_logging, state
 
 #: Help panels of ``det --help``: the main commands first (the default "Commands" panel), tools after.
@@ -36,7 +51,7 @@ class DetGroup(TyperGroup):
         names = list(self.context_settings.get("help_option_names", ["--help"]))
         _polish_help(self, names)
 
-    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,
+    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,  # type: ignore[override]
              complete_var: str | None = None, standalone_mode: bool = True, **extra: Any) -> Any:
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
@@ -191,7 +206,7 @@ def normalize_argv(argv: Sequence[str]) -> list[str]:
     while i < len(argv):
         token = argv[i]
         if token in _KV_MULTI or token in _WORD_MULTI:
-            accept = (lambda w: "=" in w) if token in _KV_MULTI else (lambda w, v=_WORD_MULTI[token]: w in v)
+            accept = (lambda w: "=" in w) if token in _KV_MULTI else (lambda w, v=_WORD_MULTI[token]: w in v)  # type: ignore[misc]
             j = i + 1
             values = []
             while j < len(argv) and not argv[j].startswith("-") and (accept(argv[j]) or j == i + 1):

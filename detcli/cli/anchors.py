@@ -27,7 +27,7 @@ def optimize_anchors(
     anchor_optimize_result.json and a --cfg-options line to paste. Anchor-free presets (FCOS) are refused.
     """
     from detcli.config import load_config, resolve_preset_path
-    from detcli.engine.anchors import optimize_anchors as run
+    from detcli.tools.anchors import optimize_anchors as run
 
     cfg = load_config(str(resolve_preset_path(preset)), cfg_options)
     result = run(cfg, algorithm, input_shape, iters=iters, num_anchors=num_anchors, output_dir=output_dir)

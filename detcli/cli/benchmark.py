@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from detcli.cli._common import err_console, handle_errors, print_json
+from detcli.cli._common import err_console, fail, handle_errors, print_json
 
 #: subcommands of `det benchmark`; any other first word is a preset (see detcli.cli.normalize_argv)
 SUBCOMMANDS = ("model", "kernels")
@@ -28,8 +28,9 @@ def _group() -> None:
 @app.command("model")
 @handle_errors
 def model(
-    preset: Annotated[str, typer.Argument(help="Preset name or YAML file.")],
-    checkpoint: Annotated[Optional[str], typer.Argument(help="Checkpoint; without it the model has random weights (same speed).", metavar="[CKPT]")] = None,
+    preset: Annotated[str, typer.Argument(help="Preset name or YAML file; or MODEL.onnx alone (its stored config is used).")],
+    checkpoint: Annotated[Optional[str], typer.Argument(help="Checkpoint; without it the model has random weights (same speed). MODEL.onnx times the exported graph in ONNX Runtime.", metavar="[CKPT]")] = None,
+    backend: Annotated[str, typer.Option("--backend", help="auto (onnxruntime for a .onnx file, else pytorch), pytorch or onnxruntime.")] = "auto",
     task: Annotated[str, typer.Option("--task", help="inference (data.test, one image at a time) or dataloader (data.train loader).")] = "inference",
     max_iter: Annotated[int, typer.Option("--max-iter", min=1, help="Iterations, warm-up included (a shorter split is looped over).")] = 2000,
     num_warmup: Annotated[int, typer.Option("--num-warmup", min=0, help="First iterations left out of the timings.")] = 5,
@@ -43,11 +44,23 @@ def model(
 ) -> None:
     """Time a preset's model: FPS, latency median/p90, peak memory and the data / forward /
     post-processing split; or with --flops its FLOPs and parameters. Progress lines go to stderr."""
-    from detcli.config import load_config, resolve_preset_path
+    from detcli.config import apply_overrides, check_schema, load_config, resolve_preset_path
 
-    cfg = load_config(str(resolve_preset_path(preset)), cfg_options)
+    model_file = checkpoint if checkpoint is not None else (preset if preset.lower().endswith(".onnx") else None)
+    if backend == "auto":
+        backend = "onnxruntime" if model_file is not None and model_file.lower().endswith(".onnx") else "pytorch"
+    if backend == "onnxruntime" and flops:
+        raise fail("--flops counts a PyTorch model's FLOPs; drop --backend onnxruntime and the .onnx file")
+    if checkpoint is None and model_file is not None:  # det benchmark MODEL.onnx: the graph's stored config
+        from detcli.engine.onnx_export import load_onnx_config
+
+        cfg = apply_overrides(load_onnx_config(model_file), cfg_options or [])
+        check_schema(cfg, model_file)
+        checkpoint = model_file
+    else:
+        cfg = load_config(str(resolve_preset_path(preset)), cfg_options)
     if flops:
-        from detcli.engine.benchmark import count_flops, format_count
+        from detcli.tools.benchmark import count_flops, format_count
 
         fr = count_flops(cfg, shape, checkpoint, fuse_conv_bn)
         if json_out:
@@ -59,9 +72,9 @@ def model(
         for name, count in fr.params_by_module.items():
             typer.echo(f"  {name}: {format_count(fr.by_module.get(name, 0), 'FLOPs')}, {format_count(count)} parameters")
         return
-    from detcli.engine.benchmark import benchmark
+    from detcli.tools.benchmark import benchmark
 
-    result = benchmark(cfg, checkpoint, task=task, max_iter=max_iter, num_warmup=num_warmup, log_interval=log_interval,
+    result = benchmark(cfg, checkpoint, backend=backend, task=task, max_iter=max_iter, num_warmup=num_warmup, log_interval=log_interval,
                        fuse_conv_bn=fuse_conv_bn, device=device, log=lambda line: err_console.print(line, markup=False))
     if json_out:
         print_json(result.to_dict())

@@ -27,7 +27,7 @@ def browse_dataset(
     Augmentations included; ground-truth boxes, labels and masks; the images are written to
     --output-dir and/or shown (only when a display exists)."""
     from detcli.config import load_config, resolve_preset_path
-    from detcli.engine.browse import browse_dataset as run
+    from detcli.tools.browse import browse_dataset as run
 
     cfg = load_config(str(resolve_preset_path(preset)), cfg_options)
     result = run(cfg, output_dir, skip_types=skip_type or _DEFAULT_SKIP, show=not not_show,
@@ -57,7 +57,7 @@ def analyze_results(
     truth in the image). The top-k best go to SHOW_DIR/good, the worst to SHOW_DIR/bad, with ground
     truth and detections drawn; file names carry the rank and the mAP."""
     from detcli.config import load_config, resolve_preset_path
-    from detcli.engine import analyze_results as run
+    from detcli.tools import analyze_results as run
 
     cfg = load_config(str(resolve_preset_path(preset)), cfg_options)
     result = run(cfg, results, show_dir, topk=topk, show_score_thr=show_score_thr, metric=metric)

@@ -23,8 +23,8 @@ def confusion_matrix(
 ) -> None:
     """Confusion matrix of detections vs ground truth: rows GT, columns predictions, plus background."""
     from detcli.config import load_config, resolve_preset_path
-    from detcli.engine import confusion_matrix as compute
     from detcli.evaluation.confusion import ORIENTATION
+    from detcli.tools import confusion_matrix as compute
 
     cfg = load_config(str(resolve_preset_path(preset)), cfg_options)
     result = compute(cfg, results, out_dir, score_thr=score_thr, tp_iou_thr=tp_iou_thr, nms_iou_thr=nms_iou_thr)

@@ -30,7 +30,8 @@ def export_onnx(
     """Export RetinaNet / FCOS / ATSS / GFL / YOLOX / Faster, Mask and Cascade R-CNN to ONNX with NMS in the graph (outputs dets (B, N, 5)
     and labels (B, N), plus masks (B, N, H, W) bool at the input size for the mask models)."""
     from detcli.config import apply_overrides, check_schema, load_config, resolve_preset_path
-    from detcli.engine.onnx_export import ParityError, export_onnx as run_export
+    from detcli.engine.onnx_export import ParityError
+    from detcli.engine.onnx_export import export_onnx as run_export
 
     if len(args) not in (1, 2):
         raise fail(f"expected [PRESET] CHECKPOINT, got {len(args)} arguments: {' '.join(args)}")

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping
 from typing import Annotated, Optional
 
 import typer
 
-from detcli.cli.train import LAUNCHER_HELP, NPROC_HELP
 from detcli.cli._common import RichProgress, err_console, fail, handle_errors, print_json, set_ops_backend
+from detcli.cli.train import LAUNCHER_HELP, NPROC_HELP
 
 
 def parse_eval_options(options: list[str] | None) -> dict[str, object]:
@@ -65,9 +66,6 @@ def test(
         from detcli.engine.dist import launch_local, strip_option
 
         raise typer.Exit(launch_local(nproc, strip_option(sys.argv[1:], "--nproc")))
-    from detcli.config import apply_overrides, check_schema, load_config, resolve_preset_path
-    from detcli.engine import test as run_test
-
     args = list(args or [])
     if gt is not None or dt is not None:
         _eval_files(args, gt, dt, metric, classwise, plot_dir, engine, workers, json_out,
@@ -76,21 +74,25 @@ def test(
         return
     if plot_dir is not None or engine != "det":
         raise fail("--plot-dir and --engine work with --gt ANN.json --dt RESULTS.json only")
+    _test_checkpoint(args, metric=metric, classwise=classwise, out=out, format_only=format_only, show_dir=show_dir,
+                     show_score_thr=show_score_thr, eval_options=eval_options, cfg_options=cfg_options, device=device,
+                     ops=ops, json_out=json_out, launcher=launcher, backend=backend)
+
+
+def _test_checkpoint(
+    args: list[str], *, metric: list[str] | None, classwise: bool, out: str | None, format_only: bool,
+    show_dir: str | None, show_score_thr: float, eval_options: list[str] | None, cfg_options: list[str] | None,
+    device: str, ops: str | None, json_out: bool, launcher: str, backend: str,
+) -> None:
+    """`det test [PRESET] CHECKPOINT`: a model on the preset's (or the checkpoint's) test split."""
+    from detcli.engine import resolve_test_config
+    from detcli.engine import test as run_test
+
     set_ops_backend(ops)
     if len(args) not in (1, 2):
         raise fail(f"expected [PRESET] CHECKPOINT, got {len(args)} arguments: {' '.join(args)}")
     checkpoint = args[-1]
-    cfg = None
-    if len(args) == 2:
-        source = str(resolve_preset_path(args[0]))
-        cfg = load_config(source, cfg_options)
-    elif cfg_options:
-        from detcli.engine import load_checkpoint_config
-
-        if backend == "onnxruntime":
-            from detcli.engine.onnx_export import load_onnx_config as load_checkpoint_config
-        cfg = apply_overrides(load_checkpoint_config(checkpoint), cfg_options)
-        check_schema(cfg, checkpoint)
+    cfg = resolve_test_config(checkpoint, args[0] if len(args) == 2 else None, cfg_options, backend)
     if format_only and not out:
         raise fail("--format-only needs --out FILE.json to write the results to")
     from detcli.engine.evaluation import EVAL_OPTIONS, check_eval_options
@@ -146,7 +148,7 @@ def _echo_map_tables(map_tables: dict[str, list[object]]) -> None:
             typer.echo(format_map_table(table))  # type: ignore[arg-type]
 
 
-def _echo_metrics(metrics: dict[str, object]) -> None:
+def _echo_metrics(metrics: Mapping[str, object]) -> None:
     for key, value in metrics.items():
         typer.echo(f"{key}: {value:.4f}" if isinstance(value, float) else f"{key}: {value}")
 
@@ -156,7 +158,8 @@ def _eval_files(
     plot_dir: str | None, engine: str, workers: int, json_out: bool, mixed: dict[str, object],
 ) -> None:
     """`det eval --gt ANN.json --dt RESULTS.json`: no preset, no checkpoint."""
-    from detcli.evaluation import evaluate_files, format_classwise_table
+    from detcli.engine import evaluate_results_file
+    from detcli.evaluation import format_classwise_table
 
     if args:
         raise fail(
@@ -168,11 +171,8 @@ def _eval_files(
     used = [k for k, v in mixed.items() if v]
     if used:
         raise fail(f"{', '.join(used)} need a model; with --gt/--dt only --metric, --classwise, --plot-dir, --engine, --json apply")
-    if plot_dir is not None:
-        from detcli.fileio import check_writable_dir
-
-        check_writable_dir(plot_dir, "folder of the precision-recall plots (--plot-dir)")  # before the evaluation
-    evaluation = evaluate_files(gt, dt, list(metric or ["bbox"]), classwise=classwise, engine=engine, plot_dir=plot_dir, workers=workers)
+    evaluation = evaluate_results_file(gt, dt, metric, classwise=classwise, engine=engine, plot_dir=plot_dir,
+                                       workers=workers)
     if json_out:
         data: dict[str, object] = dict(evaluation.metrics)
         if classwise:

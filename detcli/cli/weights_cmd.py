@@ -20,7 +20,7 @@ def convert_checkpoint(
 ) -> None:
     """Convert an MMDetection or torchvision detector checkpoint into a det checkpoint (weights, resolved
     config, class names, provenance); every det weight must be filled. Prints the load table."""
-    from detcli.engine.conversion import convert_checkpoint as run
+    from detcli.tools.conversion import convert_checkpoint as run
 
     result = run(source, input_path, output, preset=preset, cfg_options=cfg_options)
     if json_out:
@@ -41,7 +41,7 @@ def publish(
 ) -> None:
     """Strip optimizer, scheduler and RNG state and write CHECKPOINT as <name>-<sha256[:8]>.pth with a JSON
     sidecar (sha256, size, classes, epoch): the hash prefix torch.hub and det check on download."""
-    from detcli.engine.conversion import publish_checkpoint
+    from detcli.tools.conversion import publish_checkpoint
 
     result = publish_checkpoint(checkpoint, out_dir, name=name)
     if json_out:

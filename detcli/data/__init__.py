@@ -12,7 +12,6 @@ from detcli.data.inference import build_test_pipeline, prepare_image
 from detcli.data.loader import Batch, DetSampler, aspect_ratio_flags, build_dataloader, collate
 from detcli.data.sample import Sample
 from detcli.data.shapes import SHAPE_CLASSES, ShapesDataset, export_shapes_coco
-from detcli.structures.masks import BitmapMasks, PolygonMasks
 from detcli.data.voc import VOC_CLASSES, VOCDataset
 from detcli.data.wrappers import (
     ClassBalancedDataset,
@@ -21,6 +20,7 @@ from detcli.data.wrappers import (
     MultiImageMixDataset,
     RepeatDataset,
 )
+from detcli.structures.masks import BitmapMasks, PolygonMasks
 
 __all__ = [
     "SHAPE_CLASSES",

@@ -40,7 +40,7 @@ MIN_IMAGE_SIZE = 32
 class SampleKey(NamedTuple):
     """What the sampler hands to ``dataset[...]``: the index and the seed of its augmentations."""
 
-    index: int
+    index: int  # type: ignore[assignment]
     epoch: int
     seed: int
 

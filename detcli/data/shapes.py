@@ -424,7 +424,7 @@ class ShapesDataset(DetDataset):
 
     def _prepare_results(self, idx: int, rng: np.random.Generator) -> dict[str, Any]:
         layout = self.layout(self._raw(idx))
-        results = {
+        results: dict[str, Any] = {
             "img_info": self.get_img_info(idx),
             "img_prefix": self.img_prefix,
             "img": self._render(self._raw(idx), layout),
@@ -443,7 +443,8 @@ class ShapesDataset(DetDataset):
 
     def coco_dict(self) -> dict[str, Any]:
         """The whole split (every image, every class) as a COCO dataset dict."""
-        images, annotations = [], []
+        images: list[dict[str, Any]] = []
+        annotations: list[dict[str, Any]] = []
         for raw in range(self.num_images):
             images.append({"id": raw + 1, "file_name": f"{raw:06d}.jpg", "height": self.height, "width": self.width})
             for ann in layout_annotations(self.layout(raw)):

@@ -32,7 +32,7 @@ import numpy as np
 from pycocotools.coco import COCO
 
 from detcli.data.base import AnnotationFileDataset, load_class_names
-from detcli.data.coco import join_root, coco_from_dict
+from detcli.data.coco import coco_from_dict, join_root
 from detcli.errors import DatasetError
 from detcli.fileio import read_image_file
 from detcli.registry import DATASETS
@@ -168,7 +168,7 @@ class VOCDataset(AnnotationFileDataset):
         return ids
 
     def _parse(self, img_id: str, digest: Any) -> tuple[dict[str, Any], dict[str, Any]]:
-        xml_path = os.path.join(self.img_prefix, self.ann_subdir, f"{img_id}.xml")
+        xml_path = os.path.join(self.img_prefix, self.ann_subdir, f"{img_id}.xml")  # type: ignore[arg-type]
         filename = os.path.join(self.img_subdir, f"{img_id}.jpg")
         try:
             raw = Path(xml_path).read_bytes()
@@ -185,11 +185,11 @@ class VOCDataset(AnnotationFileDataset):
             width, height = int(float(_text(size, "width", xml_path))), int(float(_text(size, "height", xml_path)))
         else:  # mmdet: read the image when the XML has no size
             try:
-                img = read_image_file(os.path.join(self.img_prefix, filename), cv2.IMREAD_UNCHANGED)
+                img = read_image_file(os.path.join(self.img_prefix, filename), cv2.IMREAD_UNCHANGED)  # type: ignore[arg-type]
             except OSError:
                 img = None
             if img is None:
-                raise DatasetError(f"{xml_path} has no <size> and the image {os.path.join(self.img_prefix, filename)} "
+                raise DatasetError(f"{xml_path} has no <size> and the image {os.path.join(self.img_prefix, filename)} "  # type: ignore[arg-type]
                                    "cannot be read")
             height, width = img.shape[:2]
         bboxes, labels, ignore, ignore_labels = [], [], [], []
@@ -244,7 +244,8 @@ class VOCDataset(AnnotationFileDataset):
     def coco(self) -> COCO:
         """The ground truth as an in-memory COCO (categories ``1..C``; ignore boxes as ``iscrowd``)."""
         if self._coco is None:
-            images, annotations = [], []
+            images: list[dict[str, Any]] = []
+            annotations: list[dict[str, Any]] = []
             for info, ann in zip(self.data_infos, self._anns):
                 images.append({"id": info["id"], "file_name": info["filename"], "height": info["height"],
                                "width": info["width"]})

@@ -71,9 +71,9 @@ class DatasetWrapper(Dataset):
     def _checked(self, idx: int) -> int:
         idx = int(idx)
         if idx < 0:
-            idx += len(self)
-        if not 0 <= idx < len(self):
-            raise IndexError(f"dataset index {idx} out of range for {len(self)} images")
+            idx += len(self)  # type: ignore[arg-type]
+        if not 0 <= idx < len(self):  # type: ignore[arg-type]
+            raise IndexError(f"dataset index {idx} out of range for {len(self)} images")  # type: ignore[arg-type]
         return idx
 
     def __getitem__(self, key: int | SampleKey) -> Any:

@@ -4,24 +4,30 @@ The CLI calls :func:`train`, :func:`test`, :func:`load_model` and :func:`validat
 renders what they return; the engine never prints.
 """
 
-from detcli.engine.analysis import AnalyzeResult, ConfusionResult, analyze_results, confusion_matrix
+from detcli.engine.builders import LoadedModel, load_checkpoint_config, load_model
 from detcli.engine.checkpoint import load_checkpoint
 from detcli.engine.dist import get_dist_info, is_main_process
-from detcli.engine.hooks import HOOKS, CheckInvalidLossHook, CheckpointHook, EvalHook, Hook, LoggerHook, NumClassCheckHook
+from detcli.engine.hooks import (
+    HOOKS,
+    CheckInvalidLossHook,
+    CheckpointHook,
+    EvalHook,
+    Hook,
+    LoggerHook,
+    NumClassCheckHook,
+)
 from detcli.engine.lr import LrSchedule
 from detcli.engine.optim import build_optimizer, scale_lr
 from detcli.engine.progress import ProgressCallback, ProgressEvent
 from detcli.engine.runner import Runner, parse_losses
-from detcli.engine.tester import LoadedModel, TestResult, load_checkpoint_config, load_model, run_inference, test
+from detcli.engine.tester import TestResult, evaluate_results_file, resolve_test_config, run_inference, test
 from detcli.engine.trainer import TrainResult, train
 from detcli.engine.validate import validate_config
 
 __all__ = [
-    "AnalyzeResult",
     "HOOKS",
     "CheckInvalidLossHook",
     "CheckpointHook",
-    "ConfusionResult",
     "EvalHook",
     "Hook",
     "LoadedModel",
@@ -33,9 +39,7 @@ __all__ = [
     "Runner",
     "TestResult",
     "TrainResult",
-    "analyze_results",
     "build_optimizer",
-    "confusion_matrix",
     "get_dist_info",
     "is_main_process",
     "load_checkpoint",
@@ -47,4 +51,6 @@ __all__ = [
     "test",
     "train",
     "validate_config",
+    "evaluate_results_file",
+    "resolve_test_config",
 ]

@@ -16,7 +16,6 @@ Options (the config's ``evaluation`` section minus the hook's keys, then ``--eva
 from __future__ import annotations
 
 import math
-
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -165,7 +164,7 @@ def _eval_option_problem(key: str, value: Any) -> str | None:
         ok = values and all(isinstance(x, int) and x > 0 for x in values)
         return None if ok else "must be a positive integer or a list of them, e.g. [100, 300, 1000]"
     if key == "scale_ranges":
-        ok = isinstance(value, (list, tuple)) and value and all(
+        ok = isinstance(value, (list, tuple)) and value and all(  # type: ignore[assignment]
             isinstance(r, (list, tuple)) and len(r) == 2 and _numbers(list(r)) and r[0] < r[1] for r in value)
         return None if ok else "must be a list of [min, max] box-side ranges, e.g. [[0, 32], [32, 96]]"
     if key == "eval_mode":

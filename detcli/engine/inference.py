@@ -141,7 +141,7 @@ class Predictor:
 
     def __init__(self, checkpoint: str, cfg: dict | None = None, device: str = "cpu") -> None:
         from detcli.data import build_test_pipeline
-        from detcli.engine.tester import load_model
+        from detcli.engine.builders import load_model
 
         loaded = load_model(checkpoint, cfg=cfg, device=device)
         self.model = loaded.model
@@ -191,9 +191,8 @@ def infer(
     Yields:
         One record per image or frame.
     """
-    from detcli.visualization import draw_detections, save_image
-
     from detcli.fileio import check_writable_dir
+    from detcli.visualization import draw_detections, save_image
 
     if out_dir is not None:  # before the model is loaded
         check_writable_dir(out_dir, "output folder (--out-dir)")
@@ -256,7 +255,7 @@ def _run_video(predictor, source, name, out, keep, max_frames, summary, draw) ->
                 if writer is None:
                     target = out / f"{Path(name).stem}.mp4"
                     tmp_path = out / f".{Path(name).stem}.partial.mp4"
-                    fourcc = cv2.VideoWriter_fourcc(*"mp4v")
+                    fourcc = cv2.VideoWriter_fourcc(*"mp4v")  # type: ignore[attr-defined]
                     writer = cv2.VideoWriter(str(tmp_path), fourcc, fps, (frame.shape[1], frame.shape[0]))
                 writer.write(draw(frame, dets, predictor.class_names, score_thr=0.0))
             summary.frames += 1

@@ -18,7 +18,7 @@ import logging
 import os
 import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -119,11 +119,11 @@ def _load_inputs(cfg: Mapping[str, Any], images: Sequence[str | None]) -> list[t
     pipeline = None
     for path in images:
         if path is None:
-            from detcli.engine.tester import build_split
+            from detcli.engine.builders import build_split
 
             dataset = build_split(cfg, "test", test_mode=True)[0]
             batch = collate(dataset[0][:1])
-            out.append((f"data.test[0]", batch.images))
+            out.append(("data.test[0]", batch.images))
             continue
         if pipeline is None:
             node = (cfg.get("data") or {}).get("test") or {}
@@ -188,11 +188,10 @@ def export_onnx(
     """
     import onnx
 
-    from detcli.engine.tester import load_model
+    from detcli.engine.builders import load_model
+    from detcli.fileio import check_writable_file
     from detcli.models.deploy import check_exportable, deploy_model, min_opset
     from detcli.ops import use_backend
-
-    from detcli.fileio import check_writable_file
 
     start = time.perf_counter()
     check_writable_file(Path(output_file) if output_file else Path(checkpoint).with_suffix(".onnx"),
@@ -219,7 +218,7 @@ def export_onnx(
     dynamic_axes = None
     if dynamic_export:
         dynamic_axes = {"input": {0: "batch", 2: "height", 3: "width"}}
-        for name in names:
+        for name in names:  # type: ignore[union-attr]
             dynamic_axes[name] = {0: "batch"} if not skip_postprocess else {0: "batch", 2: f"{name}_h", 3: f"{name}_w"}
     with use_backend("torchvision"), torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -243,7 +242,7 @@ def export_onnx(
                 checks = [(inputs[0][0], export_batch)]
                 if test_img is not None:
                     name, batch = _load_inputs(loaded.cfg, [test_img])[0]
-                    checks.append((name, batch if dynamic_export else _resize(batch, tuple(tensor.shape[-2:]))))
+                    checks.append((name, batch if dynamic_export else _resize(batch, tuple(tensor.shape[-2:]))))  # type: ignore[arg-type]
                 if dynamic_export and "image_sizes" in getattr(wrapper, "input_names", []):
                     # two images of different sizes in one batch: each must get its eager detections
                     checks.append((f"{inputs[0][0]} + 3/4 crop (batch)", mixed_size_batch(export_batch)))
@@ -255,7 +254,7 @@ def export_onnx(
                                       f"{len(report.rows)} image(s) (file not written); see the table above, or "
                                       "export with --no-verify to keep the file anyway", report)
     logger.info("exported %s to %s (opset %d)", model_type, out, opset)
-    return ExportResult(out, model_type, opset, tuple(tensor.shape), dynamic_export, not skip_postprocess, names,
+    return ExportResult(out, model_type, opset, tuple(tensor.shape), dynamic_export, not skip_postprocess, names,  # type: ignore[arg-type]
                         time.perf_counter() - start, report, simplified)
 
 
@@ -269,18 +268,18 @@ def trace_to_onnx(wrapper: torch.nn.Module, tensor: torch.Tensor, path: str | os
     args: tuple[torch.Tensor, ...] = (tensor,)
     axes = dict(dynamic_axes) if dynamic_axes else None
     if "image_sizes" in input_names:  # each image's valid (h, w): boxes are clipped to it before NMS
-        args = (tensor, image_sizes_tensor([tuple(tensor.shape[-2:])] * tensor.shape[0]))
+        args = (tensor, image_sizes_tensor([tuple(tensor.shape[-2:])] * tensor.shape[0]))  # type: ignore[list-item]
         if axes is not None:
             axes["image_sizes"] = {0: "batch"}
     with use_backend("torchvision"), torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(wrapper, args, str(path), dynamo=False, opset_version=opset_version,
-                          input_names=input_names, output_names=wrapper.output_names,
+                          input_names=input_names, output_names=wrapper.output_names,  # type: ignore[arg-type]
                           dynamic_axes=axes, do_constant_folding=True)
 
 
 def image_sizes_tensor(sizes: Sequence[tuple[int, int]]) -> torch.Tensor:
-    """``(B, 2)`` float32 ``(h, w)`` per image: the ``image_sizes`` input of a dense export graph."""
+    """``(B, 2)`` float32 ``(h, w)`` per image: the ``image_sizes`` input of an export graph."""
     return torch.tensor([[float(h), float(w)] for h, w in sizes], dtype=torch.float32).reshape(-1, 2)
 
 
@@ -390,7 +389,7 @@ def onnx_detections(dets: np.ndarray, labels: np.ndarray, image_sizes: Sequence[
         inst_masks = None
         if masks is not None:
             inst_masks = torch.from_numpy(np.ascontiguousarray(masks[i, keep, :h, :w]))
-        out.append(Detections(tuple(size), Boxes(boxes), torch.from_numpy(np.ascontiguousarray(dets[i, keep, 4])).float(),
+        out.append(Detections(tuple(size), Boxes(boxes), torch.from_numpy(np.ascontiguousarray(dets[i, keep, 4])).float(),  # type: ignore[arg-type]
                               torch.from_numpy(np.ascontiguousarray(labels[i, keep])).long(), inst_masks))
     return out
 
@@ -411,19 +410,19 @@ def verify_parity(wrapper: torch.nn.Module, onnx_path: str, checks: Sequence[tup
             with torch.no_grad():
                 ref = [t.numpy() for t in wrapper(x)]
             diff = max(float(np.abs(a - b).max()) if a.size else 0.0 for a, b in zip(ref, outs))
-            rows.append(ParityRow(name, shape, 0, 0, 0, 0.0, diff, diff <= score_tol * 10))
+            rows.append(ParityRow(name, shape, 0, 0, 0, 0.0, diff, diff <= score_tol * 10))  # type: ignore[arg-type]
             continue
         # a graph with an image_sizes input clips each image to its valid region, as eager mode does;
         # one without clips to the input
-        ref_batch = batch if "image_sizes" in input_names else ImageBatch(x, [shape] * x.shape[0])
-        refs = wrapper.detector.predict(ref_batch)
+        ref_batch = batch if "image_sizes" in input_names else ImageBatch(x, [shape] * x.shape[0])  # type: ignore[list-item]
+        refs = wrapper.detector.predict(ref_batch)  # type: ignore[operator, union-attr]
         for ref in refs:  # as onnx_detections does (heads that do not clip, e.g. YOLOX, leave boxes outside)
             ref.boxes.clip_(ref.image_size)
         gots = onnx_detections(outs[0], outs[1], ref_batch.image_sizes, outs[2] if with_masks else None)
         for ref, got in zip(refs, gots):
-            matched, box_diff, score_diff, serious, mask_diff = _match(ref, got, wrapper.max_per_img)
+            matched, box_diff, score_diff, serious, mask_diff = _match(ref, got, wrapper.max_per_img)  # type: ignore[arg-type]
             ok = box_diff <= box_tol and score_diff <= score_tol and serious == 0 and mask_diff <= mask_tol
-            rows.append(ParityRow(name, shape, len(ref), len(got), matched, box_diff, score_diff, ok,
+            rows.append(ParityRow(name, shape, len(ref), len(got), matched, box_diff, score_diff, ok,  # type: ignore[arg-type]
                                   mask_diff if with_masks else None))
     return ParityReport(rows, box_tol, score_tol, mask_tol if with_masks else None)
 
@@ -466,6 +465,8 @@ class OnnxPredictor:
         self.num_classes = int(head["num_classes"])
         #: the graph has a ``masks`` output (Mask R-CNN), so ``det test --metric segm`` works
         self.with_mask = any(o.name == "masks" for o in proto.graph.output)
+        #: called right after each session run (``det benchmark`` splits graph time from the rest with it)
+        self.after_run: Callable[[], None] | None = None
 
     def predict(self, images: ImageBatch) -> list[Detections]:
         x = images.tensor.contiguous()
@@ -476,6 +477,8 @@ class OnnxPredictor:
         if self.static_batch is not None and x.shape[0] != self.static_batch:
             return [d for i in range(x.shape[0]) for d in self.predict(ImageBatch(x[i:i + 1], [images.image_sizes[i]]))]
         outs = self.session.run(None, graph_feed(self.input_names, ImageBatch(x, images.image_sizes)))
+        if self.after_run is not None:
+            self.after_run()
         return onnx_detections(outs[0], outs[1], images.image_sizes, outs[2] if len(outs) > 2 else None)
 
     def parameters(self):  # noqa: ANN201  (run_inference asks for the device)

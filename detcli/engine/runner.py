@@ -150,7 +150,7 @@ class Runner:
         self.iters_per_epoch = iters_per_epoch
         self.work_dir = Path(work_dir)
         self.max_epochs = max_epochs if self.by_epoch else None
-        self.max_iters = (max_epochs * iters_per_epoch) if self.by_epoch else int(max_iters)  # type: ignore[operator]
+        self.max_iters = (max_epochs * iters_per_epoch) if self.by_epoch else int(max_iters)  # type: ignore[arg-type, operator]
         self.grad_clip = dict(grad_clip) if grad_clip else None
         self.device = torch.device(device)
         self.config = dict(config or {})

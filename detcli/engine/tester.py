@@ -1,7 +1,8 @@
 """Testing: load a checkpoint, run the model over a dataset, write and evaluate COCO results.
 
-``det test PRESET CKPT`` and ``det test CKPT`` call :func:`test`; training's EvalHook and the
-lead's ``det infer`` share :func:`load_model` and :func:`run_inference`.
+``det test`` has two modes, one function each: ``det test [PRESET] CKPT`` calls :func:`test` (with the config
+of :func:`resolve_test_config`), ``det test --gt ANN.json --dt RESULTS.json`` calls :func:`evaluate_results_file`.
+Training's EvalHook shares :func:`run_inference` (models and datasets come from :mod:`detcli.engine.builders`).
 
 The test loop (mmdet semantics): a dataset in test mode returns ``list[Sample]`` per index, one
 per test-time view. Each view batch goes through ``model.predict`` (detections in the input's
@@ -12,7 +13,6 @@ the model's ``test_cfg`` (``nms.iou_threshold``, ``max_per_img``).
 
 from __future__ import annotations
 
-import copy
 import logging
 import os
 import time
@@ -25,15 +25,21 @@ import torch
 from torch import nn
 
 from detcli.engine import runlock
-from detcli.engine.checkpoint import check_checkpoint, load_checkpoint, load_state_dict, not_det_error
-from detcli.engine.zoo import config_classes, resolve_checkpoint, split_zoo_spec
+from detcli.engine.builders import build_split, load_checkpoint_config, load_predictor
 from detcli.engine.dist import distributed, gather_results, get_dist_info, run_on_main
-from detcli.engine.environment import resolve_device
+from detcli.engine.evaluation import ALL_METRICS, Evaluation, evaluate_dataset, resolve_evaluation
 from detcli.engine.hooks import check_num_classes
 from detcli.engine.progress import ProgressCallback, ProgressEvent
-from detcli.errors import CheckpointError, ConfigError, DetError
-from detcli.engine.evaluation import ALL_METRICS, Evaluation, evaluate_dataset, resolve_evaluation
-from detcli.evaluation import ClasswiseAP, check_metrics, detections_to_coco, format_classwise_table, write_results_json
+from detcli.errors import ConfigError, DetError
+from detcli.evaluation import (
+    ClasswiseAP,
+    CocoEvaluation,
+    check_metrics,
+    detections_to_coco,
+    evaluate_files,
+    format_classwise_table,
+    write_results_json,
+)
 from detcli.evaluation.rle import EncodedDetections, compact
 from detcli.evaluation.voc import MapTable
 from detcli.fileio import check_writable_dir, check_writable_file
@@ -41,26 +47,6 @@ from detcli.ops import batched_nms
 from detcli.structures import Detections
 
 logger = logging.getLogger(__name__)
-
-#: keys of a ``data.<split>`` node that configure the loader, not the dataset (mmdet pops them too)
-LOADER_KEYS = ("samples_per_gpu", "workers_per_gpu")
-
-
-@dataclass
-class LoadedModel:
-    """A detector restored from a checkpoint.
-
-    Attributes:
-        model: the detector in eval mode on the requested device.
-        cfg: the config it was built from (the checkpoint's unless one was given).
-        classes: class names, in label order, from the checkpoint.
-        meta: the checkpoint's ``meta`` (epoch, iter, det_version, ...).
-    """
-
-    model: nn.Module
-    cfg: dict[str, Any]
-    classes: tuple[str, ...]
-    meta: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -103,136 +89,13 @@ class TestResult:
     classwise_by_metric: dict[str, list[ClasswiseAP]] = field(default_factory=dict)
 
 
-# --------------------------------------------------------------------------- building
-
-
-def build_model(cfg: Mapping[str, Any]) -> nn.Module:
-    """Build ``cfg['model']`` from the DETECTORS registry (weights not initialised)."""
-    import detcli.models  # noqa: F401  (registers the built-in components)
-    from detcli.registry import DETECTORS, build
-
-    if "model" not in cfg:
-        raise ConfigError("the config has no 'model' section")
-    return build(cfg["model"], DETECTORS, path="model")
-
-
-def split_node(cfg: Mapping[str, Any], split: str) -> tuple[dict[str, Any], int, int]:
-    """Return ``(dataset node without loader keys, samples_per_gpu, workers_per_gpu)`` of ``data.<split>``.
-
-    A list of dataset nodes becomes a ``ConcatDataset`` node (mmdet's ``data.train: [A, B]``).
-    A split's own ``samples_per_gpu``/``workers_per_gpu`` win over ``data``'s.
-    """
-    data = cfg.get("data") or {}
-    node = data.get(split)
-    if isinstance(node, (list, tuple)) and node:  # mmdet: a list of datasets is their concatenation
-        node = {"type": "ConcatDataset", "datasets": list(node)}
-    if not isinstance(node, Mapping):
-        raise ConfigError(f"data.{split}: the config defines no {split} dataset")
-    node = dict(node)
-    samples = int(node.pop("samples_per_gpu", data.get("samples_per_gpu", 1)))
-    workers = int(node.pop("workers_per_gpu", data.get("workers_per_gpu", 0)))
-    if samples < 1:
-        raise ConfigError(f"data.{split}.samples_per_gpu must be >= 1, got {samples}")
-    return node, samples, workers
-
-
-def build_split(cfg: Mapping[str, Any], split: str, test_mode: bool) -> tuple[Any, int, int]:
-    """Build the dataset of ``data.<split>``; return ``(dataset, samples_per_gpu, workers_per_gpu)``.
-
-    Raises:
-        DatasetError: the split is empty, or an image file is missing, empty or truncated.
-    """
-    from detcli.data import build_dataset
-
-    node, samples, workers = split_node(cfg, split)
-    dataset = build_dataset(node, test_mode=test_mode, path=f"data.{split}")
-    if len(dataset) == 0:
-        from detcli.errors import DatasetError
-
-        raise DatasetError(f"data.{split}: the dataset is empty (no images{' with annotations' if not test_mode else ''})")
-    if hasattr(dataset, "check_images"):  # missing, empty or truncated files fail here, before any work
-        dataset.check_images()
-    return dataset, samples, workers
-
-
-def load_checkpoint_config(checkpoint: str | os.PathLike[str]) -> dict[str, Any]:
-    """Return the resolved config stored in a det checkpoint."""
-    return copy.deepcopy(dict(load_checkpoint(resolve_checkpoint(checkpoint))["meta"]["config"]))
-
-
-def load_model(checkpoint: str | os.PathLike[str], cfg: Mapping[str, Any] | None = None, device: str = "cpu") -> LoadedModel:
-    """Build the model of a checkpoint and load its weights.
-
-    Args:
-        checkpoint: a det checkpoint; or, with ``cfg``, an MMDetection 2.x/3.x or torchvision checkpoint (keys
-            renamed onto det's modules); a weights URI, ``zoo`` (``cfg``'s published weights) or ``zoo:PRESET``.
-        cfg: a config to build the model from; None uses the one stored in a det checkpoint.
-        device: ``cpu``, ``cuda`` or ``cuda:N``.
-
-    Raises:
-        CheckpointError: unreadable, a foreign file without ``cfg``, another model family, a class count that
-            differs from the model's, or weights that do not fill the model built from ``cfg`` exactly.
-        DetError: CUDA requested but not available.
-    """
-    from detcli.models.pretrained import detector_state_dict, log_report
-    from detcli.models.weight_maps import describe_checkpoint
-    from detcli.weights import load_weights, read_checkpoint
-
-    dev = resolve_device(device)
-    spec, cfg = split_zoo_spec(os.fspath(checkpoint), cfg)
-    path = resolve_checkpoint(spec, cfg)
-    ckpt = read_checkpoint(path)
-    if ckpt.source == "det":
-        check_checkpoint(ckpt.raw, path)
-        meta = dict(ckpt.meta)
-        config = copy.deepcopy(dict(cfg)) if cfg is not None else copy.deepcopy(dict(meta["config"]))
-        model = build_model(config)
-        load_state_dict(model, ckpt.state_dict, path)
-        model.to(dev).eval()
-        return LoadedModel(model=model, cfg=config, classes=tuple(meta.get("classes") or ()), meta=meta)
-    if cfg is None:
-        raise not_det_error(ckpt)
-    config = copy.deepcopy(dict(cfg))
-    model = build_model(config)
-    num_classes = int(getattr(model, "num_classes", 0))
-    if ckpt.classes is not None and num_classes and len(ckpt.classes) != num_classes:
-        raise CheckpointError(
-            f"{path}: class count mismatch: the file has {len(ckpt.classes)} classes ({', '.join(ckpt.classes[:4])}"
-            f"{', ...' if len(ckpt.classes) > 4 else ''}), the preset's model {num_classes}; use a preset with "
-            f"{len(ckpt.classes)} classes, or fine-tune from it with --load-from"
-        )
-    log_report(load_weights(model, detector_state_dict(ckpt, model), source=str(path), target=type(model).__name__,
-                            hint=describe_checkpoint(ckpt.state_dict)))
-    model.to(dev).eval()
-    classes = ckpt.classes or config_classes(config, num_classes)
-    meta = {"source": ckpt.source, "format": ckpt.version, "file": str(path), "classes": list(classes)}
-    return LoadedModel(model=model, cfg=config, classes=tuple(classes), meta=meta)
-
-
-def load_predictor(checkpoint: str | os.PathLike[str], cfg: Mapping[str, Any] | None = None, device: str = "cpu",
-                   backend: str = "pytorch") -> LoadedModel:
-    """:func:`load_model` for ``backend="pytorch"``; for ``onnxruntime`` an exported model wrapped in
-    :class:`~detcli.engine.onnx_export.OnnxPredictor` (same ``predict`` interface; CPU only)."""
-    if backend == "pytorch":
-        return load_model(checkpoint, cfg, device)
-    if backend != "onnxruntime":
-        raise ConfigError(f"--backend {backend!r}: expected pytorch or onnxruntime")
-    if device != "cpu":
-        raise ConfigError(f"--backend onnxruntime runs on the CPU; drop --device {device}")
-    from detcli.engine.onnx_export import OnnxPredictor
-
-    predictor = OnnxPredictor(checkpoint)
-    config = copy.deepcopy(dict(cfg)) if cfg is not None else copy.deepcopy(predictor.cfg)
-    return LoadedModel(model=predictor, cfg=config, classes=predictor.classes)  # type: ignore[arg-type]
-
-
 # --------------------------------------------------------------------------- inference
 
 
 def _test_nms(cfg: Mapping[str, Any] | None) -> tuple[float, int]:
     test_cfg = dict((cfg or {}).get("model", {}).get("test_cfg") or {})
     nms = dict(test_cfg.get("nms") or {})
-    return float(nms.get("iou_threshold", nms.get("iou_thr", 0.5))), int(test_cfg.get("max_per_img", 100))
+    return float(nms.get("iou_threshold", nms.get("iou_thr", 0.5))), int(test_cfg.get("max_per_img", 100))  # type: ignore[arg-type]
 
 
 def merge_views(views: Sequence[Detections], iou_threshold: float, max_per_img: int) -> Detections:
@@ -311,7 +174,7 @@ def run_inference(
     total = len(loader.sampler)  # type: ignore[arg-type]
     start = time.perf_counter()
     for batch in loader:  # test mode: every image contributes batch.num_augs[k] views
-        preds = model.predict(batch.images.to(dev, non_blocking=True))
+        preds = model.predict(batch.images.to(dev, non_blocking=True))  # type: ignore[operator]
         for merged in postprocess_batch(preds, batch, cfg):
             results.append(compact(merged) if encode_masks else merged)
         if progress is not None:
@@ -362,6 +225,76 @@ def evaluate_detections(
 
 
 # --------------------------------------------------------------------------- det test
+
+
+def resolve_test_config(
+    checkpoint: str,
+    preset: str | os.PathLike[str] | None = None,
+    cfg_options: Sequence[str] | None = None,
+    backend: str = "pytorch",
+) -> dict[str, Any] | None:
+    """The config ``det test [PRESET] CHECKPOINT`` passes to :func:`test`.
+
+    Args:
+        checkpoint: the checkpoint (or with ``backend="onnxruntime"`` the exported model) to test.
+        preset: a preset name or file; its config (with ``cfg_options``) is used.
+        cfg_options: ``a.b.c=V`` overrides; without a preset they apply to the config stored in ``checkpoint``.
+        backend: ``pytorch`` or ``onnxruntime`` (where the stored config is read from).
+
+    Returns:
+        The resolved config, or None (no preset, no overrides: :func:`test` uses the checkpoint's own).
+
+    Raises:
+        ConfigError: an unknown preset, a bad override or a config that fails the schema.
+        CheckpointError: without a preset, a checkpoint whose config cannot be read.
+    """
+    from detcli.config import apply_overrides, check_schema, load_config, resolve_preset_path
+
+    if preset is not None:
+        return load_config(str(resolve_preset_path(preset)), cfg_options)
+    if not cfg_options:
+        return None
+    if backend == "onnxruntime":
+        from detcli.engine.onnx_export import load_onnx_config
+
+        stored = load_onnx_config(checkpoint)
+    else:
+        stored = load_checkpoint_config(checkpoint)
+    cfg = apply_overrides(stored, cfg_options)
+    check_schema(cfg, checkpoint)
+    return cfg
+
+
+def evaluate_results_file(
+    gt: str | os.PathLike[str],
+    dt: str | os.PathLike[str],
+    metrics: Sequence[str] | None = None,
+    *,
+    classwise: bool = False,
+    engine: str = "det",
+    plot_dir: str | os.PathLike[str] | None = None,
+    workers: int = 0,
+) -> CocoEvaluation:
+    """``det test --gt ANN.json --dt RESULTS.json``: evaluate a COCO results file, no preset or model.
+
+    Args:
+        gt: the COCO annotation file.
+        dt: the results file (as :func:`test` writes with ``out``; ``-`` reads stdin).
+        metrics: ``bbox``, ``segm``, ``proposal``; None: ``bbox``.
+        classwise: add the per-class AP rows.
+        engine: ``det``, ``pycocotools`` or ``faster-coco-eval``.
+        plot_dir: write per-class precision-recall PNGs here (checked writable before the evaluation).
+        workers: processes sharing the work (0: automatic); the numbers do not depend on it.
+
+    Raises:
+        OutputError: ``plot_dir`` cannot be written.
+        DatasetError: a file is missing, not JSON, of the wrong kind, or refers to unknown images/categories.
+        ConfigError: an unsupported metric or engine.
+    """
+    if plot_dir is not None:
+        check_writable_dir(plot_dir, "folder of the precision-recall plots (--plot-dir)")  # before the evaluation
+    return evaluate_files(gt, dt, list(metrics or ["bbox"]), classwise=classwise, engine=engine, plot_dir=plot_dir,
+                          workers=workers)
 
 
 def test(

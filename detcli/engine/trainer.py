@@ -52,10 +52,9 @@ from detcli.engine.optim import auto_scale_lr as scale_lr_in_cfg
 from detcli.engine.optim import build_optimizer
 from detcli.engine.progress import ProgressCallback
 from detcli.engine import runlock
+from detcli.engine.builders import build_model, build_split
 from detcli.engine.runner import Runner, TrainingInterrupted, stop_on_signals
-from detcli.engine.tester import (
-    build_model, build_split, check_mask_metrics, evaluate_detections, run_inference,
-)
+from detcli.engine.tester import check_mask_metrics, evaluate_detections, run_inference
 from detcli.engine.zoo import resolve_checkpoint, split_zoo_spec
 from detcli.engine.validate import runner_settings, validate_config
 from detcli.errors import CheckpointError, ConfigError, OutputError

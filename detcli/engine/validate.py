@@ -14,7 +14,7 @@ from detcli.engine.hooks import CheckpointHook, build_custom_hooks, check_dynami
 from detcli.engine.lr import LrSchedule
 from detcli.engine.optim import check_optimizer_cfg
 from detcli.engine.runner import RUNNER_TYPES
-from detcli.engine.tester import split_node
+from detcli.engine.builders import split_node
 from detcli.errors import ConfigError, did_you_mean
 from detcli.evaluation import check_metrics
 from detcli.registry import DETECTORS, build, check_kwargs

@@ -68,7 +68,8 @@ def config_classes(cfg: Mapping[str, Any], num_classes: int) -> tuple[str, ...]:
         node = node[0] if isinstance(node, list) and node else node
         if isinstance(node, Mapping) and isinstance(node.get("classes"), (list, tuple)):
             return tuple(str(c) for c in node["classes"])
-    node = data.get("test") if isinstance(data.get("test"), Mapping) else {}
+    test = data.get("test")
+    node = test if isinstance(test, Mapping) else {}
     if num_classes == 80 and "Coco" in str(node.get("type", "")):
         from detcli.weights import coco_classes
 

@@ -302,7 +302,7 @@ def evaluate_coco(
         from pycocotools.cocoeval import COCOeval
 
     cat_ids, img_ids, classes = _ids_and_classes(coco_gt, cat_ids, img_ids, classes)
-    coco_dt = load_results(coco_gt, results, owned=results_owned)
+    coco_dt = load_results(coco_gt, results, owned=results_owned)  # type: ignore[arg-type]
     out = CocoEvaluation(num_images=len(img_ids), num_detections=len(results))
     if not results:
         logger.warning("the results hold no detection at all: every AP is 0 for classes with ground truth")

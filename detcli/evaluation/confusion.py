@@ -149,7 +149,7 @@ def image_confusion(
                 counts[gt_labels[j], label] += 1
                 if gt_labels[j] == label:
                     true_positives[j] += 1
-    for j, label in enumerate(gt_labels):
+    for j, label in enumerate(gt_labels):  # type: ignore[assignment]
         if true_positives[j] == 0:
             counts[label, -1] += 1
     return used

@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 
 from detcli.errors import DatasetError
-from detcli.evaluation.coco_format import check_coco_types, segmentation_problem
 from detcli.evaluation.coco import FILE_METRICS, CocoEvaluation, evaluate_coco, ids_known
+from detcli.evaluation.coco_format import check_coco_types, segmentation_problem
 from detcli.evaluation.fast_coco import ResultColumns, auto_workers, result_columns
 
 logger = logging.getLogger(__name__)

@@ -317,7 +317,7 @@ def plot_curves(
     sns.set_theme(style=style)
     fig, ax = plt.subplots(figsize=(8, 5))
     units = set()
-    for (log, key, x, y, unit), label in zip(curves, names):
+    for (_log, _key, x, y, unit), label in zip(curves, names):
         units.add(unit)
         ax.plot(x, y, label=label, marker="o" if unit == "epoch" or len(x) < 20 else None, linewidth=1.2)
     ax.set_xlabel(" / ".join(sorted(units)))

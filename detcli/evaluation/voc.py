@@ -179,7 +179,7 @@ def _tpfp(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, gt_boxes: n
 def _area_ranges(scale_ranges: Sequence[Sequence[float]] | None) -> list[tuple[float | None, float | None]]:
     if scale_ranges is None:
         return [(None, None)]
-    out = []
+    out: list[tuple[float | None, float | None]] = []
     for rg in scale_ranges:
         if len(rg) != 2 or not rg[0] <= rg[1]:
             raise ConfigError(f"scale_ranges: each range is (min, max) with min <= max, got {list(rg)}")
@@ -298,7 +298,10 @@ def eval_images(images: Sequence[_Image], num_classes: int, scale_ranges: Sequen
         if tpfp_fn is None:
             tp, fp = _tpfp(img.boxes, img.scores, img.labels, img.gt_boxes, img.gt_labels, img.gt_ignore,
                            iou_thr, area_ranges, extra)
-            tps.append(tp), fps.append(fp), scores.append(img.scores), labels.append(img.labels)
+            tps.append(tp)
+            fps.append(fp)
+            scores.append(img.scores)
+            labels.append(img.labels)
             continue
         for c in np.unique(img.labels):
             sel = img.labels == c
@@ -309,7 +312,8 @@ def eval_images(images: Sequence[_Image], num_classes: int, scale_ranges: Sequen
                              use_legacy_coordinate=use_legacy_coordinate)
             tps.append(np.asarray(tp, np.float32).reshape(num_scales, -1))
             fps.append(np.asarray(fp, np.float32).reshape(num_scales, -1))
-            scores.append(img.scores[sel]), labels.append(img.labels[sel])
+            scores.append(img.scores[sel])
+            labels.append(img.labels[sel])
     all_tp = np.hstack(tps) if tps else np.zeros((num_scales, 0), np.float32)
     all_fp = np.hstack(fps) if fps else np.zeros((num_scales, 0), np.float32)
     all_scores = np.concatenate(scores) if scores else np.zeros(0, np.float32)
@@ -573,7 +577,7 @@ def evaluate_voc(
             if scale_ranges:
                 mean_rg, per_rg = eval_images(images, len(classes), scale_ranges, thr, eval_mode, None,
                                                use_legacy_coordinate)
-                results += [(rg, mean_rg[k], per_rg, k) for k, rg in enumerate(ranges[1:])]
+                results += [(rg, mean_rg[k], per_rg, k) for k, rg in enumerate(ranges[1:])]  # type: ignore[misc]
             for rg, mean_ap, per, k in results:
                 rows = []
                 for name, r in zip(classes, per):

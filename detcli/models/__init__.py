@@ -2,6 +2,7 @@
 
 from detcli.models import assigners, coders, losses, mask_heads, priors, samplers
 from detcli.models.assigners import AssignResult, ATSSAssigner, BatchAssigner, MaxIoUAssigner
+from detcli.models.atss import ATSS, ATSSHead
 from detcli.models.backbones import ResNet, ResNetV1d, ResNeXt
 from detcli.models.bbox_heads import ConvFCBBoxHead, Shared2FCBBoxHead
 from detcli.models.cascade import CascadeRCNN, CascadeRoIHead
@@ -12,7 +13,6 @@ from detcli.models.detector import (
     DenseTrainConfig,
     SingleStageDetector,
 )
-from detcli.models.atss import ATSS, ATSSHead
 from detcli.models.fcos import FCOS, FCOSHead
 from detcli.models.gfl import GFL, GFLHead, Integral
 from detcli.models.losses import (
@@ -43,11 +43,10 @@ __all__ = [
     "MaxIoUAssigner", "MlvlPointGenerator", "ResNet", "RetinaHead", "RetinaNet", "SingleStageDetector",
     "SmoothL1Loss", "assigners", "coders", "losses", "mask_heads", "paste_masks", "priors", "samplers",
 ]
-from detcli.models.coders import TorchvisionDeltaXYWHBBoxCoder  # noqa: E402
-from detcli.models.mask_heads import paste_masks_torchvision  # noqa: E402
-
 from detcli.models.assigners import SimOTAAssigner  # noqa: E402
 from detcli.models.backbones import CSPDarknet  # noqa: E402
+from detcli.models.coders import TorchvisionDeltaXYWHBBoxCoder  # noqa: E402
+from detcli.models.mask_heads import paste_masks_torchvision  # noqa: E402
 from detcli.models.necks import YOLOXPAFPN  # noqa: E402
 from detcli.models.yolox import YOLOX, YOLOXHead  # noqa: E402
 

@@ -397,7 +397,7 @@ class ATSSAssigner:
         partial = prior_valid is not None and not bool(prior_valid.all())
         if partial:
             # left-out priors rank after everything, then drop out of the candidates below
-            distances = distances.masked_fill(~prior_valid[:, :, None], math.inf)
+            distances = distances.masked_fill(~prior_valid[:, :, None], math.inf)  # type: ignore[index]
         # 1. per level the topk closest priors per GT
         cand_idx = []
         start = 0
@@ -410,8 +410,8 @@ class ATSSAssigner:
         cand_overlaps = overlaps.gather(1, cand)  # (B, K, G)
         # 2. threshold mean + std of the candidates' IoUs
         if partial:
-            cand_ok = prior_valid.gather(1, cand.flatten(1)).view_as(cand)  # (B, K, G)
-            count = cand_ok.sum(dim=1).to(overlaps.dtype)  # (B, G)
+            cand_ok = prior_valid.gather(1, cand.flatten(1)).view_as(cand)  # type: ignore[union-attr]  # (B, K, G)
+            count = cand_ok.sum(dim=1).to(overlaps.dtype)  # type: ignore[assignment]  # (B, G)
             mean = (cand_overlaps * cand_ok).sum(dim=1) / count
             var = (((cand_overlaps - mean[:, None]) ** 2) * cand_ok).sum(dim=1) / (count - 1)
             thr = mean + var.sqrt()

@@ -195,7 +195,7 @@ class ATSSHead(BaseDenseHead):
         gt = PaddedGroundTruth.of(targets, device)
         gt_boxes = gt.boxes.to(anchors.dtype)
         prior_valid = valid_anchors(self.anchor_generator, anchors, featmap_sizes, images.image_sizes,
-                                    tuple(images.tensor.shape[-2:]), train_cfg.allowed_border)
+                                    tuple(images.tensor.shape[-2:]), train_cfg.allowed_border)  # type: ignore[arg-type]
         num_level_priors = [h * w * self.num_anchors for h, w in featmap_sizes]
         ignore = None if gt.ignore_boxes is None else gt.ignore_boxes.to(anchors.dtype)
         if train_cfg.assigner.needs_predictions:

@@ -135,11 +135,11 @@ class CascadeRoIHead(nn.Module):
 
     @property
     def num_classes(self) -> int:
-        return self.stages[-1].num_classes
+        return self.stages[-1].num_classes  # type: ignore[return-value]
 
     @property
     def with_mask(self) -> bool:
-        return self.stages[-1].with_mask
+        return self.stages[-1].with_mask  # type: ignore[return-value]
 
     def parse_train_cfg(self, cfg: Any, path: str) -> CascadeTrainConfig:
         """The detector's ``train_cfg.rcnn``: a list of one setting per stage, parsed once."""
@@ -151,8 +151,8 @@ class CascadeRoIHead(nn.Module):
         """The next stage's proposals per image: each sampled RoI regressed with its target class
         (background RoIs: the arg-max foreground class), GT boxes added as proposals left out."""
         head = self.stages[stage].bbox_head
-        c = head.num_classes
-        labels = torch.where(sampled.labels == c, cls_score[:, :c].argmax(dim=1), sampled.labels)
+        c = head.num_classes  # type: ignore[union-attr]
+        labels = torch.where(sampled.labels == c, cls_score[:, :c].argmax(dim=1), sampled.labels)  # type: ignore[call-overload]
         img = sampled.rois[:, 0].long()
         keep = ~sampled.from_gt if sampled.from_gt is not None else torch.ones_like(img, dtype=torch.bool)
         out = []
@@ -161,7 +161,7 @@ class CascadeRoIHead(nn.Module):
             if sel.numel() == 0:
                 out.append(sampled.rois.new_zeros((0, 4)))
                 continue
-            boxes = head.regress(sampled.rois[sel, 1:], labels[sel], bbox_pred[sel], size)
+            boxes = head.regress(sampled.rois[sel, 1:], labels[sel], bbox_pred[sel], size)  # type: ignore[operator, union-attr]
             out.append(boxes[keep[sel]])
         return out
 
@@ -175,12 +175,12 @@ class CascadeRoIHead(nn.Module):
         losses: dict[str, Tensor] = {}
         proposals = list(proposals)
         for t, (stage, stage_cfg, weight) in enumerate(zip(self.stages, cfg.stages, self.stage_loss_weights)):
-            sampled = stage.sample(proposals, targets, stage_cfg, padded)
-            cls_score, bbox_pred = stage.bbox_head(stage.bbox_roi_extractor(feats, sampled.rois))
-            stage_losses = stage.bbox_head.loss(cls_score, bbox_pred, sampled.rois, sampled.labels,
+            sampled = stage.sample(proposals, targets, stage_cfg, padded)  # type: ignore[operator]
+            cls_score, bbox_pred = stage.bbox_head(stage.bbox_roi_extractor(feats, sampled.rois))  # type: ignore[operator]
+            stage_losses = stage.bbox_head.loss(cls_score, bbox_pred, sampled.rois, sampled.labels,  # type: ignore[operator, union-attr]
                                                 sampled.gt_boxes, stage_cfg.pos_weight)
             if stage.with_mask:
-                stage_losses.update(stage.mask_loss(feats, sampled, targets, stage_cfg))
+                stage_losses.update(stage.mask_loss(feats, sampled, targets, stage_cfg))  # type: ignore[operator]
             for name, value in stage_losses.items():
                 losses[f"s{t}.{name}"] = value * weight if "loss" in name else value
             if sampled.rois.shape[0] == 0:  # no RoI (no proposal and no GT): no later stage (as mmdet)
@@ -196,17 +196,17 @@ class CascadeRoIHead(nn.Module):
         scores = []
         bbox_pred = rois.new_zeros((0, 4))
         for t, stage in enumerate(self.stages):
-            cls_score, bbox_pred = stage.bbox_head(stage.bbox_roi_extractor(feats, rois))
+            cls_score, bbox_pred = stage.bbox_head(stage.bbox_roi_extractor(feats, rois))  # type: ignore[operator]
             scores.append(cls_score)
             if t < self.num_stages - 1:
-                c = stage.bbox_head.num_classes
+                c = stage.bbox_head.num_classes  # type: ignore[union-attr]
                 labels = cls_score[:, :c].argmax(dim=1)
                 img = rois[:, 0].long()
                 refined = rois.clone()
                 for i, size in enumerate(image_sizes):
                     sel = (img == i).nonzero(as_tuple=True)[0]
                     if sel.numel():
-                        refined[sel, 1:] = stage.bbox_head.regress(rois[sel, 1:], labels[sel], bbox_pred[sel], size)
+                        refined[sel, 1:] = stage.bbox_head.regress(rois[sel, 1:], labels[sel], bbox_pred[sel], size)  # type: ignore[operator, union-attr]
                 rois = refined
         return rois, sum(scores) / float(len(scores)), bbox_pred
 
@@ -219,7 +219,7 @@ class CascadeRoIHead(nn.Module):
             dets = [Detections.empty(s, device=feats[0].device) for s in images.image_sizes]
         else:
             rois, cls_score, bbox_pred = self.forward_boxes(feats, rois, images.image_sizes)
-            dets = last.bbox_head.predict(rois, cls_score, bbox_pred, images.image_sizes, cfg.score_thr,
+            dets = last.bbox_head.predict(rois, cls_score, bbox_pred, images.image_sizes, cfg.score_thr,  # type: ignore[operator, union-attr]
                                           cfg.nms or {"type": "nms", "iou_threshold": 0.5}, cfg.max_per_img,
                                           cfg.min_bbox_size)
         if not self.with_mask:
@@ -228,7 +228,7 @@ class CascadeRoIHead(nn.Module):
 
     def mask_probs(self, feats: tuple[Tensor, ...], rois: Tensor) -> Tensor:
         """The stages' mean mask probabilities ``(K, C or 1, M, M)`` of RoIs ``(K, 5)``."""
-        probs = [stage.mask_head(stage.mask_roi_extractor(feats, rois)).sigmoid() for stage in self.stages]
+        probs = [stage.mask_head(stage.mask_roi_extractor(feats, rois)).sigmoid() for stage in self.stages]  # type: ignore[operator]
         return torch.stack(probs).mean(dim=0)
 
     def predict_masks(self, feats: tuple[Tensor, ...], dets: list[Detections], cfg: RCNNTestConfig) -> list[Detections]:
@@ -243,7 +243,7 @@ class CascadeRoIHead(nn.Module):
             if len(d) == 0:
                 masks = torch.zeros((0, h, w), dtype=torch.bool, device=d.scores.device)
             else:
-                masks = head.paste_probs(per_image[i], d.boxes.tensor, d.labels, (h, w), cfg.mask_thr_binary)
+                masks = head.paste_probs(per_image[i], d.boxes.tensor, d.labels, (h, w), cfg.mask_thr_binary)  # type: ignore[operator, union-attr]
             out.append(Detections(d.image_size, d.boxes, d.scores, d.labels, masks))
         return out
 

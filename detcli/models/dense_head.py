@@ -159,7 +159,7 @@ class BaseDenseHead(nn.Module):
 
     @property
     def num_levels(self) -> int:
-        return int(self.prior_generator.num_levels)
+        return int(self.prior_generator.num_levels)  # type: ignore[arg-type, union-attr]
 
     @property
     def output_channels(self) -> tuple[int, ...]:
@@ -173,7 +173,7 @@ class BaseDenseHead(nn.Module):
     def level_priors(self, featmap_sizes: list[tuple[int, int]], dtype: torch.dtype, device: torch.device,
                      images: ImageBatch) -> list[Tensor]:
         """Per level the priors ``(N_l, d)`` of a batch (eager; heads usually cache them)."""
-        levels = self.prior_generator.grid_priors(featmap_sizes, dtype=dtype, device=device,
+        levels = self.prior_generator.grid_priors(featmap_sizes, dtype=dtype, device=device,  # type: ignore[operator, union-attr]
                                                   pad_shape=prior_pad_shape(self.prior_generator, images))
         return [self.grid_to_priors(p) for p in levels]
 
@@ -215,7 +215,7 @@ class BaseDenseHead(nn.Module):
         """:meth:`predict` from raw outputs ``outs`` (``forward``'s)."""
         cls_scores = outs[0]
         sizes = [tuple(c.shape[-2:]) for c in cls_scores]
-        priors_per_level = self.level_priors(sizes, cls_scores[0].dtype, cls_scores[0].device, images)
+        priors_per_level = self.level_priors(sizes, cls_scores[0].dtype, cls_scores[0].device, images)  # type: ignore[arg-type]
         results = []
         for i, image_size in enumerate(images.image_sizes):
             parts = [level_candidates(self, level, self.flat_outputs(outs, level, i), priors,

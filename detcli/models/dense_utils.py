@@ -145,7 +145,7 @@ class PriorCache:
 
 def prior_pad_shape(generator: Any, images: ImageBatch) -> tuple[int, int] | None:
     """The padded batch ``(H, W)`` of ``images`` when ``generator`` places priors by it, else None."""
-    return tuple(images.tensor.shape[-2:]) if getattr(generator, "uses_pad_shape", False) else None
+    return tuple(images.tensor.shape[-2:]) if getattr(generator, "uses_pad_shape", False) else None  # type: ignore[return-value]
 
 
 def flatten_levels(maps: Sequence[Tensor], channels: int) -> Tensor:
@@ -239,5 +239,5 @@ def init_dense_head(head: nn.Module, cls_conv: nn.Conv2d) -> None:
             nn.init.normal_(m.weight, std=0.01)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
-    nn.init.constant_(cls_conv.bias, -math.log((1 - PRIOR_PROB) / PRIOR_PROB))
+    nn.init.constant_(cls_conv.bias, -math.log((1 - PRIOR_PROB) / PRIOR_PROB))  # type: ignore[arg-type]
 

@@ -30,14 +30,14 @@ from torch import Tensor, nn
 
 from detcli.errors import ConfigError
 from detcli.models.atss import ATSS
+from detcli.models.cascade import CascadeRCNN
 from detcli.models.dense_head import BaseDenseHead
 from detcli.models.detector import SingleStageDetector
 from detcli.models.fcos import FCOS
 from detcli.models.gfl import GFL
 from detcli.models.retinanet import RetinaNet
-from detcli.models.yolox import YOLOX
-from detcli.models.cascade import CascadeRCNN
 from detcli.models.two_stage import FasterRCNN, MaskRCNN, TwoStageDetector
+from detcli.models.yolox import YOLOX
 
 #: the built-in detectors ONNX export supports, by config ``type`` (two-stage ones by
 #: :class:`detcli.models.deploy_two_stage.DeployTwoStage`); any single-stage detector whose head is a
@@ -93,7 +93,7 @@ class DeployDetector(nn.Module):
         if self.postprocess:
             return ["dets", "labels"]
         head = self.detector.bbox_head
-        return [f"{k}_{i}" for k in head.output_kinds for i in range(head.num_levels)]
+        return [f"{k}_{i}" for k in head.output_kinds for i in range(head.num_levels)]  # type: ignore[arg-type, union-attr]
 
     @property
     def input_names(self) -> list[str]:
@@ -107,7 +107,7 @@ class DeployDetector(nn.Module):
         outs = head(feats)
         if not self.postprocess:
             return tuple(t.contiguous() for group in outs for t in group)
-        return head.export(outs, images, self.cfg, self.nms_pre, self.max_output, image_sizes)
+        return head.export(outs, images, self.cfg, self.nms_pre, self.max_output, image_sizes)  # type: ignore[operator]
 
 
 def exportable(detector: nn.Module) -> bool:

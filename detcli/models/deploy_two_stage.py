@@ -2,15 +2,20 @@
 post-processing step in standard ONNX ops.
 
 :class:`DeployTwoStage` wraps a trained :class:`~detcli.models.two_stage.TwoStageDetector` for
-``torch.onnx.export`` (TorchScript tracing). Input: ``images (B, 3, H, W)`` float32, the
-preprocessed (normalised, padded) tensor. Outputs:
+``torch.onnx.export`` (TorchScript tracing). Inputs: ``images (B, 3, H, W)`` float32, the
+preprocessed (normalised, padded) tensor, and ``image_sizes (B, 2)`` float32, each image's valid
+``(h, w)`` in the padded batch: every box is clipped to its own image's valid region wherever eager
+mode clips (proposals, cascade refinements, final boxes), so each image of a batch of different sizes
+gets the detections eager mode gives it. (Called without ``image_sizes`` the wrapper clips to
+``(H, W)``, what graphs exported before this input did.) Outputs:
 
-- ``dets (B, N, 5)``: ``(x1, y1, x2, y2, score)`` in input pixels, clipped to ``(H, W)``, sorted by
+- ``dets (B, N, 5)``: ``(x1, y1, x2, y2, score)`` in input pixels, clipped to ``image_sizes``, sorted by
   score; ``N = test_cfg.rcnn.max_per_img``; unused rows are zeros.
 - ``labels (B, N)`` int64: class index ``0..C-1``; ``-1`` on unused rows.
 - Mask R-CNN only, ``masks (B, N, H, W)`` bool at the input size: each detection's mask
   probability pasted into the image and thresholded at ``test_cfg.rcnn.mask_thr_binary`` (``>=``;
-  a negative threshold gives the float32 probabilities instead); all False on unused rows.
+  a negative threshold gives the float32 probabilities instead); all False on unused rows and
+  outside the detection's image (``image_sizes``), so ``masks[i, :, :h, :w]`` is eager's mask.
 
 The graph follows the PyTorch path (``TwoStageDetector.predict``):
 
@@ -48,10 +53,12 @@ import torch
 from torch import Tensor, nn
 
 from detcli.errors import ConfigError
+from detcli.models.cascade import CascadeRoIHead
 from detcli.models.deploy import check_exportable
 from detcli.models.export_ops import (
     arange_like,
     clip_to_input,
+    clip_to_sizes,
     gather_padded,
     grid_anchors,
     nms_keep,
@@ -60,7 +67,6 @@ from detcli.models.export_ops import (
     topk_padded,
 )
 from detcli.models.mask_heads import axis_weights
-from detcli.models.cascade import CascadeRoIHead
 from detcli.models.roi_extractors import SingleRoIExtractor
 from detcli.models.two_stage import TwoStageDetector
 
@@ -122,7 +128,7 @@ class DeployTwoStage(nn.Module):
             mask_head = stage.mask_head
             if mask_head is not None and getattr(mask_head, "paste_mode", "mmdet") != "mmdet":
                 raise ConfigError(f"model.roi_head.mask_head.paste_mode: ONNX export pastes masks the mmdet way "
-                                  f"only, got {mask_head.paste_mode!r} (set paste_mode: mmdet to export; masks then "
+                                  f"only, got {mask_head.paste_mode!r} (set paste_mode: mmdet to export; masks then "  # type: ignore[union-attr]
                                   f"differ slightly at the edges)")
             for name in ("bbox_roi_extractor", "mask_roi_extractor"):
                 if not isinstance(getattr(stage, name), SingleRoIExtractor):
@@ -140,23 +146,35 @@ class DeployTwoStage(nn.Module):
 
     @property
     def with_mask(self) -> bool:
-        return self.detector.roi_head.with_mask
+        return self.detector.roi_head.with_mask  # type: ignore[return-value]
 
     @property
     def output_names(self) -> list[str]:
         return ["dets", "labels", "masks"] if self.with_mask else ["dets", "labels"]
 
-    def forward(self, images: Tensor) -> tuple[Tensor, ...]:
+    @property
+    def input_names(self) -> list[str]:
+        """Graph inputs: ``input`` and ``image_sizes (B, 2)`` (each image's valid ``(h, w)`` in the padded
+        batch, which boxes are clipped to as in eager mode)."""
+        return ["input", "image_sizes"]
+
+    def forward(self, images: Tensor, image_sizes: Tensor | None = None) -> tuple[Tensor, ...]:
         feats = self.detector.extract_feat(images)
-        proposals, valid = self._proposals(feats, images)  # (B, n, 4), (B, n)
-        dets, labels = self._detections(feats, proposals, valid, images)
+        proposals, valid = self._proposals(feats, images, image_sizes)  # (B, n, 4), (B, n)
+        dets, labels = self._detections(feats, proposals, valid, images, image_sizes)
         if not self.with_mask:
             return dets, labels
-        return dets, labels, self._masks(feats, dets, labels, images)
+        return dets, labels, self._masks(feats, dets, labels, images, image_sizes)
+
+    @staticmethod
+    def _clip(boxes: Tensor, images: Tensor, image_sizes: Tensor | None) -> Tensor:
+        """``boxes (B, ..., 4)`` clipped to each image's valid size, or to the padded input without sizes."""
+        return clip_to_input(boxes, images) if image_sizes is None else clip_to_sizes(boxes, image_sizes)
 
     # ------------------------------------------------------------------ RPN
 
-    def _proposals(self, feats: tuple[Tensor, ...], images: Tensor) -> tuple[Tensor, Tensor]:
+    def _proposals(self, feats: tuple[Tensor, ...], images: Tensor,
+                   image_sizes: Tensor | None) -> tuple[Tensor, Tensor]:
         rpn = self.detector.rpn_head
         cfg = self.rpn_cfg
         gen = rpn.anchor_generator
@@ -170,7 +188,7 @@ class DeployTwoStage(nn.Module):
             boxes_l.append(rpn.bbox_coder.decode(priors, deltas))
             scores_l.append(vals.sigmoid())
             level_l.append(torch.full_like(vals, float(level)))
-        boxes = clip_to_input(torch.cat(boxes_l, dim=1), images)  # (B, K, 4)
+        boxes = self._clip(torch.cat(boxes_l, dim=1), images, image_sizes)  # (B, K, 4)
         scores = torch.cat(scores_l, dim=1)  # (B, K); the -inf padding has score 0
         levels = torch.cat(level_l, dim=1)
         if cfg.min_bbox_size >= 0:
@@ -185,8 +203,8 @@ class DeployTwoStage(nn.Module):
 
     # ------------------------------------------------------------------ box branch
 
-    def _detections(self, feats: tuple[Tensor, ...], proposals: Tensor, valid: Tensor,
-                    images: Tensor) -> tuple[Tensor, Tensor]:
+    def _detections(self, feats: tuple[Tensor, ...], proposals: Tensor, valid: Tensor, images: Tensor,
+                    image_sizes: Tensor | None) -> tuple[Tensor, Tensor]:
         stages = self.stages
         head = stages[-1]
         cfg = self.rcnn_cfg
@@ -196,41 +214,42 @@ class DeployTwoStage(nn.Module):
         batch = (arange_like(proposals[:, 0, 0])[:, None] + torch.zeros_like(proposals[:, :, 0])).reshape(-1)
         logits = []
         for t, stage in enumerate(stages):
-            cls_score, bbox_pred = stage.bbox_head(_roi_features(stage.bbox_roi_extractor, feats, batch, flat))
+            cls_score, bbox_pred = stage.bbox_head(_roi_features(stage.bbox_roi_extractor, feats, batch, flat))  # type: ignore[arg-type, operator]
             logits.append(cls_score)
             if t < len(stages) - 1:  # cascade: regress with the arg-max foreground class, clip
                 deltas = bbox_pred
                 if deltas.shape[1] != 4:
                     label = cls_score[:, :c].argmax(dim=1)
                     deltas = deltas.reshape(-1, c, 4).gather(1, label[:, None, None].expand(-1, 1, 4))[:, 0]
-                flat = clip_to_input(stage.bbox_head.bbox_coder.decode(flat, deltas).reshape(b, n, 4),
-                                     images).reshape(-1, 4)
+                flat = self._clip(stage.bbox_head.bbox_coder.decode(flat, deltas).reshape(b, n, 4),  # type: ignore[operator, union-attr]
+                                  images, image_sizes).reshape(-1, 4)
         if len(logits) > 1:
             cls_score = sum(logits) / float(len(logits))
         scores = cls_score.softmax(dim=1)[:, :c].reshape(b, n, c)
         scores = torch.where(valid[:, :, None], scores, -1.0)
         if bbox_pred.shape[1] == 4:
             bbox_pred = bbox_pred.repeat(1, c)
-        boxes = head.bbox_head.bbox_coder.decode(flat, bbox_pred).reshape(b, n, c, 4)
-        boxes = clip_to_input(boxes, images)  # (B, n, C, 4)
+        boxes = head.bbox_head.bbox_coder.decode(flat, bbox_pred).reshape(b, n, c, 4)  # type: ignore[operator, union-attr]
+        boxes = self._clip(boxes, images, image_sizes)  # (B, n, C, 4)
         if cfg.min_bbox_size >= 0:  # remove small boxes
             wh = boxes[..., 2:] - boxes[..., :2]
             scores = torch.where((wh <= cfg.min_bbox_size).any(dim=-1), -1.0, scores)
-        boxes = boxes.permute(0, 2, 1, 3).reshape(b, c * n, 4)  # class-major
-        scores = scores.permute(0, 2, 1).reshape(b, c * n)
+        boxes = boxes.permute(0, 2, 1, 3).reshape(b, c * n, 4)  # type: ignore[arg-type, operator]  # class-major
+        scores = scores.permute(0, 2, 1).reshape(b, c * n)  # type: ignore[arg-type, operator]
         nms_cfg = cfg.nms or {}
         if nms_cfg.get("class_agnostic", False):
             keep = nms_keep(boxes, scores[:, None, :], self.max_output, float(nms_cfg.get("iou_threshold", 0.5)),
                             cfg.score_thr)
         else:  # a batch of B * C single-class problems: class-specific boxes, no C-fold score matrix
-            keep = nms_keep(boxes.reshape(b * c, n, 4), scores.reshape(b * c, 1, n), self.max_output,
-                            float(nms_cfg.get("iou_threshold", 0.5)), cfg.score_thr).reshape(b, c * n)
+            keep = nms_keep(boxes.reshape(b * c, n, 4), scores.reshape(b * c, 1, n), self.max_output,  # type: ignore[arg-type, operator]
+                            float(nms_cfg.get("iou_threshold", 0.5)), cfg.score_thr).reshape(b, c * n)  # type: ignore[arg-type, operator]
         labels = (arange_like(scores[0]) // n).long()[None, :].expand(b, -1)
         return top_detections(boxes, torch.where(keep, scores, -1.0), labels, cfg.max_per_img)
 
     # ------------------------------------------------------------------ mask branch
 
-    def _masks(self, feats: tuple[Tensor, ...], dets: Tensor, labels: Tensor, images: Tensor) -> Tensor:
+    def _masks(self, feats: tuple[Tensor, ...], dets: Tensor, labels: Tensor, images: Tensor,
+               image_sizes: Tensor | None) -> Tensor:
         b, n = labels.shape
         flat_labels = labels.reshape(-1)
         used = (flat_labels >= 0).nonzero()[:, 0]  # the mask head runs on the detections only
@@ -238,7 +257,7 @@ class DeployTwoStage(nn.Module):
         batch = (arange_like(dets[:, 0, 0])[:, None] + torch.zeros_like(dets[:, :, 0])).reshape(-1)[used]
         stage_probs = []
         for stage in self.stages:  # a cascade averages its stages' probabilities
-            logits = stage.mask_head(_roi_features(stage.mask_roi_extractor, feats, batch, boxes))  # (D, C|1, M, M)
+            logits = stage.mask_head(_roi_features(stage.mask_roi_extractor, feats, batch, boxes))  # type: ignore[arg-type, operator]  # (D, C|1, M, M)
             m = logits.shape[-1]
             channel = flat_labels[used] if logits.shape[1] > 1 else torch.zeros_like(flat_labels[used])
             stage_probs.append(logits.gather(1, channel[:, None, None, None].expand(-1, 1, m, m))[:, 0].sigmoid())
@@ -251,6 +270,10 @@ class DeployTwoStage(nn.Module):
         thr = self.rcnn_cfg.mask_thr_binary
         if thr >= 0:
             pasted = pasted >= thr
+        if image_sizes is not None:  # eager pastes at the image's own size: nothing beyond it
+            hw = image_sizes.to(ys.dtype).index_select(0, batch.long())  # (D, 2)
+            inside = (ys[None, :] < hw[:, :1])[:, :, None] & (xs[None, :] < hw[:, 1:])[:, None, :]  # (D, H, W)
+            pasted = pasted & inside if thr >= 0 else pasted * inside.to(pasted.dtype)
         blank = torch.zeros_like(images[0, :1]).to(pasted.dtype).expand(b * n, -1, -1)  # unused rows: 0 / False
         out = blank.index_put((used,), pasted)
         return out.reshape(b, n, out.shape[1], out.shape[2])

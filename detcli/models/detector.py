@@ -91,7 +91,7 @@ class DenseTestConfig:
         if nms.get("type", "nms") != "nms":
             raise ConfigError(f"model.test_cfg.nms.type: only 'nms' is supported, got {nms.get('type')!r}")
         return cls(int(cfg.get("nms_pre", 1000)), float(cfg.get("min_bbox_size", 0)),
-                   float(cfg.get("score_thr", 0.05)), float(nms.get("iou_threshold", nms.get("iou_thr", 0.5))),
+                   float(cfg.get("score_thr", 0.05)), float(nms.get("iou_threshold", nms.get("iou_thr", 0.5))),  # type: ignore[arg-type]
                    bool(nms.get("class_agnostic", False)), int(cfg.get("max_per_img", 100)),
                    int(cfg.get("deploy_nms_pre", -1)), int(cfg.get("max_output_boxes_per_class", 200)),
                    bool(cfg.get("drop_empty_boxes", False)))
@@ -214,19 +214,19 @@ class SingleStageDetector(BaseDetector):
 
     @property
     def num_classes(self) -> int:
-        return int(self.bbox_head.num_classes)
+        return int(self.bbox_head.num_classes)  # type: ignore[arg-type]
 
     def loss(self, images: ImageBatch, targets: list[GroundTruth]) -> dict[str, Tensor]:
         """Loss dict (``loss_cls``, ``loss_bbox``, ...) for a batch and its ground truth."""
         if len(targets) != len(images):
             raise ValueError(f"got {len(targets)} targets for {len(images)} images")
         feats = self.extract_feat(images.tensor)
-        return self.bbox_head.loss(feats, images, targets, self.train_settings)
+        return self.bbox_head.loss(feats, images, targets, self.train_settings)  # type: ignore[operator]
 
     def predict(self, images: ImageBatch) -> list[Detections]:
         """Detections per image, computed under ``torch.inference_mode`` (results are normal tensors)."""
         with torch.inference_mode():
             feats = self.extract_feat(images.tensor)
-            results = self.bbox_head.predict(feats, images, self.test_settings)
+            results = self.bbox_head.predict(feats, images, self.test_settings)  # type: ignore[operator]
         # copies made outside inference mode can be modified in place by later stages
         return [Detections(d.image_size, d.boxes.tensor.clone(), d.scores.clone(), d.labels.clone()) for d in results]

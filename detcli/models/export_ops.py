@@ -144,9 +144,12 @@ def clip_to_input(boxes: Tensor, images: Tensor) -> Tensor:
 
 
 def clip_to_sizes(boxes: Tensor, sizes: Tensor) -> Tensor:
-    """Clamp ``boxes (B, K, 4)`` of each image to its own ``(h, w)`` of ``sizes (B, 2)`` (traced, dynamic):
-    the valid region of each image of a padded batch, as eager post-processing clips."""
+    """Clamp ``boxes (B, ..., 4)`` (e.g. ``(B, K, 4)``, or ``(B, K, C, 4)`` class-specific) of each image to
+    its own ``(h, w)`` of ``sizes (B, 2)`` (traced, dynamic): the valid region of each image of a padded
+    batch, as eager post-processing clips."""
     h, w = sizes[:, 0:1].to(boxes.dtype), sizes[:, 1:2].to(boxes.dtype)  # (B, 1)
+    for _ in range(boxes.dim() - 3):  # (B, 1, ..., 1): one per image, broadcast over the other axes
+        h, w = h[..., None], w[..., None]
     zero = torch.zeros_like(h)
     x1, y1, x2, y2 = boxes.unbind(-1)
     return torch.stack([torch.minimum(torch.maximum(x1, zero), w), torch.minimum(torch.maximum(y1, zero), h),

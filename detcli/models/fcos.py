@@ -16,16 +16,15 @@ from detcli.errors import ConfigError
 from detcli.models.coders import DistancePointBBoxCoder
 from detcli.models.dense_head import BaseDenseHead, LevelScores
 from detcli.models.dense_utils import (
-    reduce_mean,
     PriorCache,
     conv_tower,
-    init_dense_head,
     flatten_levels,
+    init_dense_head,
     pad_ground_truth,
     prior_pad_shape,
+    reduce_mean,
 )
 from detcli.models.detector import (
-    DenseTestConfig,
     DenseTrainConfig,
     SingleStageDetector,
 )

@@ -63,7 +63,7 @@ class Integral(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """x (Tensor[..., 4 * (reg_max + 1)]) bin logits -> distances (Tensor[..., 4])."""
         probs = F.softmax(x.reshape(*x.shape[:-1], 4, self.reg_max + 1), dim=-1)
-        return F.linear(probs, self.project.to(probs.dtype))
+        return F.linear(probs, self.project.to(probs.dtype))  # type: ignore[arg-type]
 
 
 @HEADS.register()
@@ -236,7 +236,7 @@ class GFLHead(BaseDenseHead):
         b, n = len(targets), anchors.shape[0]
         gt = PaddedGroundTruth.of(targets, device)
         prior_valid = valid_anchors(self.anchor_generator, anchors, featmap_sizes, images.image_sizes,
-                                    tuple(images.tensor.shape[-2:]), train_cfg.allowed_border)
+                                    tuple(images.tensor.shape[-2:]), train_cfg.allowed_border)  # type: ignore[arg-type]
         num_level_priors = [h * w for h, w in featmap_sizes]
         extra: dict[str, Tensor] = {}
         if getattr(train_cfg.assigner, "needs_predictions", False):

@@ -36,7 +36,7 @@ def _parse_upsample(upsample_cfg: Mapping[str, Any] | None) -> tuple[str | None,
         raise ConfigError(f"mask_head.upsample_cfg: unknown keys {sorted(cfg)} (allowed: type, scale_factor)")
     if kind is not None and kind not in UPSAMPLE_TYPES:
         raise ConfigError(f"mask_head.upsample_cfg.type must be one of {', '.join(UPSAMPLE_TYPES)} or null, got {kind!r}")
-    if int(scale) != scale or scale < 1:
+    if int(scale) != scale or scale < 1:  # type: ignore[arg-type]
         raise ConfigError(f"mask_head.upsample_cfg.scale_factor must be a positive integer, got {scale!r}")
     return kind, int(scale)
 

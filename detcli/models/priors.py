@@ -150,7 +150,7 @@ class AnchorGenerator:
         """
         if len(featmap_sizes) != self.num_levels:
             raise ValueError(f"got {len(featmap_sizes)} feature maps for {self.num_levels} anchor levels")
-        return [self.single_level_grid_priors(tuple(s), i, dtype, device) for i, s in enumerate(featmap_sizes)]
+        return [self.single_level_grid_priors(tuple(s), i, dtype, device) for i, s in enumerate(featmap_sizes)]  # type: ignore[arg-type]
 
     grid_anchors = grid_priors
 
@@ -227,7 +227,7 @@ class MlvlPointGenerator:
         """
         if len(featmap_sizes) != self.num_levels:
             raise ValueError(f"got {len(featmap_sizes)} feature maps for {self.num_levels} point levels")
-        return [self.single_level_grid_priors(tuple(s), i, dtype, device, with_stride)
+        return [self.single_level_grid_priors(tuple(s), i, dtype, device, with_stride)  # type: ignore[arg-type]
                 for i, s in enumerate(featmap_sizes)]
 
     def __repr__(self) -> str:
@@ -345,7 +345,7 @@ class TorchvisionAnchorGenerator:
         if len(featmap_sizes) != self.num_levels:
             raise ValueError(f"got {len(featmap_sizes)} feature maps for {self.num_levels} anchor levels")
         strides = self.level_strides(featmap_sizes, pad_shape)
-        return [self.single_level_grid_priors(tuple(s), i, dtype, device, strides[i])
+        return [self.single_level_grid_priors(tuple(s), i, dtype, device, strides[i])  # type: ignore[arg-type]
                 for i, s in enumerate(featmap_sizes)]
 
     grid_anchors = grid_priors

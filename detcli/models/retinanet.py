@@ -18,16 +18,15 @@ from detcli.models.coders import DeltaXYWHBBoxCoder
 from detcli.models.dense_head import BaseDenseHead, LevelScores
 from detcli.models.dense_utils import (
     PaddedGroundTruth,
-    reduce_mean,
     PriorCache,
     conv_tower,
-    init_dense_head,
     flatten_levels,
+    init_dense_head,
     prior_pad_shape,
+    reduce_mean,
     valid_anchors,
 )
 from detcli.models.detector import (
-    DenseTestConfig,
     DenseTrainConfig,
     SingleStageDetector,
 )
@@ -149,7 +148,7 @@ class RetinaHead(BaseDenseHead):
         gt = PaddedGroundTruth.of(targets, device)
         gt_boxes, gt_labels = gt.boxes, gt.labels
         prior_valid = valid_anchors(self.anchor_generator, anchors, featmap_sizes, images.image_sizes,
-                                    tuple(images.tensor.shape[-2:]), train_cfg.allowed_border)
+                                    tuple(images.tensor.shape[-2:]), train_cfg.allowed_border)  # type: ignore[arg-type]
         num_level_priors = [h * w * self.num_anchors for h, w in featmap_sizes]
         gt_inds, _ = train_cfg.assigner.assign_batch(anchors, gt_boxes, gt.valid, gt.ignore_boxes, gt.ignore_valid,
                                                      prior_valid, num_level_priors=num_level_priors)  # (B, N)

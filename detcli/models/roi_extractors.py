@@ -13,10 +13,9 @@ rules disagree only for scales just below a level boundary (e.g. ``s = 111.99993
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
-
-import math
 
 import torch
 from torch import Tensor, nn
@@ -123,4 +122,4 @@ class SingleRoIExtractor(nn.Module):
             if out is None:
                 out = pooled.new_zeros((k, *pooled.shape[1:]))
             out[idx] = pooled  # one copy into RoI order (autograd-tracked when pooled needs grad)
-        return out
+        return out  # type: ignore[return-value]

@@ -74,7 +74,7 @@ class RCNNTestConfig:
         check_keys(nms_cfg, ("type", "iou_threshold", "iou_thr", "class_agnostic"), f"{path}.nms")
         if nms_cfg.get("type", "nms") != "nms":
             raise ConfigError(f"{path}.nms.type: only 'nms' is supported, got {nms_cfg.get('type')!r}")
-        nms_cfg = {"type": "nms", "iou_threshold": float(nms_cfg.get("iou_threshold", nms_cfg.get("iou_thr", 0.5))),
+        nms_cfg = {"type": "nms", "iou_threshold": float(nms_cfg.get("iou_threshold", nms_cfg.get("iou_thr", 0.5))),  # type: ignore[arg-type]
                    "class_agnostic": bool(nms_cfg.get("class_agnostic", False))}
         return cls(float(cfg.get("score_thr", 0.05)), nms_cfg, int(cfg.get("max_per_img", 100)),
                    float(cfg.get("mask_thr_binary", 0.5)), float(cfg.get("min_bbox_size", -1)))
@@ -151,7 +151,7 @@ class StandardRoIHead(nn.Module):
 
     @property
     def num_classes(self) -> int:
-        return int(self.bbox_head.num_classes)
+        return int(self.bbox_head.num_classes)  # type: ignore[arg-type]
 
     @property
     def with_mask(self) -> bool:
@@ -209,7 +209,7 @@ class StandardRoIHead(nn.Module):
         sampled = self.sample(proposals, targets, cfg, padded)
         bbox_feats = self.bbox_roi_extractor(feats, sampled.rois)
         cls_score, bbox_pred = self.bbox_head(bbox_feats)
-        losses = self.bbox_head.loss(cls_score, bbox_pred, sampled.rois, sampled.labels, sampled.gt_boxes,
+        losses = self.bbox_head.loss(cls_score, bbox_pred, sampled.rois, sampled.labels, sampled.gt_boxes,  # type: ignore[operator]
                                      cfg.pos_weight)
         if self.mask_head is not None:
             losses.update(self.mask_loss(feats, sampled, targets, cfg))
@@ -232,8 +232,8 @@ class StandardRoIHead(nn.Module):
         pos_boxes = list(pos_rois[:, 1:].split(counts))
         pos_gt = list(sampled.gt_index[pos].split(counts))
         gt_masks = [t.masks for t in targets]
-        mask_targets = self.mask_head.get_targets(pos_boxes, pos_gt, gt_masks, cfg.mask_size)
-        return self.mask_head.loss(mask_logits, mask_targets, sampled.labels[pos])
+        mask_targets = self.mask_head.get_targets(pos_boxes, pos_gt, gt_masks, cfg.mask_size)  # type: ignore[operator]
+        return self.mask_head.loss(mask_logits, mask_targets, sampled.labels[pos])  # type: ignore[operator]
 
     def predict(self, feats: tuple[Tensor, ...], proposals: Sequence[Tensor], images: ImageBatch,
                 cfg: RCNNTestConfig) -> list[Detections]:
@@ -243,7 +243,7 @@ class StandardRoIHead(nn.Module):
             dets = [Detections.empty(s, device=feats[0].device) for s in images.image_sizes]
         else:
             cls_score, bbox_pred = self.bbox_head(self.bbox_roi_extractor(feats, rois))
-            dets = self.bbox_head.predict(rois, cls_score, bbox_pred, images.image_sizes, cfg.score_thr,
+            dets = self.bbox_head.predict(rois, cls_score, bbox_pred, images.image_sizes, cfg.score_thr,  # type: ignore[operator]
                                           cfg.nms or {"type": "nms", "iou_threshold": 0.5}, cfg.max_per_img,
                                           cfg.min_bbox_size)
         if self.mask_head is None:
@@ -264,6 +264,6 @@ class StandardRoIHead(nn.Module):
             if len(d) == 0 or logits_i is None:
                 masks = torch.zeros((0, h, w), dtype=torch.bool, device=d.scores.device)
             else:
-                masks = self.mask_head.predict(logits_i, d.boxes.tensor, d.labels, (h, w), cfg.mask_thr_binary)
+                masks = self.mask_head.predict(logits_i, d.boxes.tensor, d.labels, (h, w), cfg.mask_thr_binary)  # type: ignore[operator]
             out.append(Detections(d.image_size, d.boxes, d.scores, d.labels, masks))
         return out

@@ -88,7 +88,7 @@ class ProposalConfig:
         if nms_cfg.get("type", "nms") != "nms":
             raise ConfigError(f"{path}.nms.type: only 'nms' is supported, got {nms_cfg.get('type')!r}")
         return cls(int(cfg.get("nms_pre", 1000)), int(cfg.get("max_per_img", 1000)),
-                   float(nms_cfg.get("iou_threshold", nms_cfg.get("iou_thr", 0.7))),
+                   float(nms_cfg.get("iou_threshold", nms_cfg.get("iou_thr", 0.7))),  # type: ignore[arg-type]
                    float(cfg.get("min_bbox_size", 0)), bool(cfg.get("nms_across_levels", False)),
                    int(cfg.get("nms_post", 1000)))
 
@@ -159,7 +159,7 @@ class RPNHead(nn.Module):
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.normal_(m.weight, std=0.01)
-                nn.init.zeros_(m.bias)
+                nn.init.zeros_(m.bias)  # type: ignore[arg-type]
         self._anchors = PriorCache(self._make_anchors)
 
     def _make_anchors(self, sizes: list[tuple[int, int]], dtype: torch.dtype, device: torch.device,
@@ -189,11 +189,11 @@ class RPNHead(nn.Module):
         positives, both divided by ``sum_i max(P_i, 1) + max(Q_i, 1)`` (P positives, Q negatives).
         ``padded``: ``targets`` already padded on the features' device (padded here when None)."""
         sizes = [tuple(c.shape[-2:]) for c in cls_scores]
-        anchors = self.anchors(sizes, cls_scores[0], images)[0]  # (N, 4)
+        anchors = self.anchors(sizes, cls_scores[0], images)[0]  # type: ignore[arg-type]  # (N, 4)
         with torch.no_grad():
             gt = PaddedGroundTruth.of(targets, anchors.device) if padded is None else padded
-            prior_valid = valid_anchors(self.anchor_generator, anchors, sizes, images.image_sizes,
-                                        tuple(images.tensor.shape[-2:]), train_cfg.allowed_border)
+            prior_valid = valid_anchors(self.anchor_generator, anchors, sizes, images.image_sizes,  # type: ignore[arg-type]
+                                        tuple(images.tensor.shape[-2:]), train_cfg.allowed_border)  # type: ignore[arg-type]
             gt_inds, _ = train_cfg.assigner.assign_batch(
                 anchors, gt.boxes, gt.valid, gt.ignore_boxes, gt.ignore_valid, prior_valid,
                 num_level_priors=[h * w * self.num_anchors for h, w in sizes])  # (B, N)
@@ -223,7 +223,7 @@ class RPNHead(nn.Module):
         """Proposals of every image: ``(boxes (k, 4), scores (k,))`` sorted by decreasing score,
         ``k <= cfg.max_per_img``, clipped to ``images.image_sizes[i]`` (detached from the graph)."""
         sizes = [tuple(c.shape[-2:]) for c in cls_scores]
-        anchors_per_level = self.anchors(sizes, cls_scores[0], images)[1:]
+        anchors_per_level = self.anchors(sizes, cls_scores[0], images)[1:]  # type: ignore[arg-type]
         b = cls_scores[0].shape[0]
         boxes_l, scores_l, counts = [], [], []
         for level, anchors in enumerate(anchors_per_level):

@@ -21,9 +21,9 @@ import torch
 from torch import Tensor, nn
 
 from detcli.errors import ConfigError
-from detcli.models.pretrained import parse_init_cfg
 from detcli.models.dense_utils import PaddedGroundTruth
 from detcli.models.detector import BaseDetector, check_keys
+from detcli.models.pretrained import parse_init_cfg
 from detcli.models.roi_head import RCNNTestConfig, StandardRoIHead
 from detcli.models.rpn import ProposalConfig, RPNHead, RPNTrainConfig
 from detcli.registry import DETECTORS
@@ -82,7 +82,7 @@ class TwoStageDetector(BaseDetector):
         self.rpn_train = RPNTrainConfig.parse(train.get("rpn"), "model.train_cfg.rpn")
         self.rpn_proposal = ProposalConfig.parse(
             train.get("rpn_proposal", test.get("rpn")), "model.train_cfg.rpn_proposal")
-        self.rcnn_train = roi_head.parse_train_cfg(train.get("rcnn"), "model.train_cfg.rcnn")
+        self.rcnn_train = roi_head.parse_train_cfg(train.get("rcnn"), "model.train_cfg.rcnn")  # type: ignore[operator]
         self.rpn_test = ProposalConfig.parse(test.get("rpn"), "model.test_cfg.rpn")
         self.rcnn_test = RCNNTestConfig.parse(test.get("rcnn"), "model.test_cfg.rcnn")
         self.pretrained = parse_init_cfg(init_cfg, "model")
@@ -90,7 +90,7 @@ class TwoStageDetector(BaseDetector):
 
     @property
     def num_classes(self) -> int:
-        return self.roi_head.num_classes
+        return self.roi_head.num_classes  # type: ignore[return-value]
 
     def loss(self, images: ImageBatch, targets: list[GroundTruth]) -> dict[str, Tensor]:
         """RPN and RoI-head losses of a batch."""
@@ -101,7 +101,7 @@ class TwoStageDetector(BaseDetector):
         cls_scores, bbox_preds = self.rpn_head(feats)
         losses = self.rpn_head.loss(cls_scores, bbox_preds, images, targets, self.rpn_train, padded)
         proposals = [p for p, _ in self.rpn_head.get_proposals(cls_scores, bbox_preds, images, self.rpn_proposal)]
-        losses.update(self.roi_head.loss(feats, proposals, images, targets, self.rcnn_train, padded))
+        losses.update(self.roi_head.loss(feats, proposals, images, targets, self.rcnn_train, padded))  # type: ignore[operator]
         return losses
 
     def predict(self, images: ImageBatch) -> list[Detections]:
@@ -110,7 +110,7 @@ class TwoStageDetector(BaseDetector):
             feats = self.extract_feat(images.tensor)
             cls_scores, bbox_preds = self.rpn_head(feats)
             proposals = [p for p, _ in self.rpn_head.get_proposals(cls_scores, bbox_preds, images, self.rpn_test)]
-            results = self.roi_head.predict(feats, proposals, images, self.rcnn_test)
+            results = self.roi_head.predict(feats, proposals, images, self.rcnn_test)  # type: ignore[operator]
         # copies made outside inference mode can be modified in place by later stages
         return [Detections(d.image_size, d.boxes.tensor.clone(), d.scores.clone(), d.labels.clone(),
                            None if d.masks is None else d.masks.clone()) for d in results]

@@ -203,7 +203,7 @@ class YOLOXHead(BaseDenseHead):
         # cell centres: the assigner's centre-region test uses them
         centres = torch.cat([priors[:, :2] + priors[:, 2:] * 0.5, priors[:, 2:]], dim=-1)
         scores = (cls_flat.sigmoid() * obj_flat[..., None].sigmoid()).sqrt()
-        gt_inds, ious = assigner.assign_batch(centres, gt_boxes, gt_valid, pred_bboxes=decoded, pred_scores=scores,
+        gt_inds, ious = assigner.assign_batch(centres, gt_boxes, gt_valid, pred_bboxes=decoded, pred_scores=scores,  # type: ignore[call-arg]
                                               gt_labels=gt_labels)
         return gt_inds, ious, gt_boxes, gt_labels
 

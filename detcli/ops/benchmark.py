@@ -130,7 +130,7 @@ def run_kernel_benchmark(
                     got = nms(boxes, scores, IOU_THRESHOLD)
                     if not torch.equal(got.cpu(), expected.cpu()):
                         raise KernelError(f"benchmark: nms backend '{backend}' on {device} differs from torchvision for {n} boxes")
-                    t = _median_time(lambda: nms(boxes, scores, IOU_THRESHOLD), repeats, device)
+                    t = _median_time(lambda: nms(boxes, scores, IOU_THRESHOLD), repeats, device)  # noqa: B023 (called at once)
                 base = t if base is None else base
                 rows.append(BenchmarkRow("nms", f"{n} boxes", backend, device, t, base / t, repeats))
         channels, num_rois = roi_align_size
@@ -147,7 +147,7 @@ def run_kernel_benchmark(
                 got_ra = roi_align(features, rois, (7, 7), 0.25, 2, True)
                 if not torch.allclose(got_ra, expected_ra, atol=1e-5, rtol=1e-5):
                     raise KernelError(f"benchmark: roi_align backend '{backend}' on {device} differs from torchvision")
-                t = _median_time(lambda: roi_align(features, rois, (7, 7), 0.25, 2, True), repeats, device)
+                t = _median_time(lambda: roi_align(features, rois, (7, 7), 0.25, 2, True), repeats, device)  # noqa: B023
             base = t if base is None else base
             rows.append(BenchmarkRow("roi_align", f"{channels}ch x {num_rois} rois", backend, device, t, base / t, repeats))
     return rows

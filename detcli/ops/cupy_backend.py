@@ -56,7 +56,7 @@ def float_threshold(iou_threshold: float) -> float:
     return float(f)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _module(name: str, device_index: int) -> Any:
     import cupy
 

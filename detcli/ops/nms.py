@@ -7,7 +7,7 @@ strictly greater than ``iou_threshold``, exactly as ``torchvision.ops.nms``.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal, overload
 
 import torch
 from torch import Tensor
@@ -86,6 +86,20 @@ def _per_class_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: f
 
     keep = torch.cat([kept for part in run_parts(run, workers) for kept in part])
     return keep[torch.sort(scores[keep], descending=True, stable=True).indices]
+
+
+@overload
+def multiclass_nms(
+    multi_bboxes: Tensor, multi_scores: Tensor, score_thr: float, nms_cfg: Mapping[str, Any], max_num: int = -1,
+    score_factors: Tensor | None = None, return_inds: Literal[False] = False,
+) -> tuple[Tensor, Tensor]: ...
+
+
+@overload
+def multiclass_nms(
+    multi_bboxes: Tensor, multi_scores: Tensor, score_thr: float, nms_cfg: Mapping[str, Any], max_num: int = -1,
+    score_factors: Tensor | None = None, *, return_inds: Literal[True],
+) -> tuple[Tensor, Tensor, Tensor]: ...
 
 
 def multiclass_nms(

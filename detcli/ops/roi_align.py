@@ -114,8 +114,8 @@ def roi_align(
         raise ValueError(f"roi_align: rois must have shape (K, 5) (batch_index, x1, y1, x2, y2), got {tuple(rois.shape)}")
     if rois.numel() == 0:
         return input.new_zeros((0, input.shape[1], *output_size))
-    check_rois(input, rois, tuple(output_size), float(spatial_scale), int(sampling_ratio), bool(aligned))
-    return backend_for(input).roi_align(input, rois, tuple(output_size), float(spatial_scale), int(sampling_ratio), bool(aligned))
+    check_rois(input, rois, tuple(output_size), float(spatial_scale), int(sampling_ratio), bool(aligned))  # type: ignore[arg-type]
+    return backend_for(input).roi_align(input, rois, tuple(output_size), float(spatial_scale), int(sampling_ratio), bool(aligned))  # type: ignore[arg-type]
 
 
 class RoIAlign(nn.Module):
@@ -135,7 +135,7 @@ class RoIAlign(nn.Module):
         self.aligned = bool(aligned)
 
     def forward(self, input: Tensor, rois: Tensor) -> Tensor:
-        return roi_align(input, rois, self.output_size, self.spatial_scale, self.sampling_ratio, self.aligned)
+        return roi_align(input, rois, self.output_size, self.spatial_scale, self.sampling_ratio, self.aligned)  # type: ignore[arg-type]
 
     def __repr__(self) -> str:
         return (

@@ -11,6 +11,7 @@ Empty results are zero-length objects, never ``None``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+
 import torch
 from torch import Tensor
 

@@ -296,7 +296,7 @@ class BitmapMasks:
         cols = self.masks.any(axis=1)  # (N, W)
         rows = self.masks.any(axis=2)  # (N, H)
         for i in range(len(self)):
-            xs, ys = np.nonzero(cols[i])[0], np.nonzero(rows[i])[0]
+            xs, ys = np.nonzero(cols[i])[0], np.nonzero(rows[i])[0]  # type: ignore[index]
             if len(xs):
                 boxes[i] = (xs[0], ys[0], xs[-1] + 1, ys[-1] + 1)
         return boxes

@@ -129,7 +129,7 @@ def safe_torch_load(path: str | os.PathLike[str]) -> Any:
                 with torch.serialization.safe_globals(extra):
                     return torch.load(p, map_location="cpu", weights_only=True, mmap=zipped)
         except pickle.UnpicklingError as e:
-            name = _unsupported_global(str(e))
+            name = _unsupported_global(str(e))  # type: ignore[assignment]
             if name is None:
                 detail = _first_line(str(e))
                 raise CheckpointError(f"{p}: not a torch checkpoint file (damaged or another format: {detail})") from None
@@ -206,7 +206,8 @@ def read_checkpoint(path: str | os.PathLike[str]) -> CheckpointFile:
         mmdet_version = str(meta.get("mmdet_version", ""))
         mmengine = "message_hub" in obj or "mmengine_version" in meta or "dataset_meta" in meta or mmdet_version.startswith("3")
         if mmengine:
-            dataset_meta = meta.get("dataset_meta") if isinstance(meta.get("dataset_meta"), Mapping) else {}
+            found = meta.get("dataset_meta")
+            dataset_meta = found if isinstance(found, Mapping) else {}
             classes = dataset_meta.get("classes") or meta.get("CLASSES")
             version = f"MMDetection {mmdet_version or '3.x'} (MMEngine)"
         elif mmdet_version or "CLASSES" in meta or "mmcv_version" in meta:

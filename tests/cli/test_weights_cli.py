@@ -15,8 +15,8 @@ from typer.testing import CliRunner
 
 from detcli.cli import app, normalize_argv
 from detcli.config import load_config, resolve_preset_path
+from detcli.engine.builders import build_model
 from detcli.engine.checkpoint import atomic_save, make_checkpoint
-from detcli.engine.tester import build_model
 from detcli.models.weight_maps.mmdet import to_mmdet_names
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "weights"))

@@ -9,6 +9,7 @@ import pytest
 
 from detcli.data import CocoDataset, build_dataset
 from detcli.errors import ConfigError, DatasetError
+
 from tests.data.helpers import five_categories, train_pipeline, tta_pipeline, write_coco
 
 

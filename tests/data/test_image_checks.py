@@ -126,7 +126,7 @@ def test_infer_refuses_a_truncated_image_before_loading_the_model(images: Path, 
 
 
 def test_dataset_check_images_up_front(tmp_path: Path, images: Path) -> None:
-    from detcli.engine.tester import build_split
+    from detcli.engine.builders import build_split
 
     ann = _coco(tmp_path, ["good.jpg", "trunc.jpg", "empty.jpg"])
     node = {"type": "CocoDataset", "ann_file": str(ann), "img_prefix": str(images) + "/",

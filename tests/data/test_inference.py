@@ -5,6 +5,7 @@ import pytest
 
 from detcli.data import build_test_pipeline, prepare_image
 from detcli.errors import DatasetError
+
 from tests.data.helpers import tta_pipeline
 
 

@@ -6,6 +6,7 @@ import torch
 from detcli.data import Batch, DetSampler, SampleKey, ShapesDataset, build_dataloader, collate
 from detcli.data.sample import Sample
 from detcli.structures import GroundTruth, ImageMeta
+
 from tests.data.helpers import tta_pipeline
 
 AUG_PIPELINE = [

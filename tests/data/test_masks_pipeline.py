@@ -14,6 +14,7 @@ from detcli.data.transforms import LoadAnnotations, RandomCrop
 from detcli.errors import ConfigError, DatasetError
 from detcli.registry import TRANSFORMS, build
 from detcli.structures import BitmapMasks, PolygonMasks
+
 from tests.data.helpers import five_categories, write_coco
 
 NORM = {"type": "Normalize", "mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0], "to_rgb": False}

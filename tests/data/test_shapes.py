@@ -14,6 +14,7 @@ from detcli.data import CocoDataset, ShapesDataset, export_shapes_coco
 from detcli.data.shapes import SHAPE_CLASSES, _simple_pieces, make_layout, render
 from detcli.errors import DatasetError
 from detcli.structures.masks import polygons_to_bitmap
+
 from tests.data.helpers import train_pipeline, tta_pipeline
 
 

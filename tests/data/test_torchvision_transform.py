@@ -20,6 +20,7 @@ from detcli.data.transforms import LoadImageFromFile, Resize, rescale_size, torc
 from detcli.errors import DatasetError
 from detcli.resources import find_preset
 from detcli.structures import Boxes, Detections
+
 from tests.data.helpers import coco128_jpegs, write_jpegs
 
 TV_PRESETS = ["retinanet_r50_fpn_coco_tv", "fcos_r50_fpn_coco_tv", "faster_rcnn_r50_fpn_coco_tv",

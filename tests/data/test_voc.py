@@ -10,6 +10,7 @@ import pytest
 from detcli.data import VOC_CLASSES, Sample, VOCDataset, build_dataset
 from detcli.data.voc import voc_year
 from detcli.errors import DatasetError
+
 from tests.data.helpers import train_pipeline, tta_pipeline
 from tests.data.voc_helpers import VocImage, VocObject, shapes_devkit, write_voc
 

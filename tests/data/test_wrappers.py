@@ -24,6 +24,7 @@ from detcli.data import (
 )
 from detcli.data.wrappers import derive_seed, repeat_factors
 from detcli.errors import ConfigError, DatasetError
+
 from tests.data.helpers import train_pipeline, tta_pipeline
 from tests.data.voc_helpers import shapes_voc_images, write_voc
 

@@ -12,6 +12,7 @@ from detcli.data import ConcatDataset, RepeatDataset, ShapesDataset, VOCDataset
 from detcli.engine.evaluation import dataset_metrics, evaluate_dataset, resolve_evaluation
 from detcli.errors import ConfigError
 from detcli.structures import Detections
+
 from tests.data.voc_helpers import VocImage, VocObject, write_voc
 
 TTA = [{"type": "LoadImageFromFile"}, {"type": "DefaultFormatBundle"}, {"type": "Collect", "keys": ["img"]}]

@@ -14,9 +14,9 @@ import pytest
 import torch
 
 from detcli.config import load_config
+from detcli.engine.builders import build_model, load_model
 from detcli.engine.checkpoint import atomic_save, make_checkpoint
 from detcli.engine.onnx_export import OnnxPredictor, export_onnx, graph_feed, mixed_size_batch
-from detcli.engine.tester import build_model, load_model
 from detcli.structures import Detections, ImageBatch
 
 pytest.importorskip("onnxruntime")

@@ -15,9 +15,9 @@ from typer.testing import CliRunner
 import detcli.engine as engine
 from detcli.cli import app
 from detcli.config import load_config
+from detcli.engine.builders import build_model
 from detcli.engine.checkpoint import atomic_save, make_checkpoint
 from detcli.engine.onnx_export import OnnxPredictor, ParityError, export_onnx
-from detcli.engine.tester import build_model
 from detcli.errors import ConfigError
 
 from engine_helpers import tiny_cfg

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from detcli.config import load_config
+from detcli.engine.builders import build_model
 from detcli.engine.checkpoint import atomic_save, make_checkpoint
 from detcli.engine.onnx_export import export_onnx
-from detcli.engine.tester import build_model
 
 pytest.importorskip("onnxruntime")
 

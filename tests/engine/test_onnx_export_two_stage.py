@@ -15,9 +15,9 @@ from typer.testing import CliRunner
 from detcli import engine
 from detcli.cli import app
 from detcli.config import load_config
+from detcli.engine.builders import build_model
 from detcli.engine.checkpoint import atomic_save, make_checkpoint
 from detcli.engine.onnx_export import OnnxPredictor, export_onnx
-from detcli.engine.tester import build_model
 from detcli.errors import ConfigError
 from detcli.structures import ImageBatch
 
@@ -76,8 +76,9 @@ def test_mask_rcnn_dynamic_export_parity_and_masks(mask_ckpt: Path, other_image:
     assert result.outputs == ["dets", "labels", "masks"]
     assert {"RoiAlign", "NonMaxSuppression", "TopK", "ScatterND"} <= {n.op_type for n in proto.graph.node}
     report = result.verify
-    assert report is not None and report.passed and report.mask_tol == 0.01 and len(report.rows) == 2
+    assert report is not None and report.passed and report.mask_tol == 0.01 and len(report.rows) == 4
     assert report.rows[0].shape == (96, 96) and report.rows[1].shape == (96, 64)  # a size other than the export size
+    assert [r.image for r in report.rows[2:]] == ["data.test[0] + 3/4 crop (batch)"] * 2  # two sizes in one batch
     assert all(r.torch_dets > 0 and r.matched == r.torch_dets == r.onnx_dets for r in report.rows)
     assert all(r.max_mask_diff is not None and r.max_mask_diff <= 0.01 for r in report.rows)
     assert "mask diff" in report.table()
@@ -191,7 +192,7 @@ def test_cascade_export_parity(with_mask: bool, other_image: Path, tmp_path: Pat
     assert result.model_type == "CascadeRCNN"
     assert result.outputs == (["dets", "labels", "masks"] if with_mask else ["dets", "labels"])
     report = result.verify
-    assert report is not None and report.passed and len(report.rows) == 2
+    assert report is not None and report.passed and len(report.rows) == 4  # + a batch of two sizes
     assert all(r.torch_dets > 0 and r.matched == r.torch_dets == r.onnx_dets for r in report.rows)
     model = engine.load_model(ckpt).model
     x = ImageBatch(torch.randn(2, 3, 64, 96), [(64, 96)] * 2)

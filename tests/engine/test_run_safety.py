@@ -23,8 +23,8 @@ from detcli.engine import runlock
 from detcli.engine.hooks import Hook
 from detcli.engine.runner import TrainingInterrupted
 from detcli.errors import CheckpointError, OutputError
-from detcli.registry import HOOKS
 from detcli.fileio import atomic_output, check_writable_dir, check_writable_file, clean_temp_files
+from detcli.registry import HOOKS
 
 from engine_helpers import tiny_cfg
 

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 import detcli.engine as engine
-from detcli.engine.tester import load_model, merge_views, run_inference
+from detcli.engine.builders import load_model
+from detcli.engine.tester import merge_views, run_inference
 from detcli.errors import CheckpointError, ConfigError
 from detcli.evaluation import evaluate_coco
 from detcli.structures import Detections
@@ -41,7 +42,7 @@ def test_checkpoint_alone_is_enough_and_out_matches_metrics(checkpoint: Path, tm
     assert {e["image_id"] for e in entries} == set(range(100, 108))
     assert all(len(e["bbox"]) == 4 and e["bbox"][2] > 0 and 0 <= e["score"] <= 1 for e in entries)
     # the metrics are pycocotools' on exactly that file
-    dataset = engine.tester.build_split(load_model(str(checkpoint)).cfg, "test", test_mode=True)[0]
+    dataset = engine.builders.build_split(load_model(str(checkpoint)).cfg, "test", test_mode=True)[0]
     direct = evaluate_coco(dataset.coco, entries, ["bbox"])
     assert direct.metrics == result.metrics
     assert [e.iter for e in events] == [4, 8] and all(e.phase == "test" and e.max == 8 for e in events)
@@ -60,6 +61,41 @@ def test_given_config_overrides_checkpoint_config(checkpoint: Path) -> None:
     cfg["data"]["test"]["num_images"] = 3
     result = engine.tester.test(cfg, str(checkpoint))
     assert result.num_images == 3
+
+
+def test_resolve_test_config_of_both_sources(checkpoint: Path) -> None:
+    # no preset, no overrides: test() reads the checkpoint's own config
+    assert engine.resolve_test_config(str(checkpoint)) is None
+    # overrides without a preset apply to the stored config
+    cfg = engine.resolve_test_config(str(checkpoint), cfg_options=["data.test.num_images=3"])
+    assert cfg is not None and cfg["data"]["test"]["num_images"] == 3
+    assert cfg["model"]["type"] == "TinyTestDetector" and cfg["data"]["test"]["samples_per_gpu"] == 4
+    # a preset wins over the stored config, with the overrides on top
+    preset = engine.resolve_test_config(str(checkpoint), "quickstart", ["data.test.num_images=5"])
+    assert preset is not None and preset["data"]["test"]["num_images"] == 5
+    assert preset["model"]["type"] != "TinyTestDetector"
+
+
+def test_evaluate_results_file_checks_plot_dir_before_reading(tmp_path: Path) -> None:
+    from detcli.errors import OutputError
+
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    # the annotation file does not exist either: the plot folder is refused first
+    with pytest.raises(OutputError, match="--plot-dir"):
+        engine.evaluate_results_file(tmp_path / "missing.json", tmp_path / "dt.json", plot_dir=blocker / "plots")
+
+
+def test_evaluate_results_file_defaults_to_bbox(tmp_path: Path) -> None:
+    gt = {"images": [{"id": 1, "width": 20, "height": 20}],
+          "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [2, 2, 10, 10], "area": 100, "iscrowd": 0}],
+          "categories": [{"id": 1, "name": "a"}]}
+    dt = [{"image_id": 1, "category_id": 1, "bbox": [2, 2, 10, 10], "score": 0.9}]
+    (tmp_path / "gt.json").write_text(json.dumps(gt))
+    (tmp_path / "dt.json").write_text(json.dumps(dt))
+    evaluation = engine.evaluate_results_file(tmp_path / "gt.json", tmp_path / "dt.json")
+    assert list(evaluation.summaries) == ["bbox"]
+    assert evaluation.metrics["bbox_mAP"] == pytest.approx(1.0) and evaluation.metrics["bbox_mAP_50"] == pytest.approx(1.0)
 
 
 def test_format_only_writes_without_evaluating(checkpoint: Path, tmp_path: Path) -> None:
@@ -115,8 +151,8 @@ def test_tta_views_are_merged_with_nms(checkpoint: Path) -> None:
     loaded = load_model(str(checkpoint))
     cfg = tiny_cfg()
     cfg["data"]["test"]["views"] = 2
-    dataset = engine.tester.build_split(cfg, "test", test_mode=True)[0]
-    single = run_inference(loaded.model, engine.tester.build_split(tiny_cfg(), "test", test_mode=True)[0],
+    dataset = engine.builders.build_split(cfg, "test", test_mode=True)[0]
+    single = run_inference(loaded.model, engine.builders.build_split(tiny_cfg(), "test", test_mode=True)[0],
                            samples_per_gpu=3, cfg=cfg)
     merged = run_inference(loaded.model, dataset, samples_per_gpu=3, cfg=cfg)
     assert len(merged) == len(single) == 8
@@ -172,7 +208,7 @@ def test_mask_model_segm_metrics_rle_results_and_drawings(tmp_path: Path) -> Non
         assert seg["size"] == [32, 32] and isinstance(seg["counts"], str)
         mask = mask_utils.decode({"size": seg["size"], "counts": seg["counts"].encode()})
         assert mask.shape == (32, 32) and mask.any()
-    dataset = engine.tester.build_split(load_model(str(trained.last_checkpoint)).cfg, "test", test_mode=True)[0]
+    dataset = engine.builders.build_split(load_model(str(trained.last_checkpoint)).cfg, "test", test_mode=True)[0]
     with contextlib.redirect_stdout(io.StringIO()):
         ev = COCOeval(dataset.coco, dataset.coco.loadRes(json.loads(out.read_text())), "segm")
         ev.evaluate()
@@ -190,8 +226,8 @@ def test_run_inference_can_hold_masks_as_rle(tmp_path: Path) -> None:
     from detcli.evaluation.rle import EncodedDetections
 
     cfg = mask_cfg()
-    model = engine.tester.build_model(cfg).eval()
-    dataset = engine.tester.build_split(cfg, "test", test_mode=True)[0]
+    model = engine.builders.build_model(cfg).eval()
+    dataset = engine.builders.build_split(cfg, "test", test_mode=True)[0]
     dense = run_inference(model, dataset, cfg=cfg)
     compact = run_inference(model, dataset, cfg=cfg, encode_masks=True)
     assert all(isinstance(d, Detections) and d.masks is not None for d in dense)

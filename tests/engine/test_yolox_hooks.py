@@ -21,12 +21,12 @@ from detcli.engine.hooks import (
     build_custom_hooks,
     resize_batch,
 )
-from detcli.structures import Boxes, GroundTruth, ImageBatch
 from detcli.engine.lr import LrSchedule
 from detcli.errors import ConfigError
+from detcli.structures import Boxes, GroundTruth, ImageBatch
+from test_train import Interrupted, InterruptHook, state  # noqa: F401  (InterruptHook registers itself)
 
 from engine_helpers import tiny_cfg
-from test_train import Interrupted, InterruptHook, state  # noqa: F401  (InterruptHook registers itself)
 
 
 def fake_runner(model: nn.Module, **kw: Any) -> SimpleNamespace:

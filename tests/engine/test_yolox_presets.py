@@ -13,6 +13,7 @@ from torch import nn
 from detcli.config import load_config
 from detcli.data import MultiImageMixDataset, SampleKey, build_dataset
 from detcli.engine import dist
+from detcli.engine.builders import build_model
 from detcli.engine.hooks import (
     ExpMomentumEMAHook,
     SyncNormHook,
@@ -22,7 +23,6 @@ from detcli.engine.hooks import (
     sync_norm_stats,
 )
 from detcli.engine.lr import LrSchedule
-from detcli.engine.tester import build_model
 from detcli.engine.validate import runner_settings, validate_config
 
 PRESETS = ["presets/yolox_s_8x8_300e_coco.yaml", "presets/yolox_tiny_8x8_300e_coco.yaml", "presets/yolox_tiny_shapes.yaml"]

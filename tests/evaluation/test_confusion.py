@@ -100,7 +100,7 @@ def invoke(*args: str, input: str | None = None) -> Any:
 def shapes_results() -> list[dict[str, Any]]:
     """Perfect detections of the first 8 images of the quickstart preset's test split."""
     from detcli.config import load_config, resolve_preset_path
-    from detcli.engine.tester import build_split
+    from detcli.engine.builders import build_split
 
     cfg = load_config(str(resolve_preset_path("quickstart")), ["data.test.num_images=8"])
     ds, _, _ = build_split(cfg, "test", True)

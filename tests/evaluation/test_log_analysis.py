@@ -156,7 +156,7 @@ def make_iter_log(max_iters: int = 300, ipe: int = 200, interval: int = 50, eval
                   header: bool = True) -> str:
     """An IterBasedRunner log as LoggerHook writes it: global ``iter``, ``epoch`` = loader epoch, and a
     train line at an evaluation iteration whose time includes the evaluation (EvalHook runs first)."""
-    lines = [json.dumps({**HEADER, "config": "runner: {type: IterBasedRunner, max_iters: %d}\n" % max_iters})] if header else []
+    lines = [json.dumps({**HEADER, "config": f"runner: {{type: IterBasedRunner, max_iters: {max_iters}}}\n"})] if header else []
     for it in range(1, max_iters + 1):
         epoch = (it - 1) // ipe + 1
         evaluated = it % eval_every == 0 or it == max_iters

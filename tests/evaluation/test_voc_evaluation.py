@@ -269,7 +269,7 @@ def test_eval_map_matches_a_plain_reference_and_the_tpfp_fn_path(seed, legacy):
         ign = np.hstack((ixy, ixy + rng.uniform(5, 30, (m, 2)))).astype(np.float32)
         annotations.append(ann(gts, labels, ign, rng.integers(0, num_classes, m)))
         per_class = []
-        for c in range(num_classes):
+        for _ in range(num_classes):
             k = int(rng.integers(0, 5))
             src = np.vstack((gts, ign)) if len(gts) + len(ign) else np.array([[0, 0, 10, 10]], np.float32)
             boxes = src[rng.integers(0, len(src), k)] + rng.normal(0, 3, (k, 4))

@@ -127,7 +127,7 @@ def test_config_errors():
 
 
 def test_mmdet_atss_file_guesses_the_atss_preset():
-    from detcli.engine.conversion import guess_preset
+    from detcli.tools.conversion import guess_preset
 
     sd = {"bbox_head.atss_centerness.weight": torch.zeros(1), "bbox_head.atss_cls.weight": torch.zeros(1)}
     assert guess_preset(sd, "mmdet") == "atss_r50_fpn_1x_coco"

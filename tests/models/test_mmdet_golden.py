@@ -21,9 +21,9 @@ import torch
 
 from detcli.config import load_config
 from detcli.models.pretrained import detector_state_dict
-from detcli.weights import CheckpointFile, read_checkpoint
 from detcli.registry import DETECTORS, build
-from detcli.structures import Boxes, BitmapMasks, GroundTruth, ImageBatch
+from detcli.structures import BitmapMasks, Boxes, GroundTruth, ImageBatch
+from detcli.weights import CheckpointFile, read_checkpoint
 
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = ROOT / "tests" / "golden"

@@ -23,6 +23,7 @@ from detcli.config import load_config
 from detcli.data import build_test_pipeline, collate, map_to_original
 from detcli.resources import find_preset
 from detcli.structures import ImageBatch
+
 from tests.data.helpers import write_jpegs
 from tests.models.torchvision_helpers import IDS, det_from_torchvision, perturb_dense, tv_dense_model
 

@@ -237,9 +237,9 @@ def test_mmdet_key_map_drops_ema_buffers() -> None:
 @pytest.mark.slow
 def test_onnx_export_parity(tmp_path: Path) -> None:
     pytest.importorskip("onnxruntime")
+    from detcli.engine.builders import build_model
     from detcli.engine.checkpoint import atomic_save, make_checkpoint
     from detcli.engine.onnx_export import export_onnx
-    from detcli.engine.tester import build_model
 
     cfg = load_config(str(ROOT / "presets" / "quickstart.yaml"),
                       ["data.test.num_images=2", "data.test.img_size=64", "data.test.pipeline.1.img_scale=[64,64]"])

@@ -6,8 +6,16 @@ import pytest
 import torch
 
 from detcli.errors import KernelError
-from detcli.ops import BACKEND_NAMES, active_backend_name, nms, requested_backend, roi_align, set_backend, use_backend
-from detcli.ops import dispatch
+from detcli.ops import (
+    BACKEND_NAMES,
+    active_backend_name,
+    dispatch,
+    nms,
+    requested_backend,
+    roi_align,
+    set_backend,
+    use_backend,
+)
 from detcli.ops.dispatch import TORCH_NMS_MIN_BOXES, backend_for
 
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 import torchvision
-from ops_helpers import cpu_and_cuda
 from kernel_cases import nms_cases
 
 from detcli.ops import batched_nms, multiclass_nms, nms, use_backend
 from detcli.ops.reference import nms_sparse
+
+from ops_helpers import cpu_and_cuda
 
 CASES = nms_cases()
 IDS = [c[0] for c in CASES]

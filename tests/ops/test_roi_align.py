@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 import torchvision
-from ops_helpers import cpu_and_cuda
 from kernel_cases import roi_align_cases
 
 from detcli.ops import RoIAlign, roi_align, use_backend
+
+from ops_helpers import cpu_and_cuda
 
 CASES = roi_align_cases()
 

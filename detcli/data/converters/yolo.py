@@ -58,7 +58,7 @@ def _splits(images: Path, root: Path) -> list[tuple[str, Path]]:
 def _parse_label_file(txt: Path, num_classes: int, width: int, height: int,
                       bad: list[str]) -> list[tuple[int, list[float], float, list[list[float]] | None]]:
     """``(class, [x, y, w, h], area, polygon or None)`` per line; problems appended to ``bad``."""
-    out = []
+    out: list[tuple[int, list[float], float, list[list[float]] | None]] = []
     try:
         text = txt.read_text(encoding="utf-8")
     except UnicodeDecodeError as e:

@@ -140,7 +140,7 @@ class Collect:
         elif isinstance(factor, (int, float)):
             scale_factor = (float(factor),) * 4
         else:
-            scale_factor = tuple(float(v) for v in np.asarray(factor).reshape(-1)[:4])
+            scale_factor = tuple(float(v) for v in np.asarray(factor).reshape(-1)[:4])  # type: ignore[assignment]
         info = results.get("img_info", {})
         meta = ImageMeta(
             image_id=int(info.get("id", 0)),

@@ -295,8 +295,8 @@ class RandomFlip:
         else:
             single = self.flip_ratio / len(self._directions)
             probs = [single] * len(self._directions) + [1.0 - self.flip_ratio]
-        probs = np.clip(np.asarray(probs, dtype=np.float64), 0, None)
-        choice = int(get_rng(results).choice(len(probs), p=probs / probs.sum()))
+        probs = np.clip(np.asarray(probs, dtype=np.float64), 0, None)  # type: ignore[assignment]
+        choice = int(get_rng(results).choice(len(probs), p=probs / probs.sum()))  # type: ignore[attr-defined]
         return self._directions[choice] if choice < len(self._directions) else None
 
     def __call__(self, results: dict[str, Any]) -> dict[str, Any]:

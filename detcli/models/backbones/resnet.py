@@ -13,7 +13,6 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
-import torch
 from torch import Tensor, nn
 from torchvision.models import resnet as tv_resnet
 
@@ -80,7 +79,7 @@ def make_stages(
         if zero_init_residual:
             for m in stage:
                 last = m.bn3 if isinstance(m, tv_resnet.Bottleneck) else m.bn2
-                nn.init.zeros_(last.weight)
+                nn.init.zeros_(last.weight)  # type: ignore[arg-type, union-attr]
     return stages
 
 

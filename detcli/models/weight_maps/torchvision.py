@@ -98,7 +98,7 @@ def _tower_key(key: str, per_block: int) -> str | None:
 def _dense(state_dict: Mapping[str, Tensor], model: nn.Module, cls_name: str, reg_name: str,
            per_block: int) -> dict[str, Tensor]:
     head = model.bbox_head  # type: ignore[attr-defined]
-    num_levels = len(model.neck.lateral_convs)  # type: ignore[attr-defined,union-attr]
+    num_levels = len(model.neck.lateral_convs)  # type: ignore[arg-type, attr-defined, union-attr]
     rules = BACKBONE_FPN_RULES + (
         (r"^backbone\.fpn\.extra_blocks\.p6\.", f"neck.fpn_convs.{num_levels}.0."),
         (r"^backbone\.fpn\.extra_blocks\.p7\.", f"neck.fpn_convs.{num_levels + 1}.0."),
@@ -118,7 +118,7 @@ def _dense(state_dict: Mapping[str, Tensor], model: nn.Module, cls_name: str, re
     for param in ("weight", "bias"):
         key = f"bbox_head.{cls_name}.{param}"
         if key in out:
-            out[key] = select_label_rows(out[key], num_priors, head.num_classes, key)
+            out[key] = select_label_rows(out[key], num_priors, head.num_classes, key)  # type: ignore[arg-type, union-attr]
     return add_num_batches_tracked(out, model)
 
 

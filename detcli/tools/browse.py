@@ -140,7 +140,7 @@ def browse_dataset(
             display); ``max_images < 1``.
     """
     import detcli.data  # noqa: F401  (registers the transforms)
-    from detcli.engine.tester import build_split
+    from detcli.engine.builders import build_split
     from detcli.registry import TRANSFORMS
     from detcli.visualization import denormalize, draw_ground_truth, output_name, save_image
 
@@ -168,7 +168,7 @@ def browse_dataset(
         for i in range(total):
             sample = dataset[i]
             if undo:
-                image = denormalize(sample.image, norm.get("mean"), norm.get("std"), bool(norm.get("to_rgb", True)))
+                image = denormalize(sample.image, norm.get("mean"), norm.get("std"), bool(norm.get("to_rgb", True)))  # type: ignore[union-attr]
             else:  # Normalize kept (or absent): look at the values as they are, stretched to 0..255
                 image = denormalize(_stretch(sample.image), None, None)
                 if norm is not None and norm.get("to_rgb", True):

@@ -5,7 +5,10 @@
   network, up to the end of the head's ``forward``, found with a forward hook) and *post-processing*
   (decoding, NMS and mapping back to the original image). FPS counts forward + post-processing, not
   data loading (mmdet's "inference time"). The first ``num_warmup`` iterations are not timed; a
-  split shorter than ``max_iter`` is looped over.
+  split shorter than ``max_iter`` is looped over. With ``backend="onnxruntime"`` the model is a graph
+  written by ``det export onnx`` run by ONNX Runtime on the CPU: *forward* is the session's run (the
+  graph holds decoding and NMS too) and *post-processing* what follows it (reading the outputs into
+  ``Detections``, mapping back to the original image).
 - ``dataloader``: batches of ``data.train`` as the training loader makes them (its batch size and
   workers); FPS is images per second of loading.
 - :func:`count_flops`: FLOPs (``torch.utils.flop_counter.FlopCounterMode``, one multiply-add = 2
@@ -144,7 +147,7 @@ def _stats(values: list[float]) -> dict[str, float]:
 def prepare_model(cfg: Mapping[str, Any], checkpoint: str | os.PathLike[str] | None, device: torch.device,
                   fuse: bool) -> tuple[torch.nn.Module, str, int]:
     """``(model in eval mode on device, weights description, number of conv+BN pairs fused)``."""
-    from detcli.engine.tester import build_model, load_model
+    from detcli.engine.builders import build_model, load_model
     from detcli.models.fuse import fuse_conv_bn
 
     if checkpoint is not None:
@@ -160,10 +163,23 @@ def prepare_model(cfg: Mapping[str, Any], checkpoint: str | os.PathLike[str] | N
     return model, weights, fused
 
 
+def prepare_onnx(path: str | os.PathLike[str], fuse: bool, device: torch.device) -> tuple[Any, str]:
+    """``(OnnxPredictor, weights description)`` for ``backend="onnxruntime"``."""
+    from detcli.engine.onnx_export import OnnxPredictor
+
+    if fuse:
+        raise ConfigError("--fuse-conv-bn applies to PyTorch models; ONNX Runtime folds BatchNorm into the "
+                          "convolutions of the graph itself (drop the flag)")
+    if device.type != "cpu":
+        raise ConfigError(f"--backend onnxruntime runs on the CPU; drop --device {device}")
+    return OnnxPredictor(path), f"ONNX Runtime graph {path}"
+
+
 def benchmark(
     cfg: Mapping[str, Any],
     checkpoint: str | os.PathLike[str] | None = None,
     *,
+    backend: str = "pytorch",
     task: str = "inference",
     max_iter: int = 2000,
     num_warmup: int = 5,
@@ -175,14 +191,18 @@ def benchmark(
     """Time ``task`` for ``max_iter`` iterations (the first ``num_warmup`` untimed); see the module doc.
 
     Args:
+        checkpoint: a det checkpoint (``backend="pytorch"``; None: random weights) or a graph written by
+            ``det export onnx`` (``backend="onnxruntime"``; required).
         log: receives a progress line every ``log_interval`` iterations (default: the module logger).
 
     Raises:
-        ConfigError: unknown task, ``max_iter <= num_warmup``, a bad split or model node.
-        CheckpointError: a checkpoint that is not det's or does not fit the model.
+        ConfigError: unknown task or backend, ``max_iter <= num_warmup``, a bad split or model node, an
+            ONNX benchmark without a graph, on a GPU or with ``fuse_conv_bn``.
+        CheckpointError: a checkpoint that is not det's or does not fit the model; a file that is not a graph
+            written by ``det export onnx``.
     """
+    from detcli.engine.builders import build_split
     from detcli.engine.environment import resolve_device
-    from detcli.engine.tester import build_split
 
     if task not in TASKS:
         raise ConfigError(f"--task {task!r}: expected one of {', '.join(TASKS)}")
@@ -190,6 +210,10 @@ def benchmark(
         raise ConfigError(f"--max-iter {max_iter} must be larger than --num-warmup {num_warmup} (>= 0)")
     if log_interval < 1:
         raise ConfigError(f"--log-interval {log_interval}: must be >= 1")
+    if backend not in ("pytorch", "onnxruntime"):
+        raise ConfigError(f"--backend {backend!r}: expected pytorch or onnxruntime")
+    if backend == "onnxruntime" and task == "inference" and checkpoint is None:
+        raise ConfigError("--backend onnxruntime times an exported graph: pass MODEL.onnx (from det export onnx)")
     emit = log or logger.info
     dev = resolve_device(device)
     if dev.type == "cuda":
@@ -202,7 +226,11 @@ def benchmark(
         dataset, samples, workers = build_split(cfg, "train", test_mode=False)
         loader = build_dataloader(dataset, samples, workers, shuffle=True)
         return _time_loader(loader, samples, max_iter, num_warmup, log_interval, emit, dev)
-    model, weights, fused = prepare_model(cfg, checkpoint, dev, fuse_conv_bn)
+    if backend == "onnxruntime":
+        model, weights = prepare_onnx(checkpoint, fuse_conv_bn, dev)  # type: ignore[arg-type]
+        fused = 0
+    else:
+        model, weights, fused = prepare_model(cfg, checkpoint, dev, fuse_conv_bn)
     dataset, _, workers = build_split(cfg, "test", test_mode=True)
     loader = build_dataloader(dataset, 1, workers, shuffle=False)
     return _time_inference(model, loader, cfg, max_iter, num_warmup, log_interval, emit, dev, weights, fused)
@@ -230,7 +258,7 @@ def _time_loader(loader: Any, batch_size: int, max_iter: int, num_warmup: int, l
                            images / total if total else 0.0, _stats(times), {"data": _stats(times)["median"]}, mem, kind)
 
 
-def _time_inference(model: torch.nn.Module, loader: Any, cfg: Mapping[str, Any], max_iter: int, num_warmup: int,
+def _time_inference(model: Any, loader: Any, cfg: Mapping[str, Any], max_iter: int, num_warmup: int,
                     log_interval: int, emit: Callable[[str], None], dev: torch.device, weights: str,
                     fused: int) -> BenchmarkResult:
     from detcli.engine.tester import postprocess_batch
@@ -243,6 +271,8 @@ def _time_inference(model: torch.nn.Module, loader: Any, cfg: Mapping[str, Any],
         marks["forward_end"] = time.perf_counter()
 
     hook = head.register_forward_hook(head_done) if isinstance(head, torch.nn.Module) else None
+    if hook is None and hasattr(model, "after_run"):  # an ONNX Runtime graph: forward = the session's run
+        model.after_run = head_done
     data_t, fwd_t, post_t, total_t = [], [], [], []
     images = 0
     batches = _cycle(loader)
@@ -256,7 +286,7 @@ def _time_inference(model: torch.nn.Module, loader: Any, cfg: Mapping[str, Any],
             _sync(dev)
             t1 = time.perf_counter()
             marks.clear()
-            postprocess_batch(model.predict(inputs), batch, cfg)
+            postprocess_batch(model.predict(inputs), batch, cfg)  # type: ignore[operator]
             _sync(dev)
             t3 = time.perf_counter()
             t2 = marks.get("forward_end", t3)
@@ -273,6 +303,8 @@ def _time_inference(model: torch.nn.Module, loader: Any, cfg: Mapping[str, Any],
     finally:
         if hook is not None:
             hook.remove()
+        if hasattr(model, "after_run"):
+            model.after_run = None
     mem, kind = peak_memory_mb(dev)
     total = sum(total_t)
     split = {"data": _stats(data_t)["median"], "forward": _stats(fwd_t)["median"], "postprocess": _stats(post_t)["median"]}
@@ -321,7 +353,7 @@ def count_flops(cfg: Mapping[str, Any], shape: tuple[int, int] | None = None,
     counter = FlopCounterMode(display=False)
     images = torch.zeros(1, 3, int(h), int(w))
     with torch.no_grad(), counter:
-        feats = model.extract_feat(images)
+        feats = model.extract_feat(images)  # type: ignore[operator]
         head = getattr(model, "bbox_head", None)
         if head is not None:
             head(feats)

@@ -14,15 +14,15 @@ from typer.testing import CliRunner
 
 from detcli.cli import app, normalize_argv
 from detcli.config import load_config, resolve_preset_path
-from detcli.engine.benchmark import (
+from detcli.engine.builders import build_model
+from detcli.errors import ConfigError
+from detcli.models.fuse import fuse_conv_bn
+from detcli.tools.benchmark import (
     benchmark,
     count_flops,
     default_flops_shape,
     format_count,
 )
-from detcli.engine.tester import build_model
-from detcli.errors import ConfigError
-from detcli.models.fuse import fuse_conv_bn
 
 SMALL = ["data.test.num_images=3", "data.train.num_images=4", "data.samples_per_gpu=2"]
 
@@ -134,8 +134,8 @@ def invoke(*args: str):
 
 
 def test_cli_benchmark_preset_and_kernels_coexist(monkeypatch: pytest.MonkeyPatch) -> None:
-    import detcli.engine.benchmark as eng
     import detcli.ops.benchmark as ops
+    import detcli.tools.benchmark as eng
 
     calls: list = []
 
@@ -148,7 +148,7 @@ def test_cli_benchmark_preset_and_kernels_coexist(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setattr(eng, "benchmark", fake)
     r = invoke("benchmark", "retinanet_r18_fpn_shapes", "--max-iter", "3", "--num-warmup", "1", "--fuse-conv-bn", "--json")
     assert r.exit_code == 0, r.output
-    assert calls == [(None, {"task": "inference", "max_iter": 3, "num_warmup": 1, "log_interval": 50,
+    assert calls == [(None, {"backend": "pytorch", "task": "inference", "max_iter": 3, "num_warmup": 1, "log_interval": 50,
                              "fuse_conv_bn": True, "device": "cpu", "log": calls[0][1]["log"]})]
     assert json.loads(r.stdout)["fps"] == 10.0
     r = invoke("benchmark", "retinanet_r18_fpn_shapes", "ckpt.pth")
@@ -183,3 +183,36 @@ def test_inference_benchmark_loads_a_checkpoint(tmp_path: Path) -> None:
                        tmp_path / "m.pth")
     r = benchmark(cfg, ckpt, max_iter=2, num_warmup=1)
     assert r.weights == f"checkpoint {ckpt}" and r.iterations == 1 and r.fused_conv_bn == 0
+
+
+def test_onnxruntime_benchmark_of_an_exported_graph(tmp_path: Path) -> None:
+    """`det benchmark MODEL.onnx` times the graph in ONNX Runtime (config from the file), the split puts the
+    session's run under forward; the PyTorch-only options are refused with the reason."""
+    from detcli.engine.checkpoint import atomic_save, make_checkpoint
+    from detcli.engine.onnx_export import export_onnx
+
+    cfg = shapes_cfg()
+    ckpt = atomic_save(make_checkpoint(build_model(cfg), epoch=0, iter=0, config=cfg, classes=["a", "b", "c", "d"]),
+                       tmp_path / "m.pth")
+    graph = tmp_path / "m.onnx"
+    export_onnx(None, ckpt, output_file=graph, dynamic_export=True, verify=False)
+    r = benchmark(cfg, graph, backend="onnxruntime", max_iter=3, num_warmup=1)
+    assert r.weights == f"ONNX Runtime graph {graph}" and r.iterations == 2 and r.task == "inference"
+    assert r.split_ms["forward"] > 0 and r.split_ms["forward"] <= r.latency_ms["median"] * 1.5
+    with pytest.raises(ConfigError, match="pass MODEL.onnx"):
+        benchmark(cfg, None, backend="onnxruntime", max_iter=2, num_warmup=0)
+    with pytest.raises(ConfigError, match="folds BatchNorm"):
+        benchmark(cfg, graph, backend="onnxruntime", fuse_conv_bn=True, max_iter=2, num_warmup=0)
+    with pytest.raises(ConfigError, match="--backend 'tensorrt'"):
+        benchmark(cfg, graph, backend="tensorrt", max_iter=2, num_warmup=0)
+    # the CLI: the graph alone (its stored config, overridable), or a preset and the graph
+    r = invoke("benchmark", str(graph), "--max-iter", "2", "--num-warmup", "1", "--json",
+               "--cfg-options", "data.test.num_images=2")
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)
+    assert out["weights"].startswith("ONNX Runtime graph") and out["iterations"] == 1
+    r = invoke("benchmark", "retinanet_r18_fpn_shapes", str(graph), "--max-iter", "2", "--num-warmup", "1", "--json",
+               "--cfg-options", *SMALL)
+    assert r.exit_code == 0 and json.loads(r.stdout)["iterations"] == 1, r.output
+    r = invoke("benchmark", str(graph), "--flops")
+    assert r.exit_code == 1 and "--flops counts a PyTorch model" in r.output

@@ -256,7 +256,7 @@ class GeneratorSettings:
         return [float(self.octave_base_scale) * 2 ** (i / n) for i in range(n)]  # type: ignore[arg-type]
 
     def to_vector(self) -> np.ndarray:
-        head = [math.log2(self.octave_base_scale)] if self.scales is None else [math.log2(s) for s in self.scales]
+        head = [math.log2(self.octave_base_scale)] if self.scales is None else [math.log2(s) for s in self.scales]  # type: ignore[arg-type]
         return np.array(head + [math.log2(r) for r in self.ratios])
 
     def from_vector(self, vec: np.ndarray) -> GeneratorSettings:
@@ -561,7 +561,7 @@ def optimize_anchors(
         ConfigError: unknown algorithm, bad shape, an anchor-free model, an unsupported generator/assigner.
         DatasetError: no boxes in the training split.
     """
-    from detcli.engine.tester import build_split
+    from detcli.engine.builders import build_split
     from detcli.fileio import check_writable_file, write_json_atomic
 
     if algorithm not in ALGORITHMS:

@@ -13,9 +13,9 @@ from typer.testing import CliRunner
 
 from detcli.cli import app, normalize_argv
 from detcli.config import load_config, resolve_preset_path
-from detcli.engine import analyze_results
-from detcli.engine.browse import browse_dataset, display_available
 from detcli.errors import ConfigError, DatasetError
+from detcli.tools import analyze_results
+from detcli.tools.browse import browse_dataset, display_available
 from detcli.visualization import denormalize
 
 SMALL = ["data.train.num_images=4", "data.test.num_images=5"]
@@ -54,7 +54,7 @@ def test_browse_writes_pipeline_images_with_true_colours(tmp_path: Path, monkeyp
     assert [f.name for f in result.files] == ["000000.jpg", "000001.jpg"]
     assert cv2.imread(str(result.files[0])).shape == (256, 256, 3)
     assert not list(tmp_path.glob(".*"))  # atomic writes leave no temp files
-    from detcli.engine.tester import build_split
+    from detcli.engine.builders import build_split
 
     dataset, _, _ = build_split(cfg, "train", test_mode=False)
     raw = dataset.load_image(0)
@@ -88,7 +88,7 @@ def test_browse_keeping_normalize_and_skipping_resize(tmp_path: Path) -> None:
 def perfect_results(cfg: dict, spoil: dict[int, str]) -> tuple[list[dict], list[int]]:
     """COCO results equal to the GT of data.test; ``spoil[i]``: ``none`` drops image i's detections,
     ``half`` keeps only its first box."""
-    from detcli.engine.tester import build_split
+    from detcli.engine.builders import build_split
 
     dataset, _, _ = build_split(cfg, "test", test_mode=True)
     out = []

@@ -41,7 +41,7 @@ def confusion_matrix(
         DatasetError: the results file is missing, not JSON, or refers to unknown images/categories.
         ConfigError: a threshold out of range, a bad ``data.test`` node.
     """
-    from detcli.engine.tester import build_split
+    from detcli.engine.builders import build_split
     from detcli.evaluation.files import read_json_file
     from detcli.fileio import check_writable_dir, write_text_atomic
 
@@ -136,11 +136,12 @@ def analyze_results(
     import numpy as np
     import torch
 
-    from detcli.engine.tester import build_split, original_image
+    from detcli.engine.builders import build_split
+    from detcli.engine.tester import original_image
     from detcli.errors import ConfigError
     from detcli.evaluation.confusion import group_results
     from detcli.evaluation.files import read_json_file
-    from detcli.structures import Detections, GroundTruth
+    from detcli.structures import Boxes, Detections, GroundTruth
     from detcli.visualization import draw_detections, draw_ground_truth, output_name, save_image
 
     if metric != "bbox":
@@ -166,10 +167,10 @@ def analyze_results(
             ann = dataset.get_ann_info(item.index)
             image = original_image(dataset, item.index)
             h, w = image.shape[:2]
-            gt = GroundTruth((h, w), torch.as_tensor(ann["bboxes"], dtype=torch.float32).reshape(-1, 4), ann["labels"],
-                             torch.as_tensor(ann.get("bboxes_ignore", np.zeros((0, 4))), dtype=torch.float32).reshape(-1, 4))
+            gt = GroundTruth((h, w), Boxes(torch.as_tensor(ann["bboxes"], dtype=torch.float32).reshape(-1, 4)), ann["labels"],
+                             Boxes(torch.as_tensor(ann.get("bboxes_ignore", np.zeros((0, 4))), dtype=torch.float32).reshape(-1, 4)))
             boxes, sc, labels = _detections_of(grouped, item.image_id)
-            dets = Detections((h, w), torch.as_tensor(boxes, dtype=torch.float32), sc, labels)
+            dets = Detections((h, w), Boxes(torch.as_tensor(boxes, dtype=torch.float32)), sc, labels)
             drawn = draw_detections(draw_ground_truth(image, gt, dataset.classes), dets, dataset.classes, score_thr=show_score_thr)
             stem = Path(output_name(item.filename, f"{item.image_id}.jpg"))
             files.append(save_image(drawn, out / folder / f"{rank + 1:03d}_{stem.stem}_mAP{item.map:.3f}{stem.suffix}"))

@@ -86,7 +86,7 @@ def convert_checkpoint(
     """
     from detcli import __version__
     from detcli.config import load_config, resolve_preset_path
-    from detcli.engine.tester import build_model
+    from detcli.engine.builders import build_model
     from detcli.engine.zoo import config_classes
     from detcli.models.pretrained import detector_state_dict
     from detcli.models.weight_maps import SOURCES, describe_checkpoint

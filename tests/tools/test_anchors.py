@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 
 from detcli.config import apply_overrides, load_config, resolve_preset_path
-from detcli.engine.anchors import (
+from detcli.errors import ConfigError, DatasetError
+from detcli.models.assigners import MaxIoUAssigner
+from detcli.tools.anchors import (
     RESULT_FILE,
     CollectedBoxes,
     GeneratorSettings,
@@ -23,8 +25,6 @@ from detcli.engine.anchors import (
     optimize_anchors,
     resize_factors,
 )
-from detcli.errors import ConfigError, DatasetError
-from detcli.models.assigners import MaxIoUAssigner
 
 SMALL = ["data.train.num_images=40"]
 
@@ -94,7 +94,7 @@ def test_grid_fitness_matches_the_real_grid() -> None:
 
 
 def test_collect_boxes_rescales_and_counts(tmp_path: Path) -> None:
-    from detcli.engine.tester import build_split
+    from detcli.engine.builders import build_split
 
     dataset, _, _ = build_split(shapes_cfg(), "train", test_mode=False)
     half = collect_boxes(dataset, (128, 128), True, 32)
@@ -122,7 +122,7 @@ def test_optimize_on_shapes_improves_bpr(algorithm: str, tmp_path: Path) -> None
     cfg = apply_overrides(shapes_cfg(), result.cfg_options.split())
     gen = cfg["model"]["bbox_head"]["anchor_generator"]
     assert gen["ratios"] == result.after.ratios and gen["octave_base_scale"] == result.after.octave_base_scale
-    from detcli.engine.tester import build_model
+    from detcli.engine.builders import build_model
 
     model = build_model(cfg)
     assert model.bbox_head.anchor_generator.ratios.tolist() == pytest.approx(result.after.ratios)
