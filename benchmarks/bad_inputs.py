@@ -696,6 +696,11 @@ def catalogue() -> list[Case]:
     add(C(g, "check: _base_ /dev/zero", ["config", "check", "{T}/p.yaml"], preset_with("_base_: /dev/zero\n")))
     add(C(g, "check: unknown model type", ["config", "check", "quickstart", "--cfg-options", "model.type=NoSuchDetector"]))
     add(C(g, "check: 50 MB preset", ["config", "check", "{T}/p.yaml"], preset_with("_base_: [{Q}]\n# " + "x" * 50_000_000 + "\n")))
+    add(C(g, "import: __import__('os') in a config", ["config", "import", "{T}/c.py"],
+          write("c.py", "seed = __import__('os').system('touch {T}/PWNED')\n")))
+    add(C(g, "import: a YAML preset as a .py", ["config", "import", "{T}/c.py"], write("c.py", "_base_: [{Q}]\n")))
+    add(C(g, "import: unknown head type", ["config", "import", "{T}/c.py"],
+          write("c.py", "model = dict(type='RetinaNet', bbox_head=dict(type='RetinaHaed'))\n")))
     return cases
 
 

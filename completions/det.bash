@@ -31,6 +31,7 @@ _det() {
             " benchmark kernels") path=" benchmark kernels" ;;
             " benchmark model") path=" benchmark model" ;;
             " config check") path=" config check" ;;
+            " config import") path=" config import" ;;
             " config list") path=" config list" ;;
             " config show") path=" config show" ;;
             " convert-dataset check") path=" convert-dataset check" ;;
@@ -70,10 +71,13 @@ _det() {
         " completion")
             if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--help -h" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi ;;
         " config")
-            COMPREPLY=($(compgen -W "check list show --help -h" -- "$cur")) ;;
+            COMPREPLY=($(compgen -W "check import list show --help -h" -- "$cur")) ;;
         " config check")
             case "$prev" in --cfg-options) COMPREPLY=($(compgen -f -- "$cur")); return ;; esac
             if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--cfg-options --help -h" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi ;;
+        " config import")
+            case "$prev" in --mmdet-root|-o|--output) COMPREPLY=($(compgen -f -- "$cur")); return ;; esac
+            if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--mmdet-root -o --output --force --help -h" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi ;;
         " config list")
             COMPREPLY=($(compgen -W "--json --help -h" -- "$cur")) ;;
         " config show")

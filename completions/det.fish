@@ -75,12 +75,18 @@ complete -c det -n '__fish_seen_subcommand_from browse-dataset' -F
 complete -c det -n '__fish_seen_subcommand_from completion' -l help -s h -d 'Show help and exit.'
 complete -c det -n '__fish_seen_subcommand_from completion' -F
 complete -c det -n '__fish_seen_subcommand_from config' -a check -d 'Validate a preset (keys, types, registered names) without building anything heavy.'
+complete -c det -n '__fish_seen_subcommand_from config' -a import -d 'Translate an MMDetection 2.x Python config and its _base_ chain into one det YAML preset, without running the Python file. Components or keys det does not have are all listed (as warnings), each with the nearest det name; then nothing is written (exit 1) unless --force.'
 complete -c det -n '__fish_seen_subcommand_from config' -a list -d 'List the presets shipped with det, with the published COCO AP of those that name a model-zoo checkpoint (det test PRESET zoo evaluates it).'
 complete -c det -n '__fish_seen_subcommand_from config' -a show -d 'Print the fully resolved config (bases merged, overrides applied) as YAML on stdout.'
 complete -c det -n '__fish_seen_subcommand_from config' -l help -s h -d 'Show help and exit.'
 complete -c det -n '__fish_seen_subcommand_from config && __fish_seen_subcommand_from check' -l cfg-options -r -F -d 'Override config keys: a.b.c=V.'
 complete -c det -n '__fish_seen_subcommand_from config && __fish_seen_subcommand_from check' -l help -s h -d 'Show help and exit.'
 complete -c det -n '__fish_seen_subcommand_from config && __fish_seen_subcommand_from check' -F
+complete -c det -n '__fish_seen_subcommand_from config && __fish_seen_subcommand_from import' -l mmdet-root -r -F -d 'An mmdet checkout: _base_ files not found next to a config are looked up in its configs/.'
+complete -c det -n '__fish_seen_subcommand_from config && __fish_seen_subcommand_from import' -s o -l output -r -F -d 'Write the preset here (default or -: stdout).'
+complete -c det -n '__fish_seen_subcommand_from config && __fish_seen_subcommand_from import' -l force -d 'Write the preset even when det cannot run parts of it (they stay listed as warnings, and as comments at its top).'
+complete -c det -n '__fish_seen_subcommand_from config && __fish_seen_subcommand_from import' -l help -s h -d 'Show help and exit.'
+complete -c det -n '__fish_seen_subcommand_from config && __fish_seen_subcommand_from import' -F
 complete -c det -n '__fish_seen_subcommand_from config && __fish_seen_subcommand_from list' -l json -d 'Print as JSON: one object per preset (name, published AP).'
 complete -c det -n '__fish_seen_subcommand_from config && __fish_seen_subcommand_from list' -l help -s h -d 'Show help and exit.'
 complete -c det -n '__fish_seen_subcommand_from config && __fish_seen_subcommand_from show' -l cfg-options -r -F -d 'Override config keys: a.b.c=V.'

@@ -10,7 +10,14 @@ A preset is a YAML mapping whose top-level keys are those of an mmdet 2.x config
    merged in order, then the file itself on top; a mapping carrying ``_delete_: true`` replaces
    what it overrides instead of merging into it;
 3. applies ``--cfg-options`` overrides (``a.b.c=V``, list indices as in
-   ``data.train.pipeline.2.img_scale=[640,640]``; values are YAML-typed);
+   ``data.train.pipeline.2.img_scale=[640,640]``; values are read as mmcv's ``DictAction`` reads
+   them: ``None``/``null`` is None, ``dict(type=nms,iou_threshold=0.5)`` a mapping, ``(1,2)`` a
+   list, other scalars YAML-typed; a key may be added in a ``{type: ...}`` node, in a section
+   whose schema allows it and anywhere below ``model.train_cfg``/``model.test_cfg``, whose keys
+   the heads check when they are built);
+   then substitutes the ``vars`` mapping: ``${name}`` as a whole value takes the variable's value
+   with its type, inside a longer string its text (:func:`substitute_vars`); ``vars`` merges
+   through ``_base_`` and takes overrides (``vars.img_scale=[640,640]``) before substitution;
 4. checks the top-level keys and the keys of the untyped sections against the schema, and the
    type and range of the values that have no ``type`` node (:func:`check_values`);
 5. re-roots relative dataset paths under ``$DET_DATASETS`` when it is set.
@@ -32,7 +39,9 @@ stops alias bombs); an alias may not refer to the node that contains it (recursi
 ``_base_`` path is at most :data:`MAX_PATH_BYTES` (4096) bytes with names of at most 255 bytes,
 and ``_base_`` chains are at most :data:`MAX_BASE_DEPTH` (32) files deep. A ``_base_`` that is a
 bare name with no file next to the preset (``_base_: quickstart``) is the shipped preset of that
-name, as in ``det train quickstart``. The same nesting and size limits apply to
+name, as in ``det train quickstart``; a relative ``_base_/...`` path with no such file next to the
+preset is det's shipped fragment (``_base_: _base_/models/retinanet_r50_fpn.yaml`` works from any
+folder). The same nesting and size limits apply to
 ``--cfg-options`` values.
 """
 
@@ -117,6 +126,11 @@ SECTION_KEYS: dict[str, frozenset[str] | None] = {
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 DATASET_PATH_KEYS = ("data_root", "ann_file", "img_prefix")
+
+#: The top-level mapping of a preset's variables, referenced as ``${name}`` (see :func:`substitute_vars`).
+VARS_KEY = "vars"
+#: A relative ``_base_`` starting with this folder that is not next to the preset is det's shipped fragment.
+SHIPPED_BASE_DIR = "_base_"
 
 
 #: Largest preset file det reads, in bytes; a bigger one is refused before it is read.
@@ -322,7 +336,10 @@ def _strip_delete(value: Any) -> Any:
     return value
 
 
-def _load_tree(path: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
+def _load_tree(path: Path, chain: tuple[Path, ...],
+               origins: dict[tuple[str | int, ...], Path] | None = None) -> dict[str, Any]:
+    """The merged tree of ``path`` and its bases; ``origins`` collects, for every string holding a
+    ``${name}`` reference, the file that wrote it (the child's entry wins), for error messages."""
     try:
         path = path.resolve()
     except (OSError, RuntimeError, ValueError) as e:  # RuntimeError: a symlink loop
@@ -337,6 +354,7 @@ def _load_tree(path: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
     data = {k: v for k, v in data.items() if not (isinstance(k, str) and k.startswith("x-"))}
     bases = data.pop("_base_", None)
     if bases is None:
+        _record_references(data, (), path, origins)
         return data
     if isinstance(bases, str):
         bases = [bases]
@@ -344,8 +362,24 @@ def _load_tree(path: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
         raise ConfigError(f"{path}: _base_ must be a path or a list of paths, got {_show(bases)}")
     merged: dict[str, Any] = {}
     for base in bases:
-        merged = merge(merged, _load_tree(_base_path(path, base), (*chain, path)))
+        merged = merge(merged, _load_tree(_base_path(path, base), (*chain, path), origins))
+    _record_references(data, (), path, origins)
     return merge(merged, data)
+
+
+def _record_references(node: Any, where: tuple[str | int, ...], path: Path,
+                       origins: dict[tuple[str | int, ...], Path] | None) -> None:
+    if origins is None:
+        return
+    stack: list[tuple[Any, tuple[str | int, ...]]] = [(node, where)]
+    while stack:
+        value, at = stack.pop()
+        if isinstance(value, str) and "${" in value:
+            origins[at] = path
+        elif isinstance(value, Mapping):
+            stack.extend((v, (*at, str(k))) for k, v in value.items())
+        elif isinstance(value, list):
+            stack.extend((v, (*at, i)) for i, v in enumerate(value))
 
 
 def _show(value: Any, limit: int = 60) -> str:
@@ -384,6 +418,9 @@ def _base_path(path: Path, base: str) -> Path:
             return candidate
     except (OSError, ValueError) as e:
         raise ConfigError(f"{path}: _base_ '{base}' cannot be read: {getattr(e, 'strerror', None) or e}") from e
+    shipped_fragment = _shipped_fragment(base)
+    if shipped_fragment is not None:
+        return shipped_fragment
     bare = "/" not in base and os.sep not in base
     if bare:
         from detcli.resources import find_preset
@@ -395,21 +432,122 @@ def _base_path(path: Path, base: str) -> Path:
     raise ConfigError(f"{path}: _base_ file '{base}' not found (looked at {candidate}{hint})")
 
 
-def parse_override_value(text: str) -> Any:
-    """Parse the value of a ``K=V`` override as YAML; mmdet-style tuples ``(a,1)`` become lists.
+def _shipped_fragment(base: str) -> Path | None:
+    """``_base_/models/x.yaml`` with no such file next to the preset: det's shipped fragment of that name."""
+    parts = Path(base).parts
+    if Path(base).is_absolute() or len(parts) < 2 or parts[0] != SHIPPED_BASE_DIR or ".." in parts:
+        return None
+    from detcli.resources import presets_dir
 
-    Text that is not valid YAML stays a string. Raises :class:`ConfigError` for a value over the
-    loader's limits (nesting, alias expansion).
-    """
+    root = presets_dir()
+    if root is None:
+        return None
+    candidate = root.joinpath(*parts)
+    return candidate if candidate.is_file() else None
+
+
+def _override_scalar(text: str) -> Any:
+    """A scalar of an override value: YAML-typed, ``None`` is null, anything unreadable stays text."""
     stripped = text.strip()
-    if stripped.startswith(("[", "(")):
-        stripped = stripped.replace("(", "[").replace(")", "]")
+    if stripped in ("None", "none"):
+        return None
+    if not stripped:
+        return ""
     try:
-        return _parse_yaml(stripped) if stripped else ""
-    except _LimitError as e:
-        raise ConfigError(f"--cfg-options value {_show(text)}: {e.problem}") from e
+        value = _parse_yaml(stripped)
+    except _LimitError:
+        raise
+    except yaml.YAMLError:
+        return stripped
+    if isinstance(value, (dict, list)):  # `a: b` inside dict(...)/[...] is text, not a nested mapping
+        return stripped
+    return value
+
+
+def _split_top(text: str, where: str) -> list[str]:
+    """Split ``text`` at the commas outside brackets and quotes."""
+    parts: list[str] = []
+    depth = 0
+    quote = ""
+    start = 0
+    for i, ch in enumerate(text):
+        if quote:
+            if ch == quote:
+                quote = ""
+        elif ch in "'\"":
+            quote = ch
+        elif ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth -= 1
+            if depth < 0:
+                raise ConfigError(f"--cfg-options value {_show(where)}: unbalanced '{ch}'")
+        elif ch == "," and depth == 0:
+            parts.append(text[start:i])
+            start = i + 1
+    if depth != 0 or quote:
+        raise ConfigError(f"--cfg-options value {_show(where)}: unbalanced brackets or quotes")
+    parts.append(text[start:])
+    if parts and not parts[-1].strip():  # `(1,)` and `[a, b,]`
+        parts.pop()
+    return parts
+
+
+_DICT_CALL = re.compile(r"^dict\s*\(")
+_KEYWORD = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*=(.*)$", re.S)
+
+
+def _mmcv_value(text: str, where: str, depth: int = 0) -> Any:
+    """mmcv ``DictAction`` syntax: ``dict(k=v, ...)``, ``[a, b]``, ``(a, b)`` (a list), scalars."""
+    if depth > MAX_NESTING:
+        raise ConfigError(f"--cfg-options value {_show(where)}: nested deeper than {MAX_NESTING} levels (det's limit)")
+    t = text.strip()
+    if _DICT_CALL.match(t) and t.endswith(")"):
+        inner = t[t.index("(") + 1 : -1]
+        out: dict[str, Any] = {}
+        for part in _split_top(inner, where):
+            m = _KEYWORD.match(part)
+            if m is None:
+                raise ConfigError(f"--cfg-options value {_show(where)}: '{part.strip()}' inside dict(...) is not KEY=VALUE")
+            out[m.group(1)] = _mmcv_value(m.group(2), where, depth + 1)
+        return out
+    if (t.startswith("[") and t.endswith("]")) or (t.startswith("(") and t.endswith(")")):
+        return [_mmcv_value(p, where, depth + 1) for p in _split_top(t[1:-1], where)]
+    if t.startswith(("[", "(")) or _DICT_CALL.match(t):
+        raise ConfigError(f"--cfg-options value {_show(where)}: '{_show(t, 40)}' is not closed "
+                          "(write [a, b], (a, b) or dict(k=v, ...))")
+    if t.startswith("{"):
+        return _override_scalar_or_yaml(t)
+    return _override_scalar(t)
+
+
+def _override_scalar_or_yaml(text: str) -> Any:
+    try:
+        return _parse_yaml(text)
+    except _LimitError:
+        raise
     except yaml.YAMLError:
         return text
+
+
+def parse_override_value(text: str) -> Any:
+    """Parse the value of a ``K=V`` override as mmcv's ``DictAction`` does, with YAML scalars.
+
+    ``None``/``null``/``~`` are None; ``dict(type=nms,iou_threshold=0.5)`` is a mapping (nested
+    ``dict(...)`` and lists inside too); ``[a, b]`` and mmdet-style tuples ``(a,1)`` are lists;
+    ``{k: v}`` is a YAML flow mapping; any other text is a YAML scalar (``1e-3`` a float, ``true``
+    a bool), and text that is not valid YAML stays a string. Raises :class:`ConfigError` for a
+    value over the loader's limits (nesting, alias expansion) or with unbalanced brackets.
+    """
+    stripped = text.strip()
+    try:
+        if stripped.startswith(("[", "(")) or _DICT_CALL.match(stripped):
+            return _mmcv_value(stripped, text)
+        if stripped.startswith("{"):
+            return _override_scalar_or_yaml(stripped)
+        return _override_scalar(stripped)
+    except _LimitError as e:
+        raise ConfigError(f"--cfg-options value {_show(text)}: {e.problem}") from e
 
 
 _INDEX = re.compile(r"-?[0-9]+")
@@ -478,12 +616,21 @@ def _schema_keys(walked: list[str]) -> frozenset[str]:
     return frozenset()
 
 
+#: Mappings below ``model`` whose keys are checked when the model is built (the heads parse
+#: them into typed settings), so an override may add keys there (``model.test_cfg.deploy_nms_pre``).
+FREE_MODEL_MAPPINGS = ("train_cfg", "test_cfg")
+
+
 def _new_key_allowed(walked: list[str], node: dict[str, Any], key: str, last: bool) -> bool:
     if not walked:
-        return key in TOP_LEVEL_KEYS
+        return key in TOP_LEVEL_KEYS or key == VARS_KEY
+    if walked[0] == VARS_KEY:
+        return True
     if len(walked) == 1 and walked[0] in SECTION_KEYS:
         schema = SECTION_KEYS[walked[0]]
         return schema is None or key in schema
+    if walked[0] == "model" and any(k in FREE_MODEL_MAPPINGS for k in walked[1:]):
+        return True
     return last and "type" in node
 
 
@@ -694,21 +841,142 @@ def check_schema(cfg: Mapping[str, Any], source: str = "<config>") -> None:
     check_values(cfg, source)
 
 
+# --- variables --------------------------------------------------------------------------------
+
+_REFERENCE = re.compile(r"\$\$\{|\$\{([^{}]*)\}")
+_VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def substitute_vars(cfg: Mapping[str, Any], source: str = "<config>",
+                    origins: Mapping[tuple[str | int, ...], Path] | None = None) -> dict[str, Any]:
+    """Replace ``${name}`` references by the values of the top-level ``vars`` mapping, and drop it.
+
+    A string that is exactly ``${name}`` becomes the variable's value with its type (a list stays a
+    list); inside a longer string the value (a string, number or bool) is inserted as text;
+    ``$${`` is a literal ``${``. Variables may refer to other variables. ``vars`` merges through
+    ``_base_`` like any mapping, so a child's value wins before any substitution happens.
+
+    Raises:
+        ConfigError: an undefined name, a cycle between variables, a malformed reference or a list
+            or mapping inserted into text, naming the file that holds the reference and its key.
+    """
+    cfg = dict(cfg)
+    variables = cfg.pop(VARS_KEY, None)
+    if variables is None:
+        variables = {}
+    if not isinstance(variables, Mapping):
+        raise ConfigError(f"{source}: '{VARS_KEY}' must be a mapping of names to values, got {_show(variables)}")
+    for name in variables:
+        if not isinstance(name, str) or not _VAR_NAME.fullmatch(name):
+            raise ConfigError(f"{source}: {VARS_KEY}: {_show(name)} is not a variable name "
+                              "(letters, digits and _, not starting with a digit)")
+    origins = origins or {}
+    done: dict[str, Any] = {}
+    shape: dict[str, tuple[int, int]] = {}  # name -> (values, nesting) of its resolved value
+    produced = [0]  # values written so far, copies included: bounded like YAML aliases
+
+    def spend(count: int, at: tuple[str | int, ...]) -> None:
+        produced[0] += count
+        if produced[0] > MAX_EXPANDED_NODES:
+            raise ConfigError(f"{where(at)}: {'.'.join(map(str, at))}: the config holds more than {MAX_EXPANDED_NODES} "
+                              "values once its variables are substituted (det's limit)")
+
+    def where(at: tuple[str | int, ...]) -> str:
+        return str(origins.get(at, source))
+
+    def lookup(name: str, at: tuple[str | int, ...], stack: tuple[str, ...]) -> Any:
+        dotted = ".".join(map(str, at))
+        if not _VAR_NAME.fullmatch(name):
+            raise ConfigError(f"{where(at)}: {dotted}: '${{{name}}}' is not a variable reference "
+                              "(write ${name}, or $${ for a literal ${)")
+        if name in done:
+            return done[name]
+        if name in stack:
+            cycle = " -> ".join(f"{VARS_KEY}.{n}" for n in (*stack[stack.index(name):], name))
+            raise ConfigError(f"{where(at)}: {dotted}: variables refer to each other in a cycle: {cycle}")
+        if name not in variables:
+            known = ", ".join(sorted(variables)) or "none"
+            raise ConfigError(f"{where(at)}: {dotted}: undefined variable '${{{name}}}'"
+                              f"{did_you_mean(name, variables)} (vars defined: {known})")
+        value = visit(variables[name], (VARS_KEY, name), (*stack, name))
+        done[name] = value
+        shape[name] = _shape(value)
+        return value
+
+    def text(match: re.Match[str], at: tuple[str | int, ...], stack: tuple[str, ...]) -> str:
+        if match.group(0) == "$${":
+            return "${"
+        value = lookup(match.group(1), at, stack)
+        if isinstance(value, (Mapping, list)) or value is None:
+            raise ConfigError(f"{where(at)}: {'.'.join(map(str, at))}: '${{{match.group(1)}}}' holds "
+                              f"{_show(value)}, which cannot be inserted into text; use it as the whole value")
+        inserted = str(value).lower() if isinstance(value, bool) else str(value)
+        spend(len(inserted) // 64, at)  # long text counts too, against text bombs
+        return inserted
+
+    def visit(value: Any, at: tuple[str | int, ...], stack: tuple[str, ...]) -> Any:
+        if isinstance(value, str):
+            if "$" not in value:
+                return value
+            whole = _REFERENCE.fullmatch(value)
+            if whole is not None and whole.group(1) is not None:
+                found = lookup(whole.group(1), at, stack)
+                count, depth = shape[whole.group(1)]
+                spend(count, at)
+                if depth + len(at) > MAX_NESTING:
+                    raise ConfigError(f"{where(at)}: {'.'.join(map(str, at))}: nested deeper than {MAX_NESTING} "
+                                      "levels once variables are substituted (det's limit)")
+                return copy.deepcopy(found)
+            return _REFERENCE.sub(lambda m: text(m, at, stack), value)
+        spend(1, at)
+        if isinstance(value, Mapping):
+            return {k: visit(v, (*at, str(k)), stack) for k, v in value.items()}
+        if isinstance(value, list):
+            return [visit(v, (*at, i), stack) for i, v in enumerate(value)]
+        return value
+
+    for name in variables:  # every variable is checked, used or not
+        lookup(name, (VARS_KEY, name), ())
+    return {k: visit(v, (str(k),), ()) for k, v in cfg.items()}
+
+
+def _shape(value: Any) -> tuple[int, int]:
+    """``(number of values, nesting depth)`` of a plain tree."""
+    if isinstance(value, Mapping):
+        kids = [_shape(v) for v in value.values()]
+    elif isinstance(value, list):
+        kids = [_shape(v) for v in value]
+    else:
+        return 1, 0
+    return 1 + sum(k[0] for k in kids), 1 + max((k[1] for k in kids), default=0)
+
+
 def load_config(path: str | os.PathLike[str], cfg_options: Sequence[str] | None = None) -> dict[str, Any]:
     """Load a preset: ``_base_`` inheritance, overrides, ``$DET_DATASETS`` and schema checks.
 
     ``path`` is a file, or the name of a shipped preset (``quickstart`` or ``quickstart.yaml``).
     """
     resolved = resolve_preset_path(path)
-    cfg = _load_tree(resolved, ())
+    origins: dict[tuple[str | int, ...], Path] = {}
+    cfg = _load_tree(resolved, (), origins)
     cfg = _strip_delete(cfg)
     if cfg_options:
         cfg = apply_overrides(cfg, cfg_options)
+    cfg = substitute_vars(cfg, str(path), origins)
     check_schema(cfg, str(path))  # before re-rooting: it walks `data`, which must be a mapping
     from detcli.plugins import prepare
 
     prepare(cfg, str(path))  # custom_imports and det.plugins entry points, before anything is built
     return reroot_datasets(cfg, os.environ.get("DET_DATASETS"))
+
+
+def load_fragment(path: str | os.PathLike[str], substitute: bool = True) -> dict[str, Any]:
+    """Load a partial preset (a ``_base_`` fragment): bases merged and ``vars`` substituted (unless
+    ``substitute`` is false: then ``vars`` and the references stay), no schema checks and no
+    re-rooting (a fragment need not be a whole config)."""
+    origins: dict[tuple[str | int, ...], Path] = {}
+    cfg = _strip_delete(_load_tree(Path(path), (), origins))
+    return substitute_vars(cfg, str(path), origins) if substitute else cfg
 
 
 def resolve_preset_path(path: str | os.PathLike[str]) -> Path:

@@ -10,7 +10,8 @@ import detcli
 PACKAGE = Path(detcli.__file__).parent
 
 RANK = {
-    "errors": 0, "fileio": 0, "weights": 1, "registry": 0, "plugins": 0, "config": 0, "resources": 0, "__init__": 0, "__main__": 7,
+    "errors": 0, "fileio": 0, "weights": 1, "registry": 0, "plugins": 0, "config": 0, "config_import": 0, "resources": 0,
+    "__init__": 0, "__main__": 7,
     "structures": 1,
     "ops": 2,
     "models": 3,

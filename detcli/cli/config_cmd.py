@@ -58,3 +58,51 @@ def check(
     source = str(resolve_preset_path(preset))
     check_build(load_config(source, cfg_options), source)
     err_console.print(f"[green]ok[/]: {source}")
+
+
+@app.command("import")
+@handle_errors
+def import_(
+    config: Annotated[str, typer.Argument(help="MMDetection 2.x Python config (.py); - reads it from stdin (its _base_ "
+                                               "paths are then relative to the current folder).")],
+    mmdet_root: Annotated[Optional[str], typer.Option("--mmdet-root", help="An mmdet checkout: _base_ files not found next "
+                                                                           "to a config are looked up in its configs/.")] = None,
+    output: Annotated[Optional[str], typer.Option("-o", "--output", help="Write the preset here (default or -: stdout).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Write the preset even when det cannot run parts of it (they stay "
+                                                        "listed as warnings, and as comments at its top).")] = False,
+) -> None:
+    """Translate an MMDetection 2.x Python config and its _base_ chain into one det YAML preset, without running
+    the Python file. Components or keys det does not have are all listed (as warnings), each with the nearest det
+    name; then nothing is written (exit 1) unless --force."""
+    import logging
+    import sys
+
+    import detcli.data  # noqa: F401  (registers datasets and transforms)
+    import detcli.models  # noqa: F401  (registers the model components)
+    from detcli.cli._common import err_console
+    from detcli.config import MAX_PRESET_BYTES
+    from detcli.config_import import import_mmdet_config
+    from detcli.engine import validate_config
+    from detcli.errors import ConfigError
+    from detcli.fileio import write_text_atomic
+
+    log = logging.getLogger("detcli.cli.config_import")
+    text = sys.stdin.read(MAX_PRESET_BYTES + 1) if config == "-" else None  # more is refused as too large
+    result = import_mmdet_config("<stdin>" if config == "-" else config, mmdet_root=mmdet_root, text=text,
+                                 validate=validate_config)
+    for note in result.notes:
+        log.info("%s", note)
+    for problem in result.problems:
+        log.warning("det cannot run %s", problem)
+    body = result.text
+    if result.problems:
+        if not force:
+            raise ConfigError(f"{config}: {len(result.problems)} part(s) of the config det cannot run as written "
+                              "(listed above); nothing written: fix the config, or write the preset anyway with "
+                              "--force and edit it")
+        body = "".join(f"# det cannot run: {p}\n" for p in result.problems) + body
+    if output is None or output == "-":
+        typer.echo(body, nl=False)
+    else:
+        write_text_atomic(body, output)
+        err_console.print(f"preset written to {output}" + (f" (_base_: {', '.join(result.bases)})" if result.bases else ""))

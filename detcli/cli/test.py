@@ -25,6 +25,17 @@ def parse_eval_options(options: list[str] | None) -> dict[str, object]:
     return parsed
 
 
+def check_out_suffix(out: str | None) -> None:
+    """Refuse an ``--out`` whose name does not end in ``.json``: det writes COCO results JSON only."""
+    if out is None or out.lower().endswith(".json"):
+        return
+    from pathlib import PurePath
+
+    suffix = PurePath(out).suffix or "no suffix"
+    raise fail(f"--out {out}: det writes the results as a COCO results JSON file only ({suffix} refused; "
+               "MMDetection's pickle of raw results is never written); name the file *.json, e.g. --out results.json")
+
+
 @handle_errors
 def test(
     args: Annotated[Optional[list[str]], typer.Argument(help="[PRESET] CHECKPOINT: a det checkpoint carries its config; MMDetection / torchvision checkpoints and URLs need the PRESET; `PRESET zoo` uses the preset's published weights. Not used with --gt/--dt.", metavar="[PRESET] CHECKPOINT", show_default=False)] = None,
@@ -50,6 +61,7 @@ def test(
 ) -> None:
     """Evaluate a checkpoint on the preset's test split (COCO bbox/segm/proposal metrics, VOC mAP/recall), optionally
     writing results (boxes and RLE masks) and drawings; or evaluate a results file with --gt/--dt."""
+    check_out_suffix(out)  # before anything runs (also before --nproc spawns workers)
     if nproc is not None and nproc > 1:
         from detcli.engine.dist import launch_local, strip_option
 
