@@ -505,7 +505,7 @@ def import_mmdet_config(
     *,
     mmdet_root: str | Path | None = None,
     text: str | None = None,
-    validate: Callable[[dict[str, Any], str], None] | None = None,
+    validate: Callable[[dict[str, Any], str], object] | None = None,
     fragments: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> ImportResult:
     """Translate the mmdet 2.x config ``path`` (and its ``_base_`` chain) into a det preset.

@@ -82,14 +82,14 @@ def import_(
     from detcli.cli._common import err_console
     from detcli.config import MAX_PRESET_BYTES
     from detcli.config_import import import_mmdet_config
-    from detcli.engine import validate_config
+    from detcli.engine.validate import check_build
     from detcli.errors import ConfigError
     from detcli.fileio import write_text_atomic
 
     log = logging.getLogger("detcli.cli.config_import")
     text = sys.stdin.read(MAX_PRESET_BYTES + 1) if config == "-" else None  # more is refused as too large
     result = import_mmdet_config("<stdin>" if config == "-" else config, mmdet_root=mmdet_root, text=text,
-                                 validate=validate_config)
+                                 validate=check_build)  # det config check's dry-run build
     for note in result.notes:
         log.info("%s", note)
     for problem in result.problems:
