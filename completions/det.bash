@@ -139,7 +139,7 @@ _det() {
             if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--metric --eval --gt --dt --classwise --plot-dir --engine --out --format-only --show-dir --show-score-thr --eval-options --cfg-options --device --ops --workers --json --launcher --nproc --backend --help -h" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi ;;
         " train")
             case "$prev" in --work-dir|--resume|--load-from|--cfg-options|--device|--seed|--ops|--launcher|--nproc) COMPREPLY=($(compgen -f -- "$cur")); return ;; esac
-            if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--work-dir --resume --load-from --allow-partial --cfg-options --device --seed --deterministic --no-validate --auto-scale-lr --ops --json --launcher --nproc --sync-bn --help -h" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi ;;
+            if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--work-dir --resume --load-from --allow-partial --cfg-options --device --seed --deterministic --no-validate --auto-scale-lr --ops --json --launcher --nproc --sync-bn --amp --help -h" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi ;;
     esac
 }
 complete -o filenames -F _det det

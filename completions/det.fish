@@ -74,7 +74,7 @@ complete -c det -n '__fish_seen_subcommand_from browse-dataset' -l help -s h -d 
 complete -c det -n '__fish_seen_subcommand_from browse-dataset' -F
 complete -c det -n '__fish_seen_subcommand_from completion' -l help -s h -d 'Show help and exit.'
 complete -c det -n '__fish_seen_subcommand_from completion' -F
-complete -c det -n '__fish_seen_subcommand_from config' -a check -d 'Validate a preset (keys, types, registered names) without building anything heavy.'
+complete -c det -n '__fish_seen_subcommand_from config' -a check -d 'Check a preset in a dry run: keys and types, then build the model, the data pipelines (no images or annotations read), optimizer, lr schedule and hooks, so build-time errors show here.'
 complete -c det -n '__fish_seen_subcommand_from config' -a import -d 'Translate an MMDetection 2.x Python config and its _base_ chain into one det YAML preset, without running the Python file. Components or keys det does not have are all listed (as warnings), each with the nearest det name; then nothing is written (exit 1) unless --force.'
 complete -c det -n '__fish_seen_subcommand_from config' -a list -d 'List the presets shipped with det, with the published COCO AP of those that name a model-zoo checkpoint (det test PRESET zoo evaluates it).'
 complete -c det -n '__fish_seen_subcommand_from config' -a show -d 'Print the fully resolved config (bases merged, overrides applied) as YAML on stdout.'
@@ -257,5 +257,6 @@ complete -c det -n '__fish_seen_subcommand_from train' -l json -d 'Print the run
 complete -c det -n '__fish_seen_subcommand_from train' -l launcher -r -F -d 'auto (torchruns RANK/WORLD_SIZE/MASTER_ADDR/MASTER_PORT when set), none, pytorch, torchrun or slurm (SLURM_* variables).'
 complete -c det -n '__fish_seen_subcommand_from train' -l nproc -r -F -d 'Re-launch as N processes on this machine through torch.distributed.run (one per GPU; gloo on CPU).'
 complete -c det -n '__fish_seen_subcommand_from train' -l sync-bn -d 'Convert BatchNorm to SyncBatchNorm when distributed (CUDA).'
+complete -c det -n '__fish_seen_subcommand_from train' -l amp -d 'Mixed precision (CUDA): float16 autocast with a dynamic loss scale, as fp16: {loss_scale: dynamic}.'
 complete -c det -n '__fish_seen_subcommand_from train' -l help -s h -d 'Show help and exit.'
 complete -c det -n '__fish_seen_subcommand_from train' -F
