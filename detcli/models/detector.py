@@ -7,6 +7,7 @@ A :class:`SingleStageDetector` owns built components (constructor injection) and
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
@@ -49,8 +50,9 @@ class DenseTrainConfig:
         assigner = cfg.get("assigner", default_assigner)
         if isinstance(assigner, Mapping):
             raise ConfigError("model.train_cfg.assigner: expected a {type: ...} assigner node")
-        return cls(assigner, float(cfg.get("allowed_border", -1)), float(cfg.get("pos_weight", -1)),
-                   bool(cfg.get("debug", False)))
+        path = "model.train_cfg"
+        return cls(assigner, cfg_number(cfg, "allowed_border", -1, path), cfg_number(cfg, "pos_weight", -1, path),
+                   cfg_number(cfg, "debug", False, path, bool))
 
 
 @dataclass(frozen=True)
@@ -91,11 +93,35 @@ class DenseTestConfig:
         check_keys(nms, ("type", "iou_threshold", "iou_thr", "class_agnostic"), "model.test_cfg.nms")
         if nms.get("type", "nms") != "nms":
             raise ConfigError(f"model.test_cfg.nms.type: only 'nms' is supported, got {nms.get('type')!r}")
-        return cls(int(cfg.get("nms_pre", 1000)), float(cfg.get("min_bbox_size", 0)),
-                   float(cfg.get("score_thr", 0.05)), float(nms.get("iou_threshold", nms.get("iou_thr", 0.5))),  # type: ignore[arg-type]
-                   bool(nms.get("class_agnostic", False)), int(cfg.get("max_per_img", 100)),
-                   int(cfg.get("deploy_nms_pre", -1)), int(cfg.get("max_output_boxes_per_class", 200)),
-                   bool(cfg.get("drop_empty_boxes", False)))
+        path = "model.test_cfg"
+        iou_key = "iou_threshold" if "iou_threshold" in nms or "iou_thr" not in nms else "iou_thr"
+        return cls(cfg_number(cfg, "nms_pre", 1000, path, int), cfg_number(cfg, "min_bbox_size", 0, path),
+                   cfg_number(cfg, "score_thr", 0.05, path), cfg_number(nms, iou_key, 0.5, f"{path}.nms"),
+                   cfg_number(nms, "class_agnostic", False, f"{path}.nms", bool),
+                   cfg_number(cfg, "max_per_img", 100, path, int), cfg_number(cfg, "deploy_nms_pre", -1, path, int),
+                   cfg_number(cfg, "max_output_boxes_per_class", 200, path, int),
+                   cfg_number(cfg, "drop_empty_boxes", False, path, bool))
+
+
+def cfg_number(cfg: Mapping[str, Any], key: str, default: float | bool, path: str, kind: type = float) -> Any:
+    """``cfg[key]`` (or ``default``) as ``kind`` (float, int or bool), or a :class:`ConfigError` naming ``path.key``.
+
+    Example:
+        >>> cfg_number({"max_per_img": 50}, "max_per_img", 100, "model.test_cfg", int)
+        50
+    """
+    value = cfg.get(key, default)
+    if kind is bool:
+        ok = isinstance(value, bool)
+    elif kind is int:
+        ok = isinstance(value, int) and not isinstance(value, bool) or (isinstance(value, float) and value.is_integer())
+    else:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok:
+        what = {bool: "true or false", int: "an integer"}.get(kind, "a finite number")
+        example = str(default).lower() if isinstance(default, bool) else default
+        raise ConfigError(f"{path}.{key}: expected {what}, got {value!r} (e.g. {key}: {example})")
+    return kind(value)
 
 
 def check_keys(cfg: Mapping[str, Any], allowed: tuple[str, ...], path: str) -> None:

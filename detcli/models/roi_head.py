@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from detcli.errors import ConfigError
 from detcli.models.assigners import IGNORE, MaxIoUAssigner
 from detcli.models.dense_utils import PaddedGroundTruth
-from detcli.models.detector import check_keys
+from detcli.models.detector import cfg_number, check_keys
 from detcli.models.samplers import RandomSampler
 from detcli.registry import HEADS
 from detcli.structures import Detections, GroundTruth, ImageBatch
@@ -49,8 +49,8 @@ class RCNNTrainConfig:
             raise ConfigError(f"{path}.assigner: expected a {{type: MaxIoUAssigner, ...}} node")
         if not isinstance(sampler, RandomSampler):
             raise ConfigError(f"{path}.sampler: expected a {{type: RandomSampler, ...}} node")
-        return cls(assigner, sampler, int(cfg.get("mask_size", 28)), float(cfg.get("pos_weight", -1)),
-                   bool(cfg.get("debug", False)))
+        return cls(assigner, sampler, cfg_number(cfg, "mask_size", 28, path, int), cfg_number(cfg, "pos_weight", -1, path),
+                   cfg_number(cfg, "debug", False, path, bool))
 
 
 @dataclass(frozen=True)
@@ -74,10 +74,11 @@ class RCNNTestConfig:
         check_keys(nms_cfg, ("type", "iou_threshold", "iou_thr", "class_agnostic"), f"{path}.nms")
         if nms_cfg.get("type", "nms") != "nms":
             raise ConfigError(f"{path}.nms.type: only 'nms' is supported, got {nms_cfg.get('type')!r}")
-        nms_cfg = {"type": "nms", "iou_threshold": float(nms_cfg.get("iou_threshold", nms_cfg.get("iou_thr", 0.5))),  # type: ignore[arg-type]
-                   "class_agnostic": bool(nms_cfg.get("class_agnostic", False))}
-        return cls(float(cfg.get("score_thr", 0.05)), nms_cfg, int(cfg.get("max_per_img", 100)),
-                   float(cfg.get("mask_thr_binary", 0.5)), float(cfg.get("min_bbox_size", -1)))
+        iou_key = "iou_threshold" if "iou_threshold" in nms_cfg or "iou_thr" not in nms_cfg else "iou_thr"
+        nms_cfg = {"type": "nms", "iou_threshold": cfg_number(nms_cfg, iou_key, 0.5, f"{path}.nms"),
+                   "class_agnostic": cfg_number(nms_cfg, "class_agnostic", False, f"{path}.nms", bool)}
+        return cls(cfg_number(cfg, "score_thr", 0.05, path), nms_cfg, cfg_number(cfg, "max_per_img", 100, path, int),
+                   cfg_number(cfg, "mask_thr_binary", 0.5, path), cfg_number(cfg, "min_bbox_size", -1, path))
 
 
 def boxes_to_rois(boxes: Sequence[Tensor]) -> Tensor:

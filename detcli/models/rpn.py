@@ -27,7 +27,7 @@ from detcli.models.dense_utils import (
     prior_pad_shape,
     valid_anchors,
 )
-from detcli.models.detector import check_keys
+from detcli.models.detector import cfg_number, check_keys
 from detcli.models.losses import CrossEntropyLoss, L1Loss
 from detcli.models.priors import AnchorGenerator, TorchvisionAnchorGenerator
 from detcli.models.samplers import RandomSampler
@@ -56,8 +56,8 @@ class RPNTrainConfig:
             raise ConfigError(f"{path}.assigner: expected a {{type: MaxIoUAssigner, ...}} node")
         if not isinstance(sampler, RandomSampler):
             raise ConfigError(f"{path}.sampler: expected a {{type: RandomSampler, ...}} node")
-        return cls(assigner, sampler, float(cfg.get("allowed_border", -1)), float(cfg.get("pos_weight", -1)),
-                   bool(cfg.get("debug", False)))
+        return cls(assigner, sampler, cfg_number(cfg, "allowed_border", -1, path),
+                   cfg_number(cfg, "pos_weight", -1, path), cfg_number(cfg, "debug", False, path, bool))
 
 
 @dataclass(frozen=True)
@@ -87,10 +87,10 @@ class ProposalConfig:
         check_keys(nms_cfg, ("type", "iou_threshold", "iou_thr"), f"{path}.nms")
         if nms_cfg.get("type", "nms") != "nms":
             raise ConfigError(f"{path}.nms.type: only 'nms' is supported, got {nms_cfg.get('type')!r}")
-        return cls(int(cfg.get("nms_pre", 1000)), int(cfg.get("max_per_img", 1000)),
-                   float(nms_cfg.get("iou_threshold", nms_cfg.get("iou_thr", 0.7))),  # type: ignore[arg-type]
-                   float(cfg.get("min_bbox_size", 0)), bool(cfg.get("nms_across_levels", False)),
-                   int(cfg.get("nms_post", 1000)))
+        iou_key = "iou_threshold" if "iou_threshold" in nms_cfg or "iou_thr" not in nms_cfg else "iou_thr"
+        return cls(cfg_number(cfg, "nms_pre", 1000, path, int), cfg_number(cfg, "max_per_img", 1000, path, int),
+                   cfg_number(nms_cfg, iou_key, 0.7, f"{path}.nms"), cfg_number(cfg, "min_bbox_size", 0, path),
+                   cfg_number(cfg, "nms_across_levels", False, path, bool), cfg_number(cfg, "nms_post", 1000, path, int))
 
 
 def clip_to_sizes(boxes: Tensor, image_sizes: list[tuple[int, int]]) -> Tensor:

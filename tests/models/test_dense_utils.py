@@ -3,6 +3,7 @@ import math
 import pytest
 import torch
 
+from detcli.errors import ConfigError
 from detcli.models.dense_utils import (
     flatten_levels,
     level_of_image,
@@ -11,6 +12,9 @@ from detcli.models.dense_utils import (
     pad_ground_truth,
     select_candidates,
 )
+from detcli.models.detector import DenseTestConfig
+from detcli.models.roi_head import RCNNTestConfig
+from detcli.models.rpn import ProposalConfig
 from detcli.structures import GroundTruth
 
 
@@ -83,3 +87,30 @@ def test_pad_ground_truth():
     assert boxes.shape == (2, 1, 4) and labels.tolist() == [[2], [0]] and valid.tolist() == [[True], [False]]
     boxes, _, valid = pad_ground_truth(gts[1:], torch.device("cpu"))
     assert boxes.shape == (1, 0, 4) and valid.shape == (1, 0)
+
+
+@pytest.mark.parametrize(
+    ("parse", "cfg", "message"),
+    [
+        (lambda c: DenseTestConfig.parse(c), {"nms": {"type": "nms", "iou_threshold": None}},
+         r"model\.test_cfg\.nms\.iou_threshold: expected a finite number, got None"),
+        (lambda c: DenseTestConfig.parse(c), {"max_per_img": "abc"}, r"model\.test_cfg\.max_per_img: expected an integer"),
+        (lambda c: DenseTestConfig.parse(c), {"max_per_img": 2.5}, r"max_per_img: expected an integer, got 2\.5"),
+        (lambda c: DenseTestConfig.parse(c), {"score_thr": float("nan")}, r"score_thr: expected a finite number"),
+        (lambda c: DenseTestConfig.parse(c), {"drop_empty_boxes": 1}, r"drop_empty_boxes: expected true or false"),
+        (lambda c: RCNNTestConfig.parse(c, "model.test_cfg.rcnn"), {"score_thr": None},
+         r"model\.test_cfg\.rcnn\.score_thr: expected a finite number, got None \(e\.g\. score_thr: 0\.05\)"),
+        (lambda c: ProposalConfig.parse(c, "model.test_cfg.rpn"), {"nms": {"iou_thr": "x"}},
+         r"model\.test_cfg\.rpn\.nms\.iou_thr: expected a finite number"),
+    ],
+)
+def test_test_cfg_values_name_the_key(parse, cfg, message) -> None:  # noqa: ANN001
+    with pytest.raises(ConfigError, match=message):
+        parse(cfg)
+
+
+def test_test_cfg_numbers_are_converted() -> None:
+    cfg = DenseTestConfig.parse({"max_per_img": 50.0, "score_thr": 0, "nms": {"iou_thr": 0.6}})
+    assert (cfg.max_per_img, cfg.score_thr, cfg.iou_threshold) == (50, 0.0, 0.6)
+    assert isinstance(cfg.max_per_img, int) and isinstance(cfg.score_thr, float)
+    assert RCNNTestConfig.parse({}, "p").nms == {"type": "nms", "iou_threshold": 0.5, "class_agnostic": False}
