@@ -58,7 +58,7 @@ def test_yolox_tiny_shapes_builds_and_yields_samples() -> None:
     model = build_model(cfg)
     assert model.num_classes == 4 and hasattr(model.bbox_head, "use_l1") and model.bbox_head.use_l1 is False
     train = build_dataset(cfg["data"]["train"], test_mode=False)
-    assert isinstance(train, MultiImageMixDataset) and len(train) == 1000
+    assert isinstance(train, MultiImageMixDataset) and len(train) == 2500
     s = train[SampleKey(0, 0, 0)]
     assert tuple(s.image.shape) == (3, 256, 256) and len(s.gt) > 0
     assert float(s.image.max()) > 1.5  # raw pixels: YOLOX is trained without Normalize
