@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from detcli.config import load_config  # noqa: E402
-from detcli.engine.onnx_export import trace_to_onnx  # noqa: E402
+from detcli.engine.onnx_export import graph_feed, trace_to_onnx  # noqa: E402
 from detcli.models.deploy import deploy_model, min_opset  # noqa: E402
 from detcli.models.fuse import fuse_conv_bn  # noqa: E402
 from detcli.registry import DETECTORS, build  # noqa: E402
@@ -90,7 +90,8 @@ def main(argv: list[str] | None = None) -> int:
             if args.fuse_conv_bn:
                 fuse_conv_bn(model)
             batch = ImageBatch(x, [(h, w)])
-            fns += [lambda m=model, b=batch: m.predict(b), lambda s=sess, f={"input": x.numpy()}: s.run(None, f)]
+            feed = graph_feed([i.name for i in sess.get_inputs()], batch)  # the tensor and image_sizes
+            fns += [lambda m=model, b=batch: m.predict(b), lambda s=sess, f=feed: s.run(None, f)]
             names += [(name, "det_eager_s"), (name, "onnxruntime_s")]
         times = medians(fns, args.repeats, args.warmup)
     rows: dict[str, dict[str, float]] = {}
