@@ -684,7 +684,8 @@ def reroot_datasets(cfg: dict[str, Any], root: str | None) -> dict[str, Any]:
 
 # --- typed values -------------------------------------------------------------------------------
 
-def _is_number(v: Any) -> bool:
+def is_number(v: Any) -> bool:
+    """A finite int or float, not a bool (config values that must be numbers)."""
     if isinstance(v, bool):
         return False
     if isinstance(v, int):
@@ -692,7 +693,8 @@ def _is_number(v: Any) -> bool:
     return isinstance(v, float) and math.isfinite(v)
 
 
-def _is_int(v: Any) -> bool:
+def is_int(v: Any) -> bool:
+    """An int, not a bool."""
     return isinstance(v, int) and not isinstance(v, bool)
 
 
@@ -709,23 +711,23 @@ class ValueType:
         return (value is None and self.nullable) or (value is not None and self.check(value))
 
 
-POSITIVE_NUMBER = ValueType("a positive finite number", lambda v: _is_number(v) and v > 0, "0.02")
-NON_NEGATIVE_NUMBER = ValueType("a finite number >= 0", lambda v: _is_number(v) and v >= 0, "0.0001")
-FINITE_NUMBER = ValueType("a finite number", _is_number, "1.0")
-RATIO = ValueType("a number in (0, 1]", lambda v: _is_number(v) and 0 < v <= 1, "0.001")
-POSITIVE_INT = ValueType("a positive integer", lambda v: _is_int(v) and v >= 1, "2")
-NON_NEGATIVE_INT = ValueType("an integer >= 0", lambda v: _is_int(v) and v >= 0, "2")
-INTERVAL = ValueType("a positive integer, or -1", lambda v: _is_int(v) and (v >= 1 or v == -1), "1")
-INTEGER = ValueType("an integer", _is_int, "3")
+POSITIVE_NUMBER = ValueType("a positive finite number", lambda v: is_number(v) and v > 0, "0.02")
+NON_NEGATIVE_NUMBER = ValueType("a finite number >= 0", lambda v: is_number(v) and v >= 0, "0.0001")
+FINITE_NUMBER = ValueType("a finite number", is_number, "1.0")
+RATIO = ValueType("a number in (0, 1]", lambda v: is_number(v) and 0 < v <= 1, "0.001")
+POSITIVE_INT = ValueType("a positive integer", lambda v: is_int(v) and v >= 1, "2")
+NON_NEGATIVE_INT = ValueType("an integer >= 0", lambda v: is_int(v) and v >= 0, "2")
+INTERVAL = ValueType("a positive integer, or -1", lambda v: is_int(v) and (v >= 1 or v == -1), "1")
+INTEGER = ValueType("an integer", is_int, "3")
 BOOLEAN = ValueType("true or false", lambda v: isinstance(v, bool), "true")
 STEPS = ValueType(
     "a positive integer or a list of them",
-    lambda v: (_is_int(v) and v >= 1) or (isinstance(v, list) and all(_is_int(x) and x >= 1 for x in v)),
+    lambda v: (is_int(v) and v >= 1) or (isinstance(v, list) and all(is_int(x) and x >= 1 for x in v)),
     "[8, 11]",
 )
 BETAS = ValueType(
     "a list of two numbers in [0, 1)",
-    lambda v: isinstance(v, list) and len(v) == 2 and all(_is_number(x) and 0 <= x < 1 for x in v),
+    lambda v: isinstance(v, list) and len(v) == 2 and all(is_number(x) and 0 <= x < 1 for x in v),
     "[0.9, 0.999]",
 )
 
@@ -762,7 +764,7 @@ VALUE_TYPES: dict[str, ValueType] = {
     "checkpoint_config.save_optimizer": BOOLEAN,
     "checkpoint_config.save_last": BOOLEAN,
     "evaluation.interval": POSITIVE_INT,
-    "evaluation.start": ValueType("an integer >= 0", lambda v: _is_int(v) and v >= 0, "0", nullable=True),
+    "evaluation.start": ValueType("an integer >= 0", lambda v: is_int(v) and v >= 0, "0", nullable=True),
     "evaluation.by_epoch": BOOLEAN,
     "log_config.interval": POSITIVE_INT,
     "lr_config.warmup_iters": NON_NEGATIVE_INT,
@@ -771,13 +773,13 @@ VALUE_TYPES: dict[str, ValueType] = {
     "lr_config.by_epoch": BOOLEAN,
     "lr_config.step": STEPS,
     "lr_config.gamma": POSITIVE_NUMBER,
-    "lr_config.min_lr": ValueType("a finite number >= 0", lambda v: _is_number(v) and v >= 0, "0.0001", nullable=True),
-    "lr_config.min_lr_ratio": ValueType("a finite number >= 0", lambda v: _is_number(v) and v >= 0, "0.01", nullable=True),
+    "lr_config.min_lr": ValueType("a finite number >= 0", lambda v: is_number(v) and v >= 0, "0.0001", nullable=True),
+    "lr_config.min_lr_ratio": ValueType("a finite number >= 0", lambda v: is_number(v) and v >= 0, "0.01", nullable=True),
     "lr_config.power": FINITE_NUMBER,
     "lr_config.num_last_epochs": NON_NEGATIVE_INT,
     "auto_scale_lr.enable": BOOLEAN,
     "auto_scale_lr.base_batch_size": POSITIVE_INT,
-    "seed": ValueType("an integer", _is_int, "0", nullable=True),
+    "seed": ValueType("an integer", is_int, "0", nullable=True),
     "log_level": ValueType("one of DEBUG, INFO, WARNING, ERROR", lambda v: v in LOG_LEVELS, "INFO", nullable=True),
 }
 

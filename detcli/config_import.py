@@ -60,6 +60,7 @@ from detcli.config import (
     VALUE_TYPES,
     VARS_KEY,
     dump_config,
+    is_int,
     merge,
     substitute_vars,
 )
@@ -275,8 +276,8 @@ class _Evaluator:
         name = type(op).__name__
         try:
             if _is_number(left) and _is_number(right):
-                if isinstance(op, ast.Pow) and _is_int(right) and (
-                    abs(right) > 1024 or (_is_int(left) and left.bit_length() * abs(right) > MAX_INT_BITS)
+                if isinstance(op, ast.Pow) and is_int(right) and (
+                    abs(right) > 1024 or (is_int(left) and left.bit_length() * abs(right) > MAX_INT_BITS)
                 ):
                     raise self.error(node, f"exponent {right} is too large")
                 ops: dict[type, Callable[[Any, Any], Any]] = {
@@ -289,7 +290,7 @@ class _Evaluator:
             elif isinstance(op, ast.Add) and type(left) is type(right) and isinstance(left, (str, list, tuple)):
                 joined: Any = left
                 return self.checked(node, joined + right)
-            elif isinstance(op, ast.Mult) and isinstance(left, (str, list, tuple)) and _is_int(right):
+            elif isinstance(op, ast.Mult) and isinstance(left, (str, list, tuple)) and is_int(right):
                 if len(left) * max(right, 0) > MAX_SEQUENCE:
                     raise self.error(node, f"the result would be longer than {MAX_SEQUENCE}")
                 return self.checked(node, left * right)
@@ -298,7 +299,7 @@ class _Evaluator:
         raise self.error(node, f"{name} of {type(left).__name__} and {type(right).__name__} is not allowed")
 
     def checked(self, node: ast.AST, value: Any) -> Any:
-        if _is_int(value) and value.bit_length() > MAX_INT_BITS:
+        if is_int(value) and value.bit_length() > MAX_INT_BITS:
             raise self.error(node, f"an integer of more than {MAX_INT_BITS} bits")
         if isinstance(value, float) and not math.isfinite(value):
             raise self.error(node, f"the number {value} is not finite")
@@ -319,7 +320,7 @@ class _Evaluator:
         container = self.eval(node.value)
         index = self.eval(index_node)
         try:
-            if isinstance(container, (list, tuple, str)) and _is_int(index):
+            if isinstance(container, (list, tuple, str)) and is_int(index):
                 return copy.deepcopy(container[index])
             if isinstance(container, dict) and isinstance(index, str):
                 return copy.deepcopy(container[index])
@@ -381,10 +382,6 @@ def _measure(value: Any, limit: int) -> tuple[int, int]:
         elif isinstance(item, (list, tuple)):
             stack.extend((v, depth + 1) for v in item)
     return count, deepest
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
 
 
 def _is_number(v: Any) -> bool:

@@ -31,6 +31,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from detcli.config import is_int
 from detcli.errors import ConfigError, did_you_mean
 
 #: ``runner.type`` values (mmcv's two runners).
@@ -53,12 +54,8 @@ def _show(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def _int(value: Any, key: str, *, minimum: int, example: int) -> int:
-    if not _is_int(value) or value < minimum:
+    if not is_int(value) or value < minimum:
         what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
         raise ConfigError(f"{key}: expected {what} (e.g. {key.rsplit('.', 1)[-1]}: {example}), "
                           f"got {_show(value)} (a {type(value).__name__})")
@@ -298,7 +295,7 @@ def runner_settings(cfg: Mapping[str, Any]) -> tuple[str, int | None, int | None
     if other in runner:
         raise ConfigError(f"runner.{other}: a {kind} counts in {key.split('_')[1]}; set runner.{key} instead")
     value = runner.get(key)
-    if value is None or not _is_int(value) or value < 1:
+    if value is None or not is_int(value) or value < 1:
         raise ConfigError(f"runner.{key}: a {kind} needs {key} as a positive integer, got {value!r}")
     return kind, (value if key == "max_epochs" else None), (value if key == "max_iters" else None)
 
@@ -400,7 +397,7 @@ def _evaluation(cfg: Mapping[str, Any]) -> EvalSettings:
         raise ConfigError(f"evaluation.rule: must be 'greater' or 'less', got {rule!r}")
     dyn = node.get("dynamic_intervals")
     if dyn and not (isinstance(dyn, (list, tuple)) and all(
-            isinstance(p, (list, tuple)) and len(p) == 2 and all(_is_int(x) and x >= 1 for x in p) for p in dyn)):
+            isinstance(p, (list, tuple)) and len(p) == 2 and all(is_int(x) and x >= 1 for x in p) for p in dyn)):
         raise ConfigError(f"evaluation.dynamic_intervals: expected [[milestone, interval], ...] of positive integers "
                           f"(e.g. dynamic_intervals: [[285, 1]]), got {_show(dyn)}")
     dynamic = tuple((int(a), int(b)) for a, b in dyn) if dyn else None
@@ -424,10 +421,10 @@ def _checkpoint(cfg: Mapping[str, Any]) -> CheckpointSettings:
     fields_ = ("interval", "by_epoch", "save_optimizer", "max_keep_ckpts", "save_last")
     _unknown_keys(node, fields_, "checkpoint_config")
     interval = node.get("interval", 1)
-    if not _is_int(interval) or (interval < 1 and interval != -1):
+    if not is_int(interval) or (interval < 1 and interval != -1):
         raise ConfigError(f"checkpoint_config.interval: expected a positive integer, or -1 (e.g. interval: 1), got {_show(interval)}")
     keep = node.get("max_keep_ckpts", -1)
-    if not _is_int(keep):
+    if not is_int(keep):
         raise ConfigError(f"checkpoint_config.max_keep_ckpts: expected an integer (e.g. max_keep_ckpts: 3), got {_show(keep)}")
     by_epoch = node.get("by_epoch")
     return CheckpointSettings(
@@ -541,7 +538,7 @@ def parse_settings(cfg: Mapping[str, Any]) -> RunSettings:
         ConfigError: the key path, what was expected and what was found.
     """
     seed = cfg.get("seed")
-    if seed is not None and not _is_int(seed):
+    if seed is not None and not is_int(seed):
         raise ConfigError(f"seed: expected an integer (e.g. seed: 0), got {_show(seed)}")
     custom = cfg.get("custom_hooks") or []
     if not isinstance(custom, (list, tuple)) or not all(isinstance(h, Mapping) for h in custom):

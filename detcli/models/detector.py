@@ -7,7 +7,6 @@ A :class:`SingleStageDetector` owns built components (constructor injection) and
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
@@ -15,6 +14,7 @@ from typing import Any, ClassVar, Protocol
 import torch
 from torch import Tensor, nn
 
+from detcli.config import is_int, is_number
 from detcli.errors import ConfigError, did_you_mean
 from detcli.models.assigners import BatchAssigner
 from detcli.models.pretrained import PretrainedCfg, load_detector_weights, parse_init_cfg
@@ -114,9 +114,9 @@ def cfg_number(cfg: Mapping[str, Any], key: str, default: float | bool, path: st
     if kind is bool:
         ok = isinstance(value, bool)
     elif kind is int:
-        ok = isinstance(value, int) and not isinstance(value, bool) or (isinstance(value, float) and value.is_integer())
+        ok = is_int(value) or (isinstance(value, float) and value.is_integer())
     else:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        ok = is_number(value)
     if not ok:
         what = {bool: "true or false", int: "an integer"}.get(kind, "a finite number")
         example = str(default).lower() if isinstance(default, bool) else default
