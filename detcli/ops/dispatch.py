@@ -36,6 +36,10 @@ logger = logging.getLogger(__name__)
 BACKEND_NAMES = ("auto", "cupy", "torch", "torchvision")
 TORCH_NMS_MIN_BOXES = 2000  # auto mode: CPU NMS from this many boxes uses the plain-PyTorch path
 TORCH_NMS_MAX_ROUNDS = 64  # auto mode: longer suppression chains fall back to torchvision
+#: auto mode: boxes whose candidate pairs exceed this share of all pairs go to torchvision (overlapping
+#: candidates, as RPN proposals and dense-head outputs of one class, are several times faster there; 1/16 is
+#: 62 pairs per box at 2000 boxes, 625 at 20000; benchmarks/nms_dispatch.py)
+TORCH_NMS_MAX_PAIR_SHARE = 1 / 16
 ROI_ALIGN_SPLIT_MIN_ROIS = 32  # CPU RoIAlign is split over threads only with this many RoIs per thread
 
 _forced: str | None = None
@@ -82,18 +86,20 @@ class TorchBackend(TorchvisionBackend):
 
     name = "torch"
 
-    def __init__(self, max_rounds: int | None = None) -> None:
+    def __init__(self, max_rounds: int | None = None, max_pair_share: float | None = None) -> None:
         self.max_rounds = max_rounds
+        self.max_pair_share = max_pair_share
 
     def nms(self, boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
-        from detcli.ops.reference import NotConvergedError, nms_sparse, supported
+        from detcli.ops.reference import SparseNMSDeclined, nms_sparse, supported
 
         if not supported(boxes, iou_threshold):
             return super().nms(boxes, scores, iou_threshold)
         try:
-            return nms_sparse(boxes, scores, iou_threshold, max_rounds=self.max_rounds)
-        except NotConvergedError:
-            logger.debug("plain-PyTorch NMS hit %s rounds; using torchvision", self.max_rounds)
+            return nms_sparse(boxes, scores, iou_threshold, max_rounds=self.max_rounds,
+                              max_pair_share=self.max_pair_share)
+        except SparseNMSDeclined as exc:
+            logger.debug("plain-PyTorch NMS declined (%s); using torchvision", exc)
             return super().nms(boxes, scores, iou_threshold)
 
 
@@ -177,7 +183,7 @@ def _split_roi_align(
 
 _TORCHVISION = TorchvisionBackend()
 _TORCH = TorchBackend()
-_TORCH_AUTO = TorchBackend(max_rounds=TORCH_NMS_MAX_ROUNDS)
+_TORCH_AUTO = TorchBackend(max_rounds=TORCH_NMS_MAX_ROUNDS, max_pair_share=TORCH_NMS_MAX_PAIR_SHARE)
 
 
 def _check_name(name: str, source: str) -> str:
@@ -283,7 +289,7 @@ def active_backend_name(device: str = "cpu") -> str:
         return name
     if torch.device(device).type == "cuda":
         return "cupy" if _cupy_reason() is None else "torchvision"
-    return f"torchvision (nms with >= {TORCH_NMS_MIN_BOXES} boxes and roi_align: torch)"
+    return (f"torchvision (nms of >= {TORCH_NMS_MIN_BOXES} boxes that overlap little, and roi_align: torch)")
 
 
 def available_backends(device: str = "cpu") -> list[str]:

@@ -13,9 +13,16 @@ The greedy NMS of torchvision is reproduced exactly, in two vectorised steps:
    predecessor``), which reaches the unique greedy solution after as many rounds as the longest chain
    of suppressions, a handful for detector outputs and random boxes.
 
-Random boxes (20k, 0..1000 px, sides 1..101 px) take 0.4-0.7 s here against 0.7-1.3 s for
-``torchvision.ops.nms`` (2 shared CPU cores; 5k boxes: 40 ms against 90 ms; see
-``det benchmark kernels``). The work runs on one intra-op thread (see ``_one_intra_op_thread``).
+The cost grows with the number of candidate pairs (about 0.15 us each here), torchvision's greedy
+kernel with boxes x kept boxes / 2 (about 0.01 us each). Boxes that overlap little win: random boxes
+(20k, 0..1000 px, sides 1..101 px, 290 pairs per box) take 0.5 s against 1.4 s for
+``torchvision.ops.nms``, 8k boxes of 80 classes offset apart (15 pairs per box) 24 ms against 155 ms.
+Overlapping detector candidates lose: 4k boxes clustered on 20 objects (530 pairs per box, 68 kept)
+take 270 ms against 2 ms. So the sparse path can only win when its pairs are fewer than
+N x kept / 30, i.e. a small share of all N (N - 1) / 2 pairs; ``max_pair_share`` lets the caller
+decline the others once the pairs are counted, before any is built (the "auto" backend sends them to
+torchvision at 1/16; ``python benchmarks/nms_dispatch.py`` prints the table). The work runs on one
+intra-op thread (see ``_one_intra_op_thread``).
 
 Example:
     >>> b = torch.tensor([[0., 0, 10, 10], [1, 1, 11, 11], [20, 20, 30, 30]])
@@ -36,8 +43,16 @@ PAIR_CHUNK = 1 << 22  # candidate pairs materialised at once (bounds the peak me
 BAND_MARGIN = 1.001  # band height = max box height * margin, so rounding never hides a pair
 
 
-class NotConvergedError(RuntimeError):
+class SparseNMSDeclined(RuntimeError):
+    """:func:`nms_sparse` gave up on an input past one of its limits; the caller runs torchvision."""
+
+
+class NotConvergedError(SparseNMSDeclined):
     """The greedy resolution needed more than ``max_rounds`` rounds."""
+
+
+class TooDenseError(SparseNMSDeclined):
+    """The boxes overlap too much: more candidate pairs than ``max_pair_share`` of all pairs."""
 
 
 def threshold_for(dtype: torch.dtype, iou_threshold: float) -> float:
@@ -65,8 +80,13 @@ def supported(boxes: Tensor, iou_threshold: float) -> bool:
     )
 
 
-def _candidate_chunks(x1: Tensor, y1: Tensor, x2: Tensor, y2: Tensor) -> list[tuple[Tensor, Tensor]]:
-    """Pairs ``(p, q)`` (each unordered overlapping pair at least once) in chunks of <= PAIR_CHUNK."""
+def _candidate_chunks(x1: Tensor, y1: Tensor, x2: Tensor, y2: Tensor,
+                      max_pairs: float | None = None) -> list[tuple[Tensor, Tensor]]:
+    """Pairs ``(p, q)`` (each unordered overlapping pair at least once) in chunks of <= PAIR_CHUNK.
+
+    Raises:
+        TooDenseError: there are more than ``max_pairs`` candidate pairs (counted before any is built).
+    """
     n = x1.numel()
     arange = torch.arange(n, device=x1.device)
     x_order = torch.sort(x1, stable=True).indices  # (N,)
@@ -81,14 +101,19 @@ def _candidate_chunks(x1: Tensor, y1: Tensor, x2: Tensor, y2: Tensor) -> list[tu
     band = torch.floor((y1d - y_min) / band_h).long()  # (N,)
     sorted_key, key_order = torch.sort(band * n + rank)  # boxes by (band, x1 rank)
     first_band = torch.floor((y1d - band_h - y_min) / band_h).long().clamp(min=0)  # (N,)
-    chunks = []
+    steps = []
     for step in range(3):  # the y-range (y1 - band_h, y2) spans at most three bands
         b = first_band + step
         lo = torch.searchsorted(sorted_key, b * n + rank + 1)  # (N,)
         hi = torch.searchsorted(sorted_key, b * n + x_end_rank)  # (N,)
         counts = (hi - lo).clamp(min=0)  # (N,)
-        cum = torch.cumsum(counts, 0)
-        total = int(cum[-1]) if n else 0
+        steps.append((lo, counts, torch.cumsum(counts, 0)))
+    total_pairs = sum(int(cum[-1]) for _, _, cum in steps)
+    if max_pairs is not None and total_pairs > max_pairs:
+        raise TooDenseError(f"{total_pairs} candidate pairs for {n} boxes (limit {max_pairs:g})")
+    chunks = []
+    for lo, counts, cum in steps:
+        total = int(cum[-1])
         start = 0
         while start < total:
             # boxes whose candidate lists fall (mostly) in [start, start + PAIR_CHUNK)
@@ -121,7 +146,8 @@ def _one_intra_op_thread() -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
-def nms_sparse(boxes: Tensor, scores: Tensor, iou_threshold: float, max_rounds: int | None = None) -> Tensor:
+def nms_sparse(boxes: Tensor, scores: Tensor, iou_threshold: float, max_rounds: int | None = None,
+               max_pair_share: float | None = None) -> Tensor:
     """Greedy NMS in plain PyTorch, identical to :func:`torchvision.ops.nms`.
 
     Args:
@@ -129,15 +155,18 @@ def nms_sparse(boxes: Tensor, scores: Tensor, iou_threshold: float, max_rounds: 
         scores (Tensor[N]): ties keep the lower index first (stable sort).
         iou_threshold: ``>= 0``; suppress when IoU with a kept box is ``> iou_threshold``.
         max_rounds: raise :class:`NotConvergedError` after this many resolution rounds (``None``: no cap).
+        max_pair_share: raise :class:`TooDenseError`, before any pair is materialised, when the
+            candidate pairs are more than this share of all ``N (N - 1) / 2`` pairs (``None``: no cap).
 
     Returns:
         Tensor[K] int64: kept indices, by decreasing score.
     """
     with torch.no_grad(), _one_intra_op_thread():
-        return _nms_sparse(boxes, scores, iou_threshold, max_rounds)
+        return _nms_sparse(boxes, scores, iou_threshold, max_rounds, max_pair_share)
 
 
-def _nms_sparse(boxes: Tensor, scores: Tensor, iou_threshold: float, max_rounds: int | None) -> Tensor:
+def _nms_sparse(boxes: Tensor, scores: Tensor, iou_threshold: float, max_rounds: int | None,
+                max_pair_share: float | None) -> Tensor:
     n = boxes.shape[0]
     if n == 0:
         return torch.empty(0, dtype=torch.int64, device=boxes.device)
@@ -147,7 +176,8 @@ def _nms_sparse(boxes: Tensor, scores: Tensor, iou_threshold: float, max_rounds:
     areas = (x2 - x1) * (y2 - y1)  # (N,)
     threshold = threshold_for(boxes.dtype, iou_threshold)
     firsts, seconds = [], []
-    for p, q in _candidate_chunks(x1, y1, x2, y2):
+    max_pairs = None if max_pair_share is None else max_pair_share * n * (n - 1) / 2
+    for p, q in _candidate_chunks(x1, y1, x2, y2, max_pairs):
         # same operations and order as torchvision's CPU kernel
         w = (torch.minimum(x2[p], x2[q]) - torch.maximum(x1[p], x1[q])).clamp(min=0)  # (P,)
         h = (torch.minimum(y2[p], y2[q]) - torch.maximum(y1[p], y1[q])).clamp(min=0)  # (P,)

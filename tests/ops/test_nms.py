@@ -139,6 +139,41 @@ def test_batched_nms_per_class_split_equals_one_offset_call(monkeypatch: pytest.
     one = batched_nms(boxes[:1], scores[:1], idxs[:1], 0.6)
     assert one.tolist() == [0]
 
+
+def test_batched_nms_per_class_split_keeps_tie_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tied scores in different categories come out lower index first, as from one offset call
+    (the split used to order ties by category size)."""
+    import importlib
+    nms_module = importlib.import_module("detcli.ops.nms")
+    g = torch.Generator().manual_seed(4)
+    xy = torch.rand(600, 2, generator=g) * 200
+    boxes = torch.cat([xy, xy + torch.rand(600, 2, generator=g) * 40 + 1], dim=1)
+    scores = torch.randint(0, 6, (600,), generator=g).float() / 5  # 6 distinct values: ties everywhere
+    idxs = (torch.arange(600) % 9 == 0).long() + (torch.arange(600) % 3 == 0).long()  # 3 categories, unequal sizes
+    offset_call = batched_nms(boxes, scores, idxs, 0.5)
+    monkeypatch.setattr(nms_module, "PER_CLASS_NMS_MIN_BOXES", 1)
+    assert torch.equal(batched_nms(boxes, scores, idxs, 0.5), offset_call)
+    assert torch.equal(offset_call, torchvision.ops.batched_nms(boxes, scores, idxs, 0.5))
+
+
+@pytest.mark.parametrize(("n", "categories", "split"), [(3960, 5, True), (1999, 5, False), (2500, 80, False),
+                                                        (4000, 80, True)])
+def test_batched_nms_splits_few_large_categories(monkeypatch: pytest.MonkeyPatch, n: int, categories: int,
+                                                  split: bool) -> None:
+    """The RPN's 5 levels of ~800 proposals split (greedy NMS over all of them at once costs 3-4x);
+    80 classes of ~30 boxes stay one offset call below PER_CLASS_NMS_MIN_BOXES. Same result either way."""
+    import importlib
+    nms_module = importlib.import_module("detcli.ops.nms")
+    g = torch.Generator().manual_seed(5)
+    xy = torch.rand(n, 2, generator=g) * 500
+    boxes = torch.cat([xy, xy + torch.rand(n, 2, generator=g) * 80 + 1], dim=1)
+    scores, idxs = torch.rand(n, generator=g), torch.randint(0, categories, (n,), generator=g)
+    calls: list[int] = []
+    real = nms_module._per_class_nms
+    monkeypatch.setattr(nms_module, "_per_class_nms", lambda *a: calls.append(1) or real(*a))
+    assert torch.equal(batched_nms(boxes, scores, idxs, 0.6), torchvision.ops.batched_nms(boxes, scores, idxs, 0.6))
+    assert calls == ([1] if split else [])
+
 class TestMulticlassNMS:
     boxes = torch.tensor([[0.0, 0, 10, 10], [1, 1, 11, 11], [20, 20, 30, 30]])
 
@@ -166,3 +201,60 @@ class TestMulticlassNMS:
         assert dets.shape == (0, 5) and labels.shape == (0,)
         dets, _ = multiclass_nms(self.boxes, self.scores(), 0.05, {"iou_threshold": 0.7}, max_num=2)
         assert dets.shape == (2, 5)
+
+
+def _clustered(n: int, objects: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Detector-like candidates: ``n`` jittered copies of ``objects`` boxes."""
+    g = torch.Generator().manual_seed(seed)
+    base = torch.rand(objects, 2, generator=g) * 600
+    base = torch.cat([base, base + 30 + torch.rand(objects, 2, generator=g) * 150], dim=1)
+    boxes = base[torch.randint(0, objects, (n,), generator=g)] + torch.randn(n, 4, generator=g) * 6
+    boxes[:, 2:] = torch.maximum(boxes[:, 2:], boxes[:, :2] + 1)
+    return boxes, torch.rand(n, generator=g)
+
+
+def test_reference_pair_cap_raises_before_building_pairs(monkeypatch: pytest.MonkeyPatch) -> None:
+    import detcli.ops.reference as reference
+
+    boxes, scores = _clustered(400, 4, seed=1)  # ~100 copies per object: tens of pairs per box
+    built: list[int] = []
+    real = torch.repeat_interleave
+    monkeypatch.setattr(torch, "repeat_interleave", lambda *a, **k: built.append(1) or real(*a, **k))
+    with pytest.raises(reference.TooDenseError, match=r"candidate pairs for 400 boxes \(limit 7980\)"):
+        nms_sparse(boxes, scores, 0.5, max_pair_share=0.1)
+    assert built == []  # counted, never materialised
+    monkeypatch.setattr(torch, "repeat_interleave", real)
+    # just above the count it runs, and the result is torchvision's; just below it declines
+    order = torch.sort(scores, descending=True, stable=True).indices
+    pairs = sum(p.numel() for p, _ in reference._candidate_chunks(*boxes[order].unbind(1)))
+    all_pairs = 400 * 399 / 2
+    assert torch.equal(nms_sparse(boxes, scores, 0.5, max_pair_share=(pairs + 0.5) / all_pairs),
+                       torchvision.ops.nms(boxes, scores, 0.5))
+    with pytest.raises(reference.TooDenseError):
+        nms_sparse(boxes, scores, 0.5, max_pair_share=(pairs - 0.5) / all_pairs)
+
+
+def test_auto_backend_sends_overlapping_boxes_to_torchvision(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Above TORCH_NMS_MIN_BOXES, auto runs the plain-PyTorch NMS only on boxes that overlap little
+    (class-offset batches); clustered candidates of one class go to torchvision. Same results."""
+    import detcli.ops.dispatch as dispatch
+    import detcli.ops.reference as reference
+
+    calls: list[str] = []
+    real_sparse, real_tv = reference.nms_sparse, torchvision.ops.nms
+    monkeypatch.setattr(reference, "nms_sparse", lambda *a, **k: calls.append("sparse") or real_sparse(*a, **k))
+    monkeypatch.setattr(torchvision.ops, "nms", lambda *a, **k: calls.append("tv") or real_tv(*a, **k))
+    n = dispatch.TORCH_NMS_MIN_BOXES
+    dense, dense_scores = _clustered(n, 10, seed=2)
+    sparse_boxes = dense + torch.arange(n).remainder(80).float()[:, None] * 1000  # 80 classes offset apart
+    for boxes, scores, route in ((dense, dense_scores, ["sparse", "tv"]), (sparse_boxes, dense_scores, ["sparse"])):
+        calls.clear()
+        with use_backend("auto"):
+            kept = dispatch.backend_for(boxes, num_boxes=n).nms(boxes, scores, 0.5)
+        assert calls == route  # the sparse path declined the dense set before any pair was built
+        assert torch.equal(kept, real_tv(boxes, scores, 0.5))
+    calls.clear()
+    with use_backend("torch"):  # forced: no cap
+        assert torch.equal(dispatch.backend_for(dense, num_boxes=n).nms(dense, dense_scores, 0.5),
+                           real_tv(dense, dense_scores, 0.5))
+    assert calls == ["sparse"]
