@@ -63,7 +63,7 @@ def pairs_per_box(boxes: torch.Tensor) -> float:
     try:
         nms_sparse(boxes, torch.zeros(len(boxes)), 0.5, max_pair_share=0)
     except TooDenseError as exc:
-        return int(str(exc).split()[0]) / len(boxes)
+        return exc.pairs / len(boxes)
     return 0.0
 
 

@@ -52,7 +52,15 @@ class NotConvergedError(SparseNMSDeclined):
 
 
 class TooDenseError(SparseNMSDeclined):
-    """The boxes overlap too much: more candidate pairs than ``max_pair_share`` of all pairs."""
+    """The boxes overlap too much: more candidate pairs than ``max_pair_share`` of all pairs.
+
+    Attributes:
+        pairs: the number of candidate pairs counted.
+    """
+
+    def __init__(self, pairs: int, num_boxes: int, limit: float) -> None:
+        super().__init__(f"{pairs} candidate pairs for {num_boxes} boxes (limit {limit:g})")
+        self.pairs = pairs
 
 
 def threshold_for(dtype: torch.dtype, iou_threshold: float) -> float:
@@ -110,7 +118,7 @@ def _candidate_chunks(x1: Tensor, y1: Tensor, x2: Tensor, y2: Tensor,
         steps.append((lo, counts, torch.cumsum(counts, 0)))
     total_pairs = sum(int(cum[-1]) for _, _, cum in steps)
     if max_pairs is not None and total_pairs > max_pairs:
-        raise TooDenseError(f"{total_pairs} candidate pairs for {n} boxes (limit {max_pairs:g})")
+        raise TooDenseError(total_pairs, n, max_pairs)
     chunks = []
     for lo, counts, cum in steps:
         total = int(cum[-1])
